@@ -1,22 +1,169 @@
 /**
- * The native TensorFlow backend (tfjs-node over libtensorflow), loaded on demand.
+ * The native TensorFlow backend: tfjs-node's kernels running on libtensorflow.
+ *
+ * `scripts/setup.ts` builds tfjs-node's binding (`tfjs_binding.node`) against a libtensorflow
+ * into `.native/` at the project's root. This module loads that binding and registers the
+ * `"tensorflow"` backend with the project's own `@tensorflow/tfjs`, without switching to it:
+ * choosing a backend is `lib/backend.ts`'s job.
+ *
+ * Where to look: `$TFJS_NATIVE_DIR/tfjs_binding.node` when that variable is set (and nowhere
+ * else), otherwise `.native/tfjs_binding.node`, then where tfjs-node's own loader looks
+ * (`lib/napi-v8/` inside the package). With `@tensorflow/tfjs-node-gpu` installed and a CUDA GPU
+ * listed by `nvidia-smi`, that package is loaded instead.
  *
  * @module
  */
+import { createRequire } from "node:module";
+import util from "node:util";
+import type { TFJSBinding } from "@tensorflow/tfjs-node/dist/tfjs_binding.js";
+
+type Require = ReturnType<typeof createRequire>;
 
 /** What loading the native backend gave: its name and a detail line, or why it failed. */
 export type NativeBackendResult =
   | { ok: true; name: "tensorflow"; detail: string }
   | { ok: false; reason: string };
 
+/** The folder (absolute path) that `scripts/setup.ts` fills and this module loads from. */
+export function nativeDir(): string {
+  const override = Deno.env.get("TFJS_NATIVE_DIR");
+  if (override) return override;
+  return `${projectRoot()}/.native`;
+}
+
+/** The project's root folder: the parent of `lib/`. */
+export function projectRoot(): string {
+  const url = new URL("..", import.meta.url);
+  if (url.protocol !== "file:") return Deno.cwd();
+  return decodeURIComponent(url.pathname).replace(/\/$/, "");
+}
+
+let loading: Promise<NativeBackendResult> | undefined;
+
 /**
- * Load and register the "tensorflow" backend with TensorFlow.js.
+ * Load tfjs-node's binding and register the `"tensorflow"` backend with TensorFlow.js.
  *
- * Not set up on this checkout: always reports why.
+ * Never throws: a missing or broken binding gives `{ ok: false, reason }`. The first call does
+ * the work (about half a second); later calls return the same result at once, and a backend
+ * named `"tensorflow"` registered by someone else counts as loaded.
  */
 export function loadNativeBackend(): Promise<NativeBackendResult> {
-  return Promise.resolve({
-    ok: false,
-    reason: "native TensorFlow backend not set up (run `deno task setup`)",
-  });
+  loading ??= load().catch((error) => ({
+    ok: false as const,
+    reason: `native backend failed to load: ${firstLine(error)}`,
+  }));
+  return loading;
+}
+
+async function load(): Promise<NativeBackendResult> {
+  // Imported here, so that importing this module (as scripts/setup.ts does) stays cheap.
+  const tf = await import("@tensorflow/tfjs");
+  if (tf.findBackendFactory("tensorflow")) {
+    return { ok: true, name: "tensorflow", detail: "registered before this module loaded it" };
+  }
+  patchNodeUtil();
+  // libtensorflow logs its CPU features and oneDNN at start-up; keep warnings and errors only.
+  if (Deno.env.get("TF_CPP_MIN_LOG_LEVEL") === undefined) Deno.env.set("TF_CPP_MIN_LOG_LEVEL", "2");
+  const require = createRequire(`${projectRoot()}/lib/native.ts`);
+
+  const gpu = await loadGpuPackage(tf, require);
+  if (gpu.ok) return gpu;
+
+  const candidates = Deno.env.get("TFJS_NATIVE_DIR")
+    ? [`${nativeDir()}/tfjs_binding.node`]
+    : [`${nativeDir()}/tfjs_binding.node`, ...packageBindingPaths(require)];
+  const path = candidates.find(exists);
+  if (!path) {
+    const reason = `native TensorFlow backend not set up: no binding at ${candidates[0]}` +
+      " (run `deno task setup`)";
+    return { ok: false, reason: gpu.reason ? `${gpu.reason}; ${reason}` : reason };
+  }
+  const binding = require(path) as TFJSBinding;
+  // tfjs-node's kernels, registered for the backend name "tensorflow", and its backend class.
+  await import("@tensorflow/tfjs-node/dist/register_all_kernels.js");
+  const { NodeJSKernelBackend } = await import(
+    "@tensorflow/tfjs-node/dist/nodejs_kernel_backend.js"
+  );
+  tf.registerBackend(
+    "tensorflow",
+    () => new NodeJSKernelBackend(binding, "@tensorflow/tfjs-node"),
+    3,
+  );
+  if (!tf.findBackend("tensorflow")) {
+    tf.removeBackend("tensorflow");
+    return { ok: false, reason: `the binding at ${path} loaded but its backend did not start` };
+  }
+  const device = binding.isUsingGpuDevice() ? "GPU" : "CPU";
+  return {
+    ok: true,
+    name: "tensorflow",
+    detail: `libtensorflow ${binding.TF_Version} (${device})`,
+  };
+}
+
+/** Where tfjs-node's own loader (node-pre-gyp, N-API 8 under Deno) looks for the binding. */
+function packageBindingPaths(require: Require): string[] {
+  try {
+    const pkg = require.resolve("@tensorflow/tfjs-node/package.json").replace(/package\.json$/, "");
+    return [`${pkg}lib/napi-v8/tfjs_binding.node`];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * `@tensorflow/tfjs-node-gpu`, when it is installed (with its own binding and CUDA libtensorflow,
+ * which its install step downloads) and `nvidia-smi` lists a GPU. Its entry module registers
+ * and selects the "tensorflow" backend itself; the previously selected backend is restored.
+ */
+async function loadGpuPackage(
+  tf: typeof import("@tensorflow/tfjs"),
+  require: Require,
+): Promise<NativeBackendResult | { ok: false; reason: "" }> {
+  try {
+    require.resolve("@tensorflow/tfjs-node-gpu/package.json");
+  } catch {
+    return { ok: false, reason: "" };
+  }
+  const gpuName = await cudaGpuName();
+  if (!gpuName) return { ok: false, reason: "" };
+  try {
+    const previous = tf.engine().backendName;
+    require("@tensorflow/tfjs-node-gpu");
+    if (previous && previous !== "tensorflow") await tf.setBackend(previous);
+    return { ok: true, name: "tensorflow", detail: `libtensorflow GPU (${gpuName})` };
+  } catch (error) {
+    return { ok: false, reason: `@tensorflow/tfjs-node-gpu failed to load: ${firstLine(error)}` };
+  }
+}
+
+/** The first GPU that `nvidia-smi -L` lists, or undefined. */
+async function cudaGpuName(): Promise<string | undefined> {
+  try {
+    const out = await new Deno.Command("nvidia-smi", { args: ["-L"], stderr: "null" }).output();
+    const line = new TextDecoder().decode(out.stdout).split("\n").find((l) => l.startsWith("GPU"));
+    return out.success && line
+      ? line.replace(/^GPU \d+: /, "").replace(/ \(UUID.*$/, "")
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** tfjs-node calls `util.isNullOrUndefined`, which Node removed and Deno's `node:util` lacks. */
+function patchNodeUtil(): void {
+  const nodeUtil = util as unknown as Record<string, unknown>;
+  nodeUtil.isNullOrUndefined ??= (x: unknown) => x === null || x === undefined;
+}
+
+function exists(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split("\n")[0];
 }
