@@ -1,0 +1,269 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
+import "@tensorflow/tfjs-backend-wasm";
+import { CPU_GRADIENT_KERNELS, registerCpuGradientKernels } from "../lib/kernels/cpu_gradients.ts";
+import {
+  registerWasmGradientKernels,
+  WASM_GRADIENT_KERNELS,
+} from "../lib/kernels/wasm_gradients.ts";
+import { upsampleNearest2x } from "../lib/kernels/upsample.ts";
+import { Random } from "../lib/random.ts";
+
+type Shape4 = [number, number, number, number];
+type Pad = "same" | "valid" | number;
+
+await tf.setBackend("cpu");
+const random = new Random(7);
+const values = (shape: number[]) =>
+  Float32Array.from(random.normals(shape.reduce((a, b) => a * b, 1)));
+
+/** max |a − b| / max |b|: the error relative to the reference's scale. */
+function relativeError(actual: Float32Array, expected: Float32Array): number {
+  assert.equal(actual.length, expected.length);
+  let diff = 0, scale = 0;
+  for (let i = 0; i < expected.length; i++) {
+    diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
+    scale = Math.max(scale, Math.abs(expected[i]));
+  }
+  return diff / scale;
+}
+
+function assertClose(actual: Float32Array[], expected: Float32Array[], tolerance: number) {
+  assert.equal(actual.length, expected.length);
+  actual.forEach((a, i) => {
+    const error = relativeError(a, expected[i]);
+    assert.ok(error <= tolerance, `gradient ${i}: relative error ${error} > ${tolerance}`);
+  });
+}
+
+// A small conv net: strides 1 and 2, same and valid padding, batch 3, and a transposed
+// convolution (whose forward pass is Conv2DBackpropInput and whose filter gradient is
+// Conv2DBackpropFilter with input and dy swapped).
+const net = {
+  x: [3, 8, 8, 2] as Shape4,
+  w1: [3, 3, 2, 4] as Shape4, // stride 1, same  → [3, 8, 8, 4]
+  w2: [3, 3, 4, 6] as Shape4, // stride 2, same  → [3, 4, 4, 6]
+  w3: [2, 2, 6, 5] as Shape4, // stride 1, valid → [3, 3, 3, 5]
+  w4: [3, 3, 4, 5] as Shape4, // transposed, stride 2, valid → [3, 7, 7, 4]
+  target: [3, 7, 7, 4] as Shape4,
+};
+const netValues = Object.fromEntries(
+  Object.entries(net).map(([name, shape]) => [name, values(shape)]),
+) as Record<keyof typeof net, Float32Array>;
+
+/** Gradients of the net's loss with respect to its input and its four filters. */
+function netGradients(): Float32Array[] {
+  return tf.tidy(() => {
+    const t = (name: keyof typeof net) => tf.tensor4d(netValues[name], net[name]);
+    const target = t("target");
+    const loss = (
+      x: tf.Tensor4D,
+      w1: tf.Tensor4D,
+      w2: tf.Tensor4D,
+      w3: tf.Tensor4D,
+      w4: tf.Tensor4D,
+    ) => {
+      let h = tf.tanh(tf.conv2d(x, w1, 1, "same"));
+      h = tf.tanh(tf.conv2d(h, w2, 2, "same"));
+      h = tf.tanh(tf.conv2d(h, w3, 1, "valid"));
+      const y = tf.conv2dTranspose(h, w4, net.target, 2, "valid");
+      return tf.sum(tf.square(tf.sub(y, target)));
+    };
+    const grads = tf.grads((...p: tf.Tensor[]) =>
+      loss(...(p as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D, tf.Tensor4D, tf.Tensor4D]))
+    );
+    return grads([t("x"), t("w1"), t("w2"), t("w3"), t("w4")]).map((g) =>
+      g.dataSync() as Float32Array
+    );
+  });
+}
+
+// Single convolutions of every geometry the kernels handle: odd sizes, strides 1–3, same,
+// valid and explicit padding, including paddings that make the rewrite crop.
+const cases: { x: Shape4; w: Shape4; stride: number; pad: Pad }[] = [
+  { x: [3, 8, 8, 2], w: [3, 3, 2, 4], stride: 1, pad: "same" },
+  { x: [3, 9, 7, 2], w: [3, 3, 2, 4], stride: 2, pad: "same" },
+  { x: [3, 9, 7, 2], w: [3, 3, 2, 4], stride: 2, pad: "valid" },
+  { x: [2, 15, 15, 3], w: [2, 2, 3, 2], stride: 2, pad: "same" },
+  { x: [2, 10, 11, 3], w: [4, 3, 3, 2], stride: 3, pad: "valid" },
+  { x: [2, 8, 8, 3], w: [3, 3, 3, 2], stride: 2, pad: 1 },
+  { x: [2, 6, 6, 3], w: [1, 1, 3, 2], stride: 1, pad: 2 },
+];
+const caseValues = cases.map((c) => {
+  const y = tf.tidy(() =>
+    tf.conv2d(tf.zeros(c.x) as tf.Tensor4D, tf.zeros(c.w) as tf.Tensor4D, c.stride, c.pad)
+  );
+  const dy = values(y.shape);
+  y.dispose();
+  return { x: values(c.x), w: values(c.w), dy, dyShape: y.shape as Shape4 };
+});
+
+/** Gradients of Σ conv2d(x, w)·dy with respect to x and w, case by case. */
+function caseGradients(): Float32Array[][] {
+  return cases.map((c, i) =>
+    tf.tidy(() => {
+      const v = caseValues[i];
+      const dy = tf.tensor4d(v.dy, v.dyShape);
+      const grads = tf.grads((x: tf.Tensor, w: tf.Tensor) =>
+        tf.sum(tf.mul(tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, c.stride, c.pad), dy))
+      );
+      return grads([tf.tensor4d(v.x, c.x), tf.tensor4d(v.w, c.w)]).map((g) =>
+        g.dataSync() as Float32Array
+      );
+    })
+  );
+}
+
+/**
+ * The filter gradient by its definition, loop by loop:
+ * ∂L/∂w[a, b, c, o] = Σ_{n, i, j} x[n, s·i + a − p_t, s·j + b − p_l, c] · dy[n, i, j, o].
+ */
+function naiveFilterGradient(
+  x: Float32Array,
+  [n, h, w, ci]: Shape4,
+  dy: Float32Array,
+  [, ho, wo, co]: Shape4,
+  [kh, kw]: Shape4,
+  stride: number,
+  padTop: number,
+  padLeft: number,
+): Float32Array {
+  const dw = new Float32Array(kh * kw * ci * co);
+  for (let a = 0; a < kh; a++) {
+    for (let b = 0; b < kw; b++) {
+      for (let c = 0; c < ci; c++) {
+        for (let o = 0; o < co; o++) {
+          let sum = 0;
+          for (let m = 0; m < n; m++) {
+            for (let i = 0; i < ho; i++) {
+              const r = stride * i + a - padTop;
+              if (r < 0 || r >= h) continue;
+              for (let j = 0; j < wo; j++) {
+                const q = stride * j + b - padLeft;
+                if (q < 0 || q >= w) continue;
+                sum += x[((m * h + r) * w + q) * ci + c] * dy[((m * ho + i) * wo + j) * co + o];
+              }
+            }
+          }
+          dw[((a * kw + b) * ci + c) * co + o] = sum;
+        }
+      }
+    }
+  }
+  return dw;
+}
+
+/** Runs `body` and checks that it left no tensor and no backend buffer behind. */
+function withoutLeaks<T>(body: () => T): T {
+  const backend = tf.backend();
+  const tensors = tf.memory().numTensors, buffers = backend.numDataIds();
+  const result = body();
+  assert.equal(tf.memory().numTensors, tensors, "tensors leaked");
+  assert.equal(backend.numDataIds(), buffers, "backend buffers leaked");
+  return result;
+}
+
+// References from the cpu backend's stock kernels, computed before any kernel is replaced.
+const stockNet = netGradients();
+const stockCases = caseGradients();
+
+describe("cpu filter gradient as a forward convolution", () => {
+  it("matches its definition, loop by loop", () => {
+    // Case 3: 2×2 filter, stride 2, "same" padding of a 15×15 input: p_t = p_l = 0.
+    const c = cases[3], v = caseValues[3];
+    const naive = naiveFilterGradient(v.x, c.x, v.dy, v.dyShape, c.w, c.stride, 0, 0);
+    assert.ok(relativeError(stockCases[3][1], naive) < 1e-5, "stock kernel vs definition");
+    // Case 5: explicit padding 1.
+    const c5 = cases[5], v5 = caseValues[5];
+    const naive5 = naiveFilterGradient(v5.x, c5.x, v5.dy, v5.dyShape, c5.w, c5.stride, 1, 1);
+    assert.ok(relativeError(stockCases[5][1], naive5) < 1e-5, "stock kernel vs definition");
+  });
+
+  it("matches the stock cpu kernel on a conv net and on every geometry", async () => {
+    await tf.setBackend("cpu");
+    registerCpuGradientKernels();
+    registerCpuGradientKernels(); // idempotent
+    assert.equal(tf.getKernel("Conv2DBackpropFilter", "cpu"), CPU_GRADIENT_KERNELS[0]);
+    const replaced = withoutLeaks(netGradients);
+    assertClose(replaced, stockNet, 1e-5);
+    const replacedCases = withoutLeaks(caseGradients);
+    replacedCases.forEach((grads, i) => assertClose(grads, stockCases[i], 1e-5));
+    const c = cases[3], v = caseValues[3];
+    const naive = naiveFilterGradient(v.x, c.x, v.dy, v.dyShape, c.w, c.stride, 0, 0);
+    assert.ok(relativeError(replacedCases[3][1], naive) < 1e-5);
+  });
+});
+
+describe("wasm convolution gradients", () => {
+  it("are missing from wasm as shipped, and registered by registerWasmGradientKernels", async () => {
+    await tf.setBackend("wasm");
+    assert.equal(tf.getKernel("Conv2DBackpropFilter", "wasm"), undefined);
+    registerWasmGradientKernels();
+    registerWasmGradientKernels(); // idempotent
+    for (const config of WASM_GRADIENT_KERNELS) {
+      assert.equal(tf.getKernel(config.kernelName, "wasm"), config);
+    }
+  });
+
+  it("match cpu's stock gradients on a conv net within 1e-4", async () => {
+    await tf.setBackend("wasm");
+    assertClose(withoutLeaks(netGradients), stockNet, 1e-4);
+  });
+
+  it("match cpu's stock gradients on every geometry within 1e-4", async () => {
+    await tf.setBackend("wasm");
+    withoutLeaks(caseGradients).forEach((grads, i) => assertClose(grads, stockCases[i], 1e-4));
+  });
+});
+
+describe("upsampleNearest2x", () => {
+  const shape: Shape4 = [2, 3, 4, 3];
+  const x = values(shape);
+  const weights = values([2, 6, 8, 3]);
+
+  /** ∂/∂x Σ up(x)·weights = 2×2 sum pooling of the weights. */
+  function sumPool2x(dy: Float32Array, [n, h, w, c]: Shape4): Float32Array {
+    const out = new Float32Array(n * h * w * c);
+    for (let m = 0; m < n; m++) {
+      for (let i = 0; i < 2 * h; i++) {
+        for (let j = 0; j < 2 * w; j++) {
+          for (let k = 0; k < c; k++) {
+            const from = ((m * 2 * h + i) * 2 * w + j) * c + k;
+            out[((m * h + (i >> 1)) * w + (j >> 1)) * c + k] += dy[from];
+          }
+        }
+      }
+    }
+    return out;
+  }
+
+  for (const backend of ["cpu", "wasm"]) {
+    it(`on ${backend}: equals resizeNearestNeighbor, and its gradient is the 2×2 sum pooling`, async () => {
+      await tf.setBackend(backend);
+      const [up, resized, grad] = withoutLeaks(() =>
+        tf.tidy(() => {
+          const input = tf.tensor4d(x, shape);
+          const w = tf.tensor4d(weights, [2, 6, 8, 3]);
+          const grad = tf.grad((t: tf.Tensor) =>
+            tf.sum(tf.mul(upsampleNearest2x(t as tf.Tensor4D), w))
+          );
+          return [
+            upsampleNearest2x(input),
+            tf.image.resizeNearestNeighbor(input, [6, 8]),
+            grad(input),
+          ].map((t) => t.dataSync() as Float32Array);
+        })
+      );
+      assert.deepEqual(up, resized);
+      assert.equal(up[((1 * 6 + 5) * 8 + 7) * 3 + 2], x[((1 * 3 + 2) * 4 + 3) * 3 + 2]);
+      assert.ok(relativeError(grad, sumPool2x(weights, shape)) < 1e-6);
+    });
+  }
+
+  it("rejects a tensor that is not NHWC", () => {
+    const matrix = tf.zeros([2, 3]);
+    assert.throws(() => upsampleNearest2x(matrix as unknown as tf.Tensor4D), /rank 4/);
+    matrix.dispose();
+  });
+});
