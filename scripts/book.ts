@@ -1,0 +1,75 @@
+/**
+ * The book builder.
+ *
+ *   deno task book [--profile quick|full] [--backend NAME] [--only 01,02] [--freeze]
+ *   deno task serve [--port 8080]          (build, then serve with live reload)
+ *
+ * Runs every chapter in `chapters/` (or reuses its cached or frozen result), writes the pages to
+ * `_book/src/` and the site to `_site/`. Exits non-zero when a chapter fails, after building the
+ * others.
+ *
+ * @module
+ */
+
+import { parseBookArgs } from "./book/args.ts";
+import { buildBook, failureReport } from "./book/build.ts";
+import { serveBook } from "./book/serve.ts";
+
+const USAGE = `Build the book.
+
+  deno task book [--profile quick|full] [--backend NAME] [--only 01,02] [--freeze]
+  deno task serve [--port 8080]
+
+  --profile   quick: tiny models (minutes); full: the published runs. Without it, frozen full
+              results are used where they are current, and the quick profile elsewhere.
+  --backend   ask chapters for a TensorFlow.js backend (tensorflow, wasm, webgpu, cpu).
+  --only      run only these chapters (id prefixes); the others come from stored results.
+  --freeze    keep the results in assets/frozen/ for the published book (implies --profile full).
+  --serve     serve the site with live reload after building.`;
+
+async function main(): Promise<number> {
+  let args;
+  try {
+    args = parseBookArgs(Deno.args);
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (args.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (args.rest.length > 0) {
+    console.error(`unknown arguments: ${args.rest.join(" ")}\n\n${USAGE}`);
+    return 2;
+  }
+  const options = {
+    profile: args.profile,
+    backend: args.backend,
+    only: args.only,
+    freeze: args.freeze,
+    quiet: args.quiet,
+  };
+  if (args.serve) {
+    await serveBook({ ...options, port: args.port });
+    return 0;
+  }
+  const report = await buildBook(options);
+  const counts = ["ran", "cached", "frozen", "failed", "missing"]
+    .map((origin) => [origin, report.chapters.filter((c) => c.origin === origin).length] as const)
+    .filter(([, n]) => n > 0)
+    .map(([origin, n]) => `${n} ${origin}`)
+    .join(", ");
+  console.log(`\nChapters: ${counts || "none found in chapters/"}`);
+  if (report.siteIndex) {
+    console.log(`The book is at file://${report.siteIndex}`);
+    console.log("Serve it with live reload: npx -y deno@2.9.6 task serve");
+  }
+  if (!report.ok) {
+    console.error(`\n${failureReport(report)}`);
+    return 1;
+  }
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,78 @@
+/**
+ * Chapters as cells: the "percent" format of Jupytext and VS Code.
+ *
+ * Cells are separated by lines `// %%`. A prose cell starts with `// %% [markdown]` and every
+ * following line is a `// ` comment holding Markdown; other cells are code. Lines before the first
+ * marker form a code cell of their own (usually imports).
+ *
+ * @module
+ */
+
+/** One cell of a chapter. */
+export interface Cell {
+  /** Prose (Markdown) or code (TypeScript). */
+  kind: "markdown" | "code";
+  /** Markdown with the comment markers removed, or the code as written; no blank edges. */
+  text: string;
+  /** 1-based line of the cell's first line after its marker. */
+  startLine: number;
+  /** 1-based line of the cell's last line (inclusive). */
+  endLine: number;
+}
+
+const MARKER = /^\/\/ ?%%(\s.*)?$/;
+
+/** Strips a prose line's comment marker: `// text` → `text`, `//` → ``. */
+export function uncomment(line: string): string {
+  const match = /^\s*\/\/ ?(.*)$/.exec(line);
+  return match ? match[1] : line;
+}
+
+function trimBlankLines(lines: string[]): string[] {
+  let start = 0, end = lines.length;
+  while (start < end && lines[start].trim() === "") start++;
+  while (end > start && lines[end - 1].trim() === "") end--;
+  return lines.slice(start, end);
+}
+
+/**
+ * Splits a chapter into cells. Empty cells are dropped. Line numbers are those of the file, so
+ * that an output made at line L belongs to the code cell with startLine ≤ L ≤ endLine.
+ */
+export function splitCells(source: string): Cell[] {
+  const lines = source.replace(/\r\n?/g, "\n").split("\n");
+  const cells: Cell[] = [];
+  let kind: Cell["kind"] = "code";
+  let body: string[] = [];
+  let start = 1;
+  const flush = (end: number) => {
+    const text = trimBlankLines(kind === "markdown" ? body.map(uncomment) : body).join("\n");
+    if (text.trim() !== "") cells.push({ kind, text, startLine: start, endLine: end });
+  };
+  lines.forEach((line, i) => {
+    const match = MARKER.exec(line);
+    if (!match) {
+      body.push(line);
+      return;
+    }
+    flush(i);
+    kind = /^\s*\[(markdown|md)\]/i.test(match[1] ?? "") ? "markdown" : "code";
+    body = [];
+    start = i + 2;
+  });
+  flush(lines.length);
+  return cells;
+}
+
+/** The chapter's title: the first `# Title` line of its first prose cell. */
+export function chapterTitle(cells: Cell[]): string | undefined {
+  const prose = cells.find((cell) => cell.kind === "markdown");
+  const match = prose && /^#\s+(.+?)\s*#*\s*$/m.exec(prose.text);
+  return match ? match[1] : undefined;
+}
+
+/** The index (among code cells only) of the code cell holding `line`, or -1. */
+export function codeCellOfLine(cells: Cell[], line: number): number {
+  const code = cells.filter((cell) => cell.kind === "code");
+  return code.findIndex((cell) => cell.startLine <= line && line <= cell.endLine);
+}

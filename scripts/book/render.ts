@@ -1,0 +1,278 @@
+/**
+ * A chapter page as Markdown: prose cells as they are, code cells as fenced TypeScript, and after
+ * each code cell the outputs it produced, as HTML blocks (which Markdown passes through).
+ *
+ * HTML blocks end at a blank line, so the markup written here never contains one, except inside
+ * `<figcaption>`, where the blank lines are deliberate: they let the caption be Markdown (with math).
+ *
+ * @module
+ */
+
+import type { Chapter } from "./chapters.ts";
+import type { PlacedOutput, ResultMeta } from "./results.ts";
+
+/** Where a page finds a chapter's stored outputs. */
+export interface OutputSource {
+  /** Folder holding the output files. */
+  dir: string;
+  /** URL of that folder relative to the page, e.g. `outputs/01-forward-process`. */
+  url: string;
+}
+
+/** A link to a neighbouring chapter. */
+export interface PageLink {
+  /** Its title. */
+  title: string;
+  /** Its page, relative (e.g. `02-noise-schedules.html`). */
+  url: string;
+  /** Its number. */
+  number: number;
+}
+
+/** Everything a chapter page shows besides its cells. */
+export interface PageContext {
+  /** The stored result (absent: the chapter was not run). */
+  result?: ResultMeta;
+  /** Where its outputs are. */
+  outputs?: OutputSource;
+  /** Where the result came from: run now, the cache, frozen results, or a failed run. */
+  origin?: "ran" | "cached" | "frozen" | "failed" | "missing";
+  /** The previous chapter. */
+  prev?: PageLink;
+  /** The next chapter. */
+  next?: PageLink;
+}
+
+/** Escapes text for HTML. */
+export function escapeHtml(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(
+    /"/g,
+    "&quot;",
+  );
+}
+
+/** Formats a table or metric value: integers as they are, other numbers to 4 significant digits. */
+export function formatValue(value: unknown): string {
+  if (typeof value === "number") {
+    if (Number.isInteger(value)) return String(value);
+    const abs = Math.abs(value);
+    if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(3);
+    return String(Number(value.toPrecision(4)));
+  }
+  if (value === null || value === undefined) return "";
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+/** The file name the page gives a chapter: `<id>.html`. */
+export function pageName(id: string): string {
+  return `${id}.html`;
+}
+
+function fence(code: string, lang: string): string {
+  const longest = Math.max(2, ...[...code.matchAll(/`+/g)].map((m) => m[0].length));
+  const ticks = "`".repeat(longest + 1);
+  return `${ticks}${lang}\n${code}\n${ticks}`;
+}
+
+function noBlankLines(html: string): string {
+  return html.replace(/\n\s*\n/g, "\n").trim();
+}
+
+function caption(text: string | undefined): string {
+  return text ? `<figcaption>\n\n${text.trim()}\n\n</figcaption>\n` : "";
+}
+
+function plainText(markdown: string): string {
+  return markdown.replace(/\$+([^$]*)\$+/g, "$1").replace(/[*_`\\]/g, "").trim();
+}
+
+/** Display scale of a pixel image: an integer k with width·k ≤ 640, at most 12. */
+export function displayScale(width: number): number {
+  return Math.max(1, Math.min(12, Math.floor(640 / Math.max(1, width))));
+}
+
+async function renderOutput(output: PlacedOutput, source: OutputSource): Promise<string> {
+  const url = output.file ? `${source.url}/${output.file}` : "";
+  switch (output.kind) {
+    case "figure": {
+      const markup = await Deno.readTextFile(`${source.dir}/${output.file}`);
+      return `<figure class="output output-figure">\n<div class="figure-body">\n${
+        noBlankLines(markup)
+      }\n</div>\n${caption(output.caption)}</figure>`;
+    }
+    case "images":
+    case "animation": {
+      const k = displayScale(output.width ?? 64);
+      const size = output.width && output.height
+        ? ` width="${output.width * k}" height="${output.height * k}"`
+        : "";
+      const alt = escapeHtml(plainText(output.caption ?? `${output.kind} from the code above`));
+      return `<figure class="output output-${output.kind}">\n<img class="pixelated" src="${
+        escapeHtml(url)
+      }"${size} alt="${alt}" loading="lazy">\n${caption(output.caption)}</figure>`;
+    }
+    case "table": {
+      const { columns, rows } = output.data as {
+        columns: string[];
+        rows: Record<string, unknown>[];
+      };
+      const numeric = columns.map((c) =>
+        rows.every((r) => typeof r[c] === "number" || r[c] == null)
+      );
+      const head = columns.map((c, i) =>
+        `<th${numeric[i] ? ' class="num"' : ""}>${escapeHtml(c)}</th>`
+      )
+        .join("");
+      const body = rows.map((row) =>
+        `<tr>${
+          columns.map((c, i) =>
+            `<td${numeric[i] ? ' class="num"' : ""}>${escapeHtml(formatValue(row[c]))}</td>`
+          ).join("")
+        }</tr>`
+      ).join("\n");
+      return `<figure class="output output-table">\n<div class="table-scroll">\n<table>\n<thead><tr>${head}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>\n</div>\n${
+        caption(output.caption)
+      }</figure>`;
+    }
+    case "metric": {
+      const { name, value, unit } = output.data as { name: string; value: unknown; unit?: string };
+      const about = output.caption
+        ? `\n<div class="metric-caption">${escapeHtml(plainText(output.caption))}</div>`
+        : "";
+      return `<div class="metric">\n<div class="metric-name">${escapeHtml(name)}</div>\n` +
+        `<div class="metric-value">${escapeHtml(formatValue(value))}${
+          unit ? `<span class="metric-unit">${escapeHtml(unit)}</span>` : ""
+        }</div>${about}\n</div>`;
+    }
+    case "widget": {
+      const { name } = output.data as { name: string };
+      const json = (await Deno.readTextFile(`${source.dir}/${output.file}`)).trim()
+        .replace(/</g, "\\u003c").replace(/\n/g, " ");
+      return `<figure class="output output-widget">\n<div class="widget" data-widget="${
+        escapeHtml(name)
+      }"><script type="application/json">${json}</script><noscript>This interactive figure needs JavaScript.</noscript></div>\n${
+        caption(output.caption)
+      }</figure>`;
+    }
+    case "text": {
+      const text = escapeHtml(String(output.data ?? "")).replace(/\n+$/, "");
+      return `<pre class="output output-text">${text}</pre>${
+        output.caption
+          ? `\n\n<p class="output-caption">${escapeHtml(plainText(output.caption))}</p>`
+          : ""
+      }`;
+    }
+  }
+  return "";
+}
+
+/** Renders a cell's outputs; consecutive metrics share one row of cards. */
+export async function renderOutputs(
+  outputs: PlacedOutput[],
+  source: OutputSource,
+): Promise<string> {
+  const parts: string[] = [];
+  let metrics: string[] = [];
+  const flushMetrics = () => {
+    if (metrics.length) {
+      parts.push(`<div class="output output-metrics">\n${metrics.join("\n")}\n</div>`);
+    }
+    metrics = [];
+  };
+  for (const output of outputs) {
+    const html = await renderOutput(output, source);
+    if (output.kind === "metric") {
+      metrics.push(html);
+    } else {
+      flushMetrics();
+      parts.push(html);
+    }
+  }
+  flushMetrics();
+  return parts.join("\n\n");
+}
+
+function yamlValue(value: unknown): string {
+  return JSON.stringify(value);
+}
+
+function resultNote(context: PageContext): string {
+  const result = context.result;
+  if (!result || context.origin === "missing") {
+    return "This chapter has not been run in this build, so its outputs are missing.";
+  }
+  const when = result.finishedAt.slice(0, 10);
+  const profile = result.profile === "full"
+    ? "the <strong>full</strong> profile"
+    : "the <strong>quick</strong> profile (tiny models, few steps)";
+  const backend = result.backend
+    ? ` on the <code>${escapeHtml(result.backend)}</code> backend`
+    : "";
+  return `Outputs on this page come from ${profile}${backend}, run on ${when} in ${result.seconds} s.`;
+}
+
+/**
+ * The chapter's page as Markdown with front matter: title, number, order, layout, permalink,
+ * prev/next links, the widgets it loads, and a note on where its results came from.
+ */
+export async function chapterPage(chapter: Chapter, context: PageContext): Promise<string> {
+  const outputs = context.result?.outputs ?? [];
+  const codeCount = chapter.cells.filter((c) => c.kind === "code").length;
+  const byCell = new Map<number, PlacedOutput[]>();
+  for (const output of outputs) {
+    const cell = output.cell >= 0 && output.cell < codeCount ? output.cell : codeCount - 1;
+    byCell.set(cell, [...(byCell.get(cell) ?? []), output]);
+  }
+  const widgets = [
+    ...new Set(
+      outputs.filter((o) => o.kind === "widget").map((o) => (o.data as { name: string }).name),
+    ),
+  ];
+  const blocks: string[] = [];
+  if (context.origin === "failed" && context.result) {
+    blocks.push(
+      `<div class="callout callout-error">\n<p><strong>This chapter failed to run</strong> (exit code ${context.result.exitCode}). Its outputs below stop where it failed. The end of its error output:</p>\n<pre>${
+        escapeHtml(context.result.error ?? "").replace(/\n\s*\n/g, "\n")
+      }</pre>\n</div>`,
+    );
+  }
+  let codeIndex = 0;
+  const firstProse = chapter.cells.find((c) => c.kind === "markdown");
+  for (const cell of chapter.cells) {
+    if (cell.kind === "markdown") {
+      // The title is shown by the layout; drop it from the first prose cell.
+      const text = cell === firstProse ? cell.text.replace(/^#\s+.+$/m, "").trim() : cell.text;
+      if (text) blocks.push(text);
+      continue;
+    }
+    blocks.push(`<div class="cell-code">\n\n${fence(cell.text, "ts")}\n\n</div>`);
+    const cellOutputs = byCell.get(codeIndex) ?? [];
+    if (cellOutputs.length && context.outputs) {
+      blocks.push(
+        `<div class="cell-outputs">\n\n${await renderOutputs(
+          cellOutputs,
+          context.outputs,
+        )}\n\n</div>`,
+      );
+    }
+    codeIndex++;
+  }
+  const front = [
+    "---",
+    `title: ${yamlValue(chapter.title)}`,
+    `chapterId: ${yamlValue(chapter.id)}`,
+    `chapterNumber: ${chapter.number}`,
+    `order: ${chapter.number}`,
+    "layout: chapter.njk",
+    `permalink: ${yamlValue(pageName(chapter.id))}`,
+    "templateEngineOverride: md",
+    `prev: ${yamlValue(context.prev ?? null)}`,
+    `next: ${yamlValue(context.next ?? null)}`,
+    `widgets: ${yamlValue(widgets)}`,
+    `resultNote: ${yamlValue(resultNote(context))}`,
+    `origin: ${yamlValue(context.origin ?? "missing")}`,
+    "---",
+  ];
+  return `${front.join("\n")}\n\n${blocks.join("\n\n")}\n`;
+}

@@ -1,0 +1,124 @@
+/**
+ * Stored chapter results: a folder of output files, the runtime's `outputs.json`, and
+ * `result.json` saying what produced them and after which code cell each output goes.
+ *
+ * Cache: `.cache/book/<chapterId>/<key>/`. A failed run is kept in `.cache/book/<chapterId>/failed/`
+ * (its partial outputs are shown with the error). Frozen results: `assets/frozen/<chapterId>/`.
+ *
+ * @module
+ */
+
+import type { OutputRecord, Profile } from "../../lib/book.ts";
+import { type Cell, codeCellOfLine } from "./cells.ts";
+
+/** An output placed in the chapter: `cell` is the index among code cells (-1: at the end). */
+export type PlacedOutput = OutputRecord & { cell: number };
+
+/** What `result.json` holds. */
+export interface ResultMeta {
+  /** The chapter's id. */
+  chapterId: string;
+  /** The cache key (content hash, profile, backend). */
+  key: string;
+  /** Hash of the code and the modules it imports. */
+  contentHash: string;
+  /** Profile it ran with. */
+  profile: Profile;
+  /** Backend asked for (undefined: the chapter's default). */
+  backend?: string;
+  /** Whether the chapter ran to the end. */
+  ok: boolean;
+  /** Exit code of the chapter's process. */
+  exitCode: number;
+  /** The tail of its error output when it failed. */
+  error?: string;
+  /** When it finished (ISO 8601). */
+  finishedAt: string;
+  /** How long it ran, in seconds. */
+  seconds: number;
+  /** Its outputs, in order, placed after code cells. */
+  outputs: PlacedOutput[];
+}
+
+/** Reads `result.json` from a result folder, or undefined when absent or unreadable. */
+export async function readResult(dir: string): Promise<ResultMeta | undefined> {
+  try {
+    const meta = JSON.parse(await Deno.readTextFile(`${dir}/result.json`)) as ResultMeta;
+    return typeof meta.key === "string" && Array.isArray(meta.outputs) ? meta : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads the runtime manifest `outputs.json` (empty when the chapter made no output). */
+export async function readManifest(dir: string): Promise<OutputRecord[]> {
+  try {
+    const records = JSON.parse(await Deno.readTextFile(`${dir}/outputs.json`));
+    return Array.isArray(records) ? records : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Places each output after the code cell holding its line (outputs of unknown lines go last). */
+export function placeOutputs(records: OutputRecord[], cells: Cell[]): PlacedOutput[] {
+  return records.map((record) => ({ ...record, cell: codeCellOfLine(cells, record.line) }));
+}
+
+/** Writes a file through a temporary name and a rename. */
+export async function writeFileAtomic(path: string, text: string): Promise<void> {
+  const temporary = `${path}.${Deno.pid}.tmp`;
+  await Deno.writeTextFile(temporary, text);
+  await Deno.rename(temporary, path);
+}
+
+/** Removes a path if it exists. */
+export async function removeIfPresent(path: string): Promise<void> {
+  try {
+    await Deno.remove(path, { recursive: true });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}
+
+/** Copies a folder tree (files and folders only). */
+export async function copyDir(from: string, to: string): Promise<void> {
+  await Deno.mkdir(to, { recursive: true });
+  for await (const entry of Deno.readDir(from)) {
+    if (entry.isDirectory) await copyDir(`${from}/${entry.name}`, `${to}/${entry.name}`);
+    else if (entry.isFile) await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
+  }
+}
+
+/** Replaces folder `to` by a copy of `from`: copied beside it first, then swapped in by renames. */
+export async function replaceDirWithCopy(from: string, to: string): Promise<void> {
+  const staging = `${to}.${Deno.pid}.incoming`;
+  const old = `${to}.${Deno.pid}.old`;
+  await removeIfPresent(staging);
+  await copyDir(from, staging);
+  await removeIfPresent(old);
+  try {
+    await Deno.rename(to, old);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  await Deno.rename(staging, to);
+  await removeIfPresent(old);
+}
+
+/** Keeps the `keep` most recently written result folders of a chapter's cache, removing the rest. */
+export async function pruneCache(chapterCache: string, keep: number): Promise<void> {
+  const dirs: Array<{ path: string; time: number }> = [];
+  try {
+    for await (const entry of Deno.readDir(chapterCache)) {
+      if (!entry.isDirectory || entry.name === "failed" || entry.name.includes(".")) continue;
+      const path = `${chapterCache}/${entry.name}`;
+      const info = await Deno.stat(`${path}/result.json`).catch(() => undefined);
+      dirs.push({ path, time: info?.mtime?.getTime() ?? 0 });
+    }
+  } catch {
+    return;
+  }
+  dirs.sort((a, b) => b.time - a.time);
+  for (const { path } of dirs.slice(keep)) await removeIfPresent(path);
+}

@@ -1,0 +1,137 @@
+/**
+ * From chapter pages to a static site: writes the Markdown sources, layouts and data into the
+ * build folder, runs Eleventy on it, and copies styles, widgets, KaTeX and chapter outputs beside
+ * the pages. Every page sits at the top of the site and every link is relative, so the site works
+ * from `file://` as well as from a server.
+ *
+ * @module
+ */
+
+import Eleventy from "@11ty/eleventy";
+import { copyDir, removeIfPresent, writeFileAtomic } from "./results.ts";
+
+/** A chapter as the site's navigation lists it. */
+export interface NavEntry {
+  /** Its id. */
+  id: string;
+  /** Its number. */
+  number: number;
+  /** Its title. */
+  title: string;
+  /** Its page, relative. */
+  url: string;
+}
+
+/** What the site is built from. */
+export interface SiteInput {
+  /** The project root (holds `_site_config.ts` and `node_modules/katex`). */
+  root: string;
+  /** The assets folder (layouts, styles, widgets, pages). */
+  assetsDir: string;
+  /** Where the Markdown sources are written (`_book/src`). */
+  buildDir: string;
+  /** Where the site is written (`_site`). */
+  siteDir: string;
+  /** Chapter pages: file name (`<id>.md`) → Markdown. */
+  pages: Map<string, string>;
+  /** The chapters in order, for the navigation. */
+  nav: NavEntry[];
+  /** Output folders to publish: chapter id → folder. */
+  outputs: Map<string, string>;
+  /** Extra global data for the layouts (`book.*`). */
+  data?: Record<string, unknown>;
+}
+
+async function listFiles(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) if (entry.isFile) names.push(entry.name);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return names;
+}
+
+async function writeIfChanged(path: string, text: string): Promise<void> {
+  const old = await Deno.readTextFile(path).catch(() => undefined);
+  if (old !== text) await writeFileAtomic(path, text);
+}
+
+/**
+ * Writes the Eleventy input: chapter pages, the landing page (assets/pages), layouts
+ * (assets/layouts → `_includes`) and `_data/book.json`. Files are only rewritten when their text
+ * changed, and pages of chapters no longer in the book are removed.
+ */
+export async function writeSources(input: SiteInput): Promise<void> {
+  const { buildDir, assetsDir } = input;
+  await Deno.mkdir(`${buildDir}/_includes`, { recursive: true });
+  await Deno.mkdir(`${buildDir}/_data`, { recursive: true });
+  const wanted = new Map(input.pages);
+  for (const name of await listFiles(`${assetsDir}/pages`)) {
+    wanted.set(name, await Deno.readTextFile(`${assetsDir}/pages/${name}`));
+  }
+  for (const name of await listFiles(buildDir)) {
+    if (!wanted.has(name)) await Deno.remove(`${buildDir}/${name}`);
+  }
+  for (const [name, text] of wanted) await writeIfChanged(`${buildDir}/${name}`, text);
+  const layouts = await listFiles(`${assetsDir}/layouts`);
+  for (const name of await listFiles(`${buildDir}/_includes`)) {
+    if (!layouts.includes(name)) await Deno.remove(`${buildDir}/_includes/${name}`);
+  }
+  for (const name of layouts) {
+    await writeIfChanged(
+      `${buildDir}/_includes/${name}`,
+      await Deno.readTextFile(`${assetsDir}/layouts/${name}`),
+    );
+  }
+  const data = { chapters: input.nav, ...(input.data ?? {}) };
+  await writeIfChanged(`${buildDir}/_data/book.json`, JSON.stringify(data, null, 1));
+}
+
+/**
+ * Copies what pages link to into the site: `assets/styles`, `assets/widgets`, KaTeX's CSS and
+ * fonts (`assets/katex`), and each chapter's outputs (`outputs/<id>/`, manifests left out).
+ */
+export async function copyStatic(input: SiteInput): Promise<void> {
+  const { siteDir, assetsDir, root } = input;
+  for (const folder of ["styles", "widgets"]) {
+    await removeIfPresent(`${siteDir}/assets/${folder}`);
+    await copyDir(`${assetsDir}/${folder}`, `${siteDir}/assets/${folder}`);
+  }
+  const katex = `${root}/node_modules/katex/dist`;
+  await Deno.mkdir(`${siteDir}/assets/katex/fonts`, { recursive: true });
+  await Deno.copyFile(`${katex}/katex.min.css`, `${siteDir}/assets/katex/katex.min.css`);
+  for (const name of await listFiles(`${katex}/fonts`)) {
+    if (name.endsWith(".woff2")) {
+      await Deno.copyFile(`${katex}/fonts/${name}`, `${siteDir}/assets/katex/fonts/${name}`);
+    }
+  }
+  await removeIfPresent(`${siteDir}/outputs`);
+  for (const [id, dir] of input.outputs) {
+    const target = `${siteDir}/outputs/${id}`;
+    await Deno.mkdir(target, { recursive: true });
+    for (const name of await listFiles(dir)) {
+      if (name === "result.json" || name === "outputs.json" || name.endsWith(".tmp")) continue;
+      await Deno.copyFile(`${dir}/${name}`, `${target}/${name}`);
+    }
+  }
+}
+
+/** A configured Eleventy for the build folder, using `_site_config.ts` from the root. */
+export function eleventyFor(input: SiteInput, runMode: "build" | "serve" = "build"): Eleventy {
+  return new Eleventy(input.buildDir, input.siteDir, {
+    quietMode: true,
+    configPath: `${input.root}/_site_config.ts`,
+    runMode,
+  });
+}
+
+/** Writes sources, runs Eleventy once and copies static files. Returns the site's index.html. */
+export async function buildSite(input: SiteInput): Promise<string> {
+  await writeSources(input);
+  await removeIfPresent(input.siteDir);
+  const eleventy = eleventyFor(input);
+  await eleventy.write();
+  await copyStatic(input);
+  return `${input.siteDir}/index.html`;
+}

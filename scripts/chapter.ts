@@ -1,0 +1,87 @@
+/**
+ * Runs one chapter the way the book builder does, and stores its result in the builder's cache.
+ *
+ *   deno task chapter 01 [--profile quick|full] [--backend NAME] [--resume] [...]
+ *
+ * The chapter is picked by id prefix. Options other than --profile and --backend are passed to
+ * the chapter unchanged. The next `deno task book` reuses the result.
+ *
+ * @module
+ */
+
+import { parseBookArgs } from "./book/args.ts";
+import { ensureBackendSetup, resolveDirs } from "./book/build.ts";
+import { discoverChapters } from "./book/chapters.ts";
+import { fingerprint, readImportMap, resultKey } from "./book/cache.ts";
+import { runChapter } from "./book/run.ts";
+
+const USAGE = `Run one chapter.
+
+  deno task chapter <id-prefix> [--profile quick|full] [--backend NAME] [chapter options...]
+
+  e.g. deno task chapter 01 --profile full --resume`;
+
+async function main(): Promise<number> {
+  let args;
+  try {
+    args = parseBookArgs(Deno.args);
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (args.help || args.positional.length === 0) {
+    console.log(USAGE);
+    return args.help ? 0 : 2;
+  }
+  const wanted = args.positional[0];
+  const passOn = [...args.rest];
+  passOn.splice(passOn.indexOf(wanted), 1);
+  const dirs = resolveDirs();
+  let chapters;
+  try {
+    chapters = await discoverChapters(dirs.chaptersDir, [wanted]);
+  } catch (error) {
+    console.error((error as Error).message);
+    return 2;
+  }
+  if (chapters.length > 1) {
+    console.error(`"${wanted}" matches ${chapters.map((c) => c.id).join(", ")}: be more specific`);
+    return 2;
+  }
+  const chapter = chapters[0];
+  const profile = args.profile ?? "quick";
+  await ensureBackendSetup(dirs.root, args.quiet);
+  const { contentHash } = await fingerprint(
+    chapter.file,
+    await readImportMap(`${dirs.root}/deno.json`),
+  );
+  const key = await resultKey(contentHash, profile, args.backend);
+  console.log(
+    `Running ${chapter.id} (${profile} profile${args.backend ? `, ${args.backend}` : ""})`,
+  );
+  const outcome = await runChapter(chapter, {
+    root: dirs.root,
+    cacheDir: dirs.cacheDir,
+    profile,
+    backend: args.backend,
+    contentHash,
+    key,
+    extraArgs: passOn,
+    prefix: "",
+  });
+  const count = outcome.meta.outputs.length;
+  if (!outcome.meta.ok) {
+    console.error(
+      `\n✗ ${chapter.id} failed (exit code ${outcome.meta.exitCode}) after ${count} outputs`,
+    );
+    console.error(`  its partial outputs are in ${outcome.dir}`);
+    return 1;
+  }
+  console.log(
+    `\n✓ ${chapter.id}: ${count} outputs in ${outcome.meta.seconds} s, stored in ${outcome.dir}`,
+  );
+  console.log("  Build the book with: npx -y deno@2.9.6 task book");
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

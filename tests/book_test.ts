@@ -1,0 +1,278 @@
+/**
+ * The book runtime and builder on a tiny fixture book (tests/fixtures/book): cells, output
+ * placement, caching, invalidation, failures and frozen results.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { callSiteLine } from "../lib/book.ts";
+import { chapterTitle, codeCellOfLine, splitCells } from "../scripts/book/cells.ts";
+import { importSpecifiers, resolveBare } from "../scripts/book/cache.ts";
+import { displayScale, formatValue } from "../scripts/book/render.ts";
+import { parseBookArgs } from "../scripts/book/args.ts";
+import { type BookOptions, type BookReport, buildBook } from "../scripts/book/build.ts";
+import { copyDir, readResult, removeIfPresent } from "../scripts/book/results.ts";
+import { relativeUrl, slugify, tableOfContents } from "../_site_config.ts";
+
+const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
+const FIXTURE = `${ROOT}/tests/fixtures/book`;
+
+describe("cells", () => {
+  const source = [
+    "import x from './x.ts';", // 1: code before the first marker
+    "// %% [markdown]", // 2
+    "// # Title here", // 3
+    "//", // 4
+    "// Some *prose* with $x_t$.", // 5
+    "", // 6
+    "// %%", // 7
+    "const a = 1;", // 8
+    "", // 9
+    "// %% [markdown]", // 10
+    "//   indented stays", // 11
+    "// %%", // 12
+    "", // 13
+    "// %% Named cell", // 14
+    "console.log(a); // %% not a marker", // 15
+  ].join("\n");
+  const cells = splitCells(source);
+
+  it("splits prose and code, strips comment markers and drops empty cells", () => {
+    assert.deepEqual(cells.map((c) => c.kind), ["code", "markdown", "code", "markdown", "code"]);
+    assert.equal(cells[0].text, "import x from './x.ts';");
+    assert.equal(cells[1].text, "# Title here\n\nSome *prose* with $x_t$.");
+    assert.equal(cells[2].text, "const a = 1;");
+    assert.equal(cells[3].text, "  indented stays");
+    assert.equal(cells[4].text, "console.log(a); // %% not a marker");
+  });
+
+  it("keeps the file's line numbers, so a line maps to its code cell", () => {
+    assert.deepEqual([cells[2].startLine, cells[2].endLine], [8, 9]);
+    assert.equal(codeCellOfLine(cells, 1), 0);
+    assert.equal(codeCellOfLine(cells, 8), 1);
+    assert.equal(codeCellOfLine(cells, 15), 2);
+    assert.equal(codeCellOfLine(cells, 5), -1, "a prose line belongs to no code cell");
+    assert.equal(chapterTitle(cells), "Title here");
+  });
+});
+
+describe("runtime and builder helpers", () => {
+  it("takes the outermost frame in the chapter file as the call site", () => {
+    const main = "file:///book/chapters/01-a.ts";
+    const stack = [
+      "Error",
+      "    at captureLine (file:///book/lib/book.ts:120:17)",
+      "    at BookRuntime.table (file:///book/lib/book.ts:210:18)",
+      `    at showSquares (${main}:24:14)`,
+      "    at helper (file:///book/lib/other.ts:5:3)",
+      `    at async ${main}:35:1`,
+    ].join("\n");
+    assert.equal(callSiteLine(stack, main), 35);
+    assert.equal(callSiteLine(`Error\n    at f (${main}:7:2)`, main), 7);
+    assert.equal(callSiteLine("Error\n    at f (file:///elsewhere.ts:3:1)", main), 0);
+    assert.equal(
+      callSiteLine(`Error\n    at f (${main}x:3:1)`, main),
+      0,
+      "a longer file name is not the chapter",
+    );
+  });
+
+  it("finds import specifiers and resolves bare ones through the import map", () => {
+    const source = `import { a } from "./a.ts";\nimport type {\n  B,\n} from '../lib/b.ts';\n` +
+      `export * from "./c.ts";\nimport "side-effect";\nconst m = await import("./d.ts");\n` +
+      `import * as tf from "@tensorflow/tfjs";`;
+    assert.deepEqual(importSpecifiers(source).sort(), [
+      "../lib/b.ts",
+      "./a.ts",
+      "./c.ts",
+      "./d.ts",
+      "@tensorflow/tfjs",
+      "side-effect",
+    ]);
+    const map = { "gifenc": "npm:gifenc@1.0.3", "@tensorflow/tfjs": "npm:@tensorflow/tfjs@4.22.0" };
+    assert.equal(
+      resolveBare("gifenc/dist/gifenc.esm.js", map),
+      "npm:gifenc@1.0.3/dist/gifenc.esm.js",
+    );
+    assert.equal(resolveBare("@tensorflow/tfjs", map), "npm:@tensorflow/tfjs@4.22.0");
+    assert.equal(resolveBare("unknown", map), "unknown");
+  });
+
+  it("formats values, display scales, slugs, relative links and tables of contents", () => {
+    assert.equal(formatValue(3), "3");
+    assert.equal(formatValue(0.123456), "0.1235");
+    assert.equal(formatValue(0.00001234), "1.234e-5");
+    assert.equal(formatValue(null), "");
+    assert.equal(displayScale(16), 12);
+    assert.equal(displayScale(137), 4);
+    assert.equal(displayScale(2000), 1);
+    assert.equal(
+      slugify("The forward process $q(x_t \\mid x_0)$"),
+      "the-forward-process-q-x-t-x-0",
+    );
+    assert.equal(relativeUrl("/"), "index.html");
+    assert.equal(relativeUrl("/01-a.html"), "01-a.html");
+    assert.deepEqual(
+      tableOfContents('<h2 id="a">A</h2><p>x</p><h3 id="b">B <em>c</em></h3><h4 id="d">D</h4>'),
+      [{ level: 2, id: "a", html: "A" }, { level: 3, id: "b", html: "B <em>c</em>" }],
+    );
+  });
+
+  it("parses the builder's arguments and keeps the rest for the chapter", () => {
+    const args = parseBookArgs([
+      "01",
+      "--profile",
+      "full",
+      "--only=01,02",
+      "--resume",
+      "--steps",
+      "5",
+    ]);
+    assert.equal(args.profile, "full");
+    assert.deepEqual(args.only, ["01", "02"]);
+    assert.deepEqual(args.positional, ["01", "5"]);
+    assert.deepEqual(args.rest, ["01", "--resume", "--steps", "5"]);
+    assert.throws(() => parseBookArgs(["--profile", "huge"]), /unknown profile "huge"/);
+  });
+});
+
+describe("building the fixture book", () => {
+  // The copy lives inside the project (in the ignored .cache), at the same depth as the fixture,
+  // so the chapters' relative imports of lib/book.ts resolve the same way.
+  const work = `${ROOT}/.cache/test/book-${crypto.randomUUID().slice(0, 8)}`;
+  const options: BookOptions = {
+    chaptersDir: `${work}/chapters`,
+    cacheDir: `${work}/cache`,
+    frozenDir: `${work}/frozen`,
+    buildDir: `${work}/src`,
+    siteDir: `${work}/site`,
+    quiet: true,
+    log: () => {},
+  };
+  const origins = (report: BookReport) =>
+    Object.fromEntries(report.chapters.map((c) => [c.id, c.origin]));
+  let first: BookReport;
+
+  before(async () => {
+    await copyDir(`${FIXTURE}/chapters`, `${work}/chapters`);
+    await copyDir(`${FIXTURE}/lib`, `${work}/lib`);
+    first = await buildBook(options);
+  });
+  after(async () => {
+    await removeIfPresent(work);
+  });
+
+  it("runs every chapter and places outputs after the cell that made them", async () => {
+    assert.equal(first.ok, true);
+    assert.deepEqual(origins(first), { "01-basics": "ran", "02-plots": "ran" });
+    const meta = first.chapters[0].meta!;
+    assert.deepEqual(
+      meta.outputs.map((o) => [o.kind, o.cell]),
+      [
+        ["metric", 2],
+        ["table", 2], // made inside a helper defined in code cell 1, called from cell 2
+        ["figure", 3],
+        ["images", 3],
+        ["animation", 3],
+        ["widget", 4],
+        ["text", 4],
+      ],
+    );
+    assert.deepEqual((meta.outputs[1].data as { rows: unknown[] }).rows, [
+      { k: 1, square: 1 },
+      { k: 2, square: 4 },
+      { k: 3, square: 9 },
+    ]);
+    const page = await Deno.readTextFile(`${work}/src/01-basics.md`);
+    const table = page.indexOf('<figure class="output output-table">');
+    const callingCell = page.indexOf("await showSquares(3);");
+    const nextHeading = page.indexOf("## Pictures");
+    assert.ok(
+      callingCell > 0 && callingCell < table && table < nextHeading,
+      "table after its calling cell",
+    );
+    assert.ok(page.indexOf("async function showSquares") < callingCell);
+    assert.ok(!page.includes("# Fixture basics"), "the title is shown by the layout, not twice");
+  });
+
+  it("writes a site with relative links, math, code, outputs and the widget", async () => {
+    const html = await Deno.readTextFile(`${work}/site/01-basics.html`);
+    assert.match(html, /class="katex"/);
+    assert.match(html, /class="language-ts"/);
+    assert.match(html, /<svg[^>]*viewBox="0 0 120 40"/);
+    assert.match(html, /src="outputs\/01-basics\/004-images\.png"/);
+    assert.match(html, /data-widget="noise-explorer"><script type="application\/json">\{"T":20/);
+    assert.match(html, /src="assets\/widgets\/noise-explorer\.js"/);
+    assert.match(html, /href="02-plots\.html"/);
+    assert.match(html, /<h2 id="a-helper-defined-here">/);
+    assert.match(html, /href="#a-helper-defined-here"/, "table of contents");
+    assert.doesNotMatch(html, /(href|src)="\//, "no absolute links");
+    await Deno.stat(`${work}/site/outputs/01-basics/004-images.png`);
+    await Deno.stat(`${work}/site/assets/katex/fonts/KaTeX_Main-Regular.woff2`);
+    const index = await Deno.readTextFile(`${work}/site/index.html`);
+    assert.match(index, /task book/);
+    assert.match(index, /Twemoji/);
+  });
+
+  it("reuses the cache when nothing changed, and when only prose changed", async () => {
+    const file = `${work}/chapters/02-plots.ts`;
+    const source = await Deno.readTextFile(file);
+    await Deno.writeTextFile(file, source.replace("## A line chart", "## A line chart, renamed"));
+    const again = await buildBook(options);
+    assert.deepEqual(origins(again), { "01-basics": "cached", "02-plots": "cached" });
+    assert.equal(again.chapters[0].meta!.finishedAt, first.chapters[0].meta!.finishedAt);
+    const html = await Deno.readTextFile(`${work}/site/02-plots.html`);
+    assert.match(html, /A line chart, renamed/);
+    assert.match(html, /<svg/, "cached outputs still shown");
+  });
+
+  it("re-runs chapters when a module they import changes", async () => {
+    const lib = `${work}/lib/fixture_math.ts`;
+    await Deno.writeTextFile(
+      lib,
+      (await Deno.readTextFile(lib)).replace(
+        "export const OFFSET = 0;",
+        "export const OFFSET = 1;",
+      ),
+    );
+    const report = await buildBook(options);
+    assert.deepEqual(origins(report), { "01-basics": "ran", "02-plots": "ran" });
+    const table = report.chapters[0].meta!.outputs.find((o) => o.kind === "table")!;
+    assert.deepEqual((table.data as { rows: { square: number }[] }).rows.map((r) => r.square), [
+      2,
+      5,
+      10,
+    ]);
+  });
+
+  it("reports a failing chapter by name and keeps the others' outputs", async () => {
+    await Deno.copyFile(`${FIXTURE}/failing/03-broken.ts`, `${work}/chapters/03-broken.ts`);
+    const report = await buildBook(options);
+    assert.equal(report.ok, false);
+    assert.deepEqual(report.failures.map((f) => f.id), ["03-broken"]);
+    assert.match(report.failures[0].meta!.error!, /fixture chapter 03 fails on purpose/);
+    assert.deepEqual(origins(report), {
+      "01-basics": "cached",
+      "02-plots": "cached",
+      "03-broken": "failed",
+    });
+    assert.deepEqual(report.failures[0].meta!.outputs.map((o) => o.kind), ["metric"]);
+    const page = await Deno.readTextFile(`${work}/site/03-broken.html`);
+    assert.match(page, /This chapter failed to run/);
+    assert.match(page, /before the failure/);
+    const plots = await Deno.readTextFile(`${work}/site/02-plots.html`);
+    assert.match(plots, /<svg/);
+    await Deno.remove(`${work}/chapters/03-broken.ts`);
+  });
+
+  it("freezes full results and prefers them in a build without a profile", async () => {
+    const frozen = await buildBook({ ...options, only: ["02"], freeze: true });
+    assert.equal(frozen.ok, true);
+    assert.equal(frozen.chapters.find((c) => c.id === "02-plots")!.origin, "ran");
+    const meta = await readResult(`${work}/frozen/02-plots`);
+    assert.equal(meta?.profile, "full");
+    const report = await buildBook(options);
+    assert.deepEqual(origins(report), { "01-basics": "cached", "02-plots": "frozen" });
+    const html = await Deno.readTextFile(`${work}/site/02-plots.html`);
+    assert.match(html, /<strong>full<\/strong> profile/);
+  });
+});

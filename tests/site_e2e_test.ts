@@ -1,0 +1,260 @@
+/**
+ * End to end: build the fixture book, serve it on 127.0.0.1 and open every page in headless
+ * Chromium. Pages load without console errors, math and figures render, the noise explorer
+ * repaints when its slider moves, the theme toggle works, and the site also works from file://.
+ *
+ * The real book (chapters/) is checked the same way when every chapter has a stored result (cached
+ * or frozen): running real chapters is the builder's job, not this test's. Set
+ * BOOK_SCREENSHOTS=/some/dir to keep a screenshot of every page in both themes.
+ *
+ * Skipped, with a message, when /usr/bin/chromium is absent (Debian: `apt-get install chromium`).
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
+import { type BookOptions, buildBook } from "../scripts/book/build.ts";
+import { copyDir, removeIfPresent } from "../scripts/book/results.ts";
+
+const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
+const CHROMIUM = "/usr/bin/chromium";
+const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
+if (!hasChromium) {
+  console.log(`site e2e: skipped, ${CHROMIUM} not found (install Debian's chromium to run it)`);
+}
+const SHOTS = Deno.env.get("BOOK_SCREENSHOTS");
+
+const TYPES: Record<string, string> = {
+  html: "text/html; charset=utf-8",
+  css: "text/css",
+  js: "text/javascript",
+  json: "application/json",
+  svg: "image/svg+xml",
+  png: "image/png",
+  gif: "image/gif",
+  woff2: "font/woff2",
+};
+
+/** A minimal static file server for a folder, on 127.0.0.1 and a free port. */
+function serveFolder(folder: string): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request) => {
+    let path = decodeURIComponent(new URL(request.url).pathname);
+    if (path.endsWith("/")) path += "index.html";
+    if (path.includes("..")) return new Response("bad path", { status: 400 });
+    try {
+      const body = await Deno.readFile(`${folder}${path}`);
+      const ext = path.slice(path.lastIndexOf(".") + 1);
+      return new Response(body, {
+        headers: { "content-type": TYPES[ext] ?? "application/octet-stream" },
+      });
+    } catch {
+      return new Response("not found", { status: 404 });
+    }
+  });
+}
+
+interface PageProblems {
+  errors: string[];
+}
+
+/** Opens a page and collects console errors, page errors and failed requests. */
+async function open(browser: Browser, url: string, scheme: "light" | "dark" = "light") {
+  const context = await browser.newContext({
+    viewport: { width: 1280, height: 900 },
+    colorScheme: scheme,
+  });
+  const page = await context.newPage();
+  const problems: PageProblems = { errors: [] };
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.errors.push(`console: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => problems.errors.push(`page error: ${error.message}`));
+  page.on("requestfailed", (request) => problems.errors.push(`request failed: ${request.url()}`));
+  page.on("response", (response) => {
+    if (response.status() >= 400) {
+      problems.errors.push(`HTTP ${response.status()}: ${response.url()}`);
+    }
+  });
+  await page.goto(url, { waitUntil: "load" });
+  await page.evaluate(() => document.fonts.ready.then(() => true));
+  return { page, problems, close: () => context.close() };
+}
+
+async function pageNames(site: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(site)) {
+    if (entry.isFile && entry.name.endsWith(".html")) names.push(entry.name);
+  }
+  return names.sort();
+}
+
+async function checkPage(page: Page, name: string): Promise<void> {
+  // Images are lazy: load them all now, and list those that fail to decode.
+  const brokenImages = await page.evaluate(async () => {
+    const images = [...document.querySelectorAll("img")];
+    const results = await Promise.all(images.map(async (img) => {
+      img.loading = "eager";
+      try {
+        await img.decode();
+        return img.naturalWidth > 0 ? null : img.getAttribute("src");
+      } catch {
+        return img.getAttribute("src");
+      }
+    }));
+    return results.filter((src) => src !== null);
+  });
+  assert.deepEqual(brokenImages, [], `${name}: images failed to load`);
+  const counts = await page.evaluate(() => ({
+    katex: document.querySelectorAll(".katex").length,
+    katexErrors: document.querySelectorAll(".katex-error").length,
+    figures: document.querySelectorAll(".output svg, .output img, .widget canvas").length,
+    outputs: document.querySelectorAll(".output").length,
+    sidebar: document.querySelectorAll(".chapter-list a").length,
+    footer: document.querySelector(".attribution")?.textContent ?? "",
+    katexFont: document.fonts.check("16px KaTeX_Main"),
+  }));
+  assert.equal(counts.katexErrors, 0, `${name}: KaTeX could not render some math`);
+  assert.ok(counts.sidebar > 0, `${name}: the chapter sidebar is empty`);
+  assert.match(counts.footer, /Twemoji/, `${name}: the footer credits the image sets`);
+  if (name !== "index.html") {
+    assert.ok(counts.katex > 0, `${name}: no rendered math`);
+    assert.ok(counts.katexFont, `${name}: KaTeX fonts did not load`);
+    if (counts.outputs > 0) assert.ok(counts.figures > 0, `${name}: outputs but no svg/img/canvas`);
+  }
+}
+
+async function checkWidget(page: Page, name: string): Promise<void> {
+  const widgets = await page.locator('.widget[data-widget="noise-explorer"]').count();
+  if (widgets === 0) return;
+  const canvas = page.locator(".noise-explorer-xt").first();
+  await canvas.waitFor();
+  const pixels = () => canvas.evaluate((c: HTMLCanvasElement) => c.toDataURL());
+  const readout = () => page.locator(".nx-readout span").nth(1).textContent();
+  const before = [await pixels(), await readout()];
+  await page.locator(".nx-t").first().evaluate((input: HTMLInputElement) => {
+    input.value = String(Number(input.max) - 1);
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+  });
+  const afterMove = [await pixels(), await readout()];
+  assert.notEqual(afterMove[0], before[0], `${name}: the widget's canvas did not change with t`);
+  assert.notEqual(afterMove[1], before[1], `${name}: the alphaBar readout did not change with t`);
+}
+
+async function checkTheme(page: Page): Promise<void> {
+  const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  const light = await background();
+  await page.locator(".theme-toggle").click();
+  assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), "dark");
+  assert.notEqual(await background(), light, "the theme toggle changes the page colours");
+}
+
+async function checkSite(browser: Browser, site: string, label: string): Promise<void> {
+  const server = serveFolder(site);
+  try {
+    const base = `http://127.0.0.1:${server.addr.port}`;
+    const names = await pageNames(site);
+    assert.ok(names.includes("index.html"), `${label}: no index.html`);
+    for (const name of names) {
+      for (const scheme of SHOTS ? ["light", "dark"] as const : ["light"] as const) {
+        const { page, problems, close } = await open(browser, `${base}/${name}`, scheme);
+        try {
+          await checkPage(page, name);
+          await checkWidget(page, name);
+          if (scheme === "light" && name === names[0]) await checkTheme(page);
+          assert.deepEqual(problems.errors, [], `${label} ${name}: errors while loading`);
+          if (SHOTS) {
+            await Deno.mkdir(SHOTS, { recursive: true });
+            await page.screenshot({
+              path: `${SHOTS}/${label}-${name.replace(/\.html$/, "")}-${scheme}.png`,
+              fullPage: true,
+            });
+          }
+        } finally {
+          await close();
+        }
+      }
+    }
+  } finally {
+    await server.shutdown();
+  }
+}
+
+describe("the built site in a browser", { skip: !hasChromium }, () => {
+  const work = `${ROOT}/.cache/test/site-${crypto.randomUUID().slice(0, 8)}`;
+  const fixture: BookOptions = {
+    chaptersDir: `${work}/chapters`,
+    cacheDir: `${work}/cache`,
+    frozenDir: `${work}/frozen`,
+    buildDir: `${work}/src`,
+    siteDir: `${work}/site`,
+    quiet: true,
+    log: () => {},
+  };
+  let browser: Browser;
+
+  before(async () => {
+    await copyDir(`${ROOT}/tests/fixtures/book/chapters`, `${work}/chapters`);
+    await copyDir(`${ROOT}/tests/fixtures/book/lib`, `${work}/lib`);
+    const report = await buildBook(fixture);
+    assert.equal(report.ok, true, "the fixture book builds");
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+    });
+  });
+  after(async () => {
+    await browser?.close();
+    await removeIfPresent(work);
+  });
+
+  it("serves every page without errors, with math, figures and a working widget", async () => {
+    await checkSite(browser, `${work}/site`, "fixture");
+  });
+
+  it("works from file:// with relative links", async () => {
+    const { page, problems, close } = await open(browser, `file://${work}/site/index.html`);
+    try {
+      await page.locator(".chapter-cards a").first().click();
+      await page.waitForLoadState("load");
+      assert.match(page.url(), /^file:\/\/.*\/01-basics\.html$/);
+      assert.ok(await page.locator(".chapter-body .katex").count() > 0);
+      await checkPage(page, "01-basics.html (file://)");
+      await checkWidget(page, "01-basics.html (file://)");
+      await page.locator(".pager-next").click();
+      await page.waitForLoadState("load");
+      assert.match(page.url(), /02-plots\.html$/);
+      assert.deepEqual(problems.errors, []);
+    } finally {
+      await close();
+    }
+  });
+
+  it("serves the real book when every chapter has a stored result", async () => {
+    const check = await buildBook({ run: false, site: false, quiet: true, log: () => {} });
+    const stored = check.chapters.filter((c) => c.origin === "cached" || c.origin === "frozen");
+    if (check.chapters.length === 0 || stored.length < check.chapters.length) {
+      console.log(
+        `site e2e: real book not checked (${stored.length} of ${check.chapters.length} chapters ` +
+          "have stored results; `deno task book` stores them)",
+      );
+      return;
+    }
+    const report = await buildBook({
+      run: false,
+      quiet: true,
+      log: () => {},
+      buildDir: `${work}/real-src`,
+      siteDir: `${work}/real-site`,
+    });
+    assert.equal(report.ok, true);
+    await checkSite(browser, `${work}/real-site`, "book");
+  });
+});
