@@ -103,7 +103,8 @@ describe("runtime and builder helpers", () => {
     assert.equal(formatValue(0.00001234), "1.234e-5");
     assert.equal(formatValue(null), "");
     assert.equal(displayScale(16), 12);
-    assert.equal(displayScale(137), 4);
+    assert.equal(displayScale(137), 3);
+    assert.equal(displayScale(128), 3);
     assert.equal(displayScale(2000), 1);
     assert.equal(
       slugify("The forward process $q(x_t \\mid x_0)$"),
@@ -216,9 +217,20 @@ describe("building the fixture book", () => {
   it("reuses the cache when nothing changed, and when only prose changed", async () => {
     const file = `${work}/chapters/02-plots.ts`;
     const source = await Deno.readTextFile(file);
-    await Deno.writeTextFile(file, source.replace("## A line chart", "## A line chart, renamed"));
+    const edited = source.replace(
+      "## A line chart",
+      "## A line chart, renamed\n//\n// Bad math: $\\nosuchmacro x$, $\\frac{1}{$.",
+    );
+    await Deno.writeTextFile(file, edited);
     const again = await buildBook(options);
     assert.deepEqual(origins(again), { "01-basics": "cached", "02-plots": "cached" });
+    assert.deepEqual(again.mathErrors.map((e) => e.page), ["02-plots.html", "02-plots.html"]);
+    assert.match(again.mathErrors.map((e) => e.message).join("\n"), /Unexpected end of input/);
+    assert.match(
+      again.mathErrors.map((e) => e.message).join("\n"),
+      /undefined control sequence \\nosuchmacro/,
+    );
+    assert.deepEqual(first.mathErrors, []);
     assert.equal(again.chapters[0].meta!.finishedAt, first.chapters[0].meta!.finishedAt);
     const html = await Deno.readTextFile(`${work}/site/02-plots.html`);
     assert.match(html, /A line chart, renamed/);

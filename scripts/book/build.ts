@@ -19,7 +19,7 @@ import { fingerprint, type ImportMap, readImportMap, resultKey } from "./cache.t
 import { readResult, replaceDirWithCopy, type ResultMeta } from "./results.ts";
 import { cachePath, runChapter } from "./run.ts";
 import { chapterPage, type PageContext, pageName } from "./render.ts";
-import { buildSite, type NavEntry, type SiteInput } from "./site.ts";
+import { buildSite, type MathError, type NavEntry, type SiteInput } from "./site.ts";
 
 /** Folders the builder reads and writes; all default to the project's own. */
 export interface BookDirs {
@@ -83,6 +83,8 @@ export interface BookReport {
   failures: ChapterReport[];
   /** Absolute path of the site's index.html (absent when no site was made). */
   siteIndex?: string;
+  /** Math that KaTeX could not render (the page shows it in red). */
+  mathErrors: MathError[];
   /** The folders used. */
   dirs: BookDirs;
 }
@@ -244,10 +246,14 @@ export async function buildBook(options: BookOptions = {}): Promise<BookReport> 
   }
   const failures = reports.filter((r) => r.origin === "failed");
   let siteIndex: string | undefined;
+  let mathErrors: MathError[] = [];
   if (options.site !== false) {
-    siteIndex = await buildSite(await siteInput(dirs, included, reports));
+    const site = await buildSite(await siteInput(dirs, included, reports));
+    siteIndex = site.index;
+    mathErrors = site.mathErrors;
+    for (const { page, message } of mathErrors) log(`warning: ${page}: KaTeX: ${message}`);
   }
-  return { ok: failures.length === 0, chapters: reports, failures, siteIndex, dirs };
+  return { ok: failures.length === 0, chapters: reports, failures, siteIndex, mathErrors, dirs };
 }
 
 /** The site's input for chapters and their results (used by the build and by the dev server). */
@@ -286,7 +292,6 @@ export async function siteInput(
     pages,
     nav,
     outputs,
-    data: { builtAt: new Date().toISOString() },
   };
 }
 

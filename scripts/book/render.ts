@@ -87,9 +87,13 @@ function plainText(markdown: string): string {
   return markdown.replace(/\$+([^$]*)\$+/g, "$1").replace(/[*_`\\]/g, "").trim();
 }
 
-/** Display scale of a pixel image: an integer k with width·k ≤ 640, at most 12. */
+/**
+ * Display scale of a pixel image: an integer k, at most 12, with width·k ≤ 640 and no larger than
+ * needed to reach about 384 px (so a 128 px animation shows at 384 px, a 16 px sprite at 192 px).
+ */
 export function displayScale(width: number): number {
-  return Math.max(1, Math.min(12, Math.floor(640 / Math.max(1, width))));
+  const w = Math.max(1, width);
+  return Math.max(1, Math.min(12, Math.floor(640 / w), Math.ceil(384 / w)));
 }
 
 async function renderOutput(output: PlacedOutput, source: OutputSource): Promise<string> {

@@ -44,6 +44,7 @@ export async function serveBook(options: ServeOptions = {}): Promise<void> {
   );
   const input = await siteInput(report.dirs, chapters, report.chapters);
   const eleventy = eleventyFor(input, "serve");
+  await eleventy.init();
   await eleventy.watch();
   await eleventy.serve(port);
   await copyStatic(input);
@@ -51,9 +52,11 @@ export async function serveBook(options: ServeOptions = {}): Promise<void> {
 
   const { dirs } = report;
   const watched = [dirs.chaptersDir, `${dirs.root}/lib`, dirs.assetsDir];
-  const ignored = (path: string) =>
-    path.includes("/frozen/") || path.endsWith(".tmp") || path.includes(".incoming") ||
-    path.includes("/.") || path.endsWith("~");
+  const ignored = (path: string) => {
+    const name = path.slice(path.lastIndexOf("/") + 1);
+    return path.startsWith(`${dirs.frozenDir}/`) || name.startsWith(".") || name.endsWith(".tmp") ||
+      name.endsWith("~") || path.includes(".incoming");
+  };
   let timer: ReturnType<typeof setTimeout> | undefined;
   let running = false;
   let again = false;

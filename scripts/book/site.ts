@@ -126,12 +126,47 @@ export function eleventyFor(input: SiteInput, runMode: "build" | "serve" = "buil
   });
 }
 
-/** Writes sources, runs Eleventy once and copies static files. Returns the site's index.html. */
-export async function buildSite(input: SiteInput): Promise<string> {
+/** A piece of math KaTeX could not render. */
+export interface MathError {
+  /** The page, e.g. `01-forward-process.html`. */
+  page: string;
+  /** KaTeX's message (it names the offending TeX). */
+  message: string;
+}
+
+function unescapeHtml(text: string): string {
+  return text.replace(/&quot;/g, '"').replace(/&#x27;|&#39;/g, "'").replace(/&lt;/g, "<")
+    .replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+}
+
+/** Math that KaTeX rendered as an error (`<span class="katex-error" title="…">`), page by page. */
+export async function findMathErrors(siteDir: string): Promise<MathError[]> {
+  const errors: MathError[] = [];
+  for (const name of (await listFiles(siteDir)).sort()) {
+    if (!name.endsWith(".html")) continue;
+    const html = await Deno.readTextFile(`${siteDir}/${name}`);
+    for (const match of html.matchAll(/class="katex-error"[^>]*?title="([^"]*)"/g)) {
+      errors.push({ page: name, message: unescapeHtml(match[1]) });
+    }
+    // An unknown command is not a parse error: KaTeX draws its name in its error colour.
+    for (const match of html.matchAll(/<mstyle mathcolor="#cc0000"><mtext>(\\[^<]*)<\/mtext>/g)) {
+      errors.push({ page: name, message: `undefined control sequence ${unescapeHtml(match[1])}` });
+    }
+  }
+  return errors;
+}
+
+/**
+ * Writes sources, runs Eleventy once and copies static files. Returns the site's index.html and
+ * the math KaTeX could not render (shown in red on the page).
+ */
+export async function buildSite(
+  input: SiteInput,
+): Promise<{ index: string; mathErrors: MathError[] }> {
   await writeSources(input);
   await removeIfPresent(input.siteDir);
   const eleventy = eleventyFor(input);
   await eleventy.write();
   await copyStatic(input);
-  return `${input.siteDir}/index.html`;
+  return { index: `${input.siteDir}/index.html`, mathErrors: await findMathErrors(input.siteDir) };
 }
