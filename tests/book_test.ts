@@ -282,9 +282,21 @@ describe("building the fixture book", () => {
     assert.equal(frozen.chapters.find((c) => c.id === "02-plots")!.origin, "ran");
     const meta = await readResult(`${work}/frozen/02-plots`);
     assert.equal(meta?.profile, "full");
+    // Frozen results are committed: text outputs live inside result.json, which deno fmt accepts.
+    const files: string[] = [];
+    for await (const entry of Deno.readDir(`${work}/frozen/02-plots`)) files.push(entry.name);
+    assert.deepEqual(files, ["result.json"]);
+    assert.match(meta!.outputs[0].inline!, /^<svg/);
+    const fmt = await new Deno.Command(Deno.execPath(), {
+      args: ["fmt", "--check", "--no-config", `${work}/frozen`],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    assert.equal(fmt.code, 0, "frozen results pass deno fmt --check");
     const report = await buildBook(options);
     assert.deepEqual(origins(report), { "01-basics": "cached", "02-plots": "frozen" });
     const html = await Deno.readTextFile(`${work}/site/02-plots.html`);
     assert.match(html, /<strong>full<\/strong> profile/);
+    assert.match(html, /<svg/, "frozen figures are inlined from result.json");
   });
 });

@@ -16,7 +16,7 @@
 import type { Profile } from "../../lib/book.ts";
 import { type Chapter, discoverChapters } from "./chapters.ts";
 import { fingerprint, type ImportMap, readImportMap, resultKey } from "./cache.ts";
-import { readResult, replaceDirWithCopy, type ResultMeta } from "./results.ts";
+import { compactFrozen, readResult, replaceDirWithCopy, type ResultMeta } from "./results.ts";
 import { cachePath, runChapter } from "./run.ts";
 import { chapterPage, type PageContext, pageName } from "./render.ts";
 import { buildSite, type MathError, type NavEntry, type SiteInput } from "./site.ts";
@@ -202,6 +202,7 @@ async function resolveChapter(chapter: Chapter, plan: Plan): Promise<ChapterRepo
   }
   if (plan.freeze && report.meta?.ok && report.dir) {
     await replaceDirWithCopy(report.dir, frozenDir);
+    await compactFrozen(frozenDir);
     print(`[${chapter.id}] frozen into ${frozenDir}`);
   }
   return report;

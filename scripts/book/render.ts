@@ -100,7 +100,7 @@ async function renderOutput(output: PlacedOutput, source: OutputSource): Promise
   const url = output.file ? `${source.url}/${output.file}` : "";
   switch (output.kind) {
     case "figure": {
-      const markup = await Deno.readTextFile(`${source.dir}/${output.file}`);
+      const markup = output.inline ?? await Deno.readTextFile(`${source.dir}/${output.file}`);
       return `<figure class="output output-figure">\n<div class="figure-body">\n${
         noBlankLines(markup)
       }\n</div>\n${caption(output.caption)}</figure>`;
@@ -151,7 +151,7 @@ async function renderOutput(output: PlacedOutput, source: OutputSource): Promise
     }
     case "widget": {
       const { name } = output.data as { name: string };
-      const json = (await Deno.readTextFile(`${source.dir}/${output.file}`)).trim()
+      const json = (output.inline ?? await Deno.readTextFile(`${source.dir}/${output.file}`)).trim()
         .replace(/</g, "\\u003c").replace(/\n/g, " ");
       return `<figure class="output output-widget">\n<div class="widget" data-widget="${
         escapeHtml(name)

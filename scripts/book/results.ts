@@ -11,8 +11,12 @@
 import type { OutputRecord, Profile } from "../../lib/book.ts";
 import { type Cell, codeCellOfLine } from "./cells.ts";
 
-/** An output placed in the chapter: `cell` is the index among code cells (-1: at the end). */
-export type PlacedOutput = OutputRecord & { cell: number };
+/**
+ * An output placed in the chapter: `cell` is the index among code cells (-1: at the end).
+ * `inline` holds a text output's content when it is kept in result.json instead of a file
+ * (frozen results do this).
+ */
+export type PlacedOutput = OutputRecord & { cell: number; inline?: string };
 
 /** What `result.json` holds. */
 export interface ResultMeta {
@@ -104,6 +108,25 @@ export async function replaceDirWithCopy(from: string, to: string): Promise<void
   }
   await Deno.rename(staging, to);
   await removeIfPresent(old);
+}
+
+/**
+ * Makes a frozen result folder safe to commit in a repository whose formatter checks JSON, SVG
+ * and HTML: text outputs (figure markup, widget data) move into result.json as strings, the
+ * runtime manifest goes, and result.json is written the way `deno fmt` writes JSON.
+ */
+export async function compactFrozen(dir: string): Promise<void> {
+  const meta = await readResult(dir);
+  if (!meta) throw new Error(`no result.json in ${dir}`);
+  for (const output of meta.outputs) {
+    if (output.file && /\.(svg|html|json)$/.test(output.file)) {
+      output.inline = await Deno.readTextFile(`${dir}/${output.file}`);
+      await Deno.remove(`${dir}/${output.file}`);
+      delete output.file;
+    }
+  }
+  await removeIfPresent(`${dir}/outputs.json`);
+  await writeFileAtomic(`${dir}/result.json`, `${JSON.stringify(meta, null, 2)}\n`);
 }
 
 /** Keeps the `keep` most recently written result folders of a chapter's cache, removing the rest. */

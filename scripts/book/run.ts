@@ -135,7 +135,7 @@ export async function runChapter(chapter: Chapter, options: RunOptions): Promise
     seconds: Math.round((performance.now() - started) / 100) / 10,
     outputs: placeOutputs(records, chapter.cells),
   };
-  await writeFileAtomic(`${working}/result.json`, JSON.stringify(meta, null, 1));
+  await writeFileAtomic(`${working}/result.json`, `${JSON.stringify(meta, null, 2)}\n`);
   const dir = status.success
     ? cachePath(options.cacheDir, chapter.id, options.key)
     : `${chapterCache}/failed`;
