@@ -276,6 +276,8 @@ export async function chapterPage(chapter: Chapter, context: PageContext): Promi
     `widgets: ${yamlValue(widgets)}`,
     `resultNote: ${yamlValue(resultNote(context))}`,
     `origin: ${yamlValue(context.origin ?? "missing")}`,
+    `sourceFile: ${yamlValue(`chapters/${chapter.id}.ts`)}`,
+    `runCommand: ${yamlValue(`npx -y deno@2.9.6 task chapter ${chapter.id.split("-")[0]}`)}`,
     "---",
   ];
   return `${front.join("\n")}\n\n${blocks.join("\n\n")}\n`;
