@@ -109,7 +109,8 @@ for (let t = 0; t < T; t++) {
 tf.dispose([heart, xt]);
 await book.animation(frames, {
   delayMs: 80,
-  caption: `The heart under 1000 steps of q(x_t | x_{t−1}), one frame every ${stepsPerFrame} steps.`,
+  caption:
+    `The heart under 1000 steps of q(x_t | x_{t−1}), one frame every ${stepsPerFrame} steps.`,
 });
 
 // %% [markdown]
@@ -146,7 +147,11 @@ for (const t of histogramSteps) {
     bins.push({ t: label, x1, x2: x1 + binWidth, density: count / (data.length * binWidth) });
   });
   for (let v = -4; v <= 4.001; v += 0.05) {
-    normalCurve.push({ t: label, value: v, density: Math.exp(-v * v / 2) / Math.sqrt(2 * Math.PI) });
+    normalCurve.push({
+      t: label,
+      value: v,
+      density: Math.exp(-v * v / 2) / Math.sqrt(2 * Math.PI),
+    });
   }
 }
 x0Sample.dispose();
@@ -163,7 +168,8 @@ await book.figure({
     Plot.ruleY([0]),
   ],
 }, {
-  caption: `Pixel values of x_t over ${sampleCount} emoji (linear schedule) against N(0, 1), dashed.`,
+  caption:
+    `Pixel values of x_t over ${sampleCount} emoji (linear schedule) against N(0, 1), dashed.`,
 });
 
 // %% [markdown]
@@ -182,17 +188,23 @@ const comparison: Record<string, number | string>[] = [];
 const stdRows: { t: number; std: number; method: string }[] = [];
 let chain: tf.Tensor = probe.clone();
 for (let t = 0; t < T; t++) {
-  const next = tf.tidy(() => forwardStep(chain, tf.randomNormal(chain.shape, 0, 1, "float32", 5000 + t), t, linear));
+  const next = tf.tidy(() =>
+    forwardStep(chain, tf.randomNormal(chain.shape, 0, 1, "float32", 5000 + t), t, linear)
+  );
   chain.dispose();
   chain = next;
   if (!checkpoints.has(t)) continue;
-  const jump = tf.tidy(() => addNoise(probe, tf.randomNormal(probe.shape, 0, 1, "float32", 9000 + t), t, linear));
+  const jump = tf.tidy(() =>
+    addNoise(probe, tf.randomNormal(probe.shape, 0, 1, "float32", 9000 + t), t, linear)
+  );
   // Residuals around the predicted mean √ᾱ_t x₀ estimate the noise's standard deviation.
   const stats = tf.tidy(() => {
     const mean = tf.mul(probe, linear.sqrtAlphaBars[t]);
     const chainStd = tf.sqrt(tf.mean(tf.square(tf.sub(chain, mean))));
     const jumpStd = tf.sqrt(tf.mean(tf.square(tf.sub(jump, mean))));
-    const chainMeanError = tf.max(tf.abs(tf.sub(tf.mean(chain, 0), tf.squeeze(tf.slice(mean, [0], [1]), [0]))));
+    const chainMeanError = tf.max(
+      tf.abs(tf.sub(tf.mean(chain, 0), tf.squeeze(tf.slice(mean, [0], [1]), [0]))),
+    );
     return tf.stack([chainStd, jumpStd, chainMeanError]);
   });
   const [chainStd, jumpStd, meanError] = await stats.data();
@@ -206,15 +218,21 @@ for (let t = 0; t < T; t++) {
     "std, closed form": jumpStd.toFixed(4),
     "largest mean error": meanError.toFixed(3),
   });
-  stdRows.push({ t, std: chainStd, method: "step by step" }, { t, std: jumpStd, method: "closed form" });
+  stdRows.push({ t, std: chainStd, method: "step by step" }, {
+    t,
+    std: jumpStd,
+    method: "closed form",
+  });
 }
 tf.dispose([probe, chain]);
 await book.table(comparison, {
   caption: `${repeats} independent runs of the heart, step by step and with one jump.`,
 });
-const worst = Math.max(...comparison.map((row) =>
-  Math.abs(Number(row["std, step by step"]) - Number(row["expected std √(1−ᾱ_t)"]))
-));
+const worst = Math.max(
+  ...comparison.map((row) =>
+    Math.abs(Number(row["std, step by step"]) - Number(row["expected std √(1−ᾱ_t)"]))
+  ),
+);
 await book.metric("largest std error of the chain", worst, {
   caption: "against √(1−ᾱ_t); sampling error only, it shrinks as runs grow",
 });
@@ -234,13 +252,13 @@ const curve = Array.from({ length: T }, (_, t) => ({
 await book.figure({
   width: 720,
   height: 280,
-  color: { legend: true },
+  symbol: { legend: true },
   x: { label: "t" },
   y: { label: "standard deviation of the noise in x_t", grid: true, domain: [0, 1.05] },
   marks: [
     Plot.lineY(curve, { x: "t", y: "√(1−ᾱ_t)", stroke: "currentColor" }),
     Plot.lineY(curve, { x: "t", y: "1−ᾱ_t", stroke: "currentColor", strokeDasharray: "2 3" }),
-    Plot.dot(stdRows, { x: "t", y: "std", fill: "method", r: 4 }),
+    Plot.dot(stdRows, { x: "t", y: "std", symbol: "method", stroke: "method", r: 5 }),
   ],
 }, { caption: "Measured noise std (dots) follows √(1−ᾱ_t) (solid), not 1−ᾱ_t (dotted)." });
 

@@ -20,7 +20,7 @@ import { selectBackend } from "../lib/backend.ts";
 import { book } from "../lib/book.ts";
 import { loadEmojiDataset } from "../lib/data.ts";
 import { addNoise } from "../lib/forward.ts";
-import { noiseSchedule, type NoiseSchedule, SCHEDULE_NAMES } from "../lib/schedules.ts";
+import { type NoiseSchedule, noiseSchedule, SCHEDULE_NAMES } from "../lib/schedules.ts";
 
 await selectBackend();
 const T = 1000;
@@ -120,7 +120,9 @@ const columns = [0, 100, 200, 300, 400, 500, 600, 700, 800, 999];
 const x0 = dataset.toTensor([heart]);
 const rowsBySchedule = tf.tidy(() => {
   const noise = tf.randomNormal(x0.shape, 0, 1, "float32", 3);
-  return tf.concat(schedules.flatMap((s) => columns.map((t) => addNoise(x0, noise, t, s)))) as tf.Tensor4D;
+  return tf.concat(
+    schedules.flatMap((s) => columns.map((t) => addNoise(x0, noise, t, s))),
+  ) as tf.Tensor4D;
 });
 await book.images(rowsBySchedule, {
   columns: columns.length,
@@ -137,14 +139,17 @@ tf.dispose([x0, rowsBySchedule]);
 // 1/150, where the image is as good as gone.
 
 // %%
-await book.table(schedules.map((s) => ({
-  schedule: s.name,
-  "β_1": s.betas[0].toExponential(2),
-  "β_T": s.betas[T - 1].toExponential(2),
-  "ᾱ_T": s.alphaBars[T - 1].toExponential(2),
-  "t where ᾱ_t < ½": s.alphaBars.findIndex((a) => a < 0.5) + 1,
-  "steps below λ = −5": s.logSnr.filter((l) => l < -5).length,
-})), { caption: `The schedules at T = ${T}.` });
+await book.table(
+  schedules.map((s) => ({
+    schedule: s.name,
+    "β_1": s.betas[0].toExponential(2),
+    "β_T": s.betas[T - 1].toExponential(2),
+    "ᾱ_T": s.alphaBars[T - 1].toExponential(2),
+    "t where ᾱ_t < ½": s.alphaBars.findIndex((a) => a < 0.5) + 1,
+    "steps below λ = −5": s.logSnr.filter((l) => l < -5).length,
+  })),
+  { caption: `The schedules at T = ${T}.` },
+);
 
 // %% [markdown]
 // ## How $T$ changes a schedule
@@ -171,14 +176,18 @@ await book.figure({
   width: 720,
   height: 260,
   color: { legend: true, domain: lengths.map((l) => `T = ${l}`) },
-  fx: { label: null },
+  fx: { label: null, domain: ["linear", "cosine"] },
   x: { label: "t / T" },
   y: { label: "ᾱ_t", grid: true },
   marks: [Plot.lineY(byLength, { x: "t / T", y: "ᾱ_t", stroke: "T", fx: "schedule" })],
 }, { caption: "ᾱ_t against t/T for four chain lengths: linear (left) and cosine (right)." });
-await book.metric("ᾱ_T of the linear schedule at T = 50", noiseSchedule("linear", 50).alphaBars[49], {
-  caption: "far from 0: the chain never reaches pure noise",
-});
+await book.metric(
+  "ᾱ_T of the linear schedule at T = 50",
+  noiseSchedule("linear", 50).alphaBars[49],
+  {
+    caption: "far from 0: the chain never reaches pure noise",
+  },
+);
 
 // %% [markdown]
 // ## What to take away
