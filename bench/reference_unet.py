@@ -1,0 +1,246 @@
+"""The benchmark's reference U-Net in PyTorch and in Keras (TensorFlow), and their timings.
+
+The same network as bench/reference_unet.ts (522,048 parameters at C = 32, see there for the
+architecture and why the count implies GroupNorm affine parameters and time-MLP biases), trained
+by the same DDPM step: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps with t ~ U{0..999} (linear
+beta from 1e-4 to 0.02), loss = mean((eps - eps_theta(x_t, t))^2), Adam at lr 1e-3. Sampling is
+one deterministic DDIM step (one forward pass and the update).
+
+PyTorch runs eagerly (NCHW, as PyTorch code is written); Keras runs its usual way, a
+tf.function-compiled step on TensorFlow's graph runtime (NHWC), without XLA.
+
+Usage: python bench/reference_unet.py {torch|keras} --sizes 16 32 --batch 32 --sample-batch 64
+         --steps 10 --warmup 3
+Prints one JSON object: framework, version, threads, and per size the parameter count and the
+times (ms) of every measured training and sampling step.
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CHANNELS, GROUPS, TIME_DIM, EMBED_DIM = 32, 8, 32, 128
+PARAMETER_COUNT = 522_048
+
+
+def alpha_bar(steps=1000, beta_start=1e-4, beta_end=0.02):
+    """abar_t = prod_{s<=t} (1 - beta_s), beta linear from beta_start to beta_end."""
+    out, product = [], 1.0
+    for t in range(steps):
+        product *= 1 - (beta_start + (beta_end - beta_start) * t / (steps - 1))
+        out.append(product)
+    return out
+
+
+def frequencies(dim=TIME_DIM):
+    """omega_i = 10000^(-i/(d/2)); emb(t) = [sin(t omega), cos(t omega)]."""
+    half = dim // 2
+    return [math.exp(-math.log(10000) * i / half) for i in range(half)]
+
+
+def bench_torch(sizes, batch, sample_batch, steps, warmup):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Block(nn.Module):
+        """conv(SiLU(GN(x))), with `x + ... + P e` when it has a time projection."""
+
+        def __init__(self, cin, cout, time=False):
+            super().__init__()
+            self.norm = nn.GroupNorm(GROUPS, cin, eps=1e-5)
+            self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+            self.proj = nn.Linear(EMBED_DIM, cout, bias=False) if time else None
+
+        def forward(self, x, e=None):
+            h = self.conv(F.silu(self.norm(x)))
+            return h if self.proj is None else x + h + self.proj(e)[:, :, None, None]
+
+    class UNet(nn.Module):
+        def __init__(self, c=CHANNELS):
+            super().__init__()
+            self.time = nn.Sequential(
+                nn.Linear(TIME_DIM, EMBED_DIM), nn.SiLU(), nn.Linear(EMBED_DIM, EMBED_DIM), nn.SiLU()
+            )
+            self.inc = nn.Conv2d(3, c, 3, padding=1, bias=False)
+            self.b1 = Block(c, c, True)
+            self.d1 = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=False)
+            self.b2 = Block(2 * c, 2 * c, True)
+            self.d2 = nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1, bias=False)
+            self.m = Block(4 * c, 4 * c, True)
+            self.u2 = nn.ConvTranspose2d(4 * c, 2 * c, 3, stride=2, padding=1, output_padding=1, bias=False)
+            self.ub2 = Block(4 * c, 2 * c)
+            self.up = nn.Conv2d(2 * c, c, 3, padding=1, bias=False)
+            self.ub1 = Block(2 * c, c)
+            self.out = Block(c, 3)
+
+        def forward(self, x, features):
+            e = self.time(features)
+            h1 = self.b1(self.inc(x), e)
+            h2 = self.b2(self.d1(h1), e)
+            h3 = self.m(self.d2(h2), e)
+            u = self.ub2(torch.cat([self.u2(h3), h2], 1))
+            u = self.up(F.interpolate(u, scale_factor=2, mode="nearest"))
+            return self.out(self.ub1(torch.cat([u, h1], 1)))
+
+    torch.manual_seed(0)
+    abar = torch.tensor(alpha_bar())
+    omega = torch.tensor(frequencies())
+
+    def embed(t):
+        angles = t.float()[:, None] * omega[None, :]
+        return torch.cat([torch.sin(angles), torch.cos(angles)], 1)
+
+    results = []
+    for size in sizes:
+        model = UNet()
+        params = sum(p.numel() for p in model.parameters())
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x0 = torch.randn(batch, 3, size, size)
+
+        def train_step():
+            t = torch.randint(0, 1000, (batch,))
+            eps = torch.randn_like(x0)
+            a = abar[t][:, None, None, None]
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+            loss = F.mse_loss(model(xt, embed(t)), eps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+
+        xs = torch.randn(sample_batch, 3, size, size)
+
+        def ddim_step(t=500, t_prev=480):
+            with torch.no_grad():
+                eps = model(xs, embed(torch.full((sample_batch,), t)))
+                x0_hat = (xs - math.sqrt(1 - abar[t]) * eps) / math.sqrt(abar[t])
+                out = math.sqrt(abar[t_prev]) * x0_hat + math.sqrt(1 - abar[t_prev]) * eps
+                return float(out[0, 0, 0, 0])
+
+        results.append({"size": size, "params": params, **timed(train_step, ddim_step, steps, warmup)})
+    return {
+        "framework": "pytorch",
+        "label": "PyTorch eager",
+        "version": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "results": results,
+    }
+
+
+def bench_keras(sizes, batch, sample_batch, steps, warmup):
+    import tensorflow as tf
+    import keras
+    from keras import layers, ops
+
+    def block(x, cin_name, cout, e=None):
+        h = layers.GroupNormalization(groups=GROUPS, epsilon=1e-5, name=f"{cin_name}_norm")(x)
+        h = layers.Activation("silu")(h)
+        h = layers.Conv2D(cout, 3, padding="same", use_bias=False, name=f"{cin_name}_conv")(h)
+        if e is None:
+            return h
+        p = layers.Dense(cout, use_bias=False, name=f"{cin_name}_proj")(e)
+        return x + h + ops.reshape(p, (-1, 1, 1, cout))
+
+    def unet(size, c=CHANNELS):
+        x = keras.Input((size, size, 3))
+        features = keras.Input((TIME_DIM,))
+        e = layers.Dense(EMBED_DIM, activation="silu")(features)
+        e = layers.Dense(EMBED_DIM, activation="silu")(e)
+        conv = lambda cout, stride=1: layers.Conv2D(cout, 3, strides=stride, padding="same", use_bias=False)
+        h1 = block(conv(c)(x), "b1", c, e)
+        h2 = block(conv(2 * c, 2)(h1), "b2", 2 * c, e)
+        h3 = block(conv(4 * c, 2)(h2), "m", 4 * c, e)
+        u = layers.Conv2DTranspose(2 * c, 3, strides=2, padding="same", use_bias=False)(h3)
+        u = block(layers.Concatenate()([u, h2]), "ub2", 2 * c)
+        u = conv(c)(layers.UpSampling2D(2, interpolation="nearest")(u))
+        u = block(layers.Concatenate()([u, h1]), "ub1", c)
+        return keras.Model([x, features], block(u, "out", 3))
+
+    tf.random.set_seed(0)
+    abar = tf.constant(alpha_bar(), tf.float32)
+    omega = tf.constant(frequencies(), tf.float32)
+
+    def embed(t):
+        angles = tf.cast(t, tf.float32)[:, None] * omega[None, :]
+        return tf.concat([tf.sin(angles), tf.cos(angles)], 1)
+
+    results = []
+    for size in sizes:
+        model = unet(size)
+        params = model.count_params()
+        optimizer = keras.optimizers.Adam(1e-3)
+        x0 = tf.random.normal((batch, size, size, 3))
+
+        @tf.function(jit_compile=False)
+        def train_graph():
+            t = tf.random.uniform((batch,), 0, 1000, tf.int32)
+            eps = tf.random.normal(tf.shape(x0))
+            a = tf.reshape(tf.gather(abar, t), (-1, 1, 1, 1))
+            xt = tf.sqrt(a) * x0 + tf.sqrt(1 - a) * eps
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(eps - model([xt, embed(t)], training=True)))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        xs = tf.random.normal((sample_batch, size, size, 3))
+
+        @tf.function(jit_compile=False)
+        def ddim_graph(t=500, t_prev=480):
+            eps = model([xs, embed(tf.fill((sample_batch,), t))], training=False)
+            x0_hat = (xs - tf.sqrt(1 - abar[t]) * eps) / tf.sqrt(abar[t])
+            return tf.sqrt(abar[t_prev]) * x0_hat + tf.sqrt(1 - abar[t_prev]) * eps
+
+        results.append({
+            "size": size,
+            "params": int(params),
+            **timed(lambda: float(train_graph()), lambda: float(ddim_graph()[0, 0, 0, 0]), steps, warmup),
+        })
+    return {
+        "framework": "keras",
+        "label": "Keras 3 on TensorFlow (tf.function)",
+        "version": f"keras {keras.__version__}, tensorflow {tf.__version__}",
+        "threads": os.cpu_count(),
+        "results": results,
+    }
+
+
+def timed(train_step, sample_step, steps, warmup):
+    """Times (ms) of `steps` training and sampling steps after `warmup` untimed ones each."""
+    out = {}
+    for key, step in (("train_ms", train_step), ("sample_ms", sample_step)):
+        for _ in range(warmup):
+            step()
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - start) * 1000)
+        out[key] = times
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("framework", choices=["torch", "keras"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--sample-batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    run = bench_torch if args.framework == "torch" else bench_keras
+    report = run(args.sizes, args.batch, args.sample_batch, args.steps, args.warmup)
+    for result in report["results"]:
+        if result["params"] != PARAMETER_COUNT:
+            raise SystemExit(f"{args.framework} network has {result['params']} parameters, not {PARAMETER_COUNT}")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
+import { loadNativeBackend, nativeDir } from "../lib/native.ts";
+
+/** Runs `lib/native.ts`'s loader in a fresh process with `env` and returns its result. */
+async function loadInSubprocess(env: Record<string, string>): Promise<Record<string, unknown>> {
+  const native = new URL("../lib/native.ts", import.meta.url).href;
+  const code = `import { loadNativeBackend } from "${native}";
+    console.log(JSON.stringify(await loadNativeBackend()));`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", code],
+    cwd: new URL("..", import.meta.url).pathname,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, `the loader threw instead of reporting: ${stderr}`);
+  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+  return JSON.parse(lines[lines.length - 1]);
+}
+
+describe("loadNativeBackend without a binding", () => {
+  it("reports ok: false with the place it looked, rather than throwing", async () => {
+    const empty = await Deno.makeTempDir();
+    try {
+      const result = await loadInSubprocess({ TFJS_NATIVE_DIR: empty });
+      assert.equal(result.ok, false);
+      assert.match(String(result.reason), /not set up/);
+      assert.ok(String(result.reason).includes(`${empty}/tfjs_binding.node`));
+      assert.match(String(result.reason), /deno task setup/);
+    } finally {
+      await Deno.remove(empty, { recursive: true });
+    }
+  });
+
+  it("reports ok: false when the binding is not a loadable library", async () => {
+    const broken = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(`${broken}/tfjs_binding.node`, "not a shared object\n");
+      const result = await loadInSubprocess({ TFJS_NATIVE_DIR: broken });
+      assert.equal(result.ok, false);
+      assert.match(String(result.reason), /failed to load/);
+    } finally {
+      await Deno.remove(broken, { recursive: true });
+    }
+  });
+
+  it("looks in TFJS_NATIVE_DIR when set, else in .native/ at the project root", () => {
+    const saved = Deno.env.get("TFJS_NATIVE_DIR");
+    try {
+      Deno.env.set("TFJS_NATIVE_DIR", "/somewhere/else");
+      assert.equal(nativeDir(), "/somewhere/else");
+      Deno.env.delete("TFJS_NATIVE_DIR");
+      assert.equal(nativeDir(), new URL("../.native", import.meta.url).pathname);
+    } finally {
+      if (saved === undefined) Deno.env.delete("TFJS_NATIVE_DIR");
+      else Deno.env.set("TFJS_NATIVE_DIR", saved);
+    }
+  });
+});
+
+const native = await loadNativeBackend();
+const whenSetUp = native.ok ? it : it.skip;
+if (!native.ok) console.log(`native backend not set up, its checks are skipped: ${native.reason}`);
+
+/** The value of `f` and the gradients of its sum with respect to `xs`, on `backend`. */
+async function valueAndGrads(
+  backend: string,
+  f: (...xs: tf.Tensor[]) => tf.Tensor,
+  inputs: tf.TensorLike[][],
+  shapes: number[][],
+): Promise<Float32Array[]> {
+  await tf.setBackend(backend);
+  return tf.tidy(() => {
+    const xs = inputs.map((values, i) => tf.tensor(values as number[], shapes[i]));
+    const value = f(...xs);
+    const grads = tf.grads((...ys: tf.Tensor[]) => tf.sum(tf.square(f(...ys))))(xs);
+    return [value, ...grads].map((t) => t.dataSync() as Float32Array);
+  });
+}
+
+function assertClose(actual: Float32Array, expected: Float32Array, what: string) {
+  assert.equal(actual.length, expected.length, `${what}: sizes differ`);
+  let worst = 0;
+  const scale = Math.max(...expected.map(Math.abs), 1e-6);
+  for (let i = 0; i < actual.length; i++) {
+    worst = Math.max(worst, Math.abs(actual[i] - expected[i]));
+  }
+  assert.ok(worst <= 1e-4 * scale, `${what}: off by ${worst} (scale ${scale})`);
+}
+
+describe("the native backend, when set up", () => {
+  whenSetUp("names libtensorflow and its version", () => {
+    assert.ok(native.ok);
+    assert.match(native.detail, /^libtensorflow \d+\.\d+\.\d+ \((CPU|GPU)\)$|GPU/);
+  });
+
+  whenSetUp("is loaded once: a second call returns the same result", async () => {
+    assert.deepEqual(await loadNativeBackend(), native);
+    assert.ok(tf.findBackend("tensorflow"));
+  });
+
+  whenSetUp("matches cpu on conv2d (stride 1 and 2) and both its gradients", async () => {
+    const x = Array.from({ length: 2 * 6 * 6 * 3 }, (_, i) => Math.sin(i * 0.37));
+    const w = Array.from({ length: 3 * 3 * 3 * 4 }, (_, i) => Math.cos(i * 0.11) * 0.3);
+    for (const stride of [1, 2] as const) {
+      const conv = (a: tf.Tensor, b: tf.Tensor) =>
+        tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, stride, "same");
+      const shapes = [[2, 6, 6, 3], [3, 3, 3, 4]];
+      const expected = await valueAndGrads("cpu", conv, [x, w], shapes);
+      const actual = await valueAndGrads("tensorflow", conv, [x, w], shapes);
+      for (const [i, what] of ["value", "input gradient", "filter gradient"].entries()) {
+        assertClose(actual[i], expected[i], `conv2d stride ${stride} ${what}`);
+      }
+    }
+  });
+
+  whenSetUp("matches cpu on conv2dTranspose, matMul and the GroupNorm reductions", async () => {
+    const x = Array.from({ length: 2 * 3 * 3 * 4 }, (_, i) => Math.sin(i * 0.7));
+    const w = Array.from({ length: 3 * 3 * 2 * 4 }, (_, i) => Math.cos(i * 0.3) * 0.2);
+    const ops = (a: tf.Tensor, b: tf.Tensor) => {
+      const up = tf.conv2dTranspose(a as tf.Tensor4D, b as tf.Tensor4D, [2, 6, 6, 2], 2, "same");
+      const grouped = tf.reshape(up, [2, 36, 1, 2]);
+      const centred = tf.sub(grouped, tf.mean(grouped, [1, 3], true));
+      return tf.matMul(tf.reshape(tf.sigmoid(centred), [24, 6]), tf.ones([6, 2]));
+    };
+    const shapes = [[2, 3, 3, 4], [3, 3, 2, 4]];
+    const expected = await valueAndGrads("cpu", ops, [x, w], shapes);
+    const actual = await valueAndGrads("tensorflow", ops, [x, w], shapes);
+    for (const [i, what] of ["value", "input gradient", "filter gradient"].entries()) {
+      assertClose(actual[i], expected[i], `conv2dTranspose chain ${what}`);
+    }
+  });
+
+  whenSetUp("computes on libtensorflow: a known convolution of ones", async () => {
+    await tf.setBackend("tensorflow");
+    const sum = tf.tidy(() =>
+      tf.sum(
+        tf.conv2d(
+          tf.ones([1, 4, 4, 2]) as tf.Tensor4D,
+          tf.ones([3, 3, 2, 1]) as tf.Tensor4D,
+          1,
+          "same",
+        ),
+      )
+        .dataSync()[0]
+    );
+    // Each output counts its in-image 3×3 neighbours (4·4 + 2·4·6 + 4·9 = 100) times 2 channels.
+    assert.equal(sum, 200);
+  });
+});
