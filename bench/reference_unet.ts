@@ -250,16 +250,18 @@ function silu<T extends tf.Tensor>(x: T): T {
 }
 
 /**
- * SiLU(GroupNorm(x)) with a hand-written gradient, computed from per-(sample, channel) sums so
- * that each pass over the activation is a plain or last-axis-broadcast op:
+ * SiLU(GroupNorm(x)) with a hand-written gradient. Per-(sample, channel) sums over H, W are
+ * averaged within each group by a [C, C] block matrix A (A_ij = 1/(H·W·C/G) when channels i and j
+ * share a group), so every statistic stays in [N, C] and every pass over the activation is a
+ * plain or last-axis-broadcast op:
  *
- *   μ_g, E_g[x²] from Σ_hw x, Σ_hw x²;  r_g = 1/√(E_g[x²] − μ_g² + ε);
- *   y = a x + b,  a = γ r_g,  b = β − a μ_g;  z = y σ(y);
- *   ∂y = ∂z (σ(y) + z (1 − σ(y))),  ∂β = Σ ∂y,  ∂γ = Σ ∂y x̂ = Σ r_g (Σ_hw ∂y x − μ_g Σ_hw ∂y),
- *   ∂x = r_g (γ ∂y − m₁ − x̂ m₂) = a ∂y + p x + q,  m₁ = mean_g(γ ∂y),  m₂ = mean_g(γ ∂y x̂),
- *   p = −r_g² m₂,  q = r_g (μ_g r_g m₂ − m₁),
+ *   μ = (Σ_hw x) A,  r = 1/√((Σ_hw x²) A − μ² + ε);   y = a x + b,  a = γ r,  b = β − a μ;
+ *   z = y σ(y);   ∂y = ∂z (σ(y) + z (1 − σ(y))),   ∂β = Σ_n Σ_hw ∂y,   ∂γ = Σ_n T,
+ *   T = r (Σ_hw ∂y x − μ Σ_hw ∂y)  (= Σ_hw ∂y x̂),
+ *   ∂x = r (γ ∂y − m₁ − x̂ m₂) = a ∂y − p x − q,   m₁ = (γ Σ_hw ∂y) A,  m₂ = (γ T) A,
+ *   p = r² m₂,  q = r m₁ − μ p,
  *
- * with the group means over H, W and the group's C/G channels, ε = 1e-5.
+ * the usual GroupNorm gradient, ε = 1e-5.
  */
 export function groupNormSiLU(
   x: tf.Tensor4D,
@@ -268,43 +270,42 @@ export function groupNormSiLU(
   groups: number,
 ): tf.Tensor4D {
   const [n, h, w, c] = x.shape;
-  const [g, cg] = [groups, c / groups];
-  const count = h * w * cg;
+  const cg = c / groups;
   const perChannel = [n, 1, 1, c];
+  const block = new Float32Array(c * c);
+  for (let i = 0; i < c; i++) {
+    for (let j = 0; j < c; j++) {
+      if (Math.floor(i / cg) === Math.floor(j / cg)) block[i * c + j] = 1 / (h * w * cg);
+    }
+  }
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [x, gamma, beta] = args as tf.Tensor[];
     const save = args[3] as tf.GradSaveFunc;
-    const mean = tf.mean(tf.reshape(tf.mean(x, [1, 2]), [n, g, cg]), 2, true);
-    const meanSquare = tf.mean(tf.reshape(tf.mean(tf.square(x), [1, 2]), [n, g, cg]), 2, true);
+    const average = tf.tensor2d(block, [c, c]);
+    const mean = tf.matMul(tf.sum(x, [1, 2]), average);
+    const meanSquare = tf.matMul(tf.sum(tf.square(x), [1, 2]), average);
     const r = tf.rsqrt(tf.add(tf.relu(tf.sub(meanSquare, tf.square(mean))), 1e-5));
-    const gammaG = tf.reshape(gamma, [1, g, cg]);
-    const a = tf.mul(gammaG, r);
-    const b = tf.sub(tf.reshape(beta, [1, g, cg]), tf.mul(a, mean));
-    const y = tf.add(tf.mul(x, tf.reshape(a, perChannel)), tf.reshape(b, perChannel));
+    const a = tf.mul(gamma, r);
+    const b = tf.sub(beta, tf.mul(a, mean));
+    const a4 = tf.reshape(a, perChannel);
+    const y = tf.add(tf.mul(x, a4), tf.reshape(b, perChannel));
     const s = tf.sigmoid(y);
     const z = tf.mul(y, s);
-    save([x, s, z, mean, r, gammaG, a]);
+    save([x, s, z, mean, r, a4, gamma, average]);
     const gradFunc = (dz: tf.Tensor, saved: tf.Tensor[]) => {
-      const [x, s, z, mean, r, gammaG, a] = saved;
+      const [x, s, z, mean, r, a4, gamma, average] = saved;
       const dy = tf.mul(dz, tf.add(s, tf.mul(z, tf.sub(1, s))));
-      const sdy = tf.reshape(tf.sum(dy, [1, 2]), [n, g, cg]);
-      const sdyx = tf.reshape(tf.sum(tf.mul(dy, x), [1, 2]), [n, g, cg]);
-      const sdyxhat = tf.mul(tf.sub(sdyx, tf.mul(mean, sdy)), r);
-      const dgamma = tf.reshape(tf.sum(sdyxhat, 0), [c]);
-      const dbeta = tf.reshape(tf.sum(sdy, 0), [c]);
-      const m1 = tf.div(tf.sum(tf.mul(gammaG, sdy), 2, true), count);
-      const m2 = tf.div(tf.sum(tf.mul(gammaG, sdyxhat), 2, true), count);
-      const p = tf.mul(tf.mul(tf.square(r), m2), -1);
-      const q = tf.sub(tf.mul(tf.mul(mean, r), tf.mul(r, m2)), tf.mul(r, m1));
-      const ones = tf.ones([1, 1, cg]);
-      const dx = tf.add(
-        tf.mul(dy, tf.reshape(a, perChannel)),
-        tf.add(
-          tf.mul(x, tf.reshape(tf.mul(p, ones), perChannel)),
-          tf.reshape(tf.mul(q, ones), perChannel),
-        ),
+      const sdy = tf.sum(dy, [1, 2]);
+      const sdyxhat = tf.mul(tf.sub(tf.sum(tf.mul(dy, x), [1, 2]), tf.mul(mean, sdy)), r);
+      const m1 = tf.matMul(tf.mul(gamma, sdy), average);
+      const m2 = tf.matMul(tf.mul(gamma, sdyxhat), average);
+      const p = tf.mul(tf.square(r), m2);
+      const q = tf.sub(tf.mul(r, m1), tf.mul(mean, p));
+      const dx = tf.sub(
+        tf.sub(tf.mul(dy, a4), tf.mul(x, tf.reshape(p, perChannel))),
+        tf.reshape(q, perChannel),
       );
-      return [dx, dgamma, dbeta];
+      return [dx, tf.sum(sdyxhat, 0), tf.sum(sdy, 0)];
     };
     return { value: z, gradFunc };
   });
