@@ -1,0 +1,417 @@
+/**
+ * Checkpoints: a model's weights, EMA weights, optimizer state, step, RNG state and
+ * configuration in one file, written atomically and checked when read.
+ *
+ * File layout (little-endian):
+ *
+ *   "DIFFCKPT" (8 bytes) · header length H (uint32) · header (H bytes of JSON, UTF-8)
+ *   · zero padding to a multiple of 8 · payload (each tensor float32 or float16, padded to 8)
+ *   · CRC-32 of everything before it (uint32)
+ *
+ * The header names every tensor with its shape, dtype, offset and length, and carries the
+ * step, the model's configuration and any JSON state (training configuration, RNG states).
+ * Tensor names are grouped by prefix: `params/…`, `ema/…`, `buffers/…`, `emaBuffers/…`,
+ * `optimizer/m/…`, `optimizer/v/…`.
+ *
+ * A file is first written to a temporary name in the same folder and then renamed, so a run
+ * killed while saving leaves the previous checkpoint intact.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs";
+import type { NamedVariable } from "./layers.ts";
+import { createModel, type DiffusionModel, type ModelConfig } from "./unet.ts";
+
+const MAGIC = "DIFFCKPT";
+const FORMAT_VERSION = 1;
+
+/** One stored tensor: its shape and float32 values. */
+export interface CheckpointTensor {
+  /** Shape. */
+  shape: number[];
+  /** Values (float16 files are widened to float32 when read). */
+  values: Float32Array;
+}
+
+/** Everything a checkpoint holds. */
+export interface Checkpoint {
+  /** The optimisation step the state belongs to (steps completed). */
+  step: number;
+  /** The network's configuration (rebuilds it with `createModel`). */
+  modelConfig: ModelConfig;
+  /** Any JSON state: training configuration, RNG states, last loss, … */
+  state: Record<string, unknown>;
+  /** Named tensors (see the module comment for the prefixes). */
+  tensors: Map<string, CheckpointTensor>;
+}
+
+/** Options of {@link encodeCheckpoint} and {@link saveCheckpoint}. */
+export interface SaveOptions {
+  /**
+   * Storage type of the payload (default float32). float16 halves the size but rounds every
+   * value, so a resumed run no longer matches an uninterrupted one bit for bit.
+   */
+  dtype?: "float32" | "float16";
+}
+
+interface TensorEntry {
+  name: string;
+  shape: number[];
+  dtype: "float32" | "float16";
+  offset: number;
+  byteLength: number;
+}
+
+interface Header {
+  format: "diffusion-checkpoint";
+  version: number;
+  step: number;
+  modelConfig: ModelConfig;
+  state: Record<string, unknown>;
+  tensors: TensorEntry[];
+  payloadBytes: number;
+}
+
+const CRC_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+/** CRC-32 (IEEE 802.3, the one of zip and PNG) of `bytes`. */
+export function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** IEEE half precision bits of a float32 value, rounding to nearest even. */
+function toHalf(value: number): number {
+  f32[0] = value;
+  const x = u32[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exponent = (x >>> 23) & 0xff;
+  let mantissa = x & 0x7fffff;
+  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0); // Inf, NaN
+  let e = exponent - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00; // overflow → Inf
+  if (e <= 0) {
+    if (e < -10) return sign; // underflow → ±0
+    mantissa |= 0x800000;
+    const shift = 14 - e;
+    const half = mantissa >>> shift;
+    const rest = mantissa & ((1 << shift) - 1);
+    const midpoint = 1 << (shift - 1);
+    return sign | (half + (rest > midpoint || (rest === midpoint && (half & 1)) ? 1 : 0));
+  }
+  let half = (e << 10) | (mantissa >>> 13);
+  const rest = mantissa & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (half & 1))) half++;
+  e = half >>> 10;
+  return sign | (e >= 0x1f ? 0x7c00 : half);
+}
+
+/** float32 value of IEEE half precision bits. */
+function fromHalf(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exponent = (h >>> 10) & 0x1f;
+  const mantissa = h & 0x3ff;
+  if (exponent === 0) return sign * mantissa * 2 ** -24;
+  if (exponent === 0x1f) return mantissa ? NaN : sign * Infinity;
+  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+}
+
+const pad8 = (n: number) => (n + 7) & ~7;
+
+/** Serialise a checkpoint to bytes (see the module comment for the layout). */
+export function encodeCheckpoint(checkpoint: Checkpoint, options: SaveOptions = {}): Uint8Array {
+  const dtype = options.dtype ?? "float32";
+  const width = dtype === "float32" ? 4 : 2;
+  const entries: TensorEntry[] = [];
+  let offset = 0;
+  for (const [name, t] of checkpoint.tensors) {
+    const size = t.shape.reduce((a, b) => a * b, 1);
+    if (size !== t.values.length) {
+      throw new Error(
+        `encodeCheckpoint: tensor "${name}" has ${t.values.length} values but shape [${t.shape}].`,
+      );
+    }
+    entries.push({ name, shape: t.shape, dtype, offset, byteLength: size * width });
+    offset += pad8(size * width);
+  }
+  const header: Header = {
+    format: "diffusion-checkpoint",
+    version: FORMAT_VERSION,
+    step: checkpoint.step,
+    modelConfig: checkpoint.modelConfig,
+    state: checkpoint.state,
+    tensors: entries,
+    payloadBytes: offset,
+  };
+  const headerBytes = new TextEncoder().encode(JSON.stringify(header));
+  const payloadStart = pad8(12 + headerBytes.length);
+  const total = payloadStart + offset + 4;
+  const bytes = new Uint8Array(total);
+  const view = new DataView(bytes.buffer);
+  bytes.set(new TextEncoder().encode(MAGIC), 0);
+  view.setUint32(8, headerBytes.length, true);
+  bytes.set(headerBytes, 12);
+  for (const entry of entries) {
+    const values = checkpoint.tensors.get(entry.name)!.values;
+    const at = payloadStart + entry.offset;
+    if (dtype === "float32") {
+      for (let i = 0; i < values.length; i++) view.setFloat32(at + 4 * i, values[i], true);
+    } else {
+      for (let i = 0; i < values.length; i++) view.setUint16(at + 2 * i, toHalf(values[i]), true);
+    }
+  }
+  view.setUint32(total - 4, crc32(bytes.subarray(0, total - 4)), true);
+  return bytes;
+}
+
+/**
+ * Parse and verify checkpoint bytes. `source` (a path or URL) names the file in errors.
+ *
+ * @throws Error naming `source` when the bytes are not a checkpoint, are truncated, or fail
+ *   the checksum.
+ */
+export function decodeCheckpoint(bytes: Uint8Array, source = "checkpoint"): Checkpoint {
+  const magic = new TextDecoder().decode(bytes.subarray(0, 8));
+  if (bytes.length < 16 || magic !== MAGIC) {
+    throw new Error(
+      `${source} is not a diffusion checkpoint (it does not start with "${MAGIC}"); ` +
+        `pass a file written by saveCheckpoint or the training loop.`,
+    );
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLength = view.getUint32(8, true);
+  if (12 + headerLength > bytes.length) {
+    throw new Error(
+      `${source} is truncated: its header alone needs ${
+        12 + headerLength
+      } bytes but the file has ` +
+        `${bytes.length}; it was probably cut off while being copied. Use an earlier checkpoint.`,
+    );
+  }
+  let header: Header;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + headerLength)));
+  } catch (e) {
+    throw new Error(
+      `${source} is corrupt: its header is not valid JSON (${(e as Error).message}).`,
+    );
+  }
+  if (header.format !== "diffusion-checkpoint" || header.version !== FORMAT_VERSION) {
+    throw new Error(
+      `${source} has format ${header.format} version ${header.version}; this library reads ` +
+        `diffusion-checkpoint version ${FORMAT_VERSION}.`,
+    );
+  }
+  const payloadStart = pad8(12 + headerLength);
+  const expected = payloadStart + header.payloadBytes + 4;
+  if (bytes.length !== expected) {
+    throw new Error(
+      `${source} is ${bytes.length < expected ? "truncated" : "too long"}: the header promises ` +
+        `${expected} bytes but the file has ${bytes.length}. It was probably cut off while being ` +
+        `copied or written; use an earlier checkpoint.`,
+    );
+  }
+  const stored = view.getUint32(expected - 4, true);
+  const actual = crc32(bytes.subarray(0, expected - 4));
+  if (stored !== actual) {
+    throw new Error(
+      `${source} is corrupt: CRC-32 checksum mismatch (stored ${stored.toString(16)}, ` +
+        `computed ${actual.toString(16)}). The file was damaged after it was written; ` +
+        `use an earlier checkpoint.`,
+    );
+  }
+  const tensors = new Map<string, CheckpointTensor>();
+  for (const entry of header.tensors) {
+    const size = entry.shape.reduce((a, b) => a * b, 1);
+    const values = new Float32Array(size);
+    const at = payloadStart + entry.offset;
+    if (entry.dtype === "float32") {
+      for (let i = 0; i < size; i++) values[i] = view.getFloat32(at + 4 * i, true);
+    } else if (entry.dtype === "float16") {
+      for (let i = 0; i < size; i++) values[i] = fromHalf(view.getUint16(at + 2 * i, true));
+    } else {
+      throw new Error(`${source}: tensor "${entry.name}" has unknown dtype "${entry.dtype}".`);
+    }
+    tensors.set(entry.name, { shape: entry.shape, values });
+  }
+  return { step: header.step, modelConfig: header.modelConfig, state: header.state ?? {}, tensors };
+}
+
+/**
+ * Write a checkpoint file atomically: to `path.tmp-…` in the same folder, then rename.
+ * Creates the folder when missing.
+ */
+export async function saveCheckpoint(
+  path: string,
+  checkpoint: Checkpoint,
+  options: SaveOptions = {},
+): Promise<void> {
+  const bytes = encodeCheckpoint(checkpoint, options);
+  const slash = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
+  const temporary = `${path}.tmp-${Deno.pid}-${Date.now().toString(36)}`;
+  try {
+    await Deno.writeFile(temporary, bytes);
+    await Deno.rename(temporary, path);
+  } catch (e) {
+    await Deno.remove(temporary).catch(() => {});
+    throw new Error(`Could not write checkpoint ${path}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Read and verify a checkpoint file.
+ *
+ * @throws Error naming the file when it is missing, not a checkpoint, truncated or corrupt.
+ */
+export async function loadCheckpoint(path: string): Promise<Checkpoint> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`Checkpoint ${path} does not exist; check the path or train first.`);
+    }
+    throw new Error(`Could not read checkpoint ${path}: ${(e as Error).message}`);
+  }
+  return decodeCheckpoint(bytes, path);
+}
+
+/** Read variables' values (asynchronously: works on every backend) into checkpoint tensors. */
+export async function readVariables(
+  variables: readonly NamedVariable[],
+  prefix: string,
+  into: Map<string, CheckpointTensor> = new Map(),
+): Promise<Map<string, CheckpointTensor>> {
+  for (const { name, variable } of variables) {
+    const values = await variable.data();
+    into.set(`${prefix}${name}`, {
+      shape: variable.shape.slice(),
+      values: Float32Array.from(values as Float32Array),
+    });
+  }
+  return into;
+}
+
+/**
+ * Assign stored tensors `prefix + name` to variables, after checking that every one is present
+ * with the right shape.
+ *
+ * @throws Error naming `source` and the first missing or misshapen tensor.
+ */
+export function assignVariables(
+  variables: readonly NamedVariable[],
+  tensors: Map<string, CheckpointTensor>,
+  prefix: string,
+  source = "checkpoint",
+): void {
+  for (const { name, variable } of variables) {
+    const stored = tensors.get(prefix + name);
+    if (!stored) {
+      throw new Error(
+        `${source} does not match this network: it has no tensor "${prefix + name}". ` +
+          `It was saved from a different architecture; build the model from the checkpoint's ` +
+          `modelConfig (loadModel does this).`,
+      );
+    }
+    if (stored.shape.join(",") !== variable.shape.join(",")) {
+      throw new Error(
+        `${source} does not match this network: "${prefix + name}" has shape [${stored.shape}] ` +
+          `in the file but [${variable.shape}] in the model (a different architecture).`,
+      );
+    }
+  }
+  for (const { name, variable } of variables) {
+    const stored = tensors.get(prefix + name)!;
+    tf.tidy(() => variable.assign(tf.tensor(stored.values, stored.shape)));
+  }
+}
+
+/**
+ * Check that a checkpoint's model configuration equals `config` (ignoring `seed`).
+ *
+ * @throws Error naming `source` and every differing field.
+ */
+export function checkArchitecture(
+  stored: ModelConfig,
+  config: ModelConfig,
+  source = "checkpoint",
+): void {
+  const a = stored as unknown as Record<string, unknown>;
+  const b = config as unknown as Record<string, unknown>;
+  const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => k !== "seed");
+  const differences = keys.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
+    .map((k) => `${k}: ${JSON.stringify(a[k])} in the file, ${JSON.stringify(b[k])} in the model`);
+  if (differences.length > 0) {
+    throw new Error(
+      `${source} was saved from a different architecture (${differences.join("; ")}). ` +
+        `Build the model from the checkpoint's modelConfig, or point to the right file.`,
+    );
+  }
+}
+
+/** Save a model (and optionally its EMA copy) alone, for sampling or sharing. */
+export async function saveModel(
+  path: string,
+  model: DiffusionModel,
+  options: SaveOptions & { ema?: DiffusionModel; step?: number; state?: Record<string, unknown> } =
+    {},
+): Promise<void> {
+  const tensors = await readVariables(model.parameters, "params/");
+  await readVariables(model.buffers, "buffers/", tensors);
+  if (options.ema) {
+    await readVariables(options.ema.parameters, "ema/", tensors);
+    await readVariables(options.ema.buffers, "emaBuffers/", tensors);
+  }
+  await saveCheckpoint(path, {
+    step: options.step ?? 0,
+    modelConfig: model.config,
+    state: options.state ?? {},
+    tensors,
+  }, options);
+}
+
+/**
+ * Build the network a checkpoint describes and load its weights: the EMA weights when the
+ * file has them (what sampling should use), unless `weights: "params"`.
+ */
+export async function loadModel(
+  path: string,
+  options: { weights?: "ema" | "params" } = {},
+): Promise<DiffusionModel> {
+  const checkpoint = await loadCheckpoint(path);
+  const hasEma = [...checkpoint.tensors.keys()].some((k) => k.startsWith("ema/"));
+  const useEma = (options.weights ?? (hasEma ? "ema" : "params")) === "ema";
+  if (useEma && !hasEma) {
+    throw new Error(`${path} holds no EMA weights; load with weights: "params".`);
+  }
+  let model: DiffusionModel;
+  try {
+    model = createModel(checkpoint.modelConfig);
+  } catch (e) {
+    throw new Error(
+      `${path} describes a network this library cannot build: ${(e as Error).message}`,
+    );
+  }
+  try {
+    assignVariables(model.parameters, checkpoint.tensors, useEma ? "ema/" : "params/", path);
+    assignVariables(model.buffers, checkpoint.tensors, useEma ? "emaBuffers/" : "buffers/", path);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
+}

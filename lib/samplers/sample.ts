@@ -1,0 +1,144 @@
+/**
+ * The sampling loop: start from pure noise x_T ~ N(0, I) and apply a scheduler's reverse
+ * step at each of its timesteps,
+ *
+ *   for t in scheduler.timesteps:  ε̂ = ε_θ(x_t, t[, c]);  x_{t′} = scheduler.step(ε̂, t, x_t).
+ *
+ * With classifier-free guidance (Ho & Salimans, 2022) the network runs with and without the
+ * context and ε̂ = ε̂_∅ + w (ε̂_c − ε̂_∅).
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs";
+import { Random } from "../random.ts";
+import type { ImageBatch } from "../images.ts";
+import type { DiffusionModel } from "../unet.ts";
+import type { Scheduler } from "./scheduler.ts";
+
+/** A network, or any function with its signature (an oracle in tests). */
+export type Denoiser =
+  | DiffusionModel
+  | ((xt: tf.Tensor4D, t: tf.Tensor1D, context?: tf.Tensor2D) => tf.Tensor4D);
+
+/** Options of {@link sample}. */
+export interface SampleOptions {
+  /** Shape of the batch, [N, H, W, C]. */
+  shape: [number, number, number, number];
+  /** Seed of x_T and of the steps' noise (default 0): the same seed gives the same images. */
+  seed?: number;
+  /** Number of sampling steps: calls `scheduler.setTimesteps(steps)` (default: keep its timesteps). */
+  steps?: number;
+  /** Record x_t and x̂₀ along the way (default false). */
+  returnTrajectory?: boolean;
+  /** Record every k-th step (and always the last), default 1. */
+  trajectoryEvery?: number;
+  /** Context c [N, contextDim] for a conditional network. */
+  context?: tf.Tensor2D;
+  /** Classifier-free guidance weight w (needs `context`; 1 = plain conditional sampling). */
+  guidanceScale?: number;
+  /** Start from this x_T instead of drawing it from `seed` (not disposed). */
+  xT?: tf.Tensor4D;
+  /** Called after each step with the new sample and the step's x̂₀ (tensors freed afterwards). */
+  onStep?: (
+    info: { index: number; t: number; xt: tf.Tensor4D; predX0: tf.Tensor4D },
+  ) => void | Promise<void>;
+}
+
+/** The path of a batch through the reverse process. */
+export interface Trajectory {
+  /** The timestep of each record (decreasing). */
+  timesteps: number[];
+  /** x_t at each recorded timestep, before the step (the first is x_T). */
+  xt: ImageBatch[];
+  /** x̂₀ predicted at each recorded timestep. */
+  predX0: ImageBatch[];
+}
+
+/** What {@link sample} returns. */
+export interface SampleResult {
+  /** The final samples x₀ [N, H, W, C] (the caller disposes them). */
+  images: tf.Tensor4D;
+  /** The trajectory, when asked for. */
+  trajectory?: Trajectory;
+}
+
+async function toBatch(x: tf.Tensor4D): Promise<ImageBatch> {
+  return {
+    data: Float32Array.from(await x.data() as Float32Array),
+    shape: x.shape.slice() as ImageBatch["shape"],
+  };
+}
+
+function predict(
+  model: Denoiser,
+  xt: tf.Tensor4D,
+  t: number,
+  context: tf.Tensor2D | undefined,
+  guidanceScale: number | undefined,
+): tf.Tensor4D {
+  const run = (x: tf.Tensor4D, c: tf.Tensor2D | undefined) => {
+    const tv = tf.fill([x.shape[0]], t) as tf.Tensor1D;
+    return typeof model === "function" ? model(x, tv, c) : model.apply(x, tv, { context: c });
+  };
+  return tf.tidy(() => {
+    if (!context || guidanceScale === undefined || guidanceScale === 1) return run(xt, context);
+    const n = xt.shape[0];
+    const both = run(tf.concat([xt, xt]), tf.concat([context, tf.zerosLike(context)]));
+    const [conditional, unconditional] = tf.split(both, [n, n]);
+    return tf.add(
+      unconditional,
+      tf.mul(tf.sub(conditional, unconditional), guidanceScale),
+    ) as tf.Tensor4D;
+  });
+}
+
+/**
+ * Generate a batch: x_T from `seed`, then `scheduler.step` at each timestep.
+ *
+ * ```ts
+ * const { images } = await sample(model, new DDIMScheduler(schedule), { shape: [16, 16, 16, 3], steps: 50 });
+ * ```
+ */
+export async function sample(
+  model: Denoiser,
+  scheduler: Scheduler,
+  options: SampleOptions,
+): Promise<SampleResult> {
+  const { shape } = options;
+  if (options.guidanceScale !== undefined && !options.context) {
+    throw new Error("sample: guidanceScale needs a context (the condition to guide towards).");
+  }
+  if (options.steps !== undefined) scheduler.setTimesteps(options.steps);
+  const rng = new Random(options.seed ?? 0);
+  const size = shape.reduce((a, b) => a * b, 1);
+  let xt: tf.Tensor4D = options.xT
+    ? tf.clone(options.xT)
+    : tf.tensor(rng.normals(size), shape) as tf.Tensor4D;
+  const every = Math.max(1, options.trajectoryEvery ?? 1);
+  const trajectory: Trajectory | undefined = options.returnTrajectory
+    ? { timesteps: [], xt: [], predX0: [] }
+    : undefined;
+  const timesteps = scheduler.timesteps.slice();
+  try {
+    for (let index = 0; index < timesteps.length; index++) {
+      const t = timesteps[index];
+      const output = predict(model, xt, t, options.context, options.guidanceScale);
+      const { prevSample, predOriginalSample } = scheduler.step(output, t, xt, rng);
+      output.dispose();
+      if (trajectory && (index % every === 0 || index === timesteps.length - 1)) {
+        trajectory.timesteps.push(t);
+        trajectory.xt.push(await toBatch(xt));
+        trajectory.predX0.push(await toBatch(predOriginalSample));
+      }
+      xt.dispose();
+      xt = prevSample;
+      if (options.onStep) await options.onStep({ index, t, xt, predX0: predOriginalSample });
+      predOriginalSample.dispose();
+    }
+  } catch (e) {
+    xt.dispose();
+    throw e;
+  }
+  return { images: xt, trajectory };
+}

@@ -1,0 +1,173 @@
+/**
+ * The interface every sampler follows (diffusers' scheduler design), and what they share:
+ * timestep spacings and the conversion of a network's output into x̂₀ and ε̂.
+ *
+ * A reverse step goes from x_t at timestep t to x_{t′} at the next (smaller) timestep t′ of
+ * `timesteps`; t = 0…T−1 indexes the noise schedule (index t is the paper's step t + 1), and
+ * after the last timestep the sample is clean (ᾱ = 1).
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs";
+import type { NoiseSchedule } from "../schedules.ts";
+import type { Random } from "../random.ts";
+
+/** What the network predicts: the noise ε, the clean image x₀ ("sample"), or v = √ᾱ ε − √(1−ᾱ) x₀. */
+export type PredictionType = "epsilon" | "sample" | "v";
+
+/** How n sampling timesteps are picked out of T (the definitions of diffusers). */
+export type TimestepSpacing = "linspace" | "leading" | "trailing";
+
+/** Result of one reverse step. */
+export interface SchedulerStepOutput {
+  /** x_{t′}: the sample at the next timestep (x₀ after the last one). */
+  prevSample: tf.Tensor4D;
+  /** x̂₀: the clean image the step believes in. */
+  predOriginalSample: tf.Tensor4D;
+}
+
+/** A sampler: swap DDPM for DDIM or DPM-Solver++ in one line. */
+export interface Scheduler {
+  /** Short name, e.g. "DDPM (β̃)". */
+  readonly name: string;
+  /** The noise schedule the network was trained with. */
+  readonly schedule: NoiseSchedule;
+  /** What the network outputs. */
+  readonly predictionType: PredictionType;
+  /** Timesteps of the reverse process, decreasing; set by {@link Scheduler.setTimesteps}. */
+  readonly timesteps: readonly number[];
+  /** Choose `n` sampling timesteps (and reset any multistep history). */
+  setTimesteps(n: number): void;
+  /**
+   * One reverse step from x_t at `t` (an element of `timesteps`).
+   * Stochastic samplers draw their noise z from `rng` (an internal seeded generator when absent).
+   */
+  step(modelOutput: tf.Tensor4D, t: number, xt: tf.Tensor4D, rng?: Random): SchedulerStepOutput;
+  /** The forward process q(x_t | x₀): x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε. */
+  addNoise(x0: tf.Tensor4D, noise: tf.Tensor4D, t: number | number[] | tf.Tensor1D): tf.Tensor4D;
+}
+
+/** Common options of the schedulers. */
+export interface SchedulerOptions {
+  /** What the network outputs (default "epsilon"). */
+  predictionType?: PredictionType;
+  /** How fewer than T timesteps are spaced (default "trailing": starts at T − 1). */
+  timestepSpacing?: TimestepSpacing;
+  /** Clip x̂₀ to [−clipRange, clipRange] before using it (default false). */
+  clipSample?: boolean;
+  /** Range of the clip (default 1: images in [−1, 1]). */
+  clipRange?: number;
+}
+
+/** Round half to even, as numpy's `round`. */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * n of the T training timesteps, decreasing, with diffusers' definitions
+ * (table 2 of Lin et al., 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"):
+ *
+ *   linspace: round(linspace(0, T − 1, n))                (T = 1000, n = 10: 999, 888, …, 111, 0)
+ *   leading:  k · ⌊T / n⌋ for k = 0…n − 1                 (900, 800, …, 100, 0)
+ *   trailing: round(T − k · T/n) − 1 for k = 0…n − 1      (999, 899, …, 199, 99)
+ */
+export function spacedTimesteps(
+  T: number,
+  n: number,
+  spacing: TimestepSpacing = "trailing",
+): number[] {
+  if (!Number.isInteger(n) || n < 1 || n > T) {
+    throw new Error(`Number of sampling steps must be an integer from 1 to T = ${T}; got ${n}.`);
+  }
+  const steps: number[] = [];
+  switch (spacing) {
+    case "linspace":
+      for (let k = 0; k < n; k++) steps.push(roundHalfEven(n === 1 ? 0 : (k * (T - 1)) / (n - 1)));
+      break;
+    case "leading": {
+      const ratio = Math.floor(T / n);
+      for (let k = 0; k < n; k++) steps.push(k * ratio);
+      break;
+    }
+    case "trailing": {
+      const ratio = T / n;
+      for (let k = 0; k < n; k++) steps.push(roundHalfEven(T - k * ratio) - 1);
+      return steps; // already decreasing
+    }
+    default:
+      throw new Error(
+        `Unknown timestep spacing "${spacing}"; use "linspace", "leading" or "trailing".`,
+      );
+  }
+  return steps.reverse();
+}
+
+/** ᾱ at timestep t, with ᾱ = 1 before the first step (t < 0: the clean image). */
+export function alphaBarAt(schedule: NoiseSchedule, t: number): number {
+  if (t < 0) return 1;
+  if (!Number.isInteger(t) || t >= schedule.T) {
+    throw new Error(`Timestep ${t} is outside the schedule's 0…${schedule.T - 1}.`);
+  }
+  return schedule.alphaBars[t];
+}
+
+/**
+ * The network's output as a pair (x̂₀, ε̂), given ᾱ = ᾱ_t:
+ *
+ *   epsilon: x̂₀ = (x_t − √(1−ᾱ) ε̂) / √ᾱ
+ *   sample:  ε̂ = (x_t − √ᾱ x̂₀) / √(1−ᾱ)
+ *   v:       x̂₀ = √ᾱ x_t − √(1−ᾱ) v̂,  ε̂ = √(1−ᾱ) x_t + √ᾱ v̂
+ *
+ * With `clipRange`, x̂₀ is clipped and ε̂ recomputed from the clipped x̂₀.
+ * Call inside `tf.tidy`.
+ */
+export function toOriginalAndNoise(
+  modelOutput: tf.Tensor4D,
+  xt: tf.Tensor4D,
+  alphaBar: number,
+  predictionType: PredictionType,
+  clipRange?: number,
+): { x0: tf.Tensor4D; eps: tf.Tensor4D } {
+  const a = Math.sqrt(alphaBar);
+  const s = Math.sqrt(1 - alphaBar);
+  let x0: tf.Tensor4D;
+  let eps: tf.Tensor4D;
+  switch (predictionType) {
+    case "epsilon":
+      eps = modelOutput;
+      x0 = tf.div(tf.sub(xt, tf.mul(modelOutput, s)), a);
+      break;
+    case "sample":
+      x0 = modelOutput;
+      eps = tf.div(tf.sub(xt, tf.mul(modelOutput, a)), s);
+      break;
+    case "v":
+      x0 = tf.sub(tf.mul(xt, a), tf.mul(modelOutput, s));
+      eps = tf.add(tf.mul(xt, s), tf.mul(modelOutput, a));
+      break;
+    default:
+      throw new Error(
+        `Unknown prediction type "${predictionType}"; use "epsilon", "sample" or "v".`,
+      );
+  }
+  if (clipRange !== undefined) {
+    x0 = tf.clipByValue(x0, -clipRange, clipRange);
+    eps = tf.div(tf.sub(xt, tf.mul(x0, a)), s);
+  }
+  return { x0, eps };
+}
+
+/** The index of `t` in `timesteps`, with a clear error when it is not one of them. */
+export function indexOfTimestep(timesteps: readonly number[], t: number, name: string): number {
+  const i = timesteps.indexOf(t);
+  if (i < 0) {
+    throw new Error(
+      `${name}: timestep ${t} is not one of this scheduler's timesteps; call setTimesteps(n) ` +
+        `and step through scheduler.timesteps in order.`,
+    );
+  }
+  return i;
+}

@@ -1,0 +1,841 @@
+/**
+ * Training a denoiser (DDPM, Ho et al., 2020, Algorithm 1), seeded and resumable.
+ *
+ * Each step draws a batch x₀, timesteps t ~ U{0, …, T−1} and noise ε ~ N(0, I), forms
+ *
+ *   x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε
+ *
+ * and minimises the mean squared error of the network's prediction against its target:
+ *
+ *   epsilon (default): ‖ε − ε_θ(x_t, t)‖²      sample: ‖x₀ − x̂_θ‖²      v: ‖v − v̂_θ‖²,
+ *   v = √ᾱ_t ε − √(1 − ᾱ_t) x₀ (Salimans & Ho, 2022),
+ *
+ * optionally weighted per sample by Min-SNR-γ (Hang et al., 2023): with SNR(t) = ᾱ_t/(1 − ᾱ_t),
+ * w = min(SNR, γ)/SNR for ε, min(SNR, γ) for x₀ and min(SNR, γ)/(SNR + 1) for v.
+ *
+ * The update is Adam (or AdamW, decoupled weight decay) with linear warm-up and cosine (or
+ * linear) decay of the learning rate and gradient clipping by global norm, followed by an
+ * exponential moving average of the weights, θ_EMA ← d θ_EMA + (1 − d) θ, used for sampling.
+ *
+ * Every random choice (batch order, flips, t, ε, dropout, context dropout) comes from seeded
+ * generators, so the same seed, backend and configuration give the same numbers, and a run
+ * resumed from a checkpoint continues bit for bit where the killed run stopped.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs";
+import { Random } from "./random.ts";
+import type { BufferUpdate, NamedVariable } from "./layers.ts";
+import { type NoiseSchedule, noiseSchedule } from "./schedules.ts";
+import { createModel, type DiffusionModel } from "./unet.ts";
+import {
+  assignVariables,
+  checkArchitecture,
+  type CheckpointTensor,
+  loadCheckpoint,
+  readVariables,
+  saveCheckpoint,
+} from "./checkpoint.ts";
+import { ProgressBar } from "./progress.ts";
+import type { PredictionType } from "./samplers/scheduler.ts";
+import { DDIMScheduler } from "./samplers/ddim.ts";
+import { sample } from "./samplers/sample.ts";
+
+/** Images to train on (an `EmojiDataset` fits). */
+export interface TrainingData {
+  /** NHWC float32 images in [−1, 1], `count · H · W · C` values. */
+  images: Float32Array;
+  /** Number of images. */
+  count: number;
+  /** Class label of each image (feeds a one-hot context to a conditional network). */
+  labels?: Int32Array | readonly number[];
+}
+
+/** Everything that shapes a training run (stored in checkpoints). */
+export interface TrainConfig {
+  /** Total optimisation steps. */
+  steps: number;
+  /** Images per step. */
+  batchSize: number;
+  /** Peak learning rate. */
+  learningRate: number;
+  /** Learning rate at the end of the decay. */
+  minLearningRate: number;
+  /** Steps of linear warm-up from 0 to the peak. */
+  warmupSteps: number;
+  /** Decay after warm-up: cosine (default), linear (the course's) or constant. */
+  lrSchedule: "cosine" | "linear" | "constant";
+  /** Adam (L2 weight decay added to the gradient) or AdamW (decoupled weight decay). */
+  optimizer: "adam" | "adamw";
+  /** Adam β₁. */
+  beta1: number;
+  /** Adam β₂. */
+  beta2: number;
+  /** Adam ε. */
+  epsilon: number;
+  /** Weight decay λ (AdamW: θ ← θ − η λ θ). */
+  weightDecay: number;
+  /** Clip gradients to this global L2 norm; null for no clipping. */
+  gradClipNorm: number | null;
+  /** EMA decay d. */
+  emaDecay: number;
+  /** Warm the EMA up: d_k = min(d, (1 + k)/(10 + k)) at step k. */
+  emaWarmup: boolean;
+  /** What the network predicts. */
+  prediction: PredictionType;
+  /** Min-SNR-γ loss weighting (γ = 5 in the paper); null for plain MSE. */
+  minSnrGamma: number | null;
+  /** Flip each image left–right with probability ½. */
+  horizontalFlip: boolean;
+  /** Probability of replacing a sample's context by zeros (for classifier-free guidance). */
+  contextDropout: number;
+  /** Seed of the batch order, flips, t, ε and dropout. */
+  seed: number;
+  /** Steps between metrics records. */
+  logEvery: number;
+  /** Number of equal timestep ranges for the per-bucket loss. */
+  timestepBuckets: number;
+  /** Checkpoint file; null for none. */
+  checkpointPath: string | null;
+  /** Steps between checkpoints (and one at the end); null for the end only. */
+  checkpointEvery: number | null;
+  /** JSON-lines file of metrics; null for none. */
+  metricsPath: string | null;
+  /** Steps between sample grids (and one at the end); null for none. */
+  sampleEvery: number | null;
+  /** Images per sample grid. */
+  sampleCount: number;
+  /** Seed of the sample grid's noise: the same every time, so grids show progress. */
+  sampleSeed: number;
+  /** DDIM (η = 0) steps of the sample grids. */
+  sampleSteps: number;
+}
+
+/** The defaults of {@link TrainConfig}. */
+export const DEFAULT_TRAIN_CONFIG: Readonly<TrainConfig> = {
+  steps: 1000,
+  batchSize: 32,
+  learningRate: 1e-3,
+  minLearningRate: 0,
+  warmupSteps: 0,
+  lrSchedule: "cosine",
+  optimizer: "adam",
+  beta1: 0.9,
+  beta2: 0.999,
+  epsilon: 1e-8,
+  weightDecay: 0,
+  gradClipNorm: 1,
+  emaDecay: 0.999,
+  emaWarmup: true,
+  prediction: "epsilon",
+  minSnrGamma: null,
+  horizontalFlip: true,
+  contextDropout: 0,
+  seed: 0,
+  logEvery: 10,
+  timestepBuckets: 10,
+  checkpointPath: null,
+  checkpointEvery: null,
+  metricsPath: null,
+  sampleEvery: null,
+  sampleCount: 16,
+  sampleSeed: 1234,
+  sampleSteps: 50,
+};
+
+/** One metrics record (one JSON line). */
+export interface MetricsRecord {
+  /** Steps completed. */
+  step: number;
+  /** Mean loss over the steps since the previous record. */
+  loss: number;
+  /** Learning rate of the last step. */
+  lr: number;
+  /** Global gradient norm of the last step, before clipping. */
+  gradNorm: number;
+  /** Steps per second since the previous record. */
+  stepsPerSecond: number;
+  /** Mean unweighted per-sample loss per timestep bucket (null where no sample fell). */
+  bucketLoss: (number | null)[];
+  /** Seconds since this session's first step. */
+  elapsed: number;
+}
+
+/** What one step reports. */
+export interface StepResult {
+  /** Steps completed, including this one. */
+  step: number;
+  /** The (weighted) batch loss. */
+  loss: number;
+  /** Learning rate used. */
+  lr: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  /** The timesteps drawn. */
+  timesteps: Int32Array;
+  /** Unweighted per-sample loss. */
+  perSampleLoss: Float32Array;
+}
+
+/** Callbacks and switches of a run (not stored in checkpoints). */
+export interface TrainCallbacks {
+  /** Called with every metrics record. */
+  onMetrics?: (record: MetricsRecord) => void;
+  /** Called with a sample grid from the EMA weights (images freed when it returns). */
+  onSamples?: (
+    info: { step: number; images: tf.Tensor4D; ema: DiffusionModel },
+  ) => void | Promise<void>;
+  /** Show a progress bar on standard error (default true). */
+  progress?: boolean;
+}
+
+/** Raised when the loss or the gradient becomes NaN or infinite. */
+export class TrainingDivergedError extends Error {
+  constructor(
+    /** The step that produced the non-finite loss. */
+    readonly step: number,
+    /** The last finite loss (NaN if none). */
+    readonly lastFiniteLoss: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "TrainingDivergedError";
+  }
+}
+
+/**
+ * Learning rate before step `step` (0-based):
+ *
+ *   warm-up (s < W): η_max (s + 1)/W
+ *   cosine:  η_min + ½(η_max − η_min)(1 + cos(π p)),  linear: η_max − (η_max − η_min) p,
+ *   p = (s − W)/(S − W).
+ */
+export function learningRateAt(
+  config: Pick<
+    TrainConfig,
+    "learningRate" | "minLearningRate" | "warmupSteps" | "lrSchedule" | "steps"
+  >,
+  step: number,
+): number {
+  const { learningRate: max, minLearningRate: min, warmupSteps: warm, steps } = config;
+  if (step < warm) return (max * (step + 1)) / warm;
+  const p = steps > warm ? Math.min(1, (step - warm) / (steps - warm)) : 1;
+  switch (config.lrSchedule) {
+    case "constant":
+      return max;
+    case "linear":
+      return max - (max - min) * p;
+    case "cosine":
+      return min + 0.5 * (max - min) * (1 + Math.cos(Math.PI * p));
+    default:
+      throw new Error(
+        `Unknown lrSchedule "${config.lrSchedule}"; use "cosine", "linear" or "constant".`,
+      );
+  }
+}
+
+/** Min-SNR-γ weight: min(SNR, γ)/SNR (ε), min(SNR, γ) (x₀), min(SNR, γ)/(SNR + 1) (v). */
+export function minSnrWeight(snr: number, gamma: number, prediction: PredictionType): number {
+  const clipped = Math.min(snr, gamma);
+  switch (prediction) {
+    case "epsilon":
+      return clipped / snr;
+    case "sample":
+      return clipped;
+    case "v":
+      return clipped / (snr + 1);
+    default:
+      throw new Error(`Unknown prediction "${prediction}".`);
+  }
+}
+
+function fillConfig(partial: Partial<TrainConfig>): TrainConfig {
+  const config = { ...DEFAULT_TRAIN_CONFIG, ...partial };
+  for (const key of Object.keys(partial)) {
+    if (!(key in DEFAULT_TRAIN_CONFIG)) {
+      throw new Error(`Unknown training option "${key}"; see TrainConfig for the options.`);
+    }
+  }
+  if (!Number.isInteger(config.steps) || config.steps < 0) {
+    throw new Error(`steps must be a whole number ≥ 0, got ${config.steps}.`);
+  }
+  if (!Number.isInteger(config.batchSize) || config.batchSize < 1) {
+    throw new Error(`batchSize must be a whole number ≥ 1, got ${config.batchSize}.`);
+  }
+  if (!(config.learningRate > 0)) {
+    throw new Error(`learningRate must be positive, got ${config.learningRate}.`);
+  }
+  return config;
+}
+
+async function writeTextAtomic(path: string, text: string): Promise<void> {
+  const temporary = `${path}.tmp-${Deno.pid}-${Date.now().toString(36)}`;
+  await Deno.writeTextFile(temporary, text);
+  await Deno.rename(temporary, path);
+}
+
+/**
+ * A training run: the model, its EMA copy, the optimizer moments, the step counter and the
+ * random generator. `run()` trains to `config.steps`; `Trainer.resume` continues a run from
+ * its checkpoint.
+ */
+export class Trainer {
+  /** The network being trained. */
+  readonly model: DiffusionModel;
+  /** The EMA of its weights (sample from this one). */
+  readonly ema: DiffusionModel;
+  /** The noise schedule. */
+  readonly schedule: NoiseSchedule;
+  /** The run's configuration. */
+  readonly config: TrainConfig;
+  /** Losses of the steps run in this session, in order. */
+  readonly losses: number[] = [];
+  readonly #data: TrainingData;
+  readonly #callbacks: TrainCallbacks;
+  readonly #rng: Random;
+  readonly #moments: { m: tf.Variable; v: tf.Variable }[];
+  readonly #shape: [number, number, number];
+  readonly #contextDim: number;
+  #step = 0;
+  #lastFiniteLoss = NaN;
+  #permutation: { epoch: number; order: number[] } | null = null;
+  #metricsReady = false;
+
+  /**
+   * @param model the network (its weights are trained in place)
+   * @param data the training images
+   * @param schedule the noise schedule
+   * @param config options (defaults in {@link DEFAULT_TRAIN_CONFIG})
+   * @param callbacks metrics, sample grids, progress bar
+   */
+  constructor(
+    model: DiffusionModel,
+    data: TrainingData,
+    schedule: NoiseSchedule,
+    config: Partial<TrainConfig> = {},
+    callbacks: TrainCallbacks = {},
+  ) {
+    this.model = model;
+    this.schedule = schedule;
+    this.config = fillConfig(config);
+    this.#data = data;
+    this.#callbacks = callbacks;
+    this.#rng = new Random(this.config.seed);
+    const mc = model.config;
+    this.#shape = [mc.imageSize, mc.imageSize, mc.inChannels];
+    this.#contextDim = mc.kind === "unet" ? mc.contextDim : mc.nCFeat;
+    const size = this.#shape[0] * this.#shape[1] * this.#shape[2];
+    if (data.count < 1 || data.images.length !== data.count * size) {
+      throw new Error(
+        `Training data does not fit the network: ${data.count} images need ` +
+          `${data.count * size} values of ${this.#shape.join("×")} but the array has ` +
+          `${data.images.length}. Load the dataset at the model's imageSize.`,
+      );
+    }
+    if (data.labels && this.#contextDim > 0) {
+      for (let i = 0; i < data.count; i++) {
+        const label = data.labels[i];
+        if (!(label >= 0 && label < this.#contextDim)) {
+          throw new Error(
+            `Label ${label} of image ${i} does not fit the network's context of size ` +
+              `${this.#contextDim}; build the network with a context as large as the number of classes.`,
+          );
+        }
+      }
+    }
+    this.ema = createModel(model.config, { trainable: false });
+    copyVariables(model.parameters, this.ema.parameters);
+    copyVariables(model.buffers, this.ema.buffers);
+    this.#moments = model.parameters.map((p) => ({
+      m: tf.variable(tf.zerosLike(p.variable), false),
+      v: tf.variable(tf.zerosLike(p.variable), false),
+    }));
+  }
+
+  /**
+   * Continue a run from its checkpoint: weights, EMA, optimizer moments, step and RNG state
+   * are restored, so the run goes on exactly as if it had never stopped.
+   *
+   * @param path checkpoint written by a Trainer
+   * @param data the same training images
+   * @param options `model` to load into (else built from the checkpoint), `schedule` (else
+   *   rebuilt by name), `config` overrides (e.g. a larger `steps`), callbacks
+   */
+  static async resume(
+    path: string,
+    data: TrainingData,
+    options: TrainCallbacks & {
+      model?: DiffusionModel;
+      schedule?: NoiseSchedule;
+      config?: Partial<TrainConfig>;
+    } = {},
+  ): Promise<Trainer> {
+    const checkpoint = await loadCheckpoint(path);
+    const state = checkpoint.state as {
+      trainConfig?: TrainConfig;
+      rngState?: number;
+      schedule?: { name: string; T: number };
+      dataCount?: number;
+      lastFiniteLoss?: number;
+    };
+    if (!state.trainConfig || state.rngState === undefined || !state.schedule) {
+      throw new Error(
+        `${path} holds weights only (no optimizer or RNG state), so training cannot resume from ` +
+          `it exactly; load it with loadModel and start a new run instead.`,
+      );
+    }
+    if (state.dataCount !== undefined && state.dataCount !== data.count) {
+      throw new Error(
+        `${path} was trained on ${state.dataCount} images but ${data.count} were given; resume ` +
+          `with the same dataset, or the batches would differ.`,
+      );
+    }
+    const schedule = options.schedule ?? noiseSchedule(state.schedule.name, state.schedule.T);
+    if (schedule.name !== state.schedule.name || schedule.T !== state.schedule.T) {
+      throw new Error(
+        `${path} was trained with the "${state.schedule.name}" schedule, T = ${state.schedule.T}, ` +
+          `but "${schedule.name}", T = ${schedule.T} was given.`,
+      );
+    }
+    let model = options.model;
+    if (model) checkArchitecture(checkpoint.modelConfig, model.config, path);
+    else model = createModel(checkpoint.modelConfig);
+    const { model: _m, schedule: _s, config: overrides, ...callbacks } = options;
+    const trainer = new Trainer(
+      model,
+      data,
+      schedule,
+      { ...state.trainConfig, ...overrides },
+      callbacks,
+    );
+    trainer.#restore(
+      checkpoint.step,
+      checkpoint.tensors,
+      state.rngState,
+      state.lastFiniteLoss ?? NaN,
+      path,
+    );
+    return trainer;
+  }
+
+  /** Steps completed. */
+  get step(): number {
+    return this.#step;
+  }
+
+  /** The state of the step generator (restored by `resume`). */
+  get rngState(): number {
+    return this.#rng.state;
+  }
+
+  #restore(
+    step: number,
+    tensors: Map<string, CheckpointTensor>,
+    rngState: number,
+    lastLoss: number,
+    source: string,
+  ) {
+    assignVariables(this.model.parameters, tensors, "params/", source);
+    assignVariables(this.model.buffers, tensors, "buffers/", source);
+    assignVariables(this.ema.parameters, tensors, "ema/", source);
+    assignVariables(this.ema.buffers, tensors, "emaBuffers/", source);
+    const names = this.model.parameters.map((p) => p.name);
+    assignVariables(
+      this.#moments.map((o, i) => ({ name: names[i], variable: o.m })),
+      tensors,
+      "optimizer/m/",
+      source,
+    );
+    assignVariables(
+      this.#moments.map((o, i) => ({ name: names[i], variable: o.v })),
+      tensors,
+      "optimizer/v/",
+      source,
+    );
+    this.#step = step;
+    this.#rng.state = rngState;
+    this.#lastFiniteLoss = lastLoss;
+  }
+
+  /** Image indices of the batch of step `step`: consecutive slices of a stream of seeded permutations. */
+  batchIndices(step: number): number[] {
+    const n = this.#data.count;
+    const b = this.config.batchSize;
+    const indices: number[] = [];
+    for (let k = step * b; k < (step + 1) * b; k++) {
+      const epoch = Math.floor(k / n);
+      if (this.#permutation?.epoch !== epoch) {
+        const order = Array.from({ length: n }, (_, i) => i);
+        new Random((this.config.seed * 1000003 + epoch * 7919 + 1) >>> 0).shuffle(order);
+        this.#permutation = { epoch, order };
+      }
+      indices.push(this.#permutation.order[k % n]);
+    }
+    return indices;
+  }
+
+  /**
+   * One optimisation step. Throws {@link TrainingDivergedError} (and leaves the weights as
+   * they were) when the loss or gradient is not finite.
+   */
+  async trainStep(): Promise<StepResult> {
+    const c = this.config;
+    const s = this.#step;
+    const B = c.batchSize;
+    const [H, W, C] = this.#shape;
+    const size = H * W * C;
+    const T = this.schedule.T;
+    const rng = this.#rng;
+    // Everything random, drawn in a fixed order.
+    const x0 = new Float32Array(B * size);
+    const indices = this.batchIndices(s);
+    for (let b = 0; b < B; b++) {
+      const image = this.#data.images.subarray(indices[b] * size, (indices[b] + 1) * size);
+      if (c.horizontalFlip && rng.uniform() < 0.5) {
+        for (let y = 0; y < H; y++) {
+          for (let x = 0; x < W; x++) {
+            const from = (y * W + (W - 1 - x)) * C;
+            x0.set(image.subarray(from, from + C), b * size + (y * W + x) * C);
+          }
+        }
+      } else x0.set(image, b * size);
+    }
+    const timesteps = new Int32Array(B);
+    for (let b = 0; b < B; b++) timesteps[b] = rng.int(0, T);
+    const noise = rng.normals(B * size);
+    let context: Float32Array | null = null;
+    if (this.#contextDim > 0 && this.#data.labels) {
+      context = new Float32Array(B * this.#contextDim);
+      for (let b = 0; b < B; b++) {
+        const keep = !(c.contextDropout > 0 && rng.uniform() < c.contextDropout);
+        if (keep) context[b * this.#contextDim + this.#data.labels[indices[b]]] = 1;
+      }
+    }
+    const dropoutSeed = rng.nextSeed();
+    const sqrtAlphaBar = new Float32Array(B);
+    const sqrtOneMinus = new Float32Array(B);
+    const weights = new Float32Array(B).fill(1);
+    for (let b = 0; b < B; b++) {
+      const t = timesteps[b];
+      sqrtAlphaBar[b] = this.schedule.sqrtAlphaBars[t];
+      sqrtOneMinus[b] = this.schedule.sqrtOneMinusAlphaBars[t];
+      if (c.minSnrGamma !== null) {
+        weights[b] = minSnrWeight(this.schedule.snr[t], c.minSnrGamma, c.prediction);
+      }
+    }
+    const lr = learningRateAt(c, s);
+
+    const parameters = this.model.parameters;
+    const updates: BufferUpdate[] = [];
+    let perSample: tf.Tensor | null = null;
+    const { value, grads } = tf.variableGrads(() => {
+      const x0T = tf.tensor4d(x0, [B, H, W, C]);
+      const noiseT = tf.tensor4d(noise, [B, H, W, C]);
+      const a = tf.tensor4d(sqrtAlphaBar, [B, 1, 1, 1]);
+      const sigma = tf.tensor4d(sqrtOneMinus, [B, 1, 1, 1]);
+      const xt = tf.add(tf.mul(x0T, a), tf.mul(noiseT, sigma)) as tf.Tensor4D;
+      const target = c.prediction === "epsilon"
+        ? noiseT
+        : c.prediction === "sample"
+        ? x0T
+        : tf.sub(tf.mul(noiseT, a), tf.mul(x0T, sigma));
+      const output = this.model.apply(xt, tf.tensor1d(Float32Array.from(timesteps)), {
+        training: true,
+        seed: dropoutSeed,
+        context: context ? tf.tensor2d(context, [B, this.#contextDim]) : undefined,
+        updates,
+      });
+      const ps = tf.mean(tf.squaredDifference(output, target), [1, 2, 3]);
+      perSample = tf.keep(ps);
+      return tf.mean(tf.mul(ps, tf.tensor1d(weights))) as tf.Scalar;
+    }, parameters.map((p) => p.variable));
+    const gradients = parameters.map((p) => grads[p.variable.name] as tf.Tensor | undefined);
+    const readback = tf.tidy(() => {
+      const squares = gradients.filter((g): g is tf.Tensor => g !== undefined).map((g) =>
+        tf.sum(tf.square(g))
+      );
+      const norm = tf.sqrt(squares.length > 0 ? tf.addN(squares) : tf.scalar(0));
+      return tf.concat([perSample!, tf.reshape(value, [1]), tf.reshape(norm, [1])]);
+    });
+    const values = await readback.data() as Float32Array;
+    readback.dispose();
+    value.dispose();
+    (perSample as tf.Tensor | null)?.dispose();
+    const loss = values[B];
+    const gradNorm = values[B + 1];
+    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+      tf.dispose(Object.values(grads));
+      for (const u of updates) u.value.dispose();
+      const what = Number.isFinite(loss)
+        ? `the gradient norm is ${gradNorm}`
+        : `the loss is ${loss}`;
+      throw new TrainingDivergedError(
+        s + 1,
+        this.#lastFiniteLoss,
+        `Training diverged at step ${s + 1}: ${what} (last finite loss ${this.#lastFiniteLoss} ` +
+          `at step ${s}). The weights were left as they were after step ${s} and no checkpoint ` +
+          `was written. Lower the learning rate (it was ${lr}), add warm-up steps, or clip ` +
+          `gradients (gradClipNorm).`,
+      );
+    }
+    const clip = c.gradClipNorm !== null && gradNorm > c.gradClipNorm
+      ? c.gradClipNorm / (gradNorm + 1e-6)
+      : 1;
+    const k = s + 1;
+    const correction1 = 1 - c.beta1 ** k;
+    const correction2 = 1 - c.beta2 ** k;
+    tf.tidy(() => {
+      parameters.forEach((p, i) => {
+        let g = gradients[i];
+        if (!g) return;
+        const { m, v } = this.#moments[i];
+        if (clip !== 1) g = tf.mul(g, clip);
+        if (c.optimizer === "adam" && c.weightDecay > 0) {
+          g = tf.add(g, tf.mul(p.variable, c.weightDecay));
+        }
+        const newM = tf.add(tf.mul(m, c.beta1), tf.mul(g, 1 - c.beta1));
+        const newV = tf.add(tf.mul(v, c.beta2), tf.mul(tf.square(g), 1 - c.beta2));
+        const step = tf.mul(
+          tf.div(tf.div(newM, correction1), tf.add(tf.sqrt(tf.div(newV, correction2)), c.epsilon)),
+          lr,
+        );
+        let newP = tf.sub(p.variable, step);
+        if (c.optimizer === "adamw" && c.weightDecay > 0) {
+          newP = tf.sub(newP, tf.mul(p.variable, lr * c.weightDecay));
+        }
+        m.assign(newM);
+        v.assign(newV);
+        p.variable.assign(newP);
+      });
+      for (const u of updates) u.variable.assign(u.value);
+      const decay = c.emaWarmup ? Math.min(c.emaDecay, (1 + k) / (10 + k)) : c.emaDecay;
+      this.ema.parameters.forEach((e, i) => {
+        e.variable.assign(
+          tf.add(tf.mul(e.variable, decay), tf.mul(parameters[i].variable, 1 - decay)),
+        );
+      });
+      this.ema.buffers.forEach((e, i) =>
+        e.variable.assign(tf.clone(this.model.buffers[i].variable))
+      );
+    });
+    tf.dispose(Object.values(grads));
+    for (const u of updates) u.value.dispose();
+    this.#step = k;
+    this.#lastFiniteLoss = loss;
+    this.losses.push(loss);
+    return { step: k, loss, lr, gradNorm, timesteps, perSampleLoss: values.slice(0, B) };
+  }
+
+  /** Write a checkpoint of the whole run (weights, EMA, moments, step, RNG, config). */
+  async saveCheckpoint(path = this.config.checkpointPath): Promise<void> {
+    if (!path) {
+      throw new Error("saveCheckpoint: no path given and the config has no checkpointPath.");
+    }
+    const tensors = await readVariables(this.model.parameters, "params/");
+    await readVariables(this.model.buffers, "buffers/", tensors);
+    await readVariables(this.ema.parameters, "ema/", tensors);
+    await readVariables(this.ema.buffers, "emaBuffers/", tensors);
+    const names = this.model.parameters.map((p) => p.name);
+    const named = (key: "m" | "v"): NamedVariable[] =>
+      this.#moments.map((o, i) => ({ name: names[i], variable: o[key] }));
+    await readVariables(named("m"), "optimizer/m/", tensors);
+    await readVariables(named("v"), "optimizer/v/", tensors);
+    await saveCheckpoint(path, {
+      step: this.#step,
+      modelConfig: this.model.config,
+      state: {
+        trainConfig: this.config,
+        rngState: this.#rng.state,
+        schedule: { name: this.schedule.name, T: this.schedule.T },
+        dataCount: this.#data.count,
+        lastFiniteLoss: this.#lastFiniteLoss,
+        backend: tf.getBackend(),
+      },
+      tensors,
+    });
+  }
+
+  /** A sample grid from the EMA weights with the fixed sample seed (DDIM, η = 0). */
+  async sampleGrid(): Promise<tf.Tensor4D> {
+    const c = this.config;
+    const [H, W, C] = this.#shape;
+    const n = c.sampleCount;
+    const context = this.#contextDim > 0
+      ? tf.oneHot(
+        tf.tensor1d(Array.from({ length: n }, (_, i) => i % this.#contextDim), "int32"),
+        this.#contextDim,
+      )
+        .toFloat() as tf.Tensor2D
+      : undefined;
+    const scheduler = new DDIMScheduler(this.schedule, { predictionType: c.prediction });
+    try {
+      const { images } = await sample(this.ema, scheduler, {
+        shape: [n, H, W, C],
+        seed: c.sampleSeed,
+        steps: Math.min(c.sampleSteps, this.schedule.T),
+        context,
+      });
+      return images;
+    } finally {
+      context?.dispose();
+    }
+  }
+
+  async #prepareMetricsFile(): Promise<void> {
+    const path = this.config.metricsPath;
+    if (this.#metricsReady || !path) return;
+    this.#metricsReady = true;
+    let kept = "";
+    if (this.#step > 0) {
+      try {
+        const lines = (await Deno.readTextFile(path)).split("\n").filter((l) =>
+          l.trim().length > 0
+        );
+        kept = lines.filter((l) => {
+          try {
+            return JSON.parse(l).step <= this.#step;
+          } catch {
+            return false;
+          }
+        }).map((l) => l + "\n").join("");
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+    }
+    const slash = path.lastIndexOf("/");
+    if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
+    await writeTextAtomic(path, kept);
+  }
+
+  /**
+   * Train until `until` (default `config.steps`) steps are done: metrics every `logEvery`
+   * steps, checkpoints every `checkpointEvery` steps and at the end of training, sample grids
+   * every `sampleEvery` steps and at the end.
+   */
+  async run(options: { until?: number } = {}): Promise<{ step: number; losses: number[] }> {
+    const c = this.config;
+    const end = Math.min(options.until ?? c.steps, c.steps);
+    await this.#prepareMetricsFile();
+    const progress = this.#callbacks.progress === false
+      ? null
+      : new ProgressBar(end, { label: "train", start: this.#step });
+    const buckets = c.timestepBuckets;
+    let sums = new Float64Array(buckets);
+    let counts = new Float64Array(buckets);
+    let windowLoss = 0;
+    let windowSteps = 0;
+    const started = performance.now();
+    let windowStart = started;
+    const losses: number[] = [];
+    while (this.#step < end) {
+      const result = await this.trainStep();
+      losses.push(result.loss);
+      windowLoss += result.loss;
+      windowSteps++;
+      for (let b = 0; b < result.timesteps.length; b++) {
+        const bucket = Math.min(
+          buckets - 1,
+          Math.floor((result.timesteps[b] * buckets) / this.schedule.T),
+        );
+        sums[bucket] += result.perSampleLoss[b];
+        counts[bucket]++;
+      }
+      const step = this.#step;
+      if (step % c.logEvery === 0 || step === end) {
+        const now = performance.now();
+        const record: MetricsRecord = {
+          step,
+          loss: windowLoss / windowSteps,
+          lr: result.lr,
+          gradNorm: result.gradNorm,
+          stepsPerSecond: windowSteps / Math.max(1e-9, (now - windowStart) / 1000),
+          bucketLoss: Array.from(sums, (s, i) => (counts[i] > 0 ? s / counts[i] : null)),
+          elapsed: (now - started) / 1000,
+        };
+        this.#callbacks.onMetrics?.(record);
+        if (c.metricsPath) {
+          await Deno.writeTextFile(c.metricsPath, JSON.stringify(record) + "\n", { append: true });
+        }
+        sums = new Float64Array(buckets);
+        counts = new Float64Array(buckets);
+        windowLoss = 0;
+        windowSteps = 0;
+        windowStart = now;
+      }
+      const finished = step === c.steps;
+      if (c.checkpointPath && ((c.checkpointEvery && step % c.checkpointEvery === 0) || finished)) {
+        await this.saveCheckpoint();
+      }
+      if (
+        this.#callbacks.onSamples && ((c.sampleEvery && step % c.sampleEvery === 0) || finished)
+      ) {
+        const images = await this.sampleGrid();
+        try {
+          await this.#callbacks.onSamples({ step, images, ema: this.ema });
+        } finally {
+          images.dispose();
+        }
+      }
+      progress?.update(step, { loss: result.loss });
+    }
+    progress?.done();
+    return { step: this.#step, losses };
+  }
+
+  /** Free the EMA copy and the optimizer moments (the model stays with its owner). */
+  dispose(): void {
+    this.ema.dispose();
+    for (const { m, v } of this.#moments) {
+      m.dispose();
+      v.dispose();
+    }
+  }
+}
+
+function copyVariables(from: readonly NamedVariable[], to: readonly NamedVariable[]): void {
+  tf.tidy(() => from.forEach((p, i) => to[i].variable.assign(tf.clone(p.variable))));
+}
+
+/**
+ * Train `model` on `data`, or continue from `config.checkpointPath` when `resume` is set and
+ * the file exists. Returns the trainer (sample from `trainer.ema`; dispose it when done).
+ *
+ * ```ts
+ * const trainer = await train(model, data, noiseSchedule("linear", 1000), {
+ *   steps: 2000, batchSize: 32, checkpointPath: "out/ch3.ckpt", checkpointEvery: 500,
+ * }, { resume: true });
+ * ```
+ */
+export async function train(
+  model: DiffusionModel,
+  data: TrainingData,
+  schedule: NoiseSchedule,
+  config: Partial<TrainConfig> = {},
+  options: TrainCallbacks & { resume?: boolean } = {},
+): Promise<Trainer> {
+  const { resume, ...callbacks } = options;
+  let trainer: Trainer;
+  const path = config.checkpointPath;
+  let exists = false;
+  if (resume && path) {
+    try {
+      await Deno.stat(path);
+      exists = true;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  if (exists) {
+    trainer = await Trainer.resume(path!, data, { ...callbacks, model, schedule, config });
+  } else {
+    trainer = new Trainer(model, data, schedule, config, callbacks);
+  }
+  try {
+    await trainer.run();
+  } catch (e) {
+    trainer.dispose();
+    throw e;
+  }
+  return trainer;
+}
