@@ -462,7 +462,7 @@ export class UNet implements DiffusionModel {
       }
       if (attention) h = attention.apply(h, ctx);
     }
-    return this.#convOut.apply(silu(this.#normOut.apply(h, ctx)) as tf.Tensor4D, ctx);
+    return this.#convOut.apply(this.#normOut.applySiLU(h, ctx), ctx);
   }
 
   /** Number of trainable parameters. */

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/backend.ts";
 import { Random } from "../lib/random.ts";
+import { GroupNorm, ParameterStore, silu } from "../lib/layers.ts";
 import {
   ContextUNet,
   contextUnet,
@@ -93,6 +94,32 @@ function gradientNorms(model: DiffusionModel, context?: tf.Tensor2D): Map<string
   tf.dispose([x, target, t, value, ...Object.values(grads)]);
   return norms;
 }
+
+describe("fused GroupNorm + SiLU", () => {
+  it("equals SiLU(GroupNorm(x)) in value and in every gradient", () => {
+    const norm = new GroupNorm(new ParameterStore(4), "gn", 12, 3);
+    const rng = new Random(6);
+    norm.gamma.assign(tf.tensor1d(rng.normals(12)));
+    norm.beta.assign(tf.tensor1d(rng.normals(12)));
+    const x = tf.add(tf.tensor4d(rng.normals(2 * 5 * 5 * 12), [2, 5, 5, 12]), 3) as tf.Tensor4D;
+    const weights = tf.tensor4d(rng.normals(2 * 5 * 5 * 12), [2, 5, 5, 12]);
+    const loss = (f: (x: tf.Tensor4D) => tf.Tensor) => (input: tf.Tensor) =>
+      tf.sum(tf.mul(f(input as tf.Tensor4D), weights)) as tf.Scalar;
+    const fused = loss((v) => norm.applySiLU(v));
+    const plain = loss((v) => silu(norm.apply(v)));
+    const close = (a: tf.Tensor, b: tf.Tensor, what: string) => {
+      const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
+      assert.ok(diff < 2e-5, `${what}: max difference ${diff}`);
+    };
+    close(norm.applySiLU(x), silu(norm.apply(x)), "value");
+    close(tf.grad(fused)(x), tf.grad(plain)(x), "∂x");
+    const params = [norm.gamma, norm.beta];
+    const a = tf.variableGrads(() => fused(x), params).grads;
+    const b = tf.variableGrads(() => plain(x), params).grads;
+    close(a[norm.gamma.name], b[norm.gamma.name], "∂γ");
+    close(a[norm.beta.name], b[norm.beta.name], "∂β");
+  });
+});
 
 describe("UNet", () => {
   it("maps x_t to a tensor of its own shape, for several configurations", () => {
