@@ -555,7 +555,8 @@ export class Trainer {
       const squares = gradients.filter((g): g is tf.Tensor => g !== undefined).map((g) =>
         tf.sum(tf.square(g))
       );
-      const norm = tf.sqrt(squares.length > 0 ? tf.addN(squares) : tf.scalar(0));
+      // Summed pairwise, not with tf.addN: webgpu's AddN gives wrong sums for many inputs.
+      const norm = tf.sqrt(squares.reduce((sum, q) => tf.add(sum, q), tf.scalar(0)));
       return tf.concat([perSample!, tf.reshape(value, [1]), tf.reshape(norm, [1])]);
     });
     const values = await readback.data() as Float32Array;
