@@ -11,14 +11,19 @@ tf.function-compiled step on TensorFlow's graph runtime (NHWC), without XLA.
 
 Usage: python bench/reference_unet.py {torch|keras} --sizes 16 32 --batch 32 --sample-batch 64
          --steps 10 --warmup 3
-Prints one JSON object: framework, version, threads, and per size the parameter count and the
-times (ms) of every measured training and sampling step.
+prints one JSON object: framework, version, threads, and per size the parameter count and the
+times (ms) of every measured training and sampling step. With --serve it first prints that
+object without results, then answers each request line {"size": S, "steps": N, "warmup": W}
+on standard input with one line {"size", "params", "train_ms", "sample_ms"}, keeping each
+size's model between requests (scripts/bench.ts interleaves the runtimes this way, so that a
+change in the machine's load falls on all of them alike).
 """
 
 import argparse
 import json
 import math
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -42,7 +47,19 @@ def frequencies(dim=TIME_DIM):
     return [math.exp(-math.log(10000) * i / half) for i in range(half)]
 
 
-def bench_torch(sizes, batch, sample_batch, steps, warmup):
+def torch_runtime():
+    import torch
+
+    return {
+        "framework": "pytorch",
+        "label": "PyTorch eager",
+        "version": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def torch_runner(size, batch, sample_batch):
+    """The PyTorch network at `size`, its parameter count, a training step and a DDIM step."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -95,44 +112,48 @@ def bench_torch(sizes, batch, sample_batch, steps, warmup):
         angles = t.float()[:, None] * omega[None, :]
         return torch.cat([torch.sin(angles), torch.cos(angles)], 1)
 
-    results = []
-    for size in sizes:
-        model = UNet()
-        params = sum(p.numel() for p in model.parameters())
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        x0 = torch.randn(batch, 3, size, size)
+    model = UNet()
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x0 = torch.randn(batch, 3, size, size)
 
-        def train_step():
-            t = torch.randint(0, 1000, (batch,))
-            eps = torch.randn_like(x0)
-            a = abar[t][:, None, None, None]
-            xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-            loss = F.mse_loss(model(xt, embed(t)), eps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return loss.item()
+    def train_step():
+        t = torch.randint(0, 1000, (batch,))
+        eps = torch.randn_like(x0)
+        a = abar[t][:, None, None, None]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        loss = F.mse_loss(model(xt, embed(t)), eps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
 
-        xs = torch.randn(sample_batch, 3, size, size)
+    xs = torch.randn(sample_batch, 3, size, size)
 
-        def ddim_step(t=500, t_prev=480):
-            with torch.no_grad():
-                eps = model(xs, embed(torch.full((sample_batch,), t)))
-                x0_hat = (xs - math.sqrt(1 - abar[t]) * eps) / math.sqrt(abar[t])
-                out = math.sqrt(abar[t_prev]) * x0_hat + math.sqrt(1 - abar[t_prev]) * eps
-                return float(out[0, 0, 0, 0])
+    def ddim_step(t=500, t_prev=480):
+        with torch.no_grad():
+            eps = model(xs, embed(torch.full((sample_batch,), t)))
+            x0_hat = (xs - math.sqrt(1 - abar[t]) * eps) / math.sqrt(abar[t])
+            out = math.sqrt(abar[t_prev]) * x0_hat + math.sqrt(1 - abar[t_prev]) * eps
+            return float(out[0, 0, 0, 0])
 
-        results.append({"size": size, "params": params, **timed(train_step, ddim_step, steps, warmup)})
+    return params, train_step, ddim_step
+
+
+def keras_runtime():
+    import tensorflow as tf
+    import keras
+
     return {
-        "framework": "pytorch",
-        "label": "PyTorch eager",
-        "version": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "results": results,
+        "framework": "keras",
+        "label": "Keras 3 on TensorFlow (tf.function)",
+        "version": f"keras {keras.__version__}, tensorflow {tf.__version__}",
+        "threads": os.cpu_count(),
     }
 
 
-def bench_keras(sizes, batch, sample_batch, steps, warmup):
+def keras_runner(size, batch, sample_batch):
+    """The Keras network at `size`, its parameter count, a training step and a DDIM step."""
     import tensorflow as tf
     import keras
     from keras import layers, ops
@@ -169,45 +190,35 @@ def bench_keras(sizes, batch, sample_batch, steps, warmup):
         angles = tf.cast(t, tf.float32)[:, None] * omega[None, :]
         return tf.concat([tf.sin(angles), tf.cos(angles)], 1)
 
-    results = []
-    for size in sizes:
-        model = unet(size)
-        params = model.count_params()
-        optimizer = keras.optimizers.Adam(1e-3)
-        x0 = tf.random.normal((batch, size, size, 3))
+    model = unet(size)
+    params = int(model.count_params())
+    optimizer = keras.optimizers.Adam(1e-3)
+    x0 = tf.random.normal((batch, size, size, 3))
 
-        @tf.function(jit_compile=False)
-        def train_graph():
-            t = tf.random.uniform((batch,), 0, 1000, tf.int32)
-            eps = tf.random.normal(tf.shape(x0))
-            a = tf.reshape(tf.gather(abar, t), (-1, 1, 1, 1))
-            xt = tf.sqrt(a) * x0 + tf.sqrt(1 - a) * eps
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(tf.square(eps - model([xt, embed(t)], training=True)))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
+    @tf.function(jit_compile=False)
+    def train_graph():
+        t = tf.random.uniform((batch,), 0, 1000, tf.int32)
+        eps = tf.random.normal(tf.shape(x0))
+        a = tf.reshape(tf.gather(abar, t), (-1, 1, 1, 1))
+        xt = tf.sqrt(a) * x0 + tf.sqrt(1 - a) * eps
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(eps - model([xt, embed(t)], training=True)))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
 
-        xs = tf.random.normal((sample_batch, size, size, 3))
+    xs = tf.random.normal((sample_batch, size, size, 3))
 
-        @tf.function(jit_compile=False)
-        def ddim_graph(t=500, t_prev=480):
-            eps = model([xs, embed(tf.fill((sample_batch,), t))], training=False)
-            x0_hat = (xs - tf.sqrt(1 - abar[t]) * eps) / tf.sqrt(abar[t])
-            return tf.sqrt(abar[t_prev]) * x0_hat + tf.sqrt(1 - abar[t_prev]) * eps
+    @tf.function(jit_compile=False)
+    def ddim_graph(t=500, t_prev=480):
+        eps = model([xs, embed(tf.fill((sample_batch,), t))], training=False)
+        x0_hat = (xs - tf.sqrt(1 - abar[t]) * eps) / tf.sqrt(abar[t])
+        return tf.sqrt(abar[t_prev]) * x0_hat + tf.sqrt(1 - abar[t_prev]) * eps
 
-        results.append({
-            "size": size,
-            "params": int(params),
-            **timed(lambda: float(train_graph()), lambda: float(ddim_graph()[0, 0, 0, 0]), steps, warmup),
-        })
-    return {
-        "framework": "keras",
-        "label": "Keras 3 on TensorFlow (tf.function)",
-        "version": f"keras {keras.__version__}, tensorflow {tf.__version__}",
-        "threads": os.cpu_count(),
-        "results": results,
-    }
+    return params, lambda: float(train_graph()), lambda: float(ddim_graph()[0, 0, 0, 0])
+
+
+RUNTIMES = {"torch": (torch_runtime, torch_runner), "keras": (keras_runtime, keras_runner)}
 
 
 def timed(train_step, sample_step, steps, warmup):
@@ -225,20 +236,42 @@ def timed(train_step, sample_step, steps, warmup):
     return out
 
 
+def check(framework, params):
+    if params != PARAMETER_COUNT:
+        raise SystemExit(f"{framework} network has {params} parameters, not {PARAMETER_COUNT}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("framework", choices=["torch", "keras"])
+    parser.add_argument("framework", choices=sorted(RUNTIMES))
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--sample-batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--serve", action="store_true")
     args = parser.parse_args()
-    run = bench_torch if args.framework == "torch" else bench_keras
-    report = run(args.sizes, args.batch, args.sample_batch, args.steps, args.warmup)
-    for result in report["results"]:
-        if result["params"] != PARAMETER_COUNT:
-            raise SystemExit(f"{args.framework} network has {result['params']} parameters, not {PARAMETER_COUNT}")
+    describe, make = RUNTIMES[args.framework]
+    report = describe()
+    if args.serve:
+        print(json.dumps(report), flush=True)
+        runners = {}
+        for line in sys.stdin:
+            request = json.loads(line)
+            size = request["size"]
+            if size not in runners:
+                runners[size] = make(size, args.batch, args.sample_batch)
+                check(args.framework, runners[size][0])
+            params, train_step, sample_step = runners[size]
+            times = timed(train_step, sample_step, request["steps"], request["warmup"])
+            print(json.dumps({"size": size, "params": params, **times}), flush=True)
+        return
+    report["results"] = []
+    for size in args.sizes:
+        params, train_step, sample_step = make(size, args.batch, args.sample_batch)
+        check(args.framework, params)
+        times = timed(train_step, sample_step, args.steps, args.warmup)
+        report["results"].append({"size": size, "params": params, **times})
     print(json.dumps(report))
 
 

@@ -8,6 +8,13 @@
  * images per second; achieved GFLOP/s, from the analytic FLOP count of the network (a training
  * step counted as three forward passes); and each time as a ratio to PyTorch's and Keras'.
  *
+ * The runtimes take turns: each round times a few steps of every runtime in a rotating order
+ * (the peers are long-lived Python processes serving requests), so that a change in the
+ * machine's load falls on all of them alike; the medians are over all rounds. The pure-JS cpu
+ * backend, seconds a step, runs once at 16×16 after the rounds. The load average at the start
+ * and end is recorded: on a busy machine PyTorch's OpenMP threads in particular slow down by
+ * orders of magnitude, and no table taken then is worth reading.
+ *
  * The peers run from `bench/.venv`, created once from the pip index with
  * `bench/requirements.txt`; where that cannot be done, they are skipped with one line.
  *
@@ -61,6 +68,9 @@ export interface BenchRow {
   sampleRatio?: Record<string, number>;
   /** Steps timed after warm-up. */
   steps: number;
+  /** Every measured time (ms), training then sampling. */
+  trainSamples: number[];
+  sampleSamples: number[];
 }
 
 function median(values: number[]): number {
@@ -90,15 +100,30 @@ function row(
     trainGflops: round(3 * flops * TRAIN_BATCH / trainMs / 1e6),
     sampleGflops: round(flops * SAMPLE_BATCH / sampleMs / 1e6),
     steps: trainTimes.length,
+    trainSamples: trainTimes.map((t) => round(t)),
+    sampleSamples: sampleTimes.map((t) => round(t)),
   };
 }
 
-/** Times training and sampling of the reference U-Net on one tfjs backend. */
-async function benchBackend(
-  name: string,
-  size: number,
-  plan: Plan,
-): Promise<BenchRow | string> {
+/** Measured step times (ms) of one runtime at one size, gathered over the rounds. */
+interface Samples {
+  train: number[];
+  sample: number[];
+}
+
+/** A runtime that can time `steps` training and sampling steps at a size, after `warmup`. */
+interface Runtime {
+  name: string;
+  detail: string;
+  run(size: number, steps: number, warmup: number): Promise<Samples>;
+  close(): Promise<void>;
+}
+
+/**
+ * A tfjs backend. Its model, optimizer state and inputs per size are created on first use while
+ * the backend is active and kept for later rounds (tensors stay on the backend that made them).
+ */
+async function tfjsRuntime(name: string): Promise<Runtime | string> {
   let detail: string;
   try {
     detail = (await selectBackend({ requested: name, quiet: true })).detail;
@@ -106,45 +131,71 @@ async function benchBackend(
     const message = (error instanceof Error ? error.message : String(error)).split("\n")[0];
     return `${name}: ${message.replace(/\. Set .*$/, ".")}`;
   }
-  const model = new ReferenceUNet(REFERENCE_CONFIG, 0);
-  const trainer = new ReferenceTrainer(model);
-  const random = new Random(0);
-  const pixels = size * size * 3;
-  const x0 = tf.tensor4d(random.normals(TRAIN_BATCH * pixels), [TRAIN_BATCH, size, size, 3]);
-  const xs = tf.tensor4d(random.normals(SAMPLE_BATCH * pixels), [SAMPLE_BATCH, size, size, 3]);
-  const trainStep = async () => {
-    const start = performance.now();
-    // Noise and timesteps are drawn inside the timed step, as the peers do.
-    const noise = tf.tensor4d(random.normals(TRAIN_BATCH * pixels), [TRAIN_BATCH, size, size, 3]);
-    const t = Array.from({ length: TRAIN_BATCH }, () => random.int(0, 1000));
-    const loss = trainer.step(x0, t, noise);
-    const value = (await loss.data())[0];
-    tf.dispose([loss, noise]);
-    if (!Number.isFinite(value)) throw new Error(`${name}: the loss became ${value}`);
-    return performance.now() - start;
-  };
-  const sampleStep = async () => {
-    const start = performance.now();
-    const next = trainer.ddimStep(xs, 500, 480);
-    await next.data();
-    next.dispose();
-    return performance.now() - start;
-  };
-  const timed = async (step: () => Promise<number>) => {
-    for (let i = 0; i < plan.warmup; i++) await step();
+  const states = new Map<number, {
+    model: ReferenceUNet;
+    trainer: ReferenceTrainer;
+    x0: tf.Tensor4D;
+    xs: tf.Tensor4D;
+    random: Random;
+  }>();
+  const timed = async (steps: number, warmup: number, step: () => Promise<unknown>) => {
+    for (let i = 0; i < warmup; i++) await step();
     const times: number[] = [];
-    for (let i = 0; i < plan.steps; i++) times.push(await step());
+    for (let i = 0; i < steps; i++) {
+      const start = performance.now();
+      await step();
+      times.push(performance.now() - start);
+    }
     return times;
   };
-  try {
-    const trainTimes = await timed(trainStep);
-    const sampleTimes = await timed(sampleStep);
-    return row(size, `tfjs ${name}`, detail, trainTimes, sampleTimes);
-  } finally {
-    tf.dispose([x0, xs]);
-    trainer.dispose();
-    model.dispose();
-  }
+  return {
+    name: `tfjs ${name}`,
+    detail,
+    async run(size, steps, warmup) {
+      await selectBackend({ requested: name, quiet: true });
+      const pixels = size * size * 3;
+      if (!states.has(size)) {
+        const random = new Random(size);
+        const model = new ReferenceUNet(REFERENCE_CONFIG, 0);
+        states.set(size, {
+          model,
+          trainer: new ReferenceTrainer(model),
+          x0: tf.tensor4d(random.normals(TRAIN_BATCH * pixels), [TRAIN_BATCH, size, size, 3]),
+          xs: tf.tensor4d(random.normals(SAMPLE_BATCH * pixels), [SAMPLE_BATCH, size, size, 3]),
+          random,
+        });
+      }
+      const { trainer, x0, xs, random } = states.get(size)!;
+      const train = await timed(steps, warmup, async () => {
+        // Noise and timesteps are drawn inside the timed step, as the peers do.
+        const noise = tf.tensor4d(random.normals(TRAIN_BATCH * pixels), [
+          TRAIN_BATCH,
+          size,
+          size,
+          3,
+        ]);
+        const t = Array.from({ length: TRAIN_BATCH }, () => random.int(0, 1000));
+        const loss = trainer.step(x0, t, noise);
+        const value = (await loss.data())[0];
+        tf.dispose([loss, noise]);
+        if (!Number.isFinite(value)) throw new Error(`${name}: the loss became ${value}`);
+      });
+      const sample = await timed(steps, warmup, async () => {
+        const next = trainer.ddimStep(xs, 500, 480);
+        await next.data();
+        next.dispose();
+      });
+      return { train, sample };
+    },
+    async close() {
+      for (const { model, trainer, x0, xs } of states.values()) {
+        await selectBackend({ requested: name, quiet: true });
+        tf.dispose([x0, xs]);
+        trainer.dispose();
+        model.dispose();
+      }
+    },
+  };
 }
 
 /** bench/.venv's python, creating the venv once; or why the peers cannot run. */
@@ -187,53 +238,72 @@ async function peerPython(say: (line: string) => void): Promise<string> {
   return python;
 }
 
-interface PeerReport {
-  framework: string;
-  label: string;
-  version: string;
-  threads: number;
-  results: { size: number; params: number; train_ms: number[]; sample_ms: number[] }[];
+/** A peer (torch or keras): `bench/reference_unet.py --serve` answering one request a line. */
+async function peerRuntime(python: string, framework: string): Promise<Runtime | string> {
+  const process = new Deno.Command(python, {
+    args: [
+      `${ROOT}/bench/reference_unet.py`,
+      framework,
+      "--serve",
+      "--batch",
+      String(TRAIN_BATCH),
+      "--sample-batch",
+      String(SAMPLE_BATCH),
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines = readLines(process.stdout);
+  const writer = process.stdin.getWriter();
+  const stderr = new Response(process.stderr).text();
+  const next = async () => {
+    const line = await lines.next();
+    if (line.done) {
+      const text = (await stderr).trim().split("\n");
+      throw new Error(`${framework}: ${text[text.length - 1] || "the process ended"}`);
+    }
+    return JSON.parse(line.value);
+  };
+  let info: { label: string; version: string; threads: number };
+  try {
+    info = await next();
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return {
+    name: framework === "torch" ? "pytorch" : "keras",
+    detail: `${info.label} ${info.version}, ${info.threads} threads`,
+    async run(size, steps, warmup) {
+      await writer.write(new TextEncoder().encode(JSON.stringify({ size, steps, warmup }) + "\n"));
+      const reply = await next();
+      return { train: reply.train_ms, sample: reply.sample_ms };
+    },
+    async close() {
+      await writer.close().catch(() => {});
+      await process.status;
+    },
+  };
 }
 
-/** Runs one peer (torch or keras) on one size in its own process. */
-async function benchPeer(
-  python: string,
-  framework: string,
-  size: number,
-  plan: Plan,
-): Promise<{ report: PeerReport; row: BenchRow } | string> {
-  const args = [
-    `${ROOT}/bench/reference_unet.py`,
-    framework,
-    "--sizes",
-    String(size),
-    "--batch",
-    String(TRAIN_BATCH),
-    "--sample-batch",
-    String(SAMPLE_BATCH),
-    "--steps",
-    String(plan.steps),
-    "--warmup",
-    String(plan.warmup),
-  ];
-  const out = await new Deno.Command(python, { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) {
-    const lines = new TextDecoder().decode(out.stderr).trim().split("\n");
-    return `${framework}: ${lines[lines.length - 1]}`;
+/** The lines of a byte stream. */
+async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buffer = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of stream) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n")) >= 0) {
+      yield buffer.slice(0, end);
+      buffer = buffer.slice(end + 1);
+    }
   }
-  const report = JSON.parse(new TextDecoder().decode(out.stdout)) as PeerReport;
-  const result = report.results[0];
-  const name = framework === "torch" ? "pytorch" : "keras";
-  return {
-    report,
-    row: row(
-      size,
-      name,
-      `${report.label} ${report.version}, ${report.threads} threads`,
-      result.train_ms,
-      result.sample_ms,
-    ),
-  };
+  if (buffer) yield buffer;
+}
+
+async function loadAverage(): Promise<number | undefined> {
+  const text = await Deno.readTextFile("/proc/loadavg").catch(() => "");
+  return text ? Number(text.split(" ")[0]) : undefined;
 }
 
 async function cpuModel(): Promise<string> {
@@ -312,58 +382,93 @@ async function main(args: string[]): Promise<void> {
   const peers = list("--peers", ALL_PEERS).filter((p) => p !== "none");
   const out = option(args, "--out") ??
     (quick ? `${ROOT}/.cache/bench/bench-quick.json` : `${ROOT}/assets/bench/bench.json`);
-  const plan: Plan = quick ? { steps: 3, warmup: 1 } : { steps: 10, warmup: 3 };
+  // Rounds × steps per round = measured steps; warm-up only in a runtime's first round.
+  const plan = quick ? { rounds: 3, steps: 1, warmup: 1 } : { rounds: 5, steps: 2, warmup: 3 };
   const cpuPlan: Plan = quick ? { steps: 1, warmup: 1 } : { steps: 3, warmup: 1 };
   const say = (line: string) => console.error(`bench: ${line}`);
+  const loadBefore = await loadAverage();
+  const cores = navigator.hardwareConcurrency;
+  if (loadBefore !== undefined && loadBefore > cores / 2) {
+    say(
+      `the machine is busy (load average ${loadBefore} on ${cores} cores): timings will be noisy`,
+    );
+  }
 
   if (backends.includes("tensorflow")) await ensureNativeBackend();
   const skipped: string[] = [];
-  let python: string | undefined;
+  const skip = (reason: string) => {
+    if (!skipped.includes(reason)) skipped.push(reason);
+    say(`skipped ${reason}`);
+  };
+  const runtimes: Runtime[] = [];
   if (peers.length) {
     try {
-      python = await peerPython(say);
+      const python = await peerPython(say);
+      for (const peer of peers) {
+        const runtime = await peerRuntime(python, peer);
+        if (typeof runtime === "string") skip(runtime);
+        else runtimes.push(runtime);
+      }
     } catch (error) {
-      skipped.push(
-        `PyTorch and Keras peers: bench/.venv could not be set up (${(error as Error).message})`,
-      );
-      say(skipped[skipped.length - 1]);
+      skip(`PyTorch and Keras: bench/.venv could not be set up (${(error as Error).message})`);
     }
+  }
+  let cpu: Runtime | undefined;
+  for (const backend of backends) {
+    const runtime = await tfjsRuntime(backend);
+    if (typeof runtime === "string") skip(runtime);
+    else if (backend === "cpu") cpu = runtime; // pure JS, seconds a step: once, 16×16 only.
+    else runtimes.push(runtime);
   }
 
-  const rows: BenchRow[] = [];
-  const peerVersions: Record<string, string> = {};
+  const samples = new Map<string, Samples>();
+  const add = (runtime: Runtime, size: number, more: Samples) => {
+    const key = `${size} ${runtime.name}`;
+    const all = samples.get(key) ?? { train: [], sample: [] };
+    all.train.push(...more.train);
+    all.sample.push(...more.sample);
+    samples.set(key, all);
+  };
   for (const size of sizes) {
-    const peerRows: Record<string, BenchRow> = {};
-    for (const peer of python ? peers : []) {
-      say(`${peer} at ${size}×${size}`);
-      const result = await benchPeer(python!, peer, size, plan);
-      if (typeof result === "string") {
-        skipped.push(result);
-        say(`skipped ${result}`);
-        continue;
+    for (let round = 0; round < plan.rounds; round++) {
+      say(`${size}×${size}, round ${round + 1} of ${plan.rounds}`);
+      for (let k = 0; k < runtimes.length; k++) {
+        const runtime = runtimes[(k + round) % runtimes.length];
+        add(runtime, size, await runtime.run(size, plan.steps, round === 0 ? plan.warmup : 0));
       }
-      peerRows[peer] = result.row;
-      peerVersions[result.row.runtime] = result.report.version;
     }
-    for (const backend of backends) {
-      if (backend === "cpu" && size !== 16) continue; // pure JS: seconds a step; 16×16 only.
-      say(`tfjs ${backend} at ${size}×${size}`);
-      const result = await benchBackend(backend, size, backend === "cpu" ? cpuPlan : plan);
-      if (typeof result === "string") {
-        if (!skipped.includes(result)) skipped.push(result);
-        say(`skipped ${result}`);
-        continue;
-      }
-      result.trainRatio = {}, result.sampleRatio = {};
-      for (const [peer, p] of Object.entries(peerRows)) {
-        result.trainRatio[p.runtime] = Number((result.trainMs / p.trainMs).toFixed(2));
-        result.sampleRatio[p.runtime] = Number((result.sampleMs / p.sampleMs).toFixed(2));
-        void peer;
-      }
-      rows.push(result);
+    if (cpu && size === 16) {
+      say("16×16 on tfjs cpu");
+      add(cpu, size, await cpu.run(size, cpuPlan.steps, cpuPlan.warmup));
     }
-    rows.push(...Object.values(peerRows));
   }
+  for (const runtime of [...runtimes, ...(cpu ? [cpu] : [])]) await runtime.close();
+  const loadAfter = await loadAverage();
+
+  const rows: BenchRow[] = [];
+  for (const size of sizes) {
+    const ordered = [...runtimes, ...(cpu ? [cpu] : [])]
+      .filter((r) => samples.has(`${size} ${r.name}`))
+      .sort((a, b) => Number(!a.name.startsWith("tfjs")) - Number(!b.name.startsWith("tfjs")));
+    const sized = ordered.map((r) => {
+      const { train, sample } = samples.get(`${size} ${r.name}`)!;
+      return row(size, r.name, r.detail, train, sample);
+    });
+    const peerRows = sized.filter((r) => !r.runtime.startsWith("tfjs"));
+    for (const r of sized) {
+      if (!r.runtime.startsWith("tfjs")) continue;
+      r.trainRatio = {};
+      r.sampleRatio = {};
+      for (const p of peerRows) {
+        r.trainRatio[p.runtime] = Number((r.trainMs / p.trainMs).toFixed(2));
+        r.sampleRatio[p.runtime] = Number((r.sampleMs / p.sampleMs).toFixed(2));
+      }
+    }
+    rows.push(...sized);
+  }
+  const peerVersions = Object.fromEntries(
+    runtimes.filter((r) => !r.name.startsWith("tfjs")).map((r) => [r.name, r.detail]),
+  );
 
   const peerNames = [
     ...new Set(rows.filter((r) => !r.runtime.startsWith("tfjs")).map((r) => r.runtime)),
@@ -373,12 +478,17 @@ async function main(args: string[]): Promise<void> {
     profile: quick ? "quick" : "full",
     machine: {
       cpu: await cpuModel(),
-      cores: navigator.hardwareConcurrency,
+      cores,
       os: `${Deno.build.os} ${Deno.build.arch}`,
+      loadAverage: { before: loadBefore, after: loadAfter },
     },
     versions: {
       deno: Deno.version.deno,
       tfjs: tf.version.tfjs,
+      ...Object.fromEntries(
+        [...runtimes, ...(cpu ? [cpu] : [])].filter((r) => r.name.startsWith("tfjs"))
+          .map((r) => [r.name, r.detail]),
+      ),
       ...peerVersions,
     },
     network: {
@@ -389,7 +499,7 @@ async function main(args: string[]): Promise<void> {
       forwardFlopsPerImage: Object.fromEntries(sizes.map((s) => [s, forwardFlops(s)])),
       flopConvention: "2 per multiply–add; a training step counts as 3 forward passes",
     },
-    plan: { steps: plan.steps, warmup: plan.warmup, cpu: cpuPlan },
+    plan: { ...plan, interleaved: true, cpu: cpuPlan },
     rows,
     skipped,
   };
@@ -397,7 +507,8 @@ async function main(args: string[]): Promise<void> {
   console.log(
     `\nReference U-Net (${REFERENCE_PARAMETER_COUNT.toLocaleString("en")} parameters), ` +
       `train batch ${TRAIN_BATCH}, DDIM batch ${SAMPLE_BATCH}; ${report.machine.cpu}, ` +
-      `${report.machine.cores} cores; medians of ${plan.steps} steps after ${plan.warmup} warm-up\n`,
+      `${cores} cores; medians of ${plan.rounds * plan.steps} steps in ${plan.rounds} ` +
+      `interleaved rounds after ${plan.warmup} warm-up; load average ${loadBefore} → ${loadAfter}\n`,
   );
   console.log(table);
   for (const line of skipped) console.log(`skipped: ${line}`);
