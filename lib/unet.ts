@@ -276,28 +276,104 @@ function countParameters(list: readonly NamedVariable[]): number {
   return list.reduce((sum, p) => sum + p.variable.size, 0);
 }
 
-function contextFor(options: ApplyOptions): ForwardContext {
-  return { training: options.training ?? false, seed: options.seed ?? 0, updates: options.updates };
-}
+/**
+ * What both networks share: the {@link ParameterStore} their layers create their variables in
+ * (its creation order is the order of `parameters`, and its names are those a checkpoint
+ * stores), and the methods of {@link DiffusionModel} that need only the store and a forward
+ * pass ε_θ(x_t, t, c).
+ */
+abstract class StoredNetwork<C extends ModelConfig> implements DiffusionModel {
+  /** The full configuration. */
+  readonly config: C;
+  readonly #store: ParameterStore;
 
-function summarise(store: ParameterStore, model: DiffusionModel, context: boolean): LayerSummary[] {
-  const config = model.config;
-  const trace: { name: string; outputShape: number[] }[] = [];
-  tf.tidy(() => {
-    const x = tf.zeros([1, config.imageSize, config.imageSize, config.inChannels]) as tf.Tensor4D;
-    const dim = config.kind === "unet" ? config.contextDim : config.nCFeat;
-    const ctx: ForwardContext = { training: false, seed: 0, trace };
-    const c = context && dim > 0 ? tf.zeros([1, dim]) as tf.Tensor2D : undefined;
-    (model as UNet | ContextUNet).forward(x, tf.zeros([1]) as tf.Tensor1D, c, ctx);
-  });
-  const shapes = new Map(trace.map((r) => [r.name, r.outputShape]));
-  return store.layers.filter((l) => l.parameters.length > 0).map((l) => ({
-    name: l.name,
-    type: l.type,
-    shape: l.parameters[0].variable.shape.slice(),
-    params: countParameters(l.parameters),
-    outputShape: shapes.get(l.name) ?? [],
-  }));
+  /**
+   * @param config the complete configuration (its seed initialises the parameters)
+   * @param trainable false for a copy that holds EMA weights
+   */
+  constructor(config: C, trainable: boolean) {
+    this.config = config;
+    this.#store = new ParameterStore(config.seed, trainable);
+  }
+
+  /** The store the subclass's layers are created in, in order. */
+  protected get store(): ParameterStore {
+    return this.#store;
+  }
+
+  /** Trainable parameters in creation order. */
+  get parameters(): readonly NamedVariable[] {
+    return this.#store.parameters;
+  }
+
+  /** BatchNorm running means and variances (none in the U-Net). */
+  get buffers(): readonly NamedVariable[] {
+    return this.#store.buffers;
+  }
+
+  /** ε_θ(x_t, t[, c]) — see the class comment. */
+  apply(x: tf.Tensor4D, t: tf.Tensor1D, options: ApplyOptions = {}): tf.Tensor4D {
+    const ctx: ForwardContext = {
+      training: options.training ?? false,
+      seed: options.seed ?? 0,
+      updates: options.updates,
+    };
+    return tf.tidy(() => this.forward(x, t, options.context, ctx));
+  }
+
+  /** The forward pass with an explicit context (used by `apply` and `summary`). */
+  abstract forward(
+    x: tf.Tensor4D,
+    t: tf.Tensor1D,
+    context: tf.Tensor2D | undefined,
+    ctx: ForwardContext,
+  ): tf.Tensor4D;
+
+  /** Levels, blocks and edges for a diagram of the network. */
+  abstract architecture(): Architecture;
+
+  /** Number of trainable parameters. */
+  parameterCount(): number {
+    return countParameters(this.#store.parameters);
+  }
+
+  /** Per-layer table (runs one traced forward pass on a batch of one). */
+  summary(): LayerSummary[] {
+    const config = this.config;
+    const trace: { name: string; outputShape: number[] }[] = [];
+    tf.tidy(() => {
+      const x = tf.zeros([1, config.imageSize, config.imageSize, config.inChannels]) as tf.Tensor4D;
+      const dim = config.kind === "unet" ? config.contextDim : config.nCFeat;
+      const ctx: ForwardContext = { training: false, seed: 0, trace };
+      const c = dim > 0 ? tf.zeros([1, dim]) as tf.Tensor2D : undefined;
+      this.forward(x, tf.zeros([1]) as tf.Tensor1D, c, ctx);
+    });
+    const shapes = new Map(trace.map((r) => [r.name, r.outputShape]));
+    return this.#store.layers.filter((l) => l.parameters.length > 0).map((l) => ({
+      name: l.name,
+      type: l.type,
+      shape: l.parameters[0].variable.shape.slice(),
+      params: countParameters(l.parameters),
+      outputShape: shapes.get(l.name) ?? [],
+    }));
+  }
+
+  /** Free every variable. */
+  dispose(): void {
+    for (const p of this.#store.parameters) p.variable.dispose();
+    for (const p of this.#store.buffers) p.variable.dispose();
+  }
+
+  /** Throws unless x is [N, imageSize, imageSize, inChannels]; `network` names the class. */
+  protected checkInput(network: string, x: tf.Tensor4D): void {
+    const c = this.config;
+    if (x.shape[1] !== c.imageSize || x.shape[2] !== c.imageSize || x.shape[3] !== c.inChannels) {
+      throw new Error(
+        `${network}: input of shape [${x.shape}] does not match the network's ` +
+          `[N, ${c.imageSize}, ${c.imageSize}, ${c.inChannels}].`,
+      );
+    }
+  }
 }
 
 /**
@@ -309,10 +385,7 @@ function summarise(store: ParameterStore, model: DiffusionModel, context: boolea
  *   middle: Res → Attn → Res;  decoder: Res([h, skip], emb) [→ Attn], Up between levels
  *   ε_θ = Conv(SiLU(GN(h)))   (this last convolution starts at zero, so ε_θ ≡ 0 at init)
  */
-export class UNet implements DiffusionModel {
-  /** The full configuration. */
-  readonly config: UNetConfig;
-  readonly #store: ParameterStore;
+export class UNet extends StoredNetwork<UNetConfig> {
   readonly #timeMlp: [Linear, Linear];
   readonly #contextMlp: [Linear, Linear] | null;
   readonly #convIn: Conv2d;
@@ -327,10 +400,9 @@ export class UNet implements DiffusionModel {
    * @param options `trainable: false` for a copy that holds EMA weights
    */
   constructor(config: Partial<UNetConfig> = {}, options: { trainable?: boolean } = {}) {
-    const c = unetConfig(config);
-    this.config = c;
-    const store = new ParameterStore(c.seed, options.trainable ?? true);
-    this.#store = store;
+    super(unetConfig(config), options.trainable ?? true);
+    const c = this.config;
+    const store = this.store;
     const tdim = c.timeEmbeddingDim;
     const block = { embeddingDim: tdim, groups: c.groups, dropout: c.dropout };
     this.#timeMlp = [
@@ -404,21 +476,6 @@ export class UNet implements DiffusionModel {
     this.#convOut = new Conv2d(store, "output.conv", channels, c.outChannels, { zeroInit: true });
   }
 
-  /** Trainable parameters in creation order. */
-  get parameters(): readonly NamedVariable[] {
-    return this.#store.parameters;
-  }
-
-  /** None: the U-Net has no running statistics. */
-  get buffers(): readonly NamedVariable[] {
-    return this.#store.buffers;
-  }
-
-  /** ε_θ(x_t, t[, c]) — see the class comment. */
-  apply(x: tf.Tensor4D, t: tf.Tensor1D, options: ApplyOptions = {}): tf.Tensor4D {
-    return tf.tidy(() => this.forward(x, t, options.context, contextFor(options)));
-  }
-
   /** The forward pass with an explicit context (used by `apply` and `summary`). */
   forward(
     x: tf.Tensor4D,
@@ -427,12 +484,7 @@ export class UNet implements DiffusionModel {
     ctx: ForwardContext,
   ): tf.Tensor4D {
     const c = this.config;
-    if (x.shape[1] !== c.imageSize || x.shape[2] !== c.imageSize || x.shape[3] !== c.inChannels) {
-      throw new Error(
-        `UNet: input of shape [${x.shape}] does not match the network's ` +
-          `[N, ${c.imageSize}, ${c.imageSize}, ${c.inChannels}].`,
-      );
-    }
+    this.checkInput("UNet", x);
     const [t1, t2] = this.#timeMlp;
     let emb = t2.apply(
       silu(t1.apply(timestepEmbedding(t, c.baseChannels), ctx)) as tf.Tensor2D,
@@ -463,16 +515,6 @@ export class UNet implements DiffusionModel {
       if (attention) h = attention.apply(h, ctx);
     }
     return this.#convOut.apply(this.#normOut.applySiLU(h, ctx), ctx);
-  }
-
-  /** Number of trainable parameters. */
-  parameterCount(): number {
-    return countParameters(this.#store.parameters);
-  }
-
-  /** Per-layer table (runs one traced forward pass on a batch of one). */
-  summary(): LayerSummary[] {
-    return summarise(this.#store, this, true);
   }
 
   /** Levels, blocks and edges for a diagram of this U-Net. */
@@ -669,12 +711,6 @@ export class UNet implements DiffusionModel {
       parameterCount: this.parameterCount(),
     };
   }
-
-  /** Free every variable. */
-  dispose(): void {
-    for (const p of this.#store.parameters) p.variable.dispose();
-    for (const p of this.#store.buffers) p.variable.dispose();
-  }
 }
 
 /**
@@ -748,10 +784,7 @@ class EmbedFC {
  * as the course's module in `train()` and `eval()` mode; with the same weights the outputs
  * agree with PyTorch's to about 1e-6 in both modes (tests/unet_test.ts holds reference values).
  */
-export class ContextUNet implements DiffusionModel {
-  /** The full configuration. */
-  readonly config: ContextUNetConfig;
-  readonly #store: ParameterStore;
+export class ContextUNet extends StoredNetwork<ContextUNetConfig> {
   readonly #initConv: ResidualConvBlock;
   readonly #down1: [ResidualConvBlock, ResidualConvBlock];
   readonly #down2: [ResidualConvBlock, ResidualConvBlock];
@@ -769,10 +802,9 @@ export class ContextUNet implements DiffusionModel {
    * @param options `trainable: false` for a copy that holds EMA weights
    */
   constructor(config: Partial<ContextUNetConfig> = {}, options: { trainable?: boolean } = {}) {
-    const c = contextUnetConfig(config);
-    this.config = c;
-    const store = new ParameterStore(c.seed, options.trainable ?? true);
-    this.#store = store;
+    super(contextUnetConfig(config), options.trainable ?? true);
+    const c = this.config;
+    const store = this.store;
     const n = c.nFeat;
     this.#initConv = new ResidualConvBlock(store, "initConv", c.inChannels, n, true);
     this.#down1 = [
@@ -808,21 +840,6 @@ export class ContextUNet implements DiffusionModel {
     ];
   }
 
-  /** Trainable parameters in creation order. */
-  get parameters(): readonly NamedVariable[] {
-    return this.#store.parameters;
-  }
-
-  /** BatchNorm running means and variances. */
-  get buffers(): readonly NamedVariable[] {
-    return this.#store.buffers;
-  }
-
-  /** ε_θ(x_t, t, c) — see the class comment. */
-  apply(x: tf.Tensor4D, t: tf.Tensor1D, options: ApplyOptions = {}): tf.Tensor4D {
-    return tf.tidy(() => this.forward(x, t, options.context, contextFor(options)));
-  }
-
   /** The forward pass with an explicit context (used by `apply` and `summary`). */
   forward(
     x: tf.Tensor4D,
@@ -832,12 +849,7 @@ export class ContextUNet implements DiffusionModel {
   ): tf.Tensor4D {
     const c = this.config;
     const n = c.nFeat;
-    if (x.shape[1] !== c.imageSize || x.shape[2] !== c.imageSize || x.shape[3] !== c.inChannels) {
-      throw new Error(
-        `ContextUNet: input of shape [${x.shape}] does not match the network's ` +
-          `[N, ${c.imageSize}, ${c.imageSize}, ${c.inChannels}].`,
-      );
-    }
+    this.checkInput("ContextUNet", x);
     const batch = x.shape[0];
     const x0 = this.#initConv.apply(x, ctx);
     const down = (h: tf.Tensor4D, blocks: ResidualConvBlock[]) =>
@@ -867,16 +879,6 @@ export class ContextUNet implements DiffusionModel {
       tf.relu(oNorm.apply(o1.apply(tf.concat([u3, x0], 3), ctx), ctx)) as tf.Tensor4D,
       ctx,
     );
-  }
-
-  /** Number of trainable parameters (1,481,027 for the course's configuration). */
-  parameterCount(): number {
-    return countParameters(this.#store.parameters);
-  }
-
-  /** Per-layer table (runs one traced forward pass on a batch of one). */
-  summary(): LayerSummary[] {
-    return summarise(this.#store, this, true);
   }
 
   /** Levels, blocks and edges for a diagram of the course's network. */
@@ -934,12 +936,6 @@ export class ContextUNet implements DiffusionModel {
       edges,
       parameterCount: this.parameterCount(),
     };
-  }
-
-  /** Free every variable. */
-  dispose(): void {
-    for (const p of this.#store.parameters) p.variable.dispose();
-    for (const p of this.#store.buffers) p.variable.dispose();
   }
 }
 
