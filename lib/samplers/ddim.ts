@@ -20,6 +20,7 @@ import {
   alphaBarAt,
   indexOfTimestep,
   type PredictionType,
+  resolveSchedulerOptions,
   type Scheduler,
   type SchedulerOptions,
   type SchedulerStepOutput,
@@ -53,11 +54,12 @@ export class DDIMScheduler implements Scheduler {
   readonly #rng: Random;
 
   constructor(schedule: NoiseSchedule, options: DDIMOptions = {}) {
+    const common = resolveSchedulerOptions(options);
     this.schedule = schedule;
-    this.predictionType = options.predictionType ?? "epsilon";
+    this.predictionType = common.predictionType;
     this.eta = options.eta ?? 0;
-    this.#spacing = options.timestepSpacing ?? "trailing";
-    this.#clipRange = options.clipSample ? options.clipRange ?? 1 : undefined;
+    this.#spacing = common.spacing;
+    this.#clipRange = common.clipRange;
     this.#rng = new Random(options.seed ?? 0);
     this.name = `DDIM (η = ${this.eta})`;
     this.timesteps = spacedTimesteps(schedule.T, Math.min(50, schedule.T), this.#spacing);

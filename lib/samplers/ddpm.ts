@@ -22,6 +22,7 @@ import {
   alphaBarAt,
   indexOfTimestep,
   type PredictionType,
+  resolveSchedulerOptions,
   type Scheduler,
   type SchedulerOptions,
   type SchedulerStepOutput,
@@ -58,11 +59,12 @@ export class DDPMScheduler implements Scheduler {
   protected readonly rng: Random;
 
   constructor(schedule: NoiseSchedule, options: DDPMOptions = {}) {
+    const common = resolveSchedulerOptions(options);
     this.schedule = schedule;
-    this.predictionType = options.predictionType ?? "epsilon";
+    this.predictionType = common.predictionType;
     this.variance = options.variance ?? "beta";
-    this.spacing = options.timestepSpacing ?? "trailing";
-    this.clipRange = options.clipSample ? options.clipRange ?? 1 : undefined;
+    this.spacing = common.spacing;
+    this.clipRange = common.clipRange;
     this.rng = new Random(options.seed ?? 0);
     this.name = this.variance === "beta" ? "DDPM (σ² = β)" : "DDPM (σ² = β̃)";
     this.timesteps = spacedTimesteps(schedule.T, schedule.T, this.spacing);

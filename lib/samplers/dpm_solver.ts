@@ -27,6 +27,7 @@ import {
   alphaBarAt,
   indexOfTimestep,
   type PredictionType,
+  resolveSchedulerOptions,
   type Scheduler,
   type SchedulerOptions,
   type SchedulerStepOutput,
@@ -50,10 +51,11 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   #previous: { x0: tf.Tensor4D; lambda: number; index: number } | null = null;
 
   constructor(schedule: NoiseSchedule, options: SchedulerOptions = {}) {
+    const common = resolveSchedulerOptions(options);
     this.schedule = schedule;
-    this.predictionType = options.predictionType ?? "epsilon";
-    this.#spacing = options.timestepSpacing ?? "trailing";
-    this.#clipRange = options.clipSample ? options.clipRange ?? 1 : undefined;
+    this.predictionType = common.predictionType;
+    this.#spacing = common.spacing;
+    this.#clipRange = common.clipRange;
     this.timesteps = spacedTimesteps(schedule.T, Math.min(20, schedule.T), this.#spacing);
   }
 

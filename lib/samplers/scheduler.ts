@@ -60,6 +60,28 @@ export interface SchedulerOptions {
   clipRange?: number;
 }
 
+/** {@link SchedulerOptions} with their defaults applied. */
+export interface ResolvedSchedulerOptions {
+  /** What the network outputs. */
+  predictionType: PredictionType;
+  /** How the timesteps are spaced. */
+  spacing: TimestepSpacing;
+  /** x̂₀ is clipped to [−clipRange, clipRange]; undefined: no clipping. */
+  clipRange: number | undefined;
+}
+
+/**
+ * The common options with their defaults: "epsilon" prediction, "trailing" spacing, no clip
+ * (and a range of 1, images in [−1, 1], when `clipSample` is on without `clipRange`).
+ */
+export function resolveSchedulerOptions(options: SchedulerOptions): ResolvedSchedulerOptions {
+  return {
+    predictionType: options.predictionType ?? "epsilon",
+    spacing: options.timestepSpacing ?? "trailing",
+    clipRange: options.clipSample ? options.clipRange ?? 1 : undefined,
+  };
+}
+
 /** Round half to even, as numpy's `round`. */
 function roundHalfEven(x: number): number {
   const r = Math.round(x);
