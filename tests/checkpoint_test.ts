@@ -17,21 +17,12 @@ import {
   saveCheckpoint,
   saveModel,
 } from "../lib/checkpoint.ts";
+import { TINY_UNET } from "./helpers.ts";
 
 await selectBackend({ requested: "wasm", quiet: true });
 
 const schedule = noiseSchedule("linear", 100);
-const MODEL: Partial<UNetConfig> = {
-  imageSize: 8,
-  baseChannels: 8,
-  channelMultipliers: [1, 2],
-  resBlocksPerLevel: 1,
-  groups: 4,
-  dropout: 0.1,
-  attentionResolutions: [4],
-  attentionHeads: 2,
-  seed: 3,
-};
+const MODEL: Partial<UNetConfig> = { ...TINY_UNET, attentionResolutions: [4], attentionHeads: 2 };
 
 function randomData(count: number, size: number): TrainingData {
   const rng = new Random(11);

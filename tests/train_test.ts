@@ -15,20 +15,12 @@ import {
 } from "../lib/train.ts";
 import { loadCheckpoint } from "../lib/checkpoint.ts";
 import { formatDuration, ProgressBar } from "../lib/progress.ts";
+import { TINY_UNET } from "./helpers.ts";
 
 await selectBackend({ requested: "wasm", quiet: true });
 
 const schedule = noiseSchedule("linear", 100);
-const MODEL: Partial<UNetConfig> = {
-  imageSize: 8,
-  baseChannels: 8,
-  channelMultipliers: [1, 2],
-  resBlocksPerLevel: 1,
-  groups: 4,
-  dropout: 0.1,
-  middleAttention: false,
-  seed: 3,
-};
+const MODEL: Partial<UNetConfig> = { ...TINY_UNET, middleAttention: false };
 
 /** Eight 8×8 images: two-colour halves, a pattern a tiny network learns in a few steps. */
 function tinyData(count = 8): TrainingData {
