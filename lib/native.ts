@@ -72,7 +72,7 @@ async function load(): Promise<NativeBackendResult> {
   const candidates = Deno.env.get("TFJS_NATIVE_DIR")
     ? [`${nativeDir()}/tfjs_binding.node`]
     : [`${nativeDir()}/tfjs_binding.node`, ...packageBindingPaths(require)];
-  const path = candidates.find(exists);
+  const path = candidates.find(isFile);
   if (!path) {
     const reason = `native TensorFlow backend not set up: no binding at ${candidates[0]}` +
       " (run `deno task setup`)";
@@ -156,7 +156,8 @@ function patchNodeUtil(): void {
   nodeUtil.isNullOrUndefined ??= (x: unknown) => x === null || x === undefined;
 }
 
-function exists(path: string): boolean {
+/** Whether `path` names an existing regular file (false for directories and missing paths). */
+export function isFile(path: string): boolean {
   try {
     return Deno.statSync(path).isFile;
   } catch {
@@ -164,6 +165,7 @@ function exists(path: string): boolean {
   }
 }
 
-function firstLine(error: unknown): string {
+/** The first line of an error's message, for a one-line reason. */
+export function firstLine(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).split("\n")[0];
 }

@@ -22,7 +22,7 @@
  * @module
  */
 import { createRequire } from "node:module";
-import { nativeDir, projectRoot } from "../lib/native.ts";
+import { firstLine, isFile, nativeDir, projectRoot } from "../lib/native.ts";
 
 /** The TensorFlow release whose wheel provides libtensorflow. */
 export const TENSORFLOW_VERSION = "2.21.0";
@@ -136,7 +136,7 @@ async function build(dir: string, say: (line: string) => void): Promise<Built> {
     say("tfjs-node's download host answers: trying tfjs-node's own install step");
     const installed = await run("node", ["scripts/install.js"], { cwd: pkg, log });
     const binding = `${pkg}/lib/napi-v${NAPI_VERSION}/tfjs_binding.node`;
-    if (installed.ok && exists(binding) && (await verify(binding, log)).ok) {
+    if (installed.ok && isFile(binding) && (await verify(binding, log)).ok) {
       return {
         ok: true,
         reason: "tfjs-node's prebuilt binding",
@@ -200,7 +200,7 @@ async function build(dir: string, say: (line: string) => void): Promise<Built> {
   if (headers) nodeGypArgs.push(`--nodedir=${headers}`);
   const compiled = await run("npx", nodeGypArgs, { cwd: buildDir, log });
   const product = `${buildDir}/build/Release/tfjs_binding.node`;
-  if (!compiled.ok || !exists(product)) {
+  if (!compiled.ok || !isFile(product)) {
     return await failed("node-gyp could not build tfjs-node's binding (.native/setup.log)");
   }
   const binding = `${dir}/tfjs_binding.node`;
@@ -311,7 +311,7 @@ function placeForPackageLoader(binding: string): void {
       .resolve("@tensorflow/tfjs-node/package.json")
       .replace(/\/package\.json$/, "");
     const target = `${pkg}/lib/napi-v${NAPI_VERSION}/tfjs_binding.node`;
-    if (target === binding || exists(target)) return;
+    if (target === binding || isFile(target)) return;
     Deno.mkdirSync(`${pkg}/lib/napi-v${NAPI_VERSION}`, { recursive: true });
     Deno.copyFileSync(binding, `${target}.tmp`);
     Deno.renameSync(`${target}.tmp`, target);
@@ -341,7 +341,7 @@ async function nodeHeadersDir(): Promise<string | undefined> {
   const which = await run("sh", ["-c", "command -v node"], { log: [] });
   const node = await Deno.realPath(which.stdout.trim()).catch(() => "");
   const prefix = node.replace(/\/bin\/node$/, "");
-  return prefix !== node && exists(`${prefix}/include/node/node_api.h`) ? prefix : undefined;
+  return prefix !== node && isFile(`${prefix}/include/node/node_api.h`) ? prefix : undefined;
 }
 
 /** Whether an HTTP host answers within three seconds. */
@@ -393,7 +393,7 @@ async function lock(dir: string, say: (line: string) => void): Promise<() => voi
       if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
     }
     const holder = Number(await Deno.readTextFile(path).catch(() => "0"));
-    if (!holder || !exists(`/proc/${holder}/cmdline`)) {
+    if (!holder || !isFile(`/proc/${holder}/cmdline`)) {
       await Deno.remove(path).catch(() => {});
       continue;
     }
@@ -411,7 +411,7 @@ function readMarker(dir: string, key: string): Marker | undefined {
     const libs = marker.source?.startsWith("tensorflow-cpu")
       ? [`${dir}/lib/libtensorflow_cc.so.2`, `${dir}/lib/libtensorflow_framework.so.2`]
       : [];
-    return [marker.binding!, ...libs].every(exists) ? marker : undefined;
+    return [marker.binding!, ...libs].every(isFile) ? marker : undefined;
   } catch {
     return undefined;
   }
@@ -427,18 +427,6 @@ async function copyDir(from: string, to: string): Promise<void> {
 async function writeAtomic(path: string, text: string): Promise<void> {
   await Deno.writeTextFile(`${path}.tmp`, text);
   await Deno.rename(`${path}.tmp`, path);
-}
-
-function exists(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
-}
-
-function firstLine(error: unknown): string {
-  return (error instanceof Error ? error.message : String(error)).split("\n")[0];
 }
 
 if (import.meta.main) {
