@@ -11,7 +11,7 @@
  * @module
  */
 
-import { parseBookArgs } from "./book/args.ts";
+import { parseBookArgsOrExplain } from "./book/args.ts";
 import { buildBook, failureReport } from "./book/build.ts";
 import { serveBook } from "./book/serve.ts";
 
@@ -28,13 +28,8 @@ const USAGE = `Build the book.
   --serve     serve the site with live reload after building.`;
 
 async function main(): Promise<number> {
-  let args;
-  try {
-    args = parseBookArgs(Deno.args);
-  } catch (error) {
-    console.error(`${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
+  const args = parseBookArgsOrExplain(Deno.args, USAGE);
+  if (!args) return 2;
   if (args.help) {
     console.log(USAGE);
     return 0;

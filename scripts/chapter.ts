@@ -9,7 +9,7 @@
  * @module
  */
 
-import { parseBookArgs } from "./book/args.ts";
+import { parseBookArgsOrExplain } from "./book/args.ts";
 import { ensureBackendSetup, resolveDirs } from "./book/build.ts";
 import { discoverChapters } from "./book/chapters.ts";
 import { fingerprint, readImportMap, resultKey } from "./book/cache.ts";
@@ -22,13 +22,8 @@ const USAGE = `Run one chapter.
   e.g. deno task chapter 01 --profile full --resume`;
 
 async function main(): Promise<number> {
-  let args;
-  try {
-    args = parseBookArgs(Deno.args);
-  } catch (error) {
-    console.error(`${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
+  const args = parseBookArgsOrExplain(Deno.args, USAGE);
+  if (!args) return 2;
   if (args.help || args.positional.length === 0) {
     console.log(USAGE);
     return args.help ? 0 : 2;

@@ -96,3 +96,19 @@ export function parseBookArgs(args: readonly string[]): BookArgs {
   }
   return parsed;
 }
+
+/**
+ * {@link parseBookArgs} for a command-line entry point: on a malformed option, prints the
+ * error and `usage` to stderr and returns undefined (the caller exits with status 2).
+ */
+export function parseBookArgsOrExplain(
+  args: readonly string[],
+  usage: string,
+): BookArgs | undefined {
+  try {
+    return parseBookArgs(args);
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${usage}`);
+    return undefined;
+  }
+}
