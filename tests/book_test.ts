@@ -9,8 +9,9 @@ import { chapterTitle, codeCellOfLine, splitCells } from "../scripts/book/cells.
 import { importSpecifiers, resolveBare } from "../scripts/book/cache.ts";
 import { displayScale, formatValue } from "../scripts/book/render.ts";
 import { parseBookArgs } from "../scripts/book/args.ts";
-import { type BookOptions, type BookReport, buildBook } from "../scripts/book/build.ts";
-import { copyDir, readResult, removeIfPresent } from "../scripts/book/results.ts";
+import { type BookReport, buildBook } from "../scripts/book/build.ts";
+import { readResult, removeIfPresent } from "../scripts/book/results.ts";
+import { fixtureBook } from "./helpers.ts";
 import { relativeUrl, slugify, tableOfContents } from "../_site_config.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
@@ -137,25 +138,13 @@ describe("runtime and builder helpers", () => {
 });
 
 describe("building the fixture book", () => {
-  // The copy lives inside the project (in the ignored .cache), at the same depth as the fixture,
-  // so the chapters' relative imports of lib/book.ts resolve the same way.
-  const work = `${ROOT}/.cache/test/book-${crypto.randomUUID().slice(0, 8)}`;
-  const options: BookOptions = {
-    chaptersDir: `${work}/chapters`,
-    cacheDir: `${work}/cache`,
-    frozenDir: `${work}/frozen`,
-    buildDir: `${work}/src`,
-    siteDir: `${work}/site`,
-    quiet: true,
-    log: () => {},
-  };
+  const { work, options, copy } = fixtureBook(ROOT, "book");
   const origins = (report: BookReport) =>
     Object.fromEntries(report.chapters.map((c) => [c.id, c.origin]));
   let first: BookReport;
 
   before(async () => {
-    await copyDir(`${FIXTURE}/chapters`, `${work}/chapters`);
-    await copyDir(`${FIXTURE}/lib`, `${work}/lib`);
+    await copy();
     first = await buildBook(options);
   });
   after(async () => {

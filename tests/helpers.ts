@@ -5,6 +5,8 @@
  */
 
 import type { UNetConfig } from "../lib/unet.ts";
+import type { BookOptions } from "../scripts/book/build.ts";
+import { copyDir } from "../scripts/book/results.ts";
 
 /**
  * A U-Net small enough to train a few steps in a test: 8×8 RGB, 8 base channels, two levels
@@ -20,3 +22,31 @@ export const TINY_UNET: Partial<UNetConfig> = {
   dropout: 0.1,
   seed: 3,
 };
+
+/**
+ * A copy of the fixture book (tests/fixtures/book: its chapters and lib) in a fresh folder of
+ * the project's ignored .cache, at the fixture's depth so the chapters' relative imports of
+ * lib/book.ts resolve the same way; `options` build it quietly, entirely inside `work`.
+ * Call `copy()` before building and remove `work` afterwards.
+ */
+export function fixtureBook(root: string, name: string): {
+  work: string;
+  options: BookOptions;
+  copy(): Promise<void>;
+} {
+  const work = `${root}/.cache/test/${name}-${crypto.randomUUID().slice(0, 8)}`;
+  const options: BookOptions = {
+    chaptersDir: `${work}/chapters`,
+    cacheDir: `${work}/cache`,
+    frozenDir: `${work}/frozen`,
+    buildDir: `${work}/src`,
+    siteDir: `${work}/site`,
+    quiet: true,
+    log: () => {},
+  };
+  const copy = async () => {
+    await copyDir(`${root}/tests/fixtures/book/chapters`, `${work}/chapters`);
+    await copyDir(`${root}/tests/fixtures/book/lib`, `${work}/lib`);
+  };
+  return { work, options, copy };
+}

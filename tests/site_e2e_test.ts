@@ -13,8 +13,9 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import type { Browser, Page } from "playwright-core";
-import { type BookOptions, buildBook } from "../scripts/book/build.ts";
-import { copyDir, removeIfPresent } from "../scripts/book/results.ts";
+import { buildBook } from "../scripts/book/build.ts";
+import { removeIfPresent } from "../scripts/book/results.ts";
+import { fixtureBook } from "./helpers.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
 const CHROMIUM = "/usr/bin/chromium";
@@ -180,21 +181,11 @@ async function checkSite(browser: Browser, site: string, label: string): Promise
 }
 
 describe("the built site in a browser", { skip: !hasChromium }, () => {
-  const work = `${ROOT}/.cache/test/site-${crypto.randomUUID().slice(0, 8)}`;
-  const fixture: BookOptions = {
-    chaptersDir: `${work}/chapters`,
-    cacheDir: `${work}/cache`,
-    frozenDir: `${work}/frozen`,
-    buildDir: `${work}/src`,
-    siteDir: `${work}/site`,
-    quiet: true,
-    log: () => {},
-  };
+  const { work, options: fixture, copy } = fixtureBook(ROOT, "site");
   let browser: Browser;
 
   before(async () => {
-    await copyDir(`${ROOT}/tests/fixtures/book/chapters`, `${work}/chapters`);
-    await copyDir(`${ROOT}/tests/fixtures/book/lib`, `${work}/lib`);
+    await copy();
     const report = await buildBook(fixture);
     assert.equal(report.ok, true, "the fixture book builds");
     browser = await chromium.launch({
