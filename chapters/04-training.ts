@@ -168,7 +168,7 @@ await book.figure({
 // ## Samples as training goes on
 //
 // Every few hundred steps the run samples 32 images from the same fixed noise with the EMA weights
-// (50 DDIM steps, chapter 5). Because the noise never changes, each grid shows the same 32 "seeds"
+// (50 DDIM steps, chapter 5, with the predicted $\hat x_0$ clipped to $[-1, 1]$). Because the noise never changes, each grid shows the same 32 "seeds"
 // growing from blobs into shapes.
 
 // %%
@@ -202,7 +202,7 @@ await book.images(grids, {
 // smaller $d$ early on), smooths that out. Same noise, same sampler, both sets of weights:
 
 // %%
-const ddim = new DDIMScheduler(schedule);
+const ddim = new DDIMScheduler(schedule, { clipSample: true });
 const comparisonSeed = 7;
 const emaComparison = [];
 for (const network of [trainer.model, trainer.ema]) {

@@ -657,7 +657,11 @@ export class Trainer {
     });
   }
 
-  /** A sample grid from the EMA weights with the fixed sample seed (DDIM, η = 0). */
+  /**
+   * A sample grid from the EMA weights with the fixed sample seed (DDIM, η = 0). x̂₀ is clipped
+   * to the data range [−1, 1]: at the first step of a schedule whose ᾱ_T is tiny (cosine's is
+   * 2.4e-9), x̂₀ = (x_T − √(1−ᾱ_T) ε̂)/√ᾱ_T multiplies any error in ε̂ by 1/√ᾱ_T ≈ 2·10⁴.
+   */
   async sampleGrid(): Promise<tf.Tensor4D> {
     const c = this.config;
     const [H, W, C] = this.#shape;
@@ -669,7 +673,10 @@ export class Trainer {
       )
         .toFloat() as tf.Tensor2D
       : undefined;
-    const scheduler = new DDIMScheduler(this.schedule, { predictionType: c.prediction });
+    const scheduler = new DDIMScheduler(this.schedule, {
+      predictionType: c.prediction,
+      clipSample: true,
+    });
     try {
       const { images } = await sample(this.ema, scheduler, {
         shape: [n, H, W, C],
