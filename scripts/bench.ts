@@ -473,9 +473,17 @@ async function main(args: string[]): Promise<void> {
   const peerNames = [
     ...new Set(rows.filter((r) => !r.runtime.startsWith("tfjs")).map((r) => r.runtime)),
   ];
+  const busy = [loadBefore, loadAfter].some((load) => load !== undefined && load > cores / 2);
   const report = {
     generated: new Date().toISOString(),
     profile: quick ? "quick" : "full",
+    ...(busy
+      ? {
+        warning: `taken on a busy machine (load average ${loadBefore} → ${loadAfter} on ${cores} ` +
+          "cores): the times are not representative, PyTorch's OpenMP threads least of all " +
+          "(they slow down by orders of magnitude when a core is taken); rerun on an idle machine",
+      }
+      : {}),
     machine: {
       cpu: await cpuModel(),
       cores,
@@ -512,6 +520,7 @@ async function main(args: string[]): Promise<void> {
   );
   console.log(table);
   for (const line of skipped) console.log(`skipped: ${line}`);
+  if (report.warning) console.log(`warning: ${report.warning}`);
   await Deno.mkdir(out.replace(/\/[^/]*$/, ""), { recursive: true });
   await Deno.writeTextFile(`${out}.tmp`, JSON.stringify(report, null, 2) + "\n");
   await Deno.rename(`${out}.tmp`, out);
