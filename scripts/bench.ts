@@ -19,7 +19,10 @@
  * `bench/requirements.txt`; where that cannot be done, they are skipped with one line.
  *
  * Usage: `deno task bench [--quick] [--sizes 16,32] [--backends tensorflow,wasm,cpu,webgpu]
- *         [--peers torch,keras] [--out PATH]`
+ *         [--peers torch,keras] [--out PATH] [--profile]`
+ *
+ * `--profile` also prints, per tfjs backend and size, the kernels of one training step by time
+ * (tf.profile), the way the hot path was tuned.
  *
  * Writes `assets/bench/bench.json` (a `--quick` run writes `.cache/bench/bench-quick.json`).
  *
@@ -116,6 +119,8 @@ interface Runtime {
   name: string;
   detail: string;
   run(size: number, steps: number, warmup: number): Promise<Samples>;
+  /** Kernel counts and times of one training step (tfjs runtimes, after `run` at that size). */
+  profile?(size: number): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -186,6 +191,42 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
         next.dispose();
       });
       return { train, sample };
+    },
+    async profile(size) {
+      await selectBackend({ requested: name, quiet: true });
+      const { trainer, x0, random } = states.get(size)!;
+      const pixels = size * size * 3;
+      const info = await tf.profile(() => {
+        const noise = tf.tensor4d(random.normals(TRAIN_BATCH * pixels), [
+          TRAIN_BATCH,
+          size,
+          size,
+          3,
+        ]);
+        const t = Array.from({ length: TRAIN_BATCH }, () => random.int(0, 1000));
+        const loss = trainer.step(x0, t, noise);
+        noise.dispose();
+        return loss;
+      });
+      const byKernel = new Map<string, { count: number; ms: number }>();
+      for (const kernel of info.kernels) {
+        // customGrad scopes time the kernels inside them again: count those once.
+        if (kernel.name === "unnamed scope") continue;
+        const entry = byKernel.get(kernel.name) ?? { count: 0, ms: 0 };
+        entry.count++;
+        entry.ms += await kernel.kernelTimeMs as number;
+        byKernel.set(kernel.name, entry);
+      }
+      const entries = [...byKernel].sort((a, b) => b[1].ms - a[1].ms);
+      const total = entries.reduce((sum, [, e]) => sum + e.ms, 0);
+      const calls = entries.reduce((sum, [, e]) => sum + e.count, 0);
+      return [
+        `tfjs ${name} at ${size}×${size}: one training step, ${calls} kernel calls, ` +
+        `${total.toFixed(1)} ms inside kernels`,
+        ...entries.slice(0, 15).map(([kernel, e]) =>
+          `  ${e.ms.toFixed(1).padStart(7)} ms ${String(e.count).padStart(4)}× ${kernel}`
+        ),
+      ].join("\n");
     },
     async close() {
       for (const { model, trainer, x0, xs } of states.values()) {
@@ -360,12 +401,12 @@ function option(args: string[], name: string): string | undefined {
 }
 
 async function main(args: string[]): Promise<void> {
-  const known = ["--quick", "--sizes", "--backends", "--peers", "--out"];
+  const known = ["--quick", "--sizes", "--backends", "--peers", "--out", "--profile"];
   for (const arg of args) {
     if (arg.startsWith("--") && !known.includes(arg.split("=")[0])) {
       throw new Error(
         `unknown option ${arg}; usage: deno task bench [--quick] [--sizes 16,32] ` +
-          `[--backends tensorflow,wasm,cpu,webgpu] [--peers torch,keras] [--out PATH]`,
+          `[--backends tensorflow,wasm,cpu,webgpu] [--peers torch,keras] [--out PATH] [--profile]`,
       );
     }
   }
@@ -440,6 +481,12 @@ async function main(args: string[]): Promise<void> {
     if (cpu && size === 16) {
       say("16×16 on tfjs cpu");
       add(cpu, size, await cpu.run(size, cpuPlan.steps, cpuPlan.warmup));
+    }
+  }
+  const profiles: string[] = [];
+  if (args.includes("--profile")) {
+    for (const runtime of runtimes) {
+      for (const size of sizes) if (runtime.profile) profiles.push(await runtime.profile(size));
     }
   }
   for (const runtime of [...runtimes, ...(cpu ? [cpu] : [])]) await runtime.close();
@@ -521,6 +568,7 @@ async function main(args: string[]): Promise<void> {
   console.log(table);
   for (const line of skipped) console.log(`skipped: ${line}`);
   if (report.warning) console.log(`warning: ${report.warning}`);
+  for (const profile of profiles) console.log(`\n${profile}`);
   await Deno.mkdir(out.replace(/\/[^/]*$/, ""), { recursive: true });
   await Deno.writeTextFile(`${out}.tmp`, JSON.stringify(report, null, 2) + "\n");
   await Deno.rename(`${out}.tmp`, out);
