@@ -48,8 +48,9 @@ const resume = Deno.args.includes("--resume");
 //
 // Why 16×16 and not 32×32? This book's model was trained on a 2-core CPU with the native
 // TensorFlow backend, where a 32×32 step costs about four times as much as a 16×16 one. The
-// 3,000 steps shown here took under half an hour: enough for the samples to pick up the set's
-// colours and layouts (flags, round faces, blue sign tiles), not for clean outlines. The
+// 3,000 steps shown here took 38 minutes (on a machine busy with other work): enough for the
+// samples to pick up the set's colours and layouts (flags, round faces, blue sign tiles), not for
+// clean outlines. The
 // DeepLearning.AI course trains its 16×16 network for about ten times as many images; a longer
 // `full` run (raise `steps`, and resume) is what sharpens them.
 //
