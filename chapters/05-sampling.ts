@@ -556,12 +556,14 @@ await book.metric("DDIM, 25 steps, against DDPM, 500 steps", speedUp.toFixed(1),
   caption: `wall time ${ddim25.seconds.toFixed(2)} s against ${ddpmSeconds.toFixed(2)} s ` +
     `for ${n} images, measured in this run`,
 });
+// The published (full) run must show the 15× speed-up; a quick run on a busy machine only warns,
+// so that the test suite, which runs every chapter quick, asserts no wall times.
 if (speedUp < 15) {
-  throw new Error(
-    `DDIM with 25 steps was only ${speedUp.toFixed(1)}× faster than DDPM with 500 (at least 15× ` +
-      `expected: it makes 20× fewer network calls). Something other than the network dominates ` +
-      `the sampling loop; profile sample() on this backend.`,
-  );
+  const message = `DDIM with 25 steps was only ${speedUp.toFixed(1)}× faster than DDPM with 500 ` +
+    `(at least 15× expected: it makes 20× fewer network calls). Something other than the network ` +
+    `dominates the sampling loop; profile sample() on this backend.`;
+  if (book.profile === "full") throw new Error(message);
+  console.warn(message);
 }
 
 // %% [markdown]
