@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
+import { selectBackend, WEBGPU_ALLOW_SOFTWARE_ENV } from "../lib/backend.ts";
 import { loadNativeBackend } from "../lib/native.ts";
 import { Random } from "../lib/random.ts";
 import {
@@ -18,6 +18,7 @@ import {
 /** The reference U-Net shrunk for tests: C = 8 in 4 groups, on 16×16 images, batch 4. */
 const SMALL = { ...REFERENCE_CONFIG, channels: 8, groups: 4 };
 const [BATCH, SIZE, STEPS] = [4, 16, 3];
+Deno.env.set(WEBGPU_ALLOW_SOFTWARE_ENV, "1");
 
 interface Run {
   losses: number[];
@@ -141,11 +142,21 @@ describe("training agrees across backends (cpu is the reference)", () => {
     assert.equal(run.leaked, 0);
   });
 
-  for (const backend of ["wasm", "tensorflow"]) {
+  // webgpu runs on a hardware adapter where there is one, else on a software one (Mesa's
+  // llvmpipe/lavapipe, ~15 s here) as a test of the code path: the suite allows software adapters
+  // for itself, which automatic selection never picks.
+  for (const backend of ["wasm", "tensorflow", "webgpu"]) {
     it(`${backend}: same losses and gradients after ${STEPS} Adam steps, no leaked tensors`, async (t) => {
       if (backend === "tensorflow") {
         const native = await loadNativeBackend();
         if (!native.ok) return t.skip(`native backend not set up: ${native.reason}`);
+      }
+      if (backend === "webgpu") {
+        const why = await selectBackend({ requested: "webgpu", quiet: true }).then(
+          () => undefined,
+          (error: Error) => error.message,
+        );
+        if (why !== undefined) return t.skip(why);
       }
       const expected = await reference();
       const run = await train(backend);
