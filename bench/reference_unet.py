@@ -47,19 +47,22 @@ def frequencies(dim=TIME_DIM):
     return [math.exp(-math.log(10000) * i / half) for i in range(half)]
 
 
-def torch_runtime():
+def torch_runtime(device="cpu"):
     import torch
 
+    where = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     return {
         "framework": "pytorch",
-        "label": "PyTorch eager",
+        "label": f"PyTorch eager ({where})" if device == "cuda" else "PyTorch eager",
         "version": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": where,
     }
 
 
-def torch_runner(size, batch, sample_batch):
-    """The PyTorch network at `size`, its parameter count, a training step and a DDIM step."""
+def torch_runner(size, batch, sample_batch, device="cpu"):
+    """The PyTorch network at `size` on `device`, its parameter count, a training step and a
+    DDIM step. Each step ends by reading a number back, which waits for a GPU to finish."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -105,20 +108,21 @@ def torch_runner(size, batch, sample_batch):
             return self.out(self.ub1(torch.cat([u, h1], 1)))
 
     torch.manual_seed(0)
-    abar = torch.tensor(alpha_bar())
-    omega = torch.tensor(frequencies())
+    host_abar = alpha_bar()
+    abar = torch.tensor(host_abar, device=device)
+    omega = torch.tensor(frequencies(), device=device)
 
     def embed(t):
         angles = t.float()[:, None] * omega[None, :]
         return torch.cat([torch.sin(angles), torch.cos(angles)], 1)
 
-    model = UNet()
+    model = UNet().to(device)
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x0 = torch.randn(batch, 3, size, size)
+    x0 = torch.randn(batch, 3, size, size, device=device)
 
     def train_step():
-        t = torch.randint(0, 1000, (batch,))
+        t = torch.randint(0, 1000, (batch,), device=device)
         eps = torch.randn_like(x0)
         a = abar[t][:, None, None, None]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -128,19 +132,20 @@ def torch_runner(size, batch, sample_batch):
         optimizer.step()
         return loss.item()
 
-    xs = torch.randn(sample_batch, 3, size, size)
+    xs = torch.randn(sample_batch, 3, size, size, device=device)
 
     def ddim_step(t=500, t_prev=480):
         with torch.no_grad():
-            eps = model(xs, embed(torch.full((sample_batch,), t)))
-            x0_hat = (xs - math.sqrt(1 - abar[t]) * eps) / math.sqrt(abar[t])
-            out = math.sqrt(abar[t_prev]) * x0_hat + math.sqrt(1 - abar[t_prev]) * eps
+            eps = model(xs, embed(torch.full((sample_batch,), t, device=device)))
+            a, a_prev = host_abar[t], host_abar[t_prev]
+            x0_hat = (xs - math.sqrt(1 - a) * eps) / math.sqrt(a)
+            out = math.sqrt(a_prev) * x0_hat + math.sqrt(1 - a_prev) * eps
             return float(out[0, 0, 0, 0])
 
     return params, train_step, ddim_step
 
 
-def keras_runtime():
+def keras_runtime(device="cpu"):
     import tensorflow as tf
     import keras
 
@@ -152,7 +157,7 @@ def keras_runtime():
     }
 
 
-def keras_runner(size, batch, sample_batch):
+def keras_runner(size, batch, sample_batch, device="cpu"):
     """The Keras network at `size`, its parameter count, a training step and a DDIM step."""
     import tensorflow as tf
     import keras
@@ -250,9 +255,11 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--serve", action="store_true")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where PyTorch runs (Keras runs where TensorFlow puts it)")
     args = parser.parse_args()
     describe, make = RUNTIMES[args.framework]
-    report = describe()
+    report = describe(args.device)
     if args.serve:
         print(json.dumps(report), flush=True)
         runners = {}
@@ -260,7 +267,7 @@ def main():
             request = json.loads(line)
             size = request["size"]
             if size not in runners:
-                runners[size] = make(size, args.batch, args.sample_batch)
+                runners[size] = make(size, args.batch, args.sample_batch, args.device)
                 check(args.framework, runners[size][0])
             params, train_step, sample_step = runners[size]
             times = timed(train_step, sample_step, request["steps"], request["warmup"])
@@ -268,7 +275,7 @@ def main():
         return
     report["results"] = []
     for size in args.sizes:
-        params, train_step, sample_step = make(size, args.batch, args.sample_batch)
+        params, train_step, sample_step = make(size, args.batch, args.sample_batch, args.device)
         check(args.framework, params)
         times = timed(train_step, sample_step, args.steps, args.warmup)
         report["results"].append({"size": size, "params": params, **times})

@@ -19,7 +19,11 @@
  * `bench/requirements.txt`; where that cannot be done, they are skipped with one line.
  *
  * Usage: `deno task bench [--quick] [--sizes 16,32] [--backends tensorflow,wasm,cpu,webgpu]
- *         [--peers torch,keras] [--out PATH] [--profile]`
+ *         [--peers torch,keras] [--python PATH] [--device cpu|cuda] [--out PATH] [--profile]`
+ *
+ * `--python PATH` runs the peers with that interpreter and its installed packages instead of
+ * `bench/.venv` (a machine whose PyTorch has CUDA, say); `--device cuda` puts PyTorch on the GPU,
+ * the peer to set beside the webgpu backend.
  *
  * `--profile` also prints, per tfjs backend and size, the kernels of one training step by time
  * (tf.profile), the way the hot path was tuned.
@@ -280,7 +284,11 @@ async function peerPython(say: (line: string) => void): Promise<string> {
 }
 
 /** A peer (torch or keras): `bench/reference_unet.py --serve` answering one request a line. */
-async function peerRuntime(python: string, framework: string): Promise<Runtime | string> {
+async function peerRuntime(
+  python: string,
+  framework: string,
+  device: string,
+): Promise<Runtime | string> {
   const process = new Deno.Command(python, {
     args: [
       `${ROOT}/bench/reference_unet.py`,
@@ -290,6 +298,8 @@ async function peerRuntime(python: string, framework: string): Promise<Runtime |
       String(TRAIN_BATCH),
       "--sample-batch",
       String(SAMPLE_BATCH),
+      "--device",
+      device,
     ],
     stdin: "piped",
     stdout: "piped",
@@ -359,6 +369,24 @@ async function cpuModel(): Promise<string> {
   }
 }
 
+/** The NVIDIA GPUs and driver, as nvidia-smi names them; undefined without one. */
+async function gpuModel(): Promise<string | undefined> {
+  let out: Deno.CommandOutput | undefined;
+  try {
+    out = await new Deno.Command("nvidia-smi", {
+      args: ["--query-gpu=name,driver_version", "--format=csv,noheader"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+  } catch {
+    return undefined; // no nvidia-smi: no NVIDIA GPU
+  }
+  const text = out.success ? new TextDecoder().decode(out.stdout).trim() : "";
+  return text
+    ? text.split("\n").map((line) => line.replace(/, ([\d.]+)$/, " (driver $1)")).join("; ")
+    : undefined;
+}
+
 function markdownTable(rows: BenchRow[], peers: string[]): string {
   const head = [
     "size",
@@ -401,12 +429,22 @@ function option(args: string[], name: string): string | undefined {
 }
 
 async function main(args: string[]): Promise<void> {
-  const known = ["--quick", "--sizes", "--backends", "--peers", "--out", "--profile"];
+  const known = [
+    "--quick",
+    "--sizes",
+    "--backends",
+    "--peers",
+    "--python",
+    "--device",
+    "--out",
+    "--profile",
+  ];
   for (const arg of args) {
     if (arg.startsWith("--") && !known.includes(arg.split("=")[0])) {
       throw new Error(
         `unknown option ${arg}; usage: deno task bench [--quick] [--sizes 16,32] ` +
-          `[--backends tensorflow,wasm,cpu,webgpu] [--peers torch,keras] [--out PATH] [--profile]`,
+          `[--backends tensorflow,wasm,cpu,webgpu] [--peers torch,keras] [--python PATH] ` +
+          `[--device cpu|cuda] [--out PATH] [--profile]`,
       );
     }
   }
@@ -421,6 +459,11 @@ async function main(args: string[]): Promise<void> {
   const unknownBackend = backends.find((b) => !ALL_BACKENDS.includes(b));
   if (unknownBackend) throw new Error(`unknown backend ${unknownBackend}; one of ${ALL_BACKENDS}`);
   const peers = list("--peers", ALL_PEERS).filter((p) => p !== "none");
+  const device = option(args, "--device") ?? "cpu";
+  if (device !== "cpu" && device !== "cuda") {
+    throw new Error(`--device is cpu or cuda (where PyTorch runs), got ${device}`);
+  }
+  const python = option(args, "--python");
   const out = option(args, "--out") ??
     (quick ? `${ROOT}/.cache/bench/bench-quick.json` : `${ROOT}/assets/bench/bench.json`);
   // Rounds × steps per round = measured steps; warm-up only in a runtime's first round.
@@ -444,9 +487,9 @@ async function main(args: string[]): Promise<void> {
   const runtimes: Runtime[] = [];
   if (peers.length) {
     try {
-      const python = await peerPython(say);
+      const interpreter = python ?? await peerPython(say);
       for (const peer of peers) {
-        const runtime = await peerRuntime(python, peer);
+        const runtime = await peerRuntime(interpreter, peer, device);
         if (typeof runtime === "string") skip(runtime);
         else runtimes.push(runtime);
       }
@@ -520,6 +563,7 @@ async function main(args: string[]): Promise<void> {
   const peerNames = [
     ...new Set(rows.filter((r) => !r.runtime.startsWith("tfjs")).map((r) => r.runtime)),
   ];
+  const gpu = await gpuModel();
   const busy = [loadBefore, loadAfter].some((load) => load !== undefined && load > cores / 2);
   const report = {
     generated: new Date().toISOString(),
@@ -534,6 +578,7 @@ async function main(args: string[]): Promise<void> {
     machine: {
       cpu: await cpuModel(),
       cores,
+      ...(gpu ? { gpu } : {}),
       os: `${Deno.build.os} ${Deno.build.arch}`,
       loadAverage: { before: loadBefore, after: loadAfter },
     },
@@ -559,9 +604,10 @@ async function main(args: string[]): Promise<void> {
     skipped,
   };
   const table = markdownTable(rows, peerNames);
+  const where = gpu ? `${report.machine.cpu} and ${gpu}` : report.machine.cpu;
   console.log(
     `\nReference U-Net (${REFERENCE_PARAMETER_COUNT.toLocaleString("en")} parameters), ` +
-      `train batch ${TRAIN_BATCH}, DDIM batch ${SAMPLE_BATCH}; ${report.machine.cpu}, ` +
+      `train batch ${TRAIN_BATCH}, DDIM batch ${SAMPLE_BATCH}; ${where}, ` +
       `${cores} cores; medians of ${plan.rounds * plan.steps} steps in ${plan.rounds} ` +
       `interleaved rounds after ${plan.warmup} warm-up; load average ${loadBefore} → ${loadAfter}\n`,
   );
