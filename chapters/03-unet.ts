@@ -33,6 +33,7 @@ import { heatmap } from "../lib/heatmap.ts";
 import { ParameterStore, SelfAttention, timestepEmbedding } from "../lib/layers.ts";
 import { Random } from "../lib/random.ts";
 import { noiseSchedule } from "../lib/schedules.ts";
+import { EMOJI16_UNET } from "../lib/presets.ts";
 import { contextUnet, UNet, unetConfig } from "../lib/unet.ts";
 
 await selectBackend();
@@ -55,14 +56,7 @@ const redraw = (p: { variable: tf.Variable }, fanIn: number, random: Random) => 
 // and self-attention at 4×4 and in the middle.
 
 // %%
-const config = unetConfig({
-  imageSize: 16,
-  baseChannels: 32,
-  channelMultipliers: [1, 2, 2],
-  resBlocksPerLevel: 1,
-  attentionResolutions: [4],
-  middleAttention: true,
-});
+const config = unetConfig(EMOJI16_UNET);
 const model = new UNet(config);
 const architecture = model.architecture();
 await book.metric("parameters", format(model.parameterCount()), {

@@ -77,6 +77,17 @@ export function backendFromArgs(args: readonly string[]): string | undefined {
 }
 
 let last: { key: string; report: Promise<BackendReport> } | undefined;
+let current: BackendReport | undefined;
+
+/**
+ * The active tfjs backend and what it runs on, e.g. `webgpu (NVIDIA H100 …)` or
+ * `tensorflow (…)`, as training logs record it; the bare name when it was not started by
+ * {@link selectBackend}.
+ */
+export function activeBackendLabel(): string {
+  const name = tf.getBackend();
+  return current?.name === name ? `${name} (${current.detail})` : String(name);
+}
 
 /**
  * Picks, starts and reports the TensorFlow.js backend.
@@ -98,6 +109,7 @@ export async function selectBackend(options: SelectBackendOptions = {}): Promise
   const report = choose(request);
   last = { key, report };
   const chosen = await report;
+  current = chosen;
   if (!options.quiet) console.error(describeReport(chosen));
   return chosen;
 }

@@ -9,20 +9,14 @@ import {
   type DiagramNode,
   layoutArchitecture,
 } from "../lib/diagram.ts";
+import { EMOJI16_UNET } from "../lib/presets.ts";
 import { type Architecture, contextUnet, UNet, unetConfig } from "../lib/unet.ts";
 
 await selectBackend({ requested: "cpu", quiet: true });
 
 /** The network chapter 4 trains. */
 function chapterFourArchitecture(): Architecture {
-  const model = new UNet(unetConfig({
-    imageSize: 16,
-    baseChannels: 32,
-    channelMultipliers: [1, 2, 2],
-    resBlocksPerLevel: 1,
-    attentionResolutions: [4],
-    middleAttention: true,
-  }));
+  const model = new UNet(unetConfig(EMOJI16_UNET));
   const architecture = model.architecture();
   model.dispose();
   return architecture;
