@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { callSiteLine } from "../lib/book.ts";
 import { chapterTitle, codeCellOfLine, splitCells } from "../scripts/book/cells.ts";
-import { importSpecifiers, resolveBare } from "../scripts/book/cache.ts";
+import { fingerprint, importSpecifiers, resolveBare } from "../scripts/book/cache.ts";
 import { displayScale, formatValue } from "../scripts/book/render.ts";
 import { parseBookArgs } from "../scripts/book/args.ts";
 import { type BookReport, buildBook } from "../scripts/book/build.ts";
@@ -96,6 +96,25 @@ describe("runtime and builder helpers", () => {
     );
     assert.equal(resolveBare("@tensorflow/tfjs", map), "npm:@tensorflow/tfjs@4.22.0");
     assert.equal(resolveBare("unknown", map), "unknown");
+  });
+
+  it("counts the contents of imported JSON data in the fingerprint", async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(
+        `${dir}/chapter.ts`,
+        '// %%\nimport data from "./data.json" with { type: "json" };\nconsole.log(data);\n',
+      );
+      const print = async (value: number) => {
+        await Deno.writeTextFile(`${dir}/data.json`, JSON.stringify({ value }));
+        return await fingerprint(`${dir}/chapter.ts`, {});
+      };
+      const [a, b] = [await print(1), await print(2)];
+      assert.deepEqual(a.modules, [`${dir}/data.json`]);
+      assert.notEqual(a.contentHash, b.contentHash);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   });
 
   it("formats values, display scales, slugs, relative links and tables of contents", () => {

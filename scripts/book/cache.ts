@@ -80,7 +80,8 @@ function isLocal(specifier: string): boolean {
 
 /**
  * Walks the local module graph from `entry` (an absolute path) and fingerprints it. Local
- * modules are relative or file: specifiers ending in .ts/.js/.mjs/.tsx; others are packages.
+ * modules are relative or file: specifiers ending in .ts/.js/.mjs/.tsx, or .json (imported
+ * data, whose contents count too); others are packages.
  */
 export async function fingerprint(entry: string, importMap: ImportMap): Promise<Fingerprint> {
   const entrySource = await Deno.readTextFile(entry);
@@ -97,7 +98,7 @@ export async function fingerprint(entry: string, importMap: ImportMap): Promise<
       }
       const url = new URL(specifier, `file://${file}`);
       const path = decodeURIComponent(url.pathname);
-      if (!/\.(m?[jt]sx?)$/.test(path) || path === entry || sources.has(path)) continue;
+      if (!/\.(m?[jt]sx?|json)$/.test(path) || path === entry || sources.has(path)) continue;
       let text: string;
       try {
         text = await Deno.readTextFile(path);
@@ -105,7 +106,8 @@ export async function fingerprint(entry: string, importMap: ImportMap): Promise<
         text = "\u0000missing";
       }
       sources.set(path, text);
-      pending.push({ file: path, source: text });
+      // A JSON module (benchmark results, say) is data: its bytes count, it imports nothing.
+      if (!path.endsWith(".json")) pending.push({ file: path, source: text });
     }
   }
   const modules = [...sources.keys()].sort();

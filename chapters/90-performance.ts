@@ -1,0 +1,132 @@
+// %% [markdown]
+// # Appendix: performance
+//
+// How fast a training step runs decides how good the book's models can be, so the workbook
+// measures its speed against what a reader would otherwise use. `deno task bench` trains and
+// samples one fixed network, the reference U-Net of `bench/` (522,048 parameters: three
+// resolutions, GroupNorm, SiLU, a sinusoidal time embedding and skip connections), on every
+// TensorFlow.js backend the machine has, and in the same run the same network in PyTorch (eager)
+// and in Keras 3 on TensorFlow. A training step is one DDPM step at batch 32 (noise, forward,
+// MSE, backward, Adam); a sampling step is one DDIM update at batch 64. The runtimes take turns
+// in interleaved rounds, so that a change in the machine's load falls on all of them alike, and
+// each time is the median of the rounds. The ratios are ours ÷ the peer's: 1 is as fast, 2 is
+// twice as slow.
+//
+// The tables below are read from the files the benchmark wrote (`assets/bench/bench.json` on a
+// CPU machine, `assets/bench/bench-gpu.json` on a GPU machine); rerun `deno task bench` and
+// rebuild the book to refresh them.
+
+// %%
+import * as Plot from "@observablehq/plot";
+import { book } from "../lib/book.ts";
+import cpuReport from "../assets/bench/bench.json" with { type: "json" };
+import gpuReport from "../assets/bench/bench-gpu.json" with { type: "json" };
+
+/** The parts of a `deno task bench` report this page shows. */
+interface BenchReport {
+  generated: string;
+  warning?: string;
+  machine: { cpu: string; cores: number; gpu?: string };
+  versions: Record<string, string>;
+  rows: {
+    size: number;
+    runtime: string;
+    trainMs: number;
+    sampleMs: number;
+    trainImagesPerSecond: number;
+    trainGflops: number;
+    trainRatio?: Record<string, number>;
+    sampleRatio?: Record<string, number>;
+  }[];
+}
+
+const machines = [
+  { name: "CPU", report: cpuReport as BenchReport },
+  { name: "GPU", report: gpuReport as BenchReport },
+];
+const describeMachine = ({ machine }: BenchReport) =>
+  machine.gpu
+    ? `${machine.gpu}, ${machine.cores}-core ${machine.cpu}`
+    : `${machine.cores}-core ${machine.cpu}`;
+const ratio = (r: BenchReport["rows"][number], peer: string, key: "trainRatio" | "sampleRatio") =>
+  r[key]?.[peer] === undefined ? "" : `${r[key]![peer].toFixed(2)}×`;
+
+// %% [markdown]
+// ## The tables
+//
+// One table per machine. "GFLOP/s" is the network's analytic FLOP count (two per multiply–add; a
+// training step counts three forward passes) over the measured time: how much of the machine a
+// runtime puts to work.
+
+// %%
+for (const { name, report } of machines) {
+  await book.table(
+    report.rows.map((r) => ({
+      size: `${r.size}×${r.size}`,
+      runtime: r.runtime,
+      "train step (ms)": r.trainMs,
+      "images/s": r.trainImagesPerSecond,
+      "GFLOP/s": r.trainGflops,
+      "DDIM step (ms)": r.sampleMs,
+      "train ÷ PyTorch": ratio(r, "pytorch", "trainRatio"),
+      "DDIM ÷ PyTorch": ratio(r, "pytorch", "sampleRatio"),
+    })),
+    {
+      caption: `${name}: ${describeMachine(report)}; measured ${report.generated.slice(0, 10)}. ` +
+        Object.entries(report.versions).map(([k, v]) => `${k}: ${v}`).join("; "),
+    },
+  );
+  if (report.warning) await book.text(`Note on the ${name} table: ${report.warning}.`);
+}
+
+// %% [markdown]
+// ## Side by side
+//
+// Training-step time of every runtime on a log scale, per machine and image size. On the CPU the
+// native TensorFlow backend is the one to beat the Python frameworks with; wasm is the portable
+// fallback and pure JavaScript a last resort. On the GPU, TensorFlow.js reaches the card through
+// WebGPU, one dispatch per kernel, while PyTorch launches CUDA kernels directly: for a network
+// this small the per-kernel overhead, not the arithmetic, sets the pace.
+
+// %%
+const bars = machines.flatMap(({ name, report }) =>
+  report.rows.map((r) => ({
+    row: `${name} ${r.size}×${r.size} · ${r.runtime}`,
+    runtime: r.runtime,
+    ms: r.trainMs,
+  }))
+);
+await book.figure({
+  width: 720,
+  height: 50 + 22 * bars.length,
+  marginLeft: 190,
+  marginRight: 70,
+  x: { type: "log", label: "training step (ms, log scale)", grid: true },
+  y: { label: null, domain: bars.map((b) => b.row) },
+  color: { legend: true },
+  marks: [
+    // Bars on a log axis start at 1 ms.
+    Plot.barX(bars, { x1: 1, x2: "ms", y: "row", fill: "runtime" }),
+    Plot.text(bars, { x: "ms", y: "row", text: (d) => `${d.ms} ms`, dx: 4, textAnchor: "start" }),
+  ],
+}, {
+  caption: "Median training-step time of the reference U-Net, batch 32, by machine and image size.",
+});
+const fastestCpu = cpuReport.rows.filter((r) => r.size === 16 && r.runtime.startsWith("tfjs"))
+  .sort((a, b) => a.trainMs - b.trainMs)[0] as BenchReport["rows"][number];
+await book.metric(
+  "fastest TensorFlow.js training step on the CPU, 16×16",
+  `${fastestCpu.trainMs} ms (${fastestCpu.runtime}, ${
+    ratio(fastestCpu, "pytorch", "trainRatio")
+  } PyTorch)`,
+);
+
+// %% [markdown]
+// ## What it means for the book
+//
+// The models in this book were trained with the native backend on a CPU. WebGPU under Deno is
+// correct on a real GPU (the backend suite checks its losses and gradients against `cpu`), but
+// for networks of this size its per-dispatch cost keeps it within a small factor of a good CPU
+// rather than the orders of magnitude a CUDA framework gets. The book's training loop therefore
+// keeps the number of kernels per step low: Adam's moments and the EMA live in one flat vector
+// each, so the optimizer is a dozen kernels whatever the number of parameter tensors.
