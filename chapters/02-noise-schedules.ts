@@ -261,7 +261,7 @@ await book.figure({
 
 const ddimGrids = [];
 for (const { schedule, trainer } of trained) {
-  const { images } = await sample(trainer.ema, new DDIMScheduler(schedule, { clipSample: true }), {
+  const { images } = await sample(trainer.ema, new DDIMScheduler(schedule), {
     shape: [32, 16, 16, 3],
     seed: 5,
     steps: 50,

@@ -129,8 +129,8 @@ if (haveModel) {
   );
 }
 
-/** What the network predicts, and x̂₀ clipped to the data's range [−1, 1] (see below). */
-const samplerOptions = { predictionType, clipSample: true };
+/** What the network predicts; every sampler clips x̂₀ to the data's range [−1, 1] (see below). */
+const samplerOptions = { predictionType };
 /** Images per batch, the same for every sampler so that their wall times compare. */
 const n = book.pick({ quick: 8, full: 16 });
 const shape: SampleOptions["shape"] = [n, 16, 16, 3];
@@ -302,8 +302,9 @@ function labelledRows(rows: { label: string; image: RgbaImage }[], caption: stri
 // ### Why $\hat x_0$ is clipped
 //
 // Every sampler of the emoji on this page clips $\hat x_0$ to $[-1, 1]$, the range of the data, and
-// recomputes $\epsilon$ from the clipped value before it takes its step, as the code of DDPM and
-// Improved DDPM does (`clip_denoised`) and diffusers' `clip_sample`. With the cosine schedule this
+// recomputes $\epsilon$ from the clipped value before it takes its step. That is the library's
+// default, as it is in the code of DDPM and Improved DDPM (`clip_denoised`) and in diffusers'
+// DDPM and DDIM schedulers (`clip_sample`). With the cosine schedule this
 // is not cosmetic. Its last $\beta$ is capped at $0.999$, which leaves
 // $\bar\alpha_{999} \approx 2.4 \times 10^{-9}$, so at the first step
 // $\hat x_0 = \big(x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta\big)/\sqrt{\bar\alpha_t}$ multiplies the
@@ -311,11 +312,15 @@ function labelledRows(rows: { label: string; image: RgbaImage }[], caption: stri
 // step after the first inherits it. DDIM with 50 steps, the same $x_T$, without and with the clip:
 
 // %%
-const unclipped = await sample(model, new DDIMScheduler(schedule, { predictionType }), {
-  shape,
-  seed,
-  steps: 50,
-});
+const unclipped = await sample(
+  model,
+  new DDIMScheduler(schedule, { predictionType, clipSample: false }),
+  {
+    shape,
+    seed,
+    steps: 50,
+  },
+);
 const withClip = await sample(model, new DDIMScheduler(schedule, samplerOptions), {
   shape,
   seed,
@@ -771,6 +776,8 @@ await book.figure({
 const toyCount = book.pick({ quick: 600, full: 2000 });
 const toyShape: SampleOptions["shape"] = [toyCount, 1, 1, 2];
 const exact = mixtureNoisePredictor(blobs, schedule);
+/** The mixture's points are not images in [−1, 1]: no clipping of x̂₀. */
+const toy = { clipSample: false };
 const toyRows = sampleMixture(blobs, toyCount, new Random(12)).map(([x, y]) => ({
   x,
   y,
@@ -778,9 +785,9 @@ const toyRows = sampleMixture(blobs, toyCount, new Random(12)).map(([x, y]) => (
 }));
 for (
   const [name, scheduler, steps] of [
-    ["DDPM, 500 steps", new DDPMScheduler(schedule), 500],
-    ["DDIM η = 0, 50 steps", new DDIMScheduler(schedule), 50],
-    ["DDPM without noise, 500 steps", new NoiselessDDPMScheduler(schedule), 500],
+    ["DDPM, 500 steps", new DDPMScheduler(schedule, toy), 500],
+    ["DDIM η = 0, 50 steps", new DDIMScheduler(schedule, toy), 50],
+    ["DDPM without noise, 500 steps", new NoiselessDDPMScheduler(schedule, toy), 500],
   ] as const
 ) {
   const { images } = await sample(exact, scheduler, { shape: toyShape, seed: 13, steps });
@@ -852,7 +859,7 @@ await book.table(blobShares, {
 // either, whatever the solver, and a root-mean-square would let those few points decide.
 
 // %%
-const toyReference = await sample(exact, new DPMSolverMultistepScheduler(schedule), {
+const toyReference = await sample(exact, new DPMSolverMultistepScheduler(schedule, toy), {
   shape: toyShape,
   seed: 14,
   steps: 1000,
@@ -860,7 +867,10 @@ const toyReference = await sample(exact, new DPMSolverMultistepScheduler(schedul
 const toyOrders = [];
 for (const steps of [10, 20, 50, 100, 200]) {
   for (
-    const scheduler of [new DDIMScheduler(schedule), new DPMSolverMultistepScheduler(schedule)]
+    const scheduler of [
+      new DDIMScheduler(schedule, toy),
+      new DPMSolverMultistepScheduler(schedule, toy),
+    ]
   ) {
     const { images } = await sample(exact, scheduler, { shape: toyShape, seed: 14, steps });
     const perPoint = tf.tidy(() =>

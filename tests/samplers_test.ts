@@ -151,15 +151,23 @@ describe("timestep spacing", () => {
 describe("DDIM and DDPM", () => {
   it("DDIM with η = 1 over all T steps is DDPM with σ² = β̃", async () => {
     const shape: [number, number, number, number] = [2, 4, 4, 3];
-    const ddpm = await run(new DDPMScheduler(linear, { variance: "betaTilde" }), shape, 11);
-    const ddim = new DDIMScheduler(linear, { eta: 1 });
+    const ddpm = await run(
+      new DDPMScheduler(linear, { variance: "betaTilde", clipSample: false }),
+      shape,
+      11,
+    );
+    const ddim = new DDIMScheduler(linear, { eta: 1, clipSample: false });
     const viaDdim = await run(ddim, shape, 11, 1000);
     assert.ok(
       maxAbsDiff(ddpm, viaDdim) < 1e-3,
       `max |DDPM − DDIM(η=1)| = ${maxAbsDiff(ddpm, viaDdim)}`,
     );
     // …and differs from DDPM with σ² = β (the other variance).
-    const beta = await run(new DDPMScheduler(linear, { variance: "beta" }), shape, 11);
+    const beta = await run(
+      new DDPMScheduler(linear, { variance: "beta", clipSample: false }),
+      shape,
+      11,
+    );
     assert.ok(maxAbsDiff(ddpm, beta) > 1e-2);
   });
 
@@ -168,17 +176,21 @@ describe("DDIM and DDPM", () => {
     const xT = tf.tensor4d(new Random(3).normals(48), shape);
     const outputs: Float32Array[] = [];
     for (const seed of [1, 2]) {
-      const { images } = await sample(gaussianOracle, new DDIMScheduler(linear, { eta: 0 }), {
-        shape,
-        seed,
-        xT,
-        steps: 20,
-      });
+      const { images } = await sample(
+        gaussianOracle,
+        new DDIMScheduler(linear, { eta: 0, clipSample: false }),
+        {
+          shape,
+          seed,
+          xT,
+          steps: 20,
+        },
+      );
       outputs.push(await images.data() as Float32Array);
       images.dispose();
     }
     // stepping by hand with two different generators gives the same result too
-    const scheduler = new DDIMScheduler(linear, { eta: 0 });
+    const scheduler = new DDIMScheduler(linear, { eta: 0, clipSample: false });
     scheduler.setTimesteps(20);
     const eps = gaussianOracle(xT, tf.tensor1d([scheduler.timesteps[0]]));
     const a = scheduler.step(eps, scheduler.timesteps[0], xT, new Random(1));
@@ -187,15 +199,27 @@ describe("DDIM and DDPM", () => {
     tf.dispose([xT, eps, a.prevSample, a.predOriginalSample, b.prevSample, b.predOriginalSample]);
     assert.deepEqual(outputs[0], outputs[1]);
     // and with η = 1 the generator matters
-    const noisy1 = await run(new DDIMScheduler(linear, { eta: 1 }), shape, 1, 20);
-    const noisy2 = await run(new DDIMScheduler(linear, { eta: 1 }), shape, 2, 20);
+    const noisy1 = await run(
+      new DDIMScheduler(linear, { eta: 1, clipSample: false }),
+      shape,
+      1,
+      20,
+    );
+    const noisy2 = await run(
+      new DDIMScheduler(linear, { eta: 1, clipSample: false }),
+      shape,
+      2,
+      20,
+    );
     assert.ok(maxAbsDiff(noisy1, noisy2) > 1e-2);
   });
 
   it("DDPM with the exact ε of Gaussian data recovers the data's mean and standard deviation", async () => {
     const shape: [number, number, number, number] = [1, 32, 32, 4]; // 4096 samples of a pixel
     for (const variance of ["betaTilde", "beta"] as const) {
-      const { mean, std } = stats(await run(new DDPMScheduler(linear, { variance }), shape, 5));
+      const { mean, std } = stats(
+        await run(new DDPMScheduler(linear, { variance, clipSample: false }), shape, 5),
+      );
       assert.ok(Math.abs(mean - MU) < 0.03, `${variance}: mean ${mean} ≠ ${MU}`);
       assert.ok(Math.abs(std - S) < 0.03, `${variance}: std ${std} ≠ ${S}`);
     }
@@ -203,7 +227,9 @@ describe("DDIM and DDPM", () => {
 
   it("without the noise (the course's incorrect sampler) the samples collapse towards the mean", async () => {
     const shape: [number, number, number, number] = [1, 32, 32, 4];
-    const { mean, std } = stats(await run(new NoiselessDDPMScheduler(linear), shape, 5));
+    const { mean, std } = stats(
+      await run(new NoiselessDDPMScheduler(linear, { clipSample: false }), shape, 5),
+    );
     assert.ok(Math.abs(mean - MU) < 0.05, `mean ${mean}`);
     assert.ok(std < S / 2, `std ${std} should be far below the data's ${S}`);
   });
@@ -224,8 +250,14 @@ describe("DPM-Solver++(2M)", () => {
     for (const steps of [11, 26, 51]) {
       for (
         const [name, scheduler] of [
-          ["dpm", new DPMSolverMultistepScheduler(schedule, { timestepSpacing: "linspace" })],
-          ["ddim", new DDIMScheduler(schedule, { timestepSpacing: "linspace" })],
+          [
+            "dpm",
+            new DPMSolverMultistepScheduler(schedule, {
+              timestepSpacing: "linspace",
+              clipSample: false,
+            }),
+          ],
+          ["ddim", new DDIMScheduler(schedule, { timestepSpacing: "linspace", clipSample: false })],
         ] as const
       ) {
         const x = tf.tensor4d(xT, shape);
@@ -272,6 +304,24 @@ describe("sample", () => {
     const expected = 0.5 * linear.sqrtAlphaBars[500] - linear.sqrtOneMinusAlphaBars[500];
     for (const v of fromScheduler.dataSync()) assert.ok(Math.abs(v - expected) < 1e-6);
     assert.deepEqual(fromScheduler.dataSync(), addNoise(x0, noise, 500, linear).dataSync());
+  });
+
+  it("clips x̂₀ to [−1, 1] by default, as diffusers does; clipSample: false keeps it", () => {
+    // At t = 999, x̂₀ = (x_t − √(1−ᾱ) ε̂)/√ᾱ is far outside the image range for ε̂ = −x_t.
+    const x = tf.fill([1, 2, 2, 1], 1) as tf.Tensor4D;
+    const eps = tf.fill([1, 2, 2, 1], -1) as tf.Tensor4D;
+    const predicted = (options: { clipSample?: boolean }) => {
+      const scheduler = new DDIMScheduler(linear, options);
+      scheduler.setTimesteps(10);
+      const out = scheduler.step(eps, 999, x);
+      const values = Array.from(out.predOriginalSample.dataSync());
+      tf.dispose([out.prevSample, out.predOriginalSample]);
+      return values;
+    };
+    assert.deepEqual(predicted({}), [1, 1, 1, 1]);
+    const unclipped = predicted({ clipSample: false })[0];
+    assert.ok(unclipped > 100, `unclipped x̂₀ = ${unclipped}`);
+    tf.dispose([x, eps]);
   });
 
   it("refuses a timestep that is not the scheduler's", () => {

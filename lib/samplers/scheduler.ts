@@ -54,7 +54,11 @@ export interface SchedulerOptions {
   predictionType?: PredictionType;
   /** How fewer than T timesteps are spaced (default "trailing": starts at T − 1). */
   timestepSpacing?: TimestepSpacing;
-  /** Clip x̂₀ to [−clipRange, clipRange] before using it (default false). */
+  /**
+   * Clip x̂₀ to [−clipRange, clipRange] before using it (default true, as diffusers' DDPM and
+   * DDIM: images live in [−1, 1]). Pass false for data outside the clip range (toy
+   * distributions, latents).
+   */
   clipSample?: boolean;
   /** Range of the clip (default 1: images in [−1, 1]). */
   clipRange?: number;
@@ -71,14 +75,14 @@ export interface ResolvedSchedulerOptions {
 }
 
 /**
- * The common options with their defaults: "epsilon" prediction, "trailing" spacing, no clip
- * (and a range of 1, images in [−1, 1], when `clipSample` is on without `clipRange`).
+ * The common options with their defaults: "epsilon" prediction, "trailing" spacing, x̂₀
+ * clipped to [−1, 1] (`clipRange` 1 unless given; `clipSample: false` turns it off).
  */
 export function resolveSchedulerOptions(options: SchedulerOptions): ResolvedSchedulerOptions {
   return {
     predictionType: options.predictionType ?? "epsilon",
     spacing: options.timestepSpacing ?? "trailing",
-    clipRange: options.clipSample ? options.clipRange ?? 1 : undefined,
+    clipRange: options.clipSample ?? true ? options.clipRange ?? 1 : undefined,
   };
 }
 
