@@ -20,9 +20,8 @@ import { selectBackend } from "../lib/backend.ts";
 import { book } from "../lib/book.ts";
 import { loadEmojiDataset } from "../lib/data.ts";
 import { addNoise } from "../lib/forward.ts";
-import { imageGrid, toRgbaImages } from "../lib/images.ts";
 import { Random } from "../lib/random.ts";
-import { DDIMScheduler, sample } from "../lib/samplers/mod.ts";
+import { DDIMScheduler, sampleImageGrid } from "../lib/samplers/mod.ts";
 import { type NoiseSchedule, noiseSchedule, SCHEDULE_NAMES } from "../lib/schedules.ts";
 import { Trainer } from "../lib/train.ts";
 import { createModel, unetConfig } from "../lib/unet.ts";
@@ -261,13 +260,10 @@ await book.figure({
 
 const ddimGrids = [];
 for (const { schedule, trainer } of trained) {
-  const { images } = await sample(trainer.ema, new DDIMScheduler(schedule), {
-    shape: [32, 16, 16, 3],
-    seed: 5,
-    steps: 50,
-  });
-  ddimGrids.push(imageGrid(await toRgbaImages(images), { columns: 8, scale: 2 }));
-  images.dispose();
+  const ddim = new DDIMScheduler(schedule);
+  ddimGrids.push(
+    await sampleImageGrid(trainer.ema, ddim, { shape: [32, 16, 16, 3], seed: 5, steps: 50 }),
+  );
 }
 await book.images(ddimGrids, {
   columns: 2,

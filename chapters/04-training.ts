@@ -26,15 +26,22 @@ import { selectBackend } from "../lib/backend.ts";
 import { book } from "../lib/book.ts";
 import { loadCheckpoint, saveModel } from "../lib/checkpoint.ts";
 import { loadEmojiDataset } from "../lib/data.ts";
-import { decodePng, encodePng, imageGrid, toRgbaImages } from "../lib/images.ts";
-import { DDIMScheduler, sample } from "../lib/samplers/mod.ts";
+import { decodePng } from "../lib/images.ts";
+import { DDIMScheduler, sampleImageGrid } from "../lib/samplers/mod.ts";
+import {
+  EMOJI16_SCHEDULE,
+  EMOJI16_UNET,
+  emoji16RunDir,
+  emoji16TrainConfig,
+  sampleGridWriter,
+} from "../lib/presets.ts";
 import { noiseSchedule } from "../lib/schedules.ts";
 import { type MetricsRecord, train, Trainer } from "../lib/train.ts";
 import { createModel, unetConfig } from "../lib/unet.ts";
 
 const backend = await selectBackend();
 const dataset = await loadEmojiDataset({ size: 16 });
-const schedule = noiseSchedule("cosine", 1000);
+const schedule = noiseSchedule(EMOJI16_SCHEDULE.name, EMOJI16_SCHEDULE.T);
 const resume = Deno.args.includes("--resume");
 
 // %% [markdown]
@@ -58,41 +65,15 @@ const resume = Deno.args.includes("--resume");
 // at any time; `deno task chapter 04 --profile full --resume` continues where it stopped.
 
 // %%
-const profile = book.pick({
-  quick: { steps: 240, batchSize: 32, checkpointEvery: 60, sampleEvery: 120, logEvery: 10 },
-  full: { steps: 3000, batchSize: 64, checkpointEvery: 250, sampleEvery: 500, logEvery: 25 },
-});
-const runDir = `.cache/runs/04-training-${book.profile}`;
+const runDir = emoji16RunDir(book.profile);
 if (!resume) await Deno.remove(runDir, { recursive: true }).catch(() => {});
 await Deno.mkdir(runDir, { recursive: true });
 
-const model = createModel(unetConfig({
-  imageSize: 16,
-  baseChannels: 32,
-  channelMultipliers: [1, 2, 2],
-  resBlocksPerLevel: 1,
-  attentionResolutions: [4],
-  middleAttention: true,
-  seed: 0,
-}));
-const trainer = await train(model, dataset, schedule, {
-  ...profile,
-  learningRate: 1e-3,
-  minLearningRate: 1e-5,
-  warmupSteps: book.pick({ quick: 20, full: 200 }),
-  emaDecay: book.pick({ quick: 0.99, full: 0.999 }),
-  seed: 0,
-  checkpointPath: `${runDir}/checkpoint.bin`,
-  metricsPath: `${runDir}/metrics.jsonl`,
-  sampleCount: 32,
-  sampleSteps: 50,
-}, {
+const config = emoji16TrainConfig(book.profile);
+const model = createModel(unetConfig(EMOJI16_UNET));
+const trainer = await train(model, dataset, schedule, config, {
   resume,
-  // The same 32 noise seeds every time, sampled from the EMA weights with 50 DDIM steps.
-  onSamples: async ({ step, images }) => {
-    const grid = imageGrid(await toRgbaImages(images), { columns: 8, scale: 2 });
-    await Deno.writeFile(`${runDir}/samples-${String(step).padStart(6, "0")}.png`, encodePng(grid));
-  },
+  onSamples: sampleGridWriter(runDir),
 });
 
 // %% [markdown]
@@ -120,15 +101,26 @@ await book.figure({
   x: { label: "step" },
   y: { label: "MSE on ε", type: "log", grid: true },
   marks: [Plot.lineY(lossRows, { x: "step", y: "loss", stroke: "curve" })],
-}, { caption: `Training loss, ${metrics.at(-1)!.step} steps of ${profile.batchSize} images.` });
+}, { caption: `Training loss, ${metrics.at(-1)!.step} steps of ${config.batchSize} images.` });
 
-// Time per step from the logged rates, summed over every session of a resumed run.
-const trainingSeconds = metrics.reduce(
-  (sum, m, i) => sum + (m.step - (i > 0 ? metrics[i - 1].step : 0)) / m.stepsPerSecond,
-  0,
-);
+// Time per step from the logged rates, summed over every session of a resumed run, by where the
+// steps ran (a long run may start on a GPU and finish on a CPU, or the other way round).
+const sessions = new Map<string, { steps: number; seconds: number }>();
+metrics.forEach((m, i) => {
+  const steps = m.step - (i > 0 ? metrics[i - 1].step : 0);
+  const where = m.backend ?? `${backend.name} (${backend.detail})`;
+  const session = sessions.get(where) ?? { steps: 0, seconds: 0 };
+  sessions.set(where, {
+    steps: session.steps + steps,
+    seconds: session.seconds + steps / m.stepsPerSecond,
+  });
+});
+const trainingSeconds = [...sessions.values()].reduce((sum, s) => sum + s.seconds, 0);
+const trainedOn = [...sessions].map(([where, s]) =>
+  `${s.steps} steps in ${(s.seconds / 60).toFixed(1)} min on ${where}`
+).join("; ");
 await book.metric("training time", `${(trainingSeconds / 60).toFixed(1)} min`, {
-  caption: `${metrics.at(-1)!.step} steps on the ${backend.name} backend (${backend.detail})`,
+  caption: trainedOn,
 });
 const early = metrics.slice(0, 3).reduce((s, m) => s + m.loss, 0) / 3;
 const late = metrics.slice(-3).reduce((s, m) => s + m.loss, 0) / 3;
@@ -208,17 +200,14 @@ await book.images(grids, {
 // images. Same noise, same sampler, both sets of weights:
 
 // %%
-const ddim = new DDIMScheduler(schedule, { clipSample: true });
+const ddim = new DDIMScheduler(schedule); // x̂₀ clipped to [−1, 1], the default
 const comparisonSeed = 7;
 const emaComparison = [];
 for (const network of [trainer.model, trainer.ema]) {
-  const { images } = await sample(network, ddim, {
-    shape: [16, 16, 16, 3],
-    seed: comparisonSeed,
-    steps: 50,
-  });
-  emaComparison.push(imageGrid(await toRgbaImages(images), { columns: 8, scale: 2 }));
-  images.dispose();
+  const shape: [number, number, number, number] = [16, 16, 16, 3];
+  emaComparison.push(
+    await sampleImageGrid(network, ddim, { shape, seed: comparisonSeed, steps: 50 }),
+  );
 }
 await book.images(emaComparison, {
   columns: 2,
@@ -312,7 +301,7 @@ if (book.profile === "full") {
       schedule: { name: schedule.name, T: schedule.T },
       prediction: "epsilon",
       trainingSeconds: Math.round(trainingSeconds),
-      backend: `${backend.name} (${backend.detail})`,
+      backend: trainedOn,
       dataset: `${dataset.count} emoji, 16×16, Twemoji and Noto`,
     },
   });

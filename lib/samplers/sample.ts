@@ -12,7 +12,13 @@
 
 import * as tf from "@tensorflow/tfjs";
 import { Random } from "../random.ts";
-import type { ImageBatch } from "../images.ts";
+import {
+  type ImageBatch,
+  imageGrid,
+  type ImageGridOptions,
+  type RgbaImage,
+  toRgbaImages,
+} from "../images.ts";
 import type { DiffusionModel } from "../unet.ts";
 import type { Scheduler } from "./scheduler.ts";
 
@@ -141,4 +147,22 @@ export async function sample(
     throw e;
   }
   return { images: xt, trajectory };
+}
+
+/**
+ * {@link sample}, laid out as one grid image (8 columns at 2× unless `grid` says otherwise):
+ * what the chapters show when they compare networks or samplers on the same noise.
+ */
+export async function sampleImageGrid(
+  model: Denoiser,
+  scheduler: Scheduler,
+  options: SampleOptions,
+  grid: ImageGridOptions = { columns: 8, scale: 2 },
+): Promise<RgbaImage> {
+  const { images } = await sample(model, scheduler, options);
+  try {
+    return imageGrid(await toRgbaImages(images), grid);
+  } finally {
+    images.dispose();
+  }
 }
