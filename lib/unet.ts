@@ -579,118 +579,58 @@ export class UNet extends StoredNetwork<UNetConfig> {
     const skipSources: string[] = [prev];
     let channels = c.baseChannels;
     let level = 0;
-    for (const { block, attention } of this.#encoder) {
-      if (block instanceof ResidualBlock) {
-        level = Number(block.name.split(".")[1]);
-        const res = c.imageSize / 2 ** level;
-        prev = add({
-          id: block.name,
-          kind: "resblock",
-          path: "encoder",
-          level,
-          resolution: res,
-          inChannels: block.inChannels,
-          outChannels: block.outChannels,
-        }, prev);
-        embed(prev);
-        channels = block.outChannels;
-        if (attention) {
-          prev = add({
-            id: attention.name,
-            kind: "attention",
-            path: "encoder",
-            level,
-            resolution: res,
-            inChannels: channels,
-            outChannels: channels,
-          }, prev);
-        }
-      } else {
-        prev = add({
-          id: block.name,
-          kind: "downsample",
-          path: "encoder",
-          level,
-          resolution: c.imageSize / 2 ** (level + 1),
-          inChannels: channels,
-          outChannels: channels,
-        }, prev);
-      }
-      skipSources.push(prev);
-    }
-    const bottom = c.imageSize / 2 ** level;
-    const [m1, mAttn, m2] = this.#middle;
-    prev = add({
-      id: m1.name,
-      kind: "resblock",
-      path: "middle",
-      level,
-      resolution: bottom,
-      inChannels: channels,
-      outChannels: channels,
-    }, prev);
-    embed(prev);
-    if (mAttn) {
+    /** A block at the current level after `prev`, `channels` in and out unless given. */
+    const next = (
+      id: string,
+      kind: ArchitectureBlock["kind"],
+      path: ArchitectureBlock["path"],
+      at: { level?: number; resolution?: number; inChannels?: number; outChannels?: number } = {},
+    ) =>
       prev = add({
-        id: mAttn.name,
-        kind: "attention",
-        path: "middle",
-        level,
-        resolution: bottom,
-        inChannels: channels,
-        outChannels: channels,
+        id,
+        kind,
+        path,
+        level: at.level ?? level,
+        resolution: at.resolution ?? c.imageSize / 2 ** level,
+        inChannels: at.inChannels ?? channels,
+        outChannels: at.outChannels ?? channels,
       }, prev);
-    }
-    prev = add({
-      id: m2.name,
-      kind: "resblock",
-      path: "middle",
-      level,
-      resolution: bottom,
-      inChannels: channels,
-      outChannels: channels,
-    }, prev);
-    embed(prev);
-    for (const { block, attention } of this.#decoder) {
-      if (block instanceof ResidualBlock) {
-        level = Number(block.name.split(".")[1]);
-        const res = c.imageSize / 2 ** level;
-        const id = add({
-          id: block.name,
-          kind: "resblock",
-          path: "decoder",
-          level,
-          resolution: res,
-          inChannels: block.inChannels,
-          outChannels: block.outChannels,
-        }, prev);
-        edges.push({ from: skipSources.pop()!, to: id, kind: "skip" });
-        embed(id);
-        prev = id;
-        channels = block.outChannels;
-        if (attention) {
-          prev = add({
-            id: attention.name,
-            kind: "attention",
-            path: "decoder",
-            level,
-            resolution: res,
-            inChannels: channels,
-            outChannels: channels,
-          }, prev);
+    // The encoder and the decoder, mirror images: residual blocks (with attention where
+    // configured) and a resampling step between levels; the decoder's residual blocks take the
+    // encoder's outputs as skips, last in first out.
+    type Stage = {
+      block: ResidualBlock | Downsample | Upsample;
+      attention: SelfAttention | null;
+    };
+    const walk = (stages: Stage[], path: "encoder" | "decoder") => {
+      for (const { block, attention } of stages) {
+        if (block instanceof ResidualBlock) {
+          level = Number(block.name.split(".")[1]);
+          const { inChannels, outChannels } = block;
+          next(block.name, "resblock", path, { inChannels, outChannels });
+          if (path === "decoder") edges.push({ from: skipSources.pop()!, to: prev, kind: "skip" });
+          embed(prev);
+          channels = block.outChannels;
+          if (attention) next(attention.name, "attention", path);
+        } else if (path === "encoder") {
+          next(block.name, "downsample", path, { resolution: c.imageSize / 2 ** (level + 1) });
+        } else {
+          next(block.name, "upsample", path, {
+            level: level - 1,
+            resolution: c.imageSize / 2 ** (level - 1),
+          });
         }
-      } else {
-        prev = add({
-          id: block.name,
-          kind: "upsample",
-          path: "decoder",
-          level: level - 1,
-          resolution: c.imageSize / 2 ** (level - 1),
-          inChannels: channels,
-          outChannels: channels,
-        }, prev);
+        if (path === "encoder") skipSources.push(prev);
       }
-    }
+    };
+    walk(this.#encoder, "encoder");
+    const [m1, mAttn, m2] = this.#middle;
+    next(m1.name, "resblock", "middle");
+    embed(prev);
+    if (mAttn) next(mAttn.name, "attention", "middle");
+    next(m2.name, "resblock", "middle");
+    embed(prev);
+    walk(this.#decoder, "decoder");
     add({
       id: "output.conv",
       kind: "output",
