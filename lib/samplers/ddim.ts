@@ -15,19 +15,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { Random } from "../random.ts";
 import type { NoiseSchedule } from "../schedules.ts";
-import { addNoise } from "../forward.ts";
-import {
-  alphaBarAt,
-  indexOfTimestep,
-  type PredictionType,
-  resolveSchedulerOptions,
-  type Scheduler,
-  type SchedulerOptions,
-  type SchedulerStepOutput,
-  spacedTimesteps,
-  type TimestepSpacing,
-  toOriginalAndNoise,
-} from "./scheduler.ts";
+import { BaseScheduler, type SchedulerOptions, type SchedulerStepOutput } from "./scheduler.ts";
 
 /** Options of {@link DDIMScheduler}. */
 export interface DDIMOptions extends SchedulerOptions {
@@ -38,64 +26,33 @@ export interface DDIMOptions extends SchedulerOptions {
 }
 
 /** DDIM; see the module comment for the equation. */
-export class DDIMScheduler implements Scheduler {
+export class DDIMScheduler extends BaseScheduler {
   /** Short name for figures. */
   readonly name: string;
-  /** The noise schedule the network was trained with. */
-  readonly schedule: NoiseSchedule;
-  /** What the network outputs. */
-  readonly predictionType: PredictionType;
   /** η: the amount of fresh noise per step. */
   readonly eta: number;
-  /** Timesteps of the reverse process, decreasing. */
-  timesteps: number[];
-  readonly #spacing: TimestepSpacing;
-  readonly #clipRange: number | undefined;
   readonly #rng: Random;
 
+  /** 50 timesteps until `setTimesteps` says otherwise. */
   constructor(schedule: NoiseSchedule, options: DDIMOptions = {}) {
-    const common = resolveSchedulerOptions(options);
-    this.schedule = schedule;
-    this.predictionType = common.predictionType;
+    super(schedule, options, 50);
     this.eta = options.eta ?? 0;
-    this.#spacing = common.spacing;
-    this.#clipRange = common.clipRange;
     this.#rng = new Random(options.seed ?? 0);
     this.name = `DDIM (η = ${this.eta})`;
-    this.timesteps = spacedTimesteps(schedule.T, Math.min(50, schedule.T), this.#spacing);
-  }
-
-  /** Use `n` timesteps (50 at construction). */
-  setTimesteps(n: number): void {
-    this.timesteps = spacedTimesteps(this.schedule.T, n, this.#spacing);
   }
 
   /** x_t → x_{t′} by eq. 12 of the DDIM paper. */
   step(modelOutput: tf.Tensor4D, t: number, xt: tf.Tensor4D, rng?: Random): SchedulerStepOutput {
-    const i = indexOfTimestep(this.timesteps, t, this.name);
-    const prev = i + 1 < this.timesteps.length ? this.timesteps[i + 1] : -1;
-    const alphaBarT = alphaBarAt(this.schedule, t);
-    const alphaBarPrev = alphaBarAt(this.schedule, prev);
+    const { alphaBarT, alphaBarPrev } = this.transition(t);
     const sigma = this.eta *
       Math.sqrt((1 - alphaBarPrev) / (1 - alphaBarT)) * Math.sqrt(1 - alphaBarT / alphaBarPrev);
     const z = sigma > 0 ? (rng ?? this.#rng).normals(xt.size) : null;
     return tf.tidy(() => {
-      const { x0, eps } = toOriginalAndNoise(
-        modelOutput,
-        xt,
-        alphaBarT,
-        this.predictionType,
-        this.#clipRange,
-      );
+      const { x0, eps } = this.predict(modelOutput, xt, alphaBarT);
       const direction = tf.mul(eps, Math.sqrt(Math.max(0, 1 - alphaBarPrev - sigma * sigma)));
       let prevSample = tf.add(tf.mul(x0, Math.sqrt(alphaBarPrev)), direction);
       if (z) prevSample = tf.add(prevSample, tf.mul(tf.tensor(z, xt.shape), sigma));
       return { prevSample: prevSample as tf.Tensor4D, predOriginalSample: x0 };
     });
-  }
-
-  /** q(x_t | x₀): x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε. */
-  addNoise(x0: tf.Tensor4D, noise: tf.Tensor4D, t: number | number[] | tf.Tensor1D): tf.Tensor4D {
-    return addNoise(x0, noise, t, this.schedule) as tf.Tensor4D;
   }
 }

@@ -17,19 +17,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { Random } from "../random.ts";
 import type { NoiseSchedule } from "../schedules.ts";
-import { addNoise } from "../forward.ts";
-import {
-  alphaBarAt,
-  indexOfTimestep,
-  type PredictionType,
-  resolveSchedulerOptions,
-  type Scheduler,
-  type SchedulerOptions,
-  type SchedulerStepOutput,
-  spacedTimesteps,
-  type TimestepSpacing,
-  toOriginalAndNoise,
-} from "./scheduler.ts";
+import { BaseScheduler, type SchedulerOptions, type SchedulerStepOutput } from "./scheduler.ts";
 
 /** Variance of the DDPM reverse step: σ² = β ("beta") or σ² = β̃ ("betaTilde"). */
 export type DDPMVariance = "beta" | "betaTilde";
@@ -43,36 +31,19 @@ export interface DDPMOptions extends SchedulerOptions {
 }
 
 /** Ancestral sampling of DDPM; see the module comment for the equation. */
-export class DDPMScheduler implements Scheduler {
+export class DDPMScheduler extends BaseScheduler {
   /** Short name for figures. */
   readonly name: string;
-  /** The noise schedule the network was trained with. */
-  readonly schedule: NoiseSchedule;
-  /** What the network outputs. */
-  readonly predictionType: PredictionType;
   /** Which σ². */
   readonly variance: DDPMVariance;
-  /** Timesteps of the reverse process, decreasing. */
-  timesteps: number[];
-  protected readonly spacing: TimestepSpacing;
-  protected readonly clipRange: number | undefined;
   protected readonly rng: Random;
 
+  /** All T timesteps until `setTimesteps` says otherwise. */
   constructor(schedule: NoiseSchedule, options: DDPMOptions = {}) {
-    const common = resolveSchedulerOptions(options);
-    this.schedule = schedule;
-    this.predictionType = common.predictionType;
+    super(schedule, options, schedule.T);
     this.variance = options.variance ?? "beta";
-    this.spacing = common.spacing;
-    this.clipRange = common.clipRange;
     this.rng = new Random(options.seed ?? 0);
     this.name = this.variance === "beta" ? "DDPM (σ² = β)" : "DDPM (σ² = β̃)";
-    this.timesteps = spacedTimesteps(schedule.T, schedule.T, this.spacing);
-  }
-
-  /** Use `n` of the T timesteps (all T by default at construction). */
-  setTimesteps(n: number): void {
-    this.timesteps = spacedTimesteps(this.schedule.T, n, this.spacing);
   }
 
   /** σ for the step t → t′ (zero on the last step). */
@@ -87,21 +58,12 @@ export class DDPMScheduler implements Scheduler {
 
   /** x_t → x_{t′}: the DDPM mean plus σ z (z drawn from `rng`). */
   step(modelOutput: tf.Tensor4D, t: number, xt: tf.Tensor4D, rng?: Random): SchedulerStepOutput {
-    const i = indexOfTimestep(this.timesteps, t, this.name);
-    const prev = i + 1 < this.timesteps.length ? this.timesteps[i + 1] : -1;
-    const alphaBarT = alphaBarAt(this.schedule, t);
-    const alphaBarPrev = alphaBarAt(this.schedule, prev);
+    const { prev, alphaBarT, alphaBarPrev } = this.transition(t);
     const beta = 1 - alphaBarT / alphaBarPrev;
     const sigma = this.sigma(alphaBarT, alphaBarPrev, prev < 0);
     const z = sigma > 0 ? (rng ?? this.rng).normals(xt.size) : null;
     return tf.tidy(() => {
-      const { x0, eps } = toOriginalAndNoise(
-        modelOutput,
-        xt,
-        alphaBarT,
-        this.predictionType,
-        this.clipRange,
-      );
+      const { x0, eps } = this.predict(modelOutput, xt, alphaBarT);
       const mean = tf.div(
         tf.sub(xt, tf.mul(eps, beta / Math.sqrt(1 - alphaBarT))),
         Math.sqrt(1 - beta),
@@ -109,10 +71,5 @@ export class DDPMScheduler implements Scheduler {
       const prevSample = z ? tf.add(mean, tf.mul(tf.tensor(z, xt.shape), sigma)) : mean;
       return { prevSample: prevSample as tf.Tensor4D, predOriginalSample: x0 };
     });
-  }
-
-  /** q(x_t | x₀): x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε. */
-  addNoise(x0: tf.Tensor4D, noise: tf.Tensor4D, t: number | number[] | tf.Tensor1D): tf.Tensor4D {
-    return addNoise(x0, noise, t, this.schedule) as tf.Tensor4D;
   }
 }

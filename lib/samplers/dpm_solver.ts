@@ -22,46 +22,22 @@
 import * as tf from "@tensorflow/tfjs";
 import type { Random } from "../random.ts";
 import type { NoiseSchedule } from "../schedules.ts";
-import { addNoise } from "../forward.ts";
-import {
-  alphaBarAt,
-  indexOfTimestep,
-  type PredictionType,
-  resolveSchedulerOptions,
-  type Scheduler,
-  type SchedulerOptions,
-  type SchedulerStepOutput,
-  spacedTimesteps,
-  type TimestepSpacing,
-  toOriginalAndNoise,
-} from "./scheduler.ts";
+import { BaseScheduler, type SchedulerOptions, type SchedulerStepOutput } from "./scheduler.ts";
 
 /** DPM-Solver++(2M); see the module comment for the update. */
-export class DPMSolverMultistepScheduler implements Scheduler {
+export class DPMSolverMultistepScheduler extends BaseScheduler {
   /** Short name for figures. */
   readonly name = "DPM-Solver++(2M)";
-  /** The noise schedule the network was trained with. */
-  readonly schedule: NoiseSchedule;
-  /** What the network outputs. */
-  readonly predictionType: PredictionType;
-  /** Timesteps of the reverse process, decreasing. */
-  timesteps: number[];
-  readonly #spacing: TimestepSpacing;
-  readonly #clipRange: number | undefined;
   #previous: { x0: tf.Tensor4D; lambda: number; index: number } | null = null;
 
+  /** 20 timesteps until `setTimesteps` says otherwise. */
   constructor(schedule: NoiseSchedule, options: SchedulerOptions = {}) {
-    const common = resolveSchedulerOptions(options);
-    this.schedule = schedule;
-    this.predictionType = common.predictionType;
-    this.#spacing = common.spacing;
-    this.#clipRange = common.clipRange;
-    this.timesteps = spacedTimesteps(schedule.T, Math.min(20, schedule.T), this.#spacing);
+    super(schedule, options, 20);
   }
 
-  /** Use `n` timesteps (20 at construction) and forget the previous x̂₀. */
-  setTimesteps(n: number): void {
-    this.timesteps = spacedTimesteps(this.schedule.T, n, this.#spacing);
+  /** Use `n` timesteps and forget the previous x̂₀. */
+  override setTimesteps(n: number): void {
+    super.setTimesteps(n);
     this.reset();
   }
 
@@ -73,22 +49,13 @@ export class DPMSolverMultistepScheduler implements Scheduler {
 
   /** x_t → x_{t′}; `rng` is unused (the solver is deterministic). */
   step(modelOutput: tf.Tensor4D, t: number, xt: tf.Tensor4D, _rng?: Random): SchedulerStepOutput {
-    const i = indexOfTimestep(this.timesteps, t, this.name);
+    const { index: i, prev, alphaBarT, alphaBarPrev } = this.transition(t);
     if (i === 0) this.reset();
-    const prev = i + 1 < this.timesteps.length ? this.timesteps[i + 1] : -1;
-    const alphaBarT = alphaBarAt(this.schedule, t);
     const lambdaT = 0.5 * Math.log(alphaBarT / (1 - alphaBarT));
     const history = this.#previous && this.#previous.index === i - 1 ? this.#previous : null;
     const out = tf.tidy(() => {
-      const { x0 } = toOriginalAndNoise(
-        modelOutput,
-        xt,
-        alphaBarT,
-        this.predictionType,
-        this.#clipRange,
-      );
+      const { x0 } = this.predict(modelOutput, xt, alphaBarT);
       if (prev < 0) return { prevSample: tf.clone(x0), predOriginalSample: x0 };
-      const alphaBarPrev = alphaBarAt(this.schedule, prev);
       const alphaPrev = Math.sqrt(alphaBarPrev);
       const sigmaPrev = Math.sqrt(1 - alphaBarPrev);
       const lambdaPrev = 0.5 * Math.log(alphaBarPrev / (1 - alphaBarPrev));
@@ -108,10 +75,5 @@ export class DPMSolverMultistepScheduler implements Scheduler {
       this.#previous = { x0: tf.clone(out.predOriginalSample), lambda: lambdaT, index: i };
     }
     return out;
-  }
-
-  /** q(x_t | x₀): x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε. */
-  addNoise(x0: tf.Tensor4D, noise: tf.Tensor4D, t: number | number[] | tf.Tensor1D): tf.Tensor4D {
-    return addNoise(x0, noise, t, this.schedule) as tf.Tensor4D;
   }
 }

@@ -10,6 +10,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
+import { addNoise } from "../forward.ts";
 import type { NoiseSchedule } from "../schedules.ts";
 import type { Random } from "../random.ts";
 
@@ -196,4 +197,80 @@ export function indexOfTimestep(timesteps: readonly number[], t: number, name: s
     );
   }
   return i;
+}
+
+/**
+ * What every scheduler shares: the schedule and the common options, the timesteps (spaced as
+ * `timestepSpacing` says), the step t → t′ they are at, x̂₀ and ε̂ from the network's output, and
+ * the forward process for `addNoise`. A scheduler adds its `step`.
+ */
+export abstract class BaseScheduler implements Scheduler {
+  /** Short name for figures. */
+  abstract readonly name: string;
+  /** The noise schedule the network was trained with. */
+  readonly schedule: NoiseSchedule;
+  /** What the network outputs. */
+  readonly predictionType: PredictionType;
+  /** Timesteps of the reverse process, decreasing. */
+  timesteps: number[];
+  /** How `setTimesteps` spaces the timesteps. */
+  protected readonly spacing: TimestepSpacing;
+  /** x̂₀ is clipped to [−clipRange, clipRange]; undefined: no clipping. */
+  protected readonly clipRange: number | undefined;
+
+  /** `steps`: how many timesteps before any `setTimesteps` (at most T). */
+  protected constructor(schedule: NoiseSchedule, options: SchedulerOptions, steps: number) {
+    const common = resolveSchedulerOptions(options);
+    this.schedule = schedule;
+    this.predictionType = common.predictionType;
+    this.spacing = common.spacing;
+    this.clipRange = common.clipRange;
+    this.timesteps = spacedTimesteps(schedule.T, Math.min(steps, schedule.T), this.spacing);
+  }
+
+  /** Use `n` of the T timesteps. */
+  setTimesteps(n: number): void {
+    this.timesteps = spacedTimesteps(this.schedule.T, n, this.spacing);
+  }
+
+  abstract step(
+    modelOutput: tf.Tensor4D,
+    t: number,
+    xt: tf.Tensor4D,
+    rng?: Random,
+  ): SchedulerStepOutput;
+
+  /** q(x_t | x₀): x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε. */
+  addNoise(x0: tf.Tensor4D, noise: tf.Tensor4D, t: number | number[] | tf.Tensor1D): tf.Tensor4D {
+    return addNoise(x0, noise, t, this.schedule) as tf.Tensor4D;
+  }
+
+  /**
+   * The step from timestep `t`: its index in `timesteps`, the next timestep t′ (−1 after the
+   * last), ᾱ_t and ᾱ_{t′} (1 after the last). Throws for a t that is not one of `timesteps`.
+   */
+  protected transition(t: number): {
+    index: number;
+    prev: number;
+    alphaBarT: number;
+    alphaBarPrev: number;
+  } {
+    const index = indexOfTimestep(this.timesteps, t, this.name);
+    const prev = index + 1 < this.timesteps.length ? this.timesteps[index + 1] : -1;
+    return {
+      index,
+      prev,
+      alphaBarT: alphaBarAt(this.schedule, t),
+      alphaBarPrev: alphaBarAt(this.schedule, prev),
+    };
+  }
+
+  /** x̂₀ (clipped as configured) and ε̂ from the network's output at x_t, timestep with ᾱ_t. */
+  protected predict(
+    modelOutput: tf.Tensor4D,
+    xt: tf.Tensor4D,
+    alphaBarT: number,
+  ): { x0: tf.Tensor4D; eps: tf.Tensor4D } {
+    return toOriginalAndNoise(modelOutput, xt, alphaBarT, this.predictionType, this.clipRange);
+  }
 }
