@@ -145,6 +145,131 @@ def torch_runner(size, batch, sample_batch, device="cpu"):
     return params, train_step, ddim_step
 
 
+def book_torch_runner(config, batch, sample_batch, device="cpu"):
+    """The book's U-Net (lib/unet.ts, configured by `config`, the TS UNetConfig) in PyTorch,
+    trained the way lib/train.ts trains it: eps-MSE, gradient norm clipped to 1, Adam, and an EMA
+    of the weights (decay 0.999); sampling is one DDIM step. Returns the parameter count, a
+    training step and a DDIM step."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    groups, tdim, base = config["groups"], config["timeEmbeddingDim"], config["baseChannels"]
+
+    class ResidualBlock(nn.Module):
+        """h = conv1(SiLU(GN(x))) + P SiLU(e); y = skip(x) + conv2(SiLU(GN(h)))."""
+
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.norm1, self.conv1 = nn.GroupNorm(groups, cin), nn.Conv2d(cin, cout, 3, padding=1)
+            self.embedding = nn.Linear(tdim, cout)
+            self.norm2, self.conv2 = nn.GroupNorm(groups, cout), nn.Conv2d(cout, cout, 3, padding=1)
+            self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+        def forward(self, x, e):
+            h = self.conv1(F.silu(self.norm1(x))) + self.embedding(F.silu(e))[:, :, None, None]
+            return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+
+    class SelfAttention(nn.Module):
+        """y = x + W_o softmax(Q K^T / sqrt(d)) V over the pixels, [Q, K, V] = GN(x) W_qkv."""
+
+        def __init__(self, channels):
+            super().__init__()
+            self.heads = config["attentionHeads"]
+            self.norm = nn.GroupNorm(groups, channels)
+            self.qkv, self.out = nn.Linear(channels, 3 * channels), nn.Linear(channels, channels)
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            tokens = self.norm(x).flatten(2).transpose(1, 2)
+            q, k, v = self.qkv(tokens).reshape(n, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, h * w, c)
+            return x + self.out(a).transpose(1, 2).reshape(n, c, h, w)
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            mults, size = config["channelMultipliers"], config["imageSize"]
+            attn_at, blocks = config["attentionResolutions"], config["resBlocksPerLevel"]
+            self.time = nn.Sequential(nn.Linear(base, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+            self.conv_in = nn.Conv2d(config["inChannels"], base, 3, padding=1)
+            self.down, skips, ch = nn.ModuleList(), [base], base
+            for level, m in enumerate(mults):
+                attend = size // 2**level in attn_at
+                for _ in range(blocks):
+                    self.down.append(nn.ModuleList([ResidualBlock(ch, base * m), SelfAttention(base * m) if attend else nn.Identity()]))
+                    ch = base * m
+                    skips.append(ch)
+                if level < len(mults) - 1:
+                    self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                    skips.append(ch)
+            self.mid1, self.mid2 = ResidualBlock(ch, ch), ResidualBlock(ch, ch)
+            self.mid_attn = SelfAttention(ch) if config["middleAttention"] else nn.Identity()
+            self.up = nn.ModuleList()
+            for level in reversed(range(len(mults))):
+                attend = size // 2**level in attn_at
+                for _ in range(blocks + 1):
+                    self.up.append(nn.ModuleList([ResidualBlock(ch + skips.pop(), base * mults[level]), SelfAttention(base * mults[level]) if attend else nn.Identity()]))
+                    ch = base * mults[level]
+                if level > 0:
+                    self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)))
+            self.norm_out, self.conv_out = nn.GroupNorm(groups, ch), nn.Conv2d(ch, config["outChannels"], 3, padding=1)
+            half = base // 2
+            self.register_buffer("omega", torch.exp(-math.log(10000) * torch.arange(half) / half))
+
+        def forward(self, x, t):
+            angles = t.float()[:, None] * self.omega[None, :]
+            e = self.time(torch.cat([torch.cos(angles), torch.sin(angles)], 1))
+            h = self.conv_in(x)
+            skips = [h]
+            for layer in self.down:
+                h = layer[1](layer[0](h, e)) if isinstance(layer, nn.ModuleList) else layer(h)
+                skips.append(h)
+            h = self.mid2(self.mid_attn(self.mid1(h, e)), e)
+            for layer in self.up:
+                if isinstance(layer, nn.ModuleList):
+                    h = layer[1](layer[0](torch.cat([h, skips.pop()], 1), e))
+                else:
+                    h = layer(h)
+            return self.conv_out(F.silu(self.norm_out(h)))
+
+    torch.manual_seed(0)
+    host_abar = alpha_bar()
+    abar = torch.tensor(host_abar, device=device)
+    model = UNet().to(device)
+    params = sum(p.numel() for p in model.parameters())
+    parameters = list(model.parameters())
+    ema = [p.detach().clone() for p in parameters]
+    optimizer = torch.optim.Adam(parameters, lr=1e-3)
+    size, channels = config["imageSize"], config["inChannels"]
+    x0 = torch.rand(batch, channels, size, size, device=device) * 2 - 1
+
+    def train_step():
+        t = torch.randint(0, 1000, (batch,), device=device)
+        eps = torch.randn_like(x0)
+        a = abar[t][:, None, None, None]
+        loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t), eps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in parameters], 1 - 0.999)
+        return loss.item()
+
+    xs = torch.randn(sample_batch, channels, size, size, device=device)
+
+    def ddim_step(t=500, t_prev=480):
+        with torch.no_grad():
+            eps = model(xs, torch.full((sample_batch,), t, device=device))
+            a, a_prev = host_abar[t], host_abar[t_prev]
+            x0_hat = ((xs - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
+            out = math.sqrt(a_prev) * x0_hat + math.sqrt(1 - a_prev) * eps
+            return float(out[0, 0, 0, 0])
+
+    return params, train_step, ddim_step
+
+
 def keras_runtime(device="cpu"):
     import tensorflow as tf
     import keras
@@ -266,10 +391,19 @@ def main():
         for line in sys.stdin:
             request = json.loads(line)
             size = request["size"]
-            if size not in runners:
-                runners[size] = make(size, args.batch, args.sample_batch, args.device)
-                check(args.framework, runners[size][0])
-            params, train_step, sample_step = runners[size]
+            network = request.get("network", "reference")
+            key = (network, size)
+            if key not in runners:
+                if network == "book":
+                    if args.framework != "torch":
+                        raise SystemExit(f"{args.framework}: no port of the book's network")
+                    runners[key] = book_torch_runner(
+                        request["config"], request["batch"], args.sample_batch, args.device
+                    )
+                else:
+                    runners[key] = make(size, args.batch, args.sample_batch, args.device)
+                    check(args.framework, runners[key][0])
+            params, train_step, sample_step = runners[key]
             times = timed(train_step, sample_step, request["steps"], request["warmup"])
             print(json.dumps({"size": size, "params": params, **times}), flush=True)
         return

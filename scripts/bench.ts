@@ -43,13 +43,34 @@ import {
   ReferenceTrainer,
   ReferenceUNet,
 } from "../bench/reference_unet.ts";
+import { EMOJI16_UNET } from "../lib/presets.ts";
+import { DDIMScheduler } from "../lib/samplers/mod.ts";
+import { noiseSchedule } from "../lib/schedules.ts";
+import { Trainer } from "../lib/train.ts";
+import { createModel, type DiffusionModel, unetConfig } from "../lib/unet.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const VENV = `${ROOT}/bench/.venv`;
 const TRAIN_BATCH = 32;
 const SAMPLE_BATCH = 64;
+/** The book's network (lib/presets.ts) trains at its own batch, through lib/train.ts. */
+const BOOK_CONFIG = unetConfig(EMOJI16_UNET);
+const BOOK_BATCH = 64;
+/** The book network's key among the sizes of the measured samples. */
+const BOOK_KEY = -1;
 const ALL_BACKENDS = ["tensorflow", "webgpu", "wasm", "cpu"];
 const ALL_PEERS = ["torch", "keras"];
+
+let bookParameters: number | undefined;
+/** Parameters of the book's network, as lib/unet.ts builds it. */
+function bookParameterCount(): number {
+  if (bookParameters === undefined) {
+    const model = createModel(BOOK_CONFIG);
+    bookParameters = model.parameterCount();
+    model.dispose();
+  }
+  return bookParameters;
+}
 
 /** Steps measured (after warm-up) for one runtime. */
 interface Plan {
@@ -68,8 +89,9 @@ export interface BenchRow {
   sampleMs: number;
   trainImagesPerSecond: number;
   sampleImagesPerSecond: number;
-  trainGflops: number;
-  sampleGflops: number;
+  /** Achieved GFLOP/s (reference network only: its FLOPs are counted analytically). */
+  trainGflops?: number;
+  sampleGflops?: number;
   /** This runtime's time ÷ the peer's, by peer (tfjs rows only). */
   trainRatio?: Record<string, number>;
   sampleRatio?: Record<string, number>;
@@ -92,20 +114,24 @@ function row(
   detail: string,
   trainTimes: number[],
   sampleTimes: number[],
+  network: "reference" | "book" = "reference",
 ): BenchRow {
   const trainMs = median(trainTimes), sampleMs = median(sampleTimes);
-  const flops = forwardFlops(size);
   const round = (x: number, digits = 1) => Number(x.toFixed(digits));
+  const trainBatch = network === "book" ? BOOK_BATCH : TRAIN_BATCH;
+  const flops = network === "reference" ? forwardFlops(size) : undefined;
   return {
     size,
     runtime,
     detail,
     trainMs: round(trainMs),
     sampleMs: round(sampleMs),
-    trainImagesPerSecond: round(TRAIN_BATCH / trainMs * 1000),
+    trainImagesPerSecond: round(trainBatch / trainMs * 1000),
     sampleImagesPerSecond: round(SAMPLE_BATCH / sampleMs * 1000),
-    trainGflops: round(3 * flops * TRAIN_BATCH / trainMs / 1e6),
-    sampleGflops: round(flops * SAMPLE_BATCH / sampleMs / 1e6),
+    ...(flops === undefined ? {} : {
+      trainGflops: round(3 * flops * trainBatch / trainMs / 1e6),
+      sampleGflops: round(flops * SAMPLE_BATCH / sampleMs / 1e6),
+    }),
     steps: trainTimes.length,
     trainSamples: trainTimes.map((t) => round(t)),
     sampleSamples: sampleTimes.map((t) => round(t)),
@@ -123,6 +149,8 @@ interface Runtime {
   name: string;
   detail: string;
   run(size: number, steps: number, warmup: number): Promise<Samples>;
+  /** The same for the book's network, where this runtime has it. */
+  runBook?(steps: number, warmup: number): Promise<Samples>;
   /** Kernel counts and times of one training step (tfjs runtimes, after `run` at that size). */
   profile?(size: number): Promise<string>;
   close(): Promise<void>;
@@ -147,6 +175,7 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
     xs: tf.Tensor4D;
     random: Random;
   }>();
+  let book: { trainer: Trainer; ddim: DDIMScheduler; xs: tf.Tensor4D } | undefined;
   const timed = async (steps: number, warmup: number, step: () => Promise<unknown>) => {
     for (let i = 0; i < warmup; i++) await step();
     const times: number[] = [];
@@ -196,6 +225,39 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
       });
       return { train, sample };
     },
+    async runBook(steps, warmup) {
+      await selectBackend({ requested: name, quiet: true });
+      if (!book) {
+        // Random images stand in for the emoji: the step's cost does not depend on the pixels.
+        const random = new Random(7);
+        const [s, c] = [BOOK_CONFIG.imageSize, BOOK_CONFIG.inChannels];
+        const count = 4 * BOOK_BATCH;
+        const images = Float32Array.from(random.normals(count * s * s * c), (v) => Math.tanh(v));
+        const schedule = noiseSchedule("cosine", 1000);
+        const trainer = new Trainer(createModel(BOOK_CONFIG), { images, count }, schedule, {
+          steps: 1_000_000,
+          batchSize: BOOK_BATCH,
+        }, { progress: false });
+        const ddim = new DDIMScheduler(schedule);
+        ddim.setTimesteps(50);
+        const xs = tf.tensor4d(random.normals(SAMPLE_BATCH * s * s * c), [SAMPLE_BATCH, s, s, c]);
+        book = { trainer, ddim, xs };
+      }
+      const { trainer, ddim, xs } = book;
+      const train = await timed(steps, warmup, () => trainer.trainStep());
+      const model: DiffusionModel = trainer.ema;
+      const t = ddim.timesteps[25];
+      const sample = await timed(steps, warmup, async () => {
+        const [next, x0] = tf.tidy(() => {
+          const eps = model.apply(xs, tf.fill([SAMPLE_BATCH], t) as tf.Tensor1D);
+          const { prevSample, predOriginalSample } = ddim.step(eps as tf.Tensor4D, t, xs);
+          return [prevSample, predOriginalSample];
+        });
+        await next.data();
+        tf.dispose([next, x0]);
+      });
+      return { train, sample };
+    },
     async profile(size) {
       await selectBackend({ requested: name, quiet: true });
       const { trainer, x0, random } = states.get(size)!;
@@ -238,6 +300,12 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
         tf.dispose([x0, xs]);
         trainer.dispose();
         model.dispose();
+      }
+      if (book) {
+        await selectBackend({ requested: name, quiet: true });
+        book.xs.dispose();
+        book.trainer.model.dispose();
+        book.trainer.dispose();
       }
     },
   };
@@ -330,6 +398,30 @@ async function peerRuntime(
       const reply = await next();
       return { train: reply.train_ms, sample: reply.sample_ms };
     },
+    // The book's network has a PyTorch port (bench/reference_unet.py), not a Keras one.
+    ...(framework === "torch"
+      ? {
+        async runBook(steps: number, warmup: number) {
+          const request = {
+            network: "book",
+            config: BOOK_CONFIG,
+            size: BOOK_CONFIG.imageSize,
+            batch: BOOK_BATCH,
+            steps,
+            warmup,
+          };
+          await writer.write(new TextEncoder().encode(JSON.stringify(request) + "\n"));
+          const reply = await next();
+          const count = bookParameterCount();
+          if (reply.params !== count) {
+            throw new Error(
+              `the PyTorch port has ${reply.params} parameters, lib/unet.ts ${count}`,
+            );
+          }
+          return { train: reply.train_ms, sample: reply.sample_ms };
+        },
+      }
+      : {}),
     async close() {
       await writer.close().catch(() => {});
       await process.status;
@@ -410,9 +502,9 @@ function markdownTable(rows: BenchRow[], peers: string[]): string {
           r.runtime,
           r.trainMs,
           r.trainImagesPerSecond,
-          r.trainGflops,
+          r.trainGflops ?? "",
           r.sampleMs,
-          r.sampleGflops,
+          r.sampleGflops ?? "",
           ...peers.map((p) => ratio(r.trainRatio, p)),
           ...peers.map((p) => ratio(r.sampleRatio, p)),
         ].join(" | ")
@@ -526,6 +618,16 @@ async function main(args: string[]): Promise<void> {
       add(cpu, size, await cpu.run(size, cpuPlan.steps, cpuPlan.warmup));
     }
   }
+  // The book's network (16×16, batch 64) on every runtime that has it, in rounds the same way.
+  const bookRuntimes = runtimes.filter((r) => r.runBook);
+  for (let round = 0; round < plan.rounds; round++) {
+    say(`the book's network, round ${round + 1} of ${plan.rounds}`);
+    for (let k = 0; k < bookRuntimes.length; k++) {
+      const runtime = bookRuntimes[(k + round) % bookRuntimes.length];
+      const warmup = round === 0 ? plan.warmup : 0;
+      add(runtime, BOOK_KEY, await runtime.runBook!(plan.steps, warmup));
+    }
+  }
   const profiles: string[] = [];
   if (args.includes("--profile")) {
     for (const runtime of runtimes) {
@@ -535,17 +637,18 @@ async function main(args: string[]): Promise<void> {
   for (const runtime of [...runtimes, ...(cpu ? [cpu] : [])]) await runtime.close();
   const loadAfter = await loadAverage();
 
-  const rows: BenchRow[] = [];
-  for (const size of sizes) {
-    const ordered = [...runtimes, ...(cpu ? [cpu] : [])]
-      .filter((r) => samples.has(`${size} ${r.name}`))
-      .sort((a, b) => Number(!a.name.startsWith("tfjs")) - Number(!b.name.startsWith("tfjs")));
-    const sized = ordered.map((r) => {
-      const { train, sample } = samples.get(`${size} ${r.name}`)!;
-      return row(size, r.name, r.detail, train, sample);
-    });
-    const peerRows = sized.filter((r) => !r.runtime.startsWith("tfjs"));
-    for (const r of sized) {
+  /** The rows measured under `key` (a size, or the book's network), with ratios to the peers. */
+  const tableRows = (key: number, network: "reference" | "book"): BenchRow[] => {
+    const size = network === "book" ? BOOK_CONFIG.imageSize : key;
+    const measured = [...runtimes, ...(cpu ? [cpu] : [])]
+      .filter((r) => samples.has(`${key} ${r.name}`))
+      .sort((a, b) => Number(!a.name.startsWith("tfjs")) - Number(!b.name.startsWith("tfjs")))
+      .map((r) => {
+        const { train, sample } = samples.get(`${key} ${r.name}`)!;
+        return row(size, r.name, r.detail, train, sample, network);
+      });
+    const peerRows = measured.filter((r) => !r.runtime.startsWith("tfjs"));
+    for (const r of measured) {
       if (!r.runtime.startsWith("tfjs")) continue;
       r.trainRatio = {};
       r.sampleRatio = {};
@@ -554,8 +657,10 @@ async function main(args: string[]): Promise<void> {
         r.sampleRatio[p.runtime] = Number((r.sampleMs / p.sampleMs).toFixed(2));
       }
     }
-    rows.push(...sized);
-  }
+    return measured;
+  };
+  const rows = sizes.flatMap((size) => tableRows(size, "reference"));
+  const bookRows = tableRows(BOOK_KEY, "book");
   const peerVersions = Object.fromEntries(
     runtimes.filter((r) => !r.name.startsWith("tfjs")).map((r) => [r.name, r.detail]),
   );
@@ -601,6 +706,14 @@ async function main(args: string[]): Promise<void> {
     },
     plan: { ...plan, interleaved: true, cpu: cpuPlan },
     rows,
+    bookNetwork: {
+      name: "the book's U-Net (lib/presets.ts EMOJI16_UNET), trained by lib/train.ts",
+      parameters: bookParameterCount(),
+      trainBatch: BOOK_BATCH,
+      sampleBatch: SAMPLE_BATCH,
+      step: "ε-MSE, gradient clipped to norm 1, Adam, EMA; DDIM step with x̂₀ clipped",
+    },
+    bookRows,
     skipped,
   };
   const table = markdownTable(rows, peerNames);
@@ -612,6 +725,13 @@ async function main(args: string[]): Promise<void> {
       `interleaved rounds after ${plan.warmup} warm-up; load average ${loadBefore} → ${loadAfter}\n`,
   );
   console.log(table);
+  if (bookRows.length > 0) {
+    console.log(
+      `\nThe book's network (${bookParameterCount().toLocaleString("en")} parameters, ` +
+        `lib/train.ts), train batch ${BOOK_BATCH}, DDIM batch ${SAMPLE_BATCH}, 16×16\n`,
+    );
+    console.log(markdownTable(bookRows, peerNames));
+  }
   for (const line of skipped) console.log(`skipped: ${line}`);
   if (report.warning) console.log(`warning: ${report.warning}`);
   for (const profile of profiles) console.log(`\n${profile}`);
