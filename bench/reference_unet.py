@@ -16,7 +16,9 @@ times (ms) of every measured training and sampling step. With --serve it first p
 object without results, then answers each request line {"size": S, "steps": N, "warmup": W}
 on standard input with one line {"size", "params", "train_ms", "sample_ms"}, keeping each
 size's model between requests (scripts/bench.ts interleaves the runtimes this way, so that a
-change in the machine's load falls on all of them alike).
+change in the machine's load falls on all of them alike). A request with "network": "book",
+"config" (a lib/unet.ts UNetConfig) and "batch" times the book's own U-Net instead, in PyTorch
+only (book_torch_runner).
 """
 
 import argparse
