@@ -57,6 +57,30 @@ describe("Trainer", () => {
     model.dispose();
   });
 
+  it("stops a time-boxed run on the first checkpoint after its budget, naming its backend", async () => {
+    const dir = await Deno.makeTempDir();
+    const model = new UNet(MODEL);
+    const records: MetricsRecord[] = [];
+    const trainer = new Trainer(model, tinyData(), schedule, {
+      steps: 40,
+      batchSize: 4,
+      checkpointPath: `${dir}/run.ckpt`,
+      checkpointEvery: 8,
+      logEvery: 4,
+    }, { progress: false, onMetrics: (r) => records.push(r) });
+    try {
+      // A budget already spent: the run ends at the first checkpoint, step 8, not at 40.
+      const { step } = await trainer.run({ minutes: 0 });
+      assert.equal(step, 8);
+      assert.equal((await loadCheckpoint(`${dir}/run.ckpt`)).step, 8);
+      assert.match(records[0].backend, /^wasm \(/);
+    } finally {
+      trainer.dispose();
+      model.dispose();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
   it("keeps tf.memory().numTensors flat over training steps", async () => {
     const model = new UNet({
       ...MODEL,
