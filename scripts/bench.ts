@@ -669,13 +669,15 @@ async function main(args: string[]): Promise<void> {
     ...new Set(rows.filter((r) => !r.runtime.startsWith("tfjs")).map((r) => r.runtime)),
   ];
   const gpu = await gpuModel();
-  const busy = [loadBefore, loadAfter].some((load) => load !== undefined && load > cores / 2);
+  // Only the load before the run tells of other work: the bench's own runtimes load the machine
+  // while it runs, so the load after is high on an idle machine too.
+  const busy = loadBefore !== undefined && loadBefore > cores / 2;
   const report = {
     generated: new Date().toISOString(),
     profile: quick ? "quick" : "full",
     ...(busy
       ? {
-        warning: `taken on a busy machine (load average ${loadBefore} → ${loadAfter} on ${cores} ` +
+        warning: `taken on a busy machine (load average ${loadBefore} on ${cores} ` +
           "cores): the times are not representative, PyTorch's OpenMP threads least of all " +
           "(they slow down by orders of magnitude when a core is taken); rerun on an idle machine",
       }
