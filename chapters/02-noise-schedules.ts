@@ -203,9 +203,9 @@ await book.metric(
 //
 // The training losses themselves do not compare: a uniform $t$ means different noise levels under
 // the two schedules, and the loss depends strongly on the noise level. So the last figure asks
-// the fair question: at the *same* noise level $arlpha$, which network predicts $\epsilon$
+// the fair question: at the *same* noise level $\bar\alpha$, which network predicts $\epsilon$
 // better? Each network gets, on 256 fixed images and noises, the timestep its own schedule uses for
-// that $arlpha$.
+// that $\bar\alpha$.
 
 // %%
 const comparison = book.pick({
