@@ -60,9 +60,14 @@ const ratio = (r: BenchReport["rows"][number], peer: string, key: "trainRatio" |
 // %% [markdown]
 // ## The tables
 //
-// One table per machine. "GFLOP/s" is the network's analytic FLOP count (two per multiply–add; a
-// training step counts three forward passes) over the measured time: how much of the machine a
-// runtime puts to work.
+// One table per machine. "GFLOP/s" is how much of the machine a runtime puts to work: with $F$ the
+// network's analytic FLOP count for one image's forward pass (two per multiply–add), $B$ the
+// batch and $t$ the measured time,
+//
+// $$\text{train GFLOP/s} = \frac{3 F B}{t}, \qquad \text{DDIM GFLOP/s} = \frac{F B}{t},$$
+//
+// a training step counting as three forward passes (the forward pass and the two gradient
+// passes of every layer).
 
 // %%
 const tableOf = (rows: BenchReport["rows"]) =>
