@@ -38,7 +38,7 @@ export function plotToSvg(options: Plot.PlotOptions): string {
   // render without it and set the inline style afterwards.
   const { style, ...rest } = options;
   const root = Plot.plot({
-    ...rest,
+    ...plainLogTicks(rest),
     document: document as unknown as Document,
   }) as unknown as Element;
   const svgs = root.tagName.toLowerCase() === "svg"
@@ -55,6 +55,21 @@ export function plotToSvg(options: Plot.PlotOptions): string {
   const css = style === undefined || style === null ? DEFAULT_STYLE : cssText(style);
   root.setAttribute("style", own ? `${own.replace(/;?\s*$/, ";")} ${css}` : css);
   return root.outerHTML;
+}
+
+/**
+ * Log axes label their ticks as plain numbers (0.5, 0.001, 1e-05) unless a `tickFormat` is
+ * given: Plot's default SI prefixes write 0.5 as "500m", which reads as metres.
+ */
+function plainLogTicks(options: Plot.PlotOptions): Plot.PlotOptions {
+  const out: Plot.PlotOptions = { ...options };
+  for (const key of ["x", "y", "fx", "fy"] as const) {
+    const scale = out[key];
+    if (scale?.type === "log" && scale.tickFormat === undefined) {
+      out[key] = { ...scale, tickFormat: "~g" };
+    }
+  }
+  return out;
 }
 
 const DEFAULT_STYLE = "color: inherit; background: transparent; " +

@@ -23,6 +23,20 @@ describe("plotToSvg", () => {
     assert.match(line.getAttribute("d") ?? "", /^M[\d.]+,[\d.]+(L[\d.]+,[\d.]+){3}$/);
   });
 
+  it("labels log axes with plain numbers, not SI prefixes, unless told otherwise", () => {
+    const data = [{ x: 1, y: 0.002 }, { x: 2, y: 0.5 }];
+    const labels = (tickFormat?: string) =>
+      [
+        ...parseSvg(plotToSvg({
+          y: { type: "log", ...(tickFormat ? { tickFormat } : {}) },
+          marks: [Plot.dot(data, { x: "x", y: "y" })],
+        })).documentElement.querySelectorAll('g[aria-label="y-axis tick label"] text'),
+      ].map((t) => t.textContent);
+    assert.ok(labels().includes("0.2"), `labels ${labels()}`);
+    assert.ok(!labels().some((l) => /m$/.test(l ?? "")), `labels ${labels()}`);
+    assert.ok(labels("~s").includes("200m"), "an explicit tickFormat wins");
+  });
+
   it("draws text in currentColor and the book's font stack", () => {
     const svg = parseSvg(plotToSvg({ marks: [Plot.dot([[0, 0], [1, 1]])] })).documentElement;
     assert.equal(svg.getAttribute("fill"), "currentColor");
