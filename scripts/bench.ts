@@ -35,6 +35,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/backend.ts";
 import { ensureNativeBackend } from "./setup.ts";
+import { checkOptions, optionValue } from "./options.ts";
 import { Random } from "../lib/random.ts";
 import {
   forwardFlops,
@@ -56,8 +57,6 @@ const SAMPLE_BATCH = 64;
 /** The book's network (lib/presets.ts) trains at its own batch, through lib/train.ts. */
 const BOOK_CONFIG = unetConfig(EMOJI16_UNET);
 const BOOK_BATCH = 64;
-/** The book network's key among the sizes of the measured samples. */
-const BOOK_KEY = -1;
 const ALL_BACKENDS = ["tensorflow", "webgpu", "wasm", "cpu"];
 const ALL_PEERS = ["torch", "keras"];
 
@@ -175,6 +174,20 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
     xs: tf.Tensor4D;
     random: Random;
   }>();
+  /** One training step of the reference network at `size` on fresh noise and timesteps. */
+  const referenceStep = (size: number): tf.Scalar => {
+    const { trainer, x0, random } = states.get(size)!;
+    const noise = tf.tensor4d(random.normals(TRAIN_BATCH * size * size * 3), [
+      TRAIN_BATCH,
+      size,
+      size,
+      3,
+    ]);
+    const t = Array.from({ length: TRAIN_BATCH }, () => random.int(0, 1000));
+    const loss = trainer.step(x0, t, noise);
+    noise.dispose();
+    return loss;
+  };
   let book: { trainer: Trainer; ddim: DDIMScheduler; xs: tf.Tensor4D } | undefined;
   const timed = async (steps: number, warmup: number, step: () => Promise<unknown>) => {
     for (let i = 0; i < warmup; i++) await step();
@@ -203,19 +216,12 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
           random,
         });
       }
-      const { trainer, x0, xs, random } = states.get(size)!;
+      const { trainer, xs } = states.get(size)!;
+      // Noise and timesteps are drawn inside the timed step, as the peers do.
       const train = await timed(steps, warmup, async () => {
-        // Noise and timesteps are drawn inside the timed step, as the peers do.
-        const noise = tf.tensor4d(random.normals(TRAIN_BATCH * pixels), [
-          TRAIN_BATCH,
-          size,
-          size,
-          3,
-        ]);
-        const t = Array.from({ length: TRAIN_BATCH }, () => random.int(0, 1000));
-        const loss = trainer.step(x0, t, noise);
+        const loss = referenceStep(size);
         const value = (await loss.data())[0];
-        tf.dispose([loss, noise]);
+        loss.dispose();
         if (!Number.isFinite(value)) throw new Error(`${name}: the loss became ${value}`);
       });
       const sample = await timed(steps, warmup, async () => {
@@ -260,20 +266,7 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
     },
     async profile(size) {
       await selectBackend({ requested: name, quiet: true });
-      const { trainer, x0, random } = states.get(size)!;
-      const pixels = size * size * 3;
-      const info = await tf.profile(() => {
-        const noise = tf.tensor4d(random.normals(TRAIN_BATCH * pixels), [
-          TRAIN_BATCH,
-          size,
-          size,
-          3,
-        ]);
-        const t = Array.from({ length: TRAIN_BATCH }, () => random.int(0, 1000));
-        const loss = trainer.step(x0, t, noise);
-        noise.dispose();
-        return loss;
-      });
+      const info = await tf.profile(() => referenceStep(size));
       const byKernel = new Map<string, { count: number; ms: number }>();
       for (const kernel of info.kernels) {
         // customGrad scopes time the kernels inside them again: count those once.
@@ -514,14 +507,12 @@ function markdownTable(rows: BenchRow[], peers: string[]): string {
   return lines.join("\n");
 }
 
-function option(args: string[], name: string): string | undefined {
-  const i = args.findIndex((a) => a === name || a.startsWith(`${name}=`));
-  if (i < 0) return undefined;
-  return args[i].includes("=") ? args[i].split("=")[1] : args[i + 1];
-}
+const USAGE = "usage: deno task bench [--quick] [--sizes 16,32] " +
+  "[--backends tensorflow,wasm,cpu,webgpu] [--peers torch,keras] [--python PATH] " +
+  "[--device cpu|cuda] [--out PATH] [--profile]";
 
 async function main(args: string[]): Promise<void> {
-  const known = [
+  checkOptions(args, [
     "--quick",
     "--sizes",
     "--backends",
@@ -530,19 +521,10 @@ async function main(args: string[]): Promise<void> {
     "--device",
     "--out",
     "--profile",
-  ];
-  for (const arg of args) {
-    if (arg.startsWith("--") && !known.includes(arg.split("=")[0])) {
-      throw new Error(
-        `unknown option ${arg}; usage: deno task bench [--quick] [--sizes 16,32] ` +
-          `[--backends tensorflow,wasm,cpu,webgpu] [--peers torch,keras] [--python PATH] ` +
-          `[--device cpu|cuda] [--out PATH] [--profile]`,
-      );
-    }
-  }
+  ], USAGE);
   const quick = args.includes("--quick");
   const list = (name: string, all: string[]) =>
-    (option(args, name)?.split(",").map((s) => s.trim()).filter(Boolean)) ?? all;
+    (optionValue(args, name, USAGE)?.split(",").map((s) => s.trim()).filter(Boolean)) ?? all;
   const sizes = list("--sizes", ["16", "32"]).map(Number);
   if (sizes.some((s) => !(s >= 4 && s % 4 === 0))) {
     throw new Error(`--sizes takes multiples of 4 (the U-Net halves twice), got ${sizes}`);
@@ -551,12 +533,12 @@ async function main(args: string[]): Promise<void> {
   const unknownBackend = backends.find((b) => !ALL_BACKENDS.includes(b));
   if (unknownBackend) throw new Error(`unknown backend ${unknownBackend}; one of ${ALL_BACKENDS}`);
   const peers = list("--peers", ALL_PEERS).filter((p) => p !== "none");
-  const device = option(args, "--device") ?? "cpu";
+  const device = optionValue(args, "--device", USAGE) ?? "cpu";
   if (device !== "cpu" && device !== "cuda") {
     throw new Error(`--device is cpu or cuda (where PyTorch runs), got ${device}`);
   }
-  const python = option(args, "--python");
-  const out = option(args, "--out") ??
+  const python = optionValue(args, "--python", USAGE);
+  const out = optionValue(args, "--out", USAGE) ??
     (quick ? `${ROOT}/.cache/bench/bench-quick.json` : `${ROOT}/assets/bench/bench.json`);
   // Rounds × steps per round = measured steps; warm-up only in a runtime's first round.
   const plan = quick ? { rounds: 3, steps: 1, warmup: 1 } : { rounds: 5, steps: 2, warmup: 3 };
@@ -598,7 +580,8 @@ async function main(args: string[]): Promise<void> {
   }
 
   const samples = new Map<string, Samples>();
-  const add = (runtime: Runtime, size: number, more: Samples) => {
+  /** Samples by workload: a size of the reference network, or the book's network. */
+  const add = (runtime: Runtime, size: number | "book", more: Samples) => {
     const key = `${size} ${runtime.name}`;
     const all = samples.get(key) ?? { train: [], sample: [] };
     all.train.push(...more.train);
@@ -625,7 +608,7 @@ async function main(args: string[]): Promise<void> {
     for (let k = 0; k < bookRuntimes.length; k++) {
       const runtime = bookRuntimes[(k + round) % bookRuntimes.length];
       const warmup = round === 0 ? plan.warmup : 0;
-      add(runtime, BOOK_KEY, await runtime.runBook!(plan.steps, warmup));
+      add(runtime, "book", await runtime.runBook!(plan.steps, warmup));
     }
   }
   const profiles: string[] = [];
@@ -637,9 +620,10 @@ async function main(args: string[]): Promise<void> {
   for (const runtime of [...runtimes, ...(cpu ? [cpu] : [])]) await runtime.close();
   const loadAfter = await loadAverage();
 
-  /** The rows measured under `key` (a size, or the book's network), with ratios to the peers. */
-  const tableRows = (key: number, network: "reference" | "book"): BenchRow[] => {
-    const size = network === "book" ? BOOK_CONFIG.imageSize : key;
+  /** The rows measured for a workload (a size, or the book's network), with ratios to the peers. */
+  const tableRows = (key: number | "book"): BenchRow[] => {
+    const network = key === "book" ? "book" : "reference";
+    const size = key === "book" ? BOOK_CONFIG.imageSize : key;
     const measured = [...runtimes, ...(cpu ? [cpu] : [])]
       .filter((r) => samples.has(`${key} ${r.name}`))
       .sort((a, b) => Number(!a.name.startsWith("tfjs")) - Number(!b.name.startsWith("tfjs")))
@@ -659,8 +643,8 @@ async function main(args: string[]): Promise<void> {
     }
     return measured;
   };
-  const rows = sizes.flatMap((size) => tableRows(size, "reference"));
-  const bookRows = tableRows(BOOK_KEY, "book");
+  const rows = sizes.flatMap((size) => tableRows(size));
+  const bookRows = tableRows("book");
   const peerVersions = Object.fromEntries(
     runtimes.filter((r) => !r.name.startsWith("tfjs")).map((r) => [r.name, r.detail]),
   );

@@ -24,33 +24,18 @@ import {
 } from "../lib/presets.ts";
 import { noiseSchedule } from "../lib/schedules.ts";
 import { Trainer } from "../lib/train.ts";
+import { checkOptions, optionValue } from "./options.ts";
 import { createModel, unetConfig } from "../lib/unet.ts";
 
 const USAGE = "usage: deno task train [--profile full|quick] [--minutes M] [--backend NAME]";
 
-function option(args: string[], name: string): string | undefined {
-  const i = args.findIndex((a) => a === name || a.startsWith(`${name}=`));
-  if (i < 0) return undefined;
-  const value = args[i].includes("=") ? args[i].split("=")[1] : args[i + 1];
-  if (value === undefined || value.startsWith("--")) {
-    throw new Error(`${name} needs a value; ${USAGE}`);
-  }
-  return value;
-}
-
 async function main(args: string[]): Promise<void> {
-  for (const arg of args) {
-    if (
-      arg.startsWith("--") && !["--profile", "--minutes", "--backend"].includes(arg.split("=")[0])
-    ) {
-      throw new Error(`unknown option ${arg}; ${USAGE}`);
-    }
-  }
-  const profile = (option(args, "--profile") ?? "full") as Profile;
+  checkOptions(args, ["--profile", "--minutes", "--backend"], USAGE);
+  const profile = (optionValue(args, "--profile", USAGE) ?? "full") as Profile;
   if (profile !== "full" && profile !== "quick") {
     throw new Error(`unknown profile "${profile}"; ${USAGE}`);
   }
-  const minutes = Number(option(args, "--minutes") ?? Infinity);
+  const minutes = Number(optionValue(args, "--minutes", USAGE) ?? Infinity);
   if (!(minutes > 0)) throw new Error(`--minutes must be a positive number; ${USAGE}`);
 
   await selectBackend({ args });
