@@ -8,7 +8,8 @@
  *   tensorflow (native libtensorflow) → webgpu (hardware GPUs only) → wasm → cpu
  *
  * An explicit request that cannot start is an error, never a silent fallback. The wasm and cpu
- * backends get the convolution gradient kernels of lib/kernels/ before use.
+ * backends get the convolution gradient kernels of lib/kernels/ before use, and wasm the
+ * faster Slice, SplitV and Sum of lib/kernels/wasm_fast_paths.ts.
  *
  * @module
  */
@@ -17,6 +18,7 @@ import * as tf from "@tensorflow/tfjs";
 import { loadNativeBackend } from "./native.ts";
 import { registerCpuGradientKernels } from "./kernels/cpu_gradients.ts";
 import { registerWasmGradientKernels } from "./kernels/wasm_gradients.ts";
+import { registerWasmFastPaths } from "./kernels/wasm_fast_paths.ts";
 
 /** A TensorFlow.js backend the book knows how to start. */
 export type BackendName = "tensorflow" | "webgpu" | "wasm" | "cpu";
@@ -280,6 +282,7 @@ async function startWasm(): Promise<StartResult> {
   // believes it runs in Node, as it does under Deno: one thread.
   const wasm = await import("@tensorflow/tfjs-backend-wasm");
   registerWasmGradientKernels();
+  registerWasmFastPaths();
   const failure = await activate("wasm");
   if (failure !== undefined) {
     return { ok: false, reason: failure, advice: `Reinstall the npm packages, or ${OTHERS}` };

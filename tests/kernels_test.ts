@@ -8,10 +8,13 @@ import {
   WASM_GRADIENT_KERNELS,
 } from "../lib/kernels/wasm_gradients.ts";
 import { upsampleNearest2x } from "../lib/kernels/upsample.ts";
+import { conv2DBackpropInputAsConv, replaceKernel } from "../lib/kernels/conv_gradients.ts";
+import { registerWasmFastPaths } from "../lib/kernels/wasm_fast_paths.ts";
 import { Random } from "../lib/random.ts";
 
 type Shape4 = [number, number, number, number];
 type Pad = "same" | "valid" | number;
+type Stride = number | [number, number];
 
 await tf.setBackend("cpu");
 const random = new Random(7);
@@ -81,7 +84,7 @@ function netGradients(): Float32Array[] {
 
 // Single convolutions of every geometry the kernels handle: odd sizes, strides 1–3, same,
 // valid and explicit padding, including paddings that make the rewrite crop.
-const cases: { x: Shape4; w: Shape4; stride: number; pad: Pad }[] = [
+const cases: { x: Shape4; w: Shape4; stride: Stride; pad: Pad }[] = [
   { x: [3, 8, 8, 2], w: [3, 3, 2, 4], stride: 1, pad: "same" },
   { x: [3, 9, 7, 2], w: [3, 3, 2, 4], stride: 2, pad: "same" },
   { x: [3, 9, 7, 2], w: [3, 3, 2, 4], stride: 2, pad: "valid" },
@@ -89,6 +92,11 @@ const cases: { x: Shape4; w: Shape4; stride: number; pad: Pad }[] = [
   { x: [2, 10, 11, 3], w: [4, 3, 3, 2], stride: 3, pad: "valid" },
   { x: [2, 8, 8, 3], w: [3, 3, 3, 2], stride: 2, pad: 1 },
   { x: [2, 6, 6, 3], w: [1, 1, 3, 2], stride: 1, pad: 2 },
+  // Strides past the kernel (residues without a tap) and unequal strides.
+  { x: [2, 7, 8, 3], w: [1, 1, 3, 2], stride: 2, pad: "valid" },
+  { x: [2, 11, 10, 2], w: [2, 2, 2, 3], stride: 3, pad: "same" },
+  { x: [2, 9, 8, 3], w: [3, 2, 3, 2], stride: [2, 1], pad: "same" },
+  { x: [1, 16, 16, 4], w: [3, 3, 4, 8], stride: 2, pad: "same" },
 ];
 const caseValues = cases.map((c) => {
   const y = tf.tidy(() =>
@@ -172,11 +180,20 @@ describe("cpu filter gradient as a forward convolution", () => {
   it("matches its definition, loop by loop", () => {
     // Case 3: 2×2 filter, stride 2, "same" padding of a 15×15 input: p_t = p_l = 0.
     const c = cases[3], v = caseValues[3];
-    const naive = naiveFilterGradient(v.x, c.x, v.dy, v.dyShape, c.w, c.stride, 0, 0);
+    const naive = naiveFilterGradient(v.x, c.x, v.dy, v.dyShape, c.w, c.stride as number, 0, 0);
     assert.ok(relativeError(stockCases[3][1], naive) < 1e-5, "stock kernel vs definition");
     // Case 5: explicit padding 1.
     const c5 = cases[5], v5 = caseValues[5];
-    const naive5 = naiveFilterGradient(v5.x, c5.x, v5.dy, v5.dyShape, c5.w, c5.stride, 1, 1);
+    const naive5 = naiveFilterGradient(
+      v5.x,
+      c5.x,
+      v5.dy,
+      v5.dyShape,
+      c5.w,
+      c5.stride as number,
+      1,
+      1,
+    );
     assert.ok(relativeError(stockCases[5][1], naive5) < 1e-5, "stock kernel vs definition");
   });
 
@@ -190,8 +207,22 @@ describe("cpu filter gradient as a forward convolution", () => {
     const replacedCases = withoutLeaks(caseGradients);
     replacedCases.forEach((grads, i) => assertClose(grads, stockCases[i], 1e-5));
     const c = cases[3], v = caseValues[3];
-    const naive = naiveFilterGradient(v.x, c.x, v.dy, v.dyShape, c.w, c.stride, 0, 0);
+    const naive = naiveFilterGradient(v.x, c.x, v.dy, v.dyShape, c.w, c.stride as number, 0, 0);
     assert.ok(relativeError(replacedCases[3][1], naive) < 1e-5);
+  });
+});
+
+describe("the sub-pixel input gradient", () => {
+  it("matches the stock cpu kernel on a conv net and on every geometry, run on cpu", async () => {
+    await tf.setBackend("cpu");
+    const previous = replaceKernel(conv2DBackpropInputAsConv("cpu"));
+    try {
+      assertClose(withoutLeaks(netGradients), stockNet, 1e-5);
+      withoutLeaks(caseGradients).forEach((grads, i) => assertClose(grads, stockCases[i], 1e-5));
+    } finally {
+      tf.unregisterKernel("Conv2DBackpropInput", "cpu");
+      if (previous !== undefined) tf.registerKernel(previous);
+    }
   });
 });
 
@@ -214,6 +245,77 @@ describe("wasm convolution gradients", () => {
   it("match cpu's stock gradients on every geometry within 1e-4", async () => {
     await tf.setBackend("wasm");
     withoutLeaks(caseGradients).forEach((grads, i) => assertClose(grads, stockCases[i], 1e-4));
+  });
+});
+
+describe("wasm fast paths: Slice, SplitV and Sum", () => {
+  // Every kind of slice: whole trailing axes (one run), a cut last axis (short runs), rank 1
+  // to 5, "to the end" (−1), empty, int32 and bool.
+  const slices: { shape: number[]; begin: number[]; size: number[]; dtype?: tf.DataType }[] = [
+    { shape: [522], begin: [100], size: [300] },
+    { shape: [4, 5, 6], begin: [1, 0, 0], size: [2, 5, 6] },
+    { shape: [4, 5, 6], begin: [1, 2, 0], size: [2, 3, 6] },
+    { shape: [4, 5, 6], begin: [0, 1, 2], size: [4, 3, 3] },
+    { shape: [3, 4, 5, 6], begin: [1, 1, 1, 1], size: [-1, 2, -1, 4] },
+    { shape: [2, 3, 4, 5, 6], begin: [0, 1, 0, 2, 0], size: [2, 2, 4, 1, 6] },
+    { shape: [3, 4], begin: [1, 1], size: [0, 2] },
+    { shape: [6, 7], begin: [2, 3], size: [3, 4], dtype: "int32" },
+    { shape: [6, 7], begin: [0, 3], size: [6, 1], dtype: "bool" },
+  ];
+  // Sums over middle axes (average pooling), and others (the stock kernel).
+  const sums: { shape: number[]; axis: number[]; keepDims?: boolean }[] = [
+    { shape: [3, 5, 6, 4], axis: [1, 2] },
+    { shape: [3, 5, 6, 4], axis: [2, 1], keepDims: true },
+    { shape: [7, 4], axis: [0] },
+    { shape: [2, 3, 4, 5, 6], axis: [1, 2, 3] },
+    { shape: [3, 5, 6, 4], axis: [3] },
+    { shape: [3, 5, 6, 4], axis: [0, 2] },
+  ];
+  const splits: { shape: number[]; sizes: number[]; axis: number }[] = [
+    { shape: [40], sizes: [3, 30, 7], axis: 0 },
+    { shape: [3, 4, 8], sizes: [2, 6], axis: 2 },
+    { shape: [3, 4, 8], sizes: [1, 3], axis: 1 },
+  ];
+  // Integers, so that the cast to int32 gives the same values everywhere.
+  const sliceInputs = slices.map(({ shape }) => values(shape).map((v) => Math.round(4 * v)));
+  const splitInputs = splits.map(({ shape }) => values(shape));
+  const sumInputs = sums.map(({ shape }) => values(shape));
+  const compute = () =>
+    tf.tidy(() => {
+      const exact: number[][] = [];
+      slices.forEach(({ shape, begin, size, dtype }, i) => {
+        const numbers = tf.tensor(sliceInputs[i], shape);
+        // (wasm's cast to bool keeps the bytes of the integers: compare instead.)
+        const x = dtype === "bool" ? tf.greater(numbers, 0) : tf.cast(numbers, dtype ?? "float32");
+        const y = tf.slice(x, begin, size);
+        exact.push([...y.shape, ...y.dataSync()]);
+      });
+      splits.forEach(({ shape, sizes, axis }, i) => {
+        for (const part of tf.split(tf.tensor(splitInputs[i], shape), sizes, axis)) {
+          exact.push([...part.shape, ...part.dataSync()]);
+        }
+      });
+      const summed = sums.map(({ shape, axis, keepDims }, i) => {
+        const y = tf.sum(tf.tensor(sumInputs[i], shape), axis, keepDims);
+        return { shape: y.shape, values: y.dataSync() as Float32Array };
+      });
+      return { exact, summed };
+    });
+
+  it("give what cpu gives, without a leak, and registering twice changes nothing", async () => {
+    await tf.setBackend("cpu");
+    const expected = compute();
+    await tf.setBackend("wasm");
+    registerWasmFastPaths();
+    const slice = tf.getKernel("Slice", "wasm");
+    registerWasmFastPaths();
+    assert.equal(tf.getKernel("Slice", "wasm"), slice);
+    const actual = withoutLeaks(compute);
+    assert.deepEqual(actual.exact, expected.exact);
+    actual.summed.forEach(({ shape, values }, i) => {
+      assert.deepEqual(shape, expected.summed[i].shape);
+      assert.ok(relativeError(values, expected.summed[i].values) < 1e-6, `sum ${i}`);
+    });
   });
 });
 

@@ -10,13 +10,15 @@
  * - filter gradient: ∂L/∂w[a, b, c, o] = Σ_{n, i, j} x[n, s·i + a − p_t, s·j + b − p_l, c] · dy[n, i, j, o].
  *   Read x as a batch of c images with n channels, dy as a filter of size Ho×Wo from n to o
  *   channels: it is a stride-1 convolution whose dilation is s.
- * - input gradient: ∂L/∂x[n, h, w, c] = Σ_{a, b, o} D[n, h + p_t − a, w + p_l − b, o] · w[a, b, c, o],
- *   where D is dy with s − 1 zeros inserted between its rows and columns: a stride-1
- *   convolution of D with the filter flipped in space and transposed from (c, o) to (o, c).
+ * - input gradient: ∂L/∂x[n, h, w, c] = Σ_{i, j, a, b, o : s·i + a − p_t = h, s·j + b − p_l = w}
+ *   dy[n, i, j, o] · w[a, b, c, o]. Split by the residues of h + p_t and w + p_l modulo s, each
+ *   residue is a stride-1 convolution of dy with a few taps of w, flipped and transposed; all
+ *   s² of them run as one convolution with s²·C_in output channels, shuffled back into place
+ *   (a sub-pixel convolution, see conv2DBackpropInputAsConv).
  *
  * Backends whose forward convolution is fast and whose gradient kernels are missing or slow
  * (wasm, cpu) run these instead. The kernels call the backend's own Conv2D, Transpose, Reshape,
- * PadV2, Reverse and Slice kernels on tensor infos and free every intermediate.
+ * PadV2 and Slice kernels on tensor infos and free every intermediate.
  *
  * @module
  */
@@ -28,6 +30,8 @@ type Pad4 = [[number, number], [number, number], [number, number], [number, numb
 /** The kernel-level view of a backend: what every tfjs backend implements. */
 interface KernelBackend {
   disposeData(dataId: object, force?: boolean): boolean;
+  readSync(dataId: object): tf.BackendValues;
+  write(values: tf.TypedArray, shape: number[], dtype: tf.DataType): object;
 }
 
 /** Calls the kernels registered for one backend, and frees what they made. */
@@ -66,6 +70,16 @@ class KernelRunner {
       dilations,
       dimRoundingMode: undefined,
     } as unknown as tf.NamedAttrMap);
+  }
+
+  /** The values of a float32 tensor, on the host. */
+  read(x: tf.TensorInfo): Float32Array {
+    return this.backend.readSync(x.dataId) as Float32Array;
+  }
+
+  /** A new tensor on the backend holding `values`. */
+  write(values: tf.TypedArray, shape: number[], dtype: tf.DataType): tf.TensorInfo {
+    return { dataId: this.backend.write(values, shape, dtype), shape, dtype };
   }
 
   dispose(...infos: tf.TensorInfo[]) {
@@ -160,13 +174,25 @@ export function conv2DBackpropFilterAsConv(backendName: string): tf.KernelConfig
 
 /**
  * The input gradient of a 2-D convolution (also the forward pass of a transposed
- * convolution) as one forward convolution:
+ * convolution) as one stride-1 forward convolution on dy, whatever the stride: a sub-pixel
+ * decomposition.
  *
- *   ∂L/∂x = conv2d( D, transpose₍₀,₁,₃,₂₎(reverse₍₀,₁₎(w)), stride 1,
- *                   padding (kh − 1 − p_t, kw − 1 − p_l) )
+ * Along one spatial axis (kernel k, stride s, top padding p), ∂L/∂x[h] gathers the taps a with
+ * s·i + a − p = h. Writing h + p = s·q + r (0 ≤ r < s), those taps are a = r + s·m, and
  *
- * where D is dy with s − 1 zeros inserted after each row and column. Inputs `{dy, filter}`,
- * attrs `{strides, pad, dimRoundingMode, inputShape}` as tfjs' Conv2DBackpropInput kernel.
+ *   ∂L/∂x[s·q + r − p] = Σ_{j<M} dyP[q + j] · G_r[j],   G_r[j] = w[r + s·(M − 1 − j)] (0 if ≥ k),
+ *
+ * with M = ⌈k/s⌉ and dyP dy padded by M − 1 in front: for each residue r a stride-1
+ * convolution of dy with an M-tap filter. The s_h·s_w residues become the output channels of
+ * one convolution with G [M_h, M_w, C_out, s_h·s_w·C_in], and a depth-to-space shuffle puts
+ * each back at its place:
+ *
+ *   ∂L/∂x = crop( depthToSpace_s( conv2d(pad(dy), G) ) ).
+ *
+ * At stride 1 this is the familiar convolution of dy with w flipped in space and transposed
+ * (G[j] = w[k − 1 − j]). At stride 2 it does a quarter of the work of convolving a
+ * zero-dilated dy, which multiplies three zeros for every value. Inputs `{dy, filter}`, attrs
+ * `{strides, pad, dimRoundingMode, inputShape}` as tfjs' Conv2DBackpropInput kernel.
  */
 export function conv2DBackpropInputAsConv(backendName: string): tf.KernelConfig {
   const kernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
@@ -174,37 +200,104 @@ export function conv2DBackpropInputAsConv(backendName: string): tf.KernelConfig 
     const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
     const inputShape = (attrs as { inputShape: number[] }).inputShape;
     const info = convGeometry("Conv2DBackpropInput", inputShape, filter.shape, attrs ?? {});
-    const sh = info.strideHeight, sw = info.strideWidth;
-    const kh = info.filterHeight, kw = info.filterWidth;
-    const [n, ho, wo, co] = dy.shape;
+    const [n, ho, wo] = dy.shape;
+    const [kh, kw, ci] = filter.shape;
+    const rows = subPixelAxis(inputShape[1], kh, info.strideHeight, info.padInfo.top, ho);
+    const cols = subPixelAxis(inputShape[2], kw, info.strideWidth, info.padInfo.left, wo);
 
-    // D: dy with s − 1 zeros after every row and column, [N, Ho·sh, Wo·sw, Co].
-    let dilated = dy;
-    if (sh > 1 || sw > 1) {
-      const split = runner.reshape(dy, [n, ho, 1, wo, 1, co]);
-      const padded = runner.run("PadV2", { x: split }, {
-        paddings: [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]],
-        constantValue: 0,
-      });
-      dilated = runner.reshape(padded, [n, ho * sh, wo * sw, co]);
-      runner.dispose(split, padded);
+    const g = subPixelFilter(runner, filter, rows, cols);
+    const padded = cropNegativePadding(
+      runner,
+      dy,
+      rows.before,
+      rows.after,
+      cols.before,
+      cols.after,
+    );
+    const conv = runner.conv2d(padded.x, g, [1, 1], padded.pad); // [N, Q_h, Q_w, s_h·s_w·C_in]
+    if (padded.x !== dy) runner.dispose(padded.x);
+    runner.dispose(g);
+
+    const [sh, sw] = [rows.stride, cols.stride];
+    let grid = conv; // → [N, Q_h·s_h, Q_w·s_w, C_in]
+    if (sh * sw > 1) {
+      const split = runner.reshape(conv, [n * rows.count, cols.count, sh, sw * ci]);
+      const shuffled = runner.transpose(split, [0, 2, 1, 3]);
+      grid = runner.reshape(shuffled, [n, rows.count * sh, cols.count * sw, ci]);
+      runner.dispose(conv, split, shuffled);
     }
-    const top = kh - 1 - info.padInfo.top;
-    const left = kw - 1 - info.padInfo.left;
-    // Output rows = rows(D) + top + bottom − kh + 1 must equal the input's height.
-    const bottom = inputShape[1] + kh - 1 - dilated.shape[1] - top;
-    const right = inputShape[2] + kw - 1 - dilated.shape[2] - left;
-    const cropped = cropNegativePadding(runner, dilated, top, bottom, left, right);
-
-    const flipped = runner.run("Reverse", { x: filter }, { dims: [0, 1] });
-    const filterT = runner.transpose(flipped, [0, 1, 3, 2]); // [kh, kw, Co, Ci]
-    const dx = runner.conv2d(cropped.x, filterT, [1, 1], cropped.pad);
-    if (cropped.x !== dilated) runner.dispose(cropped.x);
-    if (dilated !== dy) runner.dispose(dilated);
-    runner.dispose(flipped, filterT);
+    const [h, w] = [inputShape[1], inputShape[2]];
+    if (rows.crop === 0 && cols.crop === 0 && grid.shape[1] === h && grid.shape[2] === w) {
+      return grid;
+    }
+    const dx = runner.slice(grid, [0, rows.crop, cols.crop, 0], [n, h, w, ci]);
+    runner.dispose(grid);
     return dx;
   };
   return { kernelName: "Conv2DBackpropInput", backendName, kernelFunc };
+}
+
+/**
+ * The sub-pixel geometry of one axis of length `size` (kernel k, stride s, top padding p, dy
+ * of length `outSize`): M taps per residue; Q = the residue convolution's output length,
+ * from q₀ = ⌊p/s⌋ to ⌊(p + size − 1)/s⌋; dy's padding before and after (negative: rows to
+ * crop), and where x starts in the shuffled grid of length Q·s.
+ */
+function subPixelAxis(size: number, k: number, s: number, p: number, outSize: number) {
+  const taps = Math.ceil(k / s);
+  const q0 = Math.floor(p / s);
+  const count = Math.floor((p + size - 1) / s) - q0 + 1;
+  return {
+    kernel: k,
+    stride: s,
+    taps,
+    count,
+    before: taps - 1 - q0,
+    after: count - outSize + q0,
+    crop: p - s * q0,
+  };
+}
+
+type SubPixelAxis = ReturnType<typeof subPixelAxis>;
+
+/**
+ * G [M_h, M_w, C_out, s_h·s_w·C_in] from w [k_h, k_w, C_in, C_out]:
+ *
+ *   G[j_h, j_w, o, (r_h, r_w, c)] = w[r_h + s_h(M_h − 1 − j_h), r_w + s_w(M_w − 1 − j_w), c, o],
+ *
+ * zero where a tap falls past the kernel's end. Filters are small (at most a few hundred
+ * thousand values), so the values are rearranged on the host in one pass; as kernels (a
+ * reverse or a gather, then transposes) wasm took longer than the convolution itself.
+ */
+function subPixelFilter(
+  runner: KernelRunner,
+  filter: tf.TensorInfo,
+  rows: SubPixelAxis,
+  cols: SubPixelAxis,
+): tf.TensorInfo {
+  const [kh, kw, ci, co] = filter.shape;
+  const w = runner.read(filter);
+  const phases = rows.stride * cols.stride;
+  const shape = [rows.taps, cols.taps, co, phases * ci];
+  const g = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  for (let jh = 0; jh < rows.taps; jh++) {
+    for (let jw = 0; jw < cols.taps; jw++) {
+      for (let rh = 0; rh < rows.stride; rh++) {
+        const a = rh + rows.stride * (rows.taps - 1 - jh);
+        for (let rw = 0; rw < cols.stride; rw++) {
+          const b = rw + cols.stride * (cols.taps - 1 - jw);
+          if (a >= kh || b >= kw) continue;
+          const phase = rh * cols.stride + rw;
+          for (let o = 0; o < co; o++) {
+            const to = ((jh * cols.taps + jw) * co + o) * phases * ci + phase * ci;
+            const from = (a * kw + b) * ci * co + o;
+            for (let c = 0; c < ci; c++) g[to + c] = w[from + c * co];
+          }
+        }
+      }
+    }
+  }
+  return runner.write(g, shape, "float32");
 }
 
 /**

@@ -5,7 +5,7 @@
  * and its `Conv2DBackpropInput` is slow. Both become forward convolutions, which wasm runs
  * with XNNPACK (see conv_gradients.ts for the equations):
  *
- *   ∂L/∂w = conv2d(xᵀ, dyᵀ, dilation = stride),   ∂L/∂x = conv2d(dilate(dy), flip(w)ᵀ).
+ *   ∂L/∂w = conv2d(xᵀ, dyᵀ, dilation = stride),   ∂L/∂x = depthToSpace(conv2d(dy, G(w))).
  *
  * @module
  */
