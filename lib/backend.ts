@@ -9,7 +9,7 @@
  *
  * An explicit request that cannot start is an error, never a silent fallback. The wasm and cpu
  * backends get the convolution gradient kernels of lib/kernels/ before use, and wasm the
- * faster Slice, SplitV and Sum of lib/kernels/wasm_fast_paths.ts.
+ * faster Slice, SplitV, Sum and Identity of lib/kernels/wasm_fast_paths.ts.
  *
  * @module
  */

@@ -317,6 +317,18 @@ describe("wasm fast paths: Slice, SplitV and Sum", () => {
       assert.ok(relativeError(values, expected.summed[i].values) < 1e-6, `sum ${i}`);
     });
   });
+
+  it("Identity shares the buffer: a clone outlives its original, and both are freed", async () => {
+    await tf.setBackend("wasm");
+    registerWasmFastPaths();
+    withoutLeaks(() => {
+      const x = tf.tensor([1, 2, 3, 4], [2, 2]);
+      const y = tf.clone(x);
+      x.dispose();
+      assert.deepEqual(Array.from(y.dataSync()), [1, 2, 3, 4]);
+      y.dispose();
+    });
+  });
 });
 
 describe("upsampleNearest2x", () => {

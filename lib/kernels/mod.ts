@@ -1,7 +1,7 @@
 /**
  * Kernels and ops that make training exact and fast on every backend: the convolution
  * gradients as forward convolutions (registered for wasm and cpu) and nearest-neighbour
- * upsampling with an exact gradient, and faster Slice, SplitV and Sum for wasm.
+ * upsampling with an exact gradient, and faster Slice, SplitV, Sum and Identity for wasm.
  *
  * @module
  */

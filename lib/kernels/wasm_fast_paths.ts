@@ -17,6 +17,8 @@
  *
  *     Σ_{r<R} x[o, r, i] = R · avgPool_{R×1}(x)[o, 0, 0, i].
  *
+ * - `Identity`: the stock kernel copies; this one shares the buffer (see identityKernel).
+ *
  * @module
  */
 
@@ -29,6 +31,7 @@ interface WasmHeapBackend {
   typedArrayFromHeap(info: tf.TensorInfo): tf.TypedArray;
   write(values: tf.TypedArray, shape: number[], dtype: tf.DataType): object;
   disposeData(dataId: object): boolean;
+  incRef(dataId: object): void;
 }
 
 /** Copies x[begin : begin + size] (any rank) into a new tensor, reading the heap in place. */
@@ -149,6 +152,18 @@ const sumKernel = (fallback: tf.KernelFunc): tf.KernelFunc => (args) => {
   return { ...sum, shape };
 };
 
+/**
+ * `Identity` that shares its input's buffer, as cpu's does and wasm's own `Reshape`: tensors
+ * are immutable, so a second reference is as good as a copy. The engine clones every tensor a
+ * gradient will need (inputs of Conv2D, Multiply, …) with it, 60-odd a training step.
+ */
+const identityKernel = (fallback: tf.KernelFunc): tf.KernelFunc => (args) => {
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  if (x.dtype === "string") return fallback(args);
+  (args.backend as WasmHeapBackend).incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+};
+
 function runKernel(
   backend: WasmHeapBackend,
   kernelName: string,
@@ -165,10 +180,11 @@ const FAST_PATHS: [string, (fallback: tf.KernelFunc) => tf.KernelFunc][] = [
   ["Slice", sliceKernel],
   ["SplitV", splitVKernel],
   ["Sum", sumKernel],
+  ["Identity", identityKernel],
 ];
 
 /**
- * Registers the fast `Slice`, `SplitV` and `Sum` for wasm (idempotent). Call it once the wasm
+ * Registers the fast `Slice`, `SplitV`, `Sum` and `Identity` for wasm (idempotent). Call it once the wasm
  * backend package is imported.
  */
 export function registerWasmFastPaths(): void {
