@@ -9,7 +9,8 @@
  *
  * An explicit request that cannot start is an error, never a silent fallback. The wasm and cpu
  * backends get the convolution gradient kernels of lib/kernels/ before use, and wasm the
- * faster Slice, SplitV, Sum and Identity of lib/kernels/wasm_fast_paths.ts.
+ * faster Slice, SplitV, Sum and Identity of lib/kernels/wasm_fast_paths.ts; the native
+ * backend's kernels that take shape operands make each one once (native_fast_paths.ts).
  *
  * @module
  */
@@ -19,6 +20,7 @@ import { loadNativeBackend } from "./native.ts";
 import { registerCpuGradientKernels } from "./kernels/cpu_gradients.ts";
 import { registerWasmGradientKernels } from "./kernels/wasm_gradients.ts";
 import { registerWasmFastPaths } from "./kernels/wasm_fast_paths.ts";
+import { registerNativeFastPaths } from "./kernels/native_fast_paths.ts";
 
 /** A TensorFlow.js backend the book knows how to start. */
 export type BackendName = "tensorflow" | "webgpu" | "wasm" | "cpu";
@@ -204,6 +206,7 @@ async function startTensorflow(): Promise<StartResult> {
     return { ok: false, reason: firstLine(error), advice };
   }
   if (!loaded.ok) return { ok: false, reason: loaded.reason, advice };
+  registerNativeFastPaths();
   const failure = await activate("tensorflow");
   return failure === undefined
     ? { ok: true, detail: loaded.detail }

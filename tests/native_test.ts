@@ -2,6 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { loadNativeBackend, nativeDir } from "../lib/native.ts";
+import { registerNativeFastPaths } from "../lib/kernels/native_fast_paths.ts";
 
 /** Runs `lib/native.ts`'s loader in a fresh process with `env` and returns its result. */
 async function loadInSubprocess(env: Record<string, string>): Promise<Record<string, unknown>> {
@@ -149,5 +150,54 @@ describe("the native backend, when set up", () => {
     );
     // Each output counts its in-image 3×3 neighbours (4·4 + 2·4·6 + 4·9 = 100) times 2 channels.
     assert.equal(sum, 200);
+  });
+
+  whenSetUp("fast paths give what tfjs-node's own kernels give, bit for bit", async () => {
+    await tf.setBackend("tensorflow");
+    const names = ["Reshape", "Sum", "Conv2DBackpropFilter", "Conv2DBackpropInput", "SplitV"];
+    const stock = [...names, "Concat"].map((name) => tf.getKernel(name, "tensorflow")!);
+    const x = tf.tensor4d(Array.from({ length: 2 * 7 * 6 * 3 }, (_, i) => Math.sin(i)), [
+      2,
+      7,
+      6,
+      3,
+    ]);
+    const w = tf.tensor4d(Array.from({ length: 3 * 3 * 3 * 4 }, (_, i) => Math.cos(i)), [
+      3,
+      3,
+      3,
+      4,
+    ]);
+    const ints = tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3], "int32");
+    const results = () =>
+      tf.tidy(() => {
+        const out: tf.Tensor[] = [
+          tf.reshape(x, [2, -1, 3]),
+          tf.sum(x, [1, 2]),
+          tf.sum(x, [0, 3], true),
+          tf.sum(ints, 1),
+          ...tf.split(x, [2, 4, 1], 1),
+          tf.concat([x, x], 3),
+          tf.concat([ints, ints], 0),
+        ];
+        for (const [stride, pad] of [[1, "same"], [2, "same"], [2, "valid"]] as const) {
+          const grads = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+            tf.sum(tf.square(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, stride, pad)))
+          );
+          out.push(...grads([x, w]));
+        }
+        return out.map((t) => [t.shape, Array.from(t.dataSync())]);
+      });
+    const expected = results();
+    registerNativeFastPaths();
+    registerNativeFastPaths(); // idempotent
+    stock.forEach((config) =>
+      assert.notEqual(tf.getKernel(config.kernelName, "tensorflow"), config)
+    );
+    const tensors = tf.memory().numTensors;
+    assert.deepEqual(results(), expected);
+    assert.deepEqual(results(), expected); // the shape operands, made once, are reused
+    assert.equal(tf.memory().numTensors, tensors);
+    tf.dispose([x, w, ints]);
   });
 });

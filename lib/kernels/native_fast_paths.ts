@@ -1,0 +1,235 @@
+/**
+ * Kernels of the native backend ("tensorflow", tfjs-node) whose shape operands are made once.
+ *
+ * Several TensorFlow ops take a shape or axis list as an int32 tensor input: Reshape's shape,
+ * Sum's axes, the input or filter size of the convolution gradients, SplitV's sizes and axis,
+ * ConcatV2's axis. tfjs-node builds that tensor on every call: a TensorFlow.js tensor, copied
+ * into a TensorFlow tensor when the op runs, then disposed; a U-Net training step pays it about
+ * 170 times. These kernels run the same ops on the same inputs, but pass each distinct shape
+ * operand as a TensorFlow tensor created once and kept for the life of the process (a program
+ * sees tens of distinct shapes, a few bytes each). Everything else about the op, and its
+ * result, is unchanged.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs";
+import { replaceKernel } from "./conv_gradients.ts";
+
+/** What TensorFlow returns for an output of an op. */
+interface OutputMetadata {
+  id: number;
+  shape: number[];
+  dtype: number;
+}
+
+/** The part of tfjs-node's binding and NodeJSKernelBackend these kernels use. */
+interface NodeBackend {
+  binding: {
+    createTensor(shape: number[], dtype: number, values: Int32Array): number;
+    executeOp(name: string, attrs: OpAttr[], inputIds: number[], outputs: number): OutputMetadata[];
+    TF_FLOAT: number;
+    TF_INT32: number;
+    TF_BOOL: number;
+    TF_ATTR_TYPE: number;
+    TF_ATTR_BOOL: number;
+    TF_ATTR_INT: number;
+    TF_ATTR_STRING: number;
+  };
+  getInputTensorIds(tensors: tf.TensorInfo[]): number[];
+  createOutputTensor(metadata: OutputMetadata): tf.TensorInfo;
+}
+
+interface OpAttr {
+  name: string;
+  type: number;
+  value: unknown;
+}
+
+/** Int32 TensorFlow tensors by their values, made once each. */
+const constants = new Map<string, number>();
+
+/** The id of a TensorFlow int32 tensor holding `values` (a vector, or a scalar). */
+function int32(backend: NodeBackend, values: number[], scalar = false): number {
+  const key = `${scalar ? "s" : "v"}${values.join(",")}`;
+  let id = constants.get(key);
+  if (id === undefined) {
+    const shape = scalar ? [] : [values.length];
+    id = backend.binding.createTensor(shape, backend.binding.TF_INT32, Int32Array.from(values));
+    constants.set(key, id);
+  }
+  return id;
+}
+
+function dtypeOf(backend: NodeBackend, dtype: tf.DataType): number {
+  const { TF_FLOAT, TF_INT32, TF_BOOL } = backend.binding;
+  const types: Partial<Record<tf.DataType, number>> = {
+    float32: TF_FLOAT,
+    int32: TF_INT32,
+    bool: TF_BOOL,
+  };
+  const type = types[dtype];
+  if (type === undefined) throw new Error(`no TensorFlow dtype for ${dtype}`);
+  return type;
+}
+
+const typeAttr = (backend: NodeBackend, name: string, dtype: tf.DataType): OpAttr => ({
+  name,
+  type: backend.binding.TF_ATTR_TYPE,
+  value: dtypeOf(backend, dtype),
+});
+
+/** Runs TensorFlow op `name` on `inputs`, tensors or ids of constants, in order. */
+function execute(
+  backend: NodeBackend,
+  name: string,
+  attrs: OpAttr[],
+  inputs: (tf.TensorInfo | number)[],
+  outputs = 1,
+): tf.TensorInfo[] {
+  const ids = inputs.map((input) =>
+    typeof input === "number" ? input : backend.getInputTensorIds([input])[0]
+  );
+  return backend.binding.executeOp(name, attrs, ids, outputs).map((metadata) =>
+    backend.createOutputTensor(metadata)
+  );
+}
+
+/** The attributes tfjs-node gives both convolution gradients. */
+function convGradientAttrs(backend: NodeBackend, info: tf.backend_util.Conv2DInfo): OpAttr[] {
+  const { TF_ATTR_INT, TF_ATTR_STRING, TF_ATTR_BOOL } = backend.binding;
+  return [
+    typeAttr(backend, "T", "float32"),
+    { name: "strides", type: TF_ATTR_INT, value: [1, info.strideHeight, info.strideWidth, 1] },
+    { name: "padding", type: TF_ATTR_STRING, value: info.padInfo.type },
+    { name: "data_format", type: TF_ATTR_STRING, value: "NHWC" },
+    { name: "use_cudnn_on_gpu", type: TF_ATTR_BOOL, value: true },
+    { name: "dilations", type: TF_ATTR_INT, value: [1, 1, 1, 1] },
+  ];
+}
+
+/** Conv2D geometry as tfjs-node computes it, or undefined where its kernel would not apply. */
+function convInfo(
+  xShape: number[],
+  filterShape: number[],
+  attrs: tf.NamedAttrMap,
+): tf.backend_util.Conv2DInfo | undefined {
+  const { strides, pad, dataFormat, dimRoundingMode } = attrs as unknown as {
+    strides: number | [number, number];
+    pad: "same" | "valid" | number;
+    dataFormat?: "NHWC" | "NCHW";
+    dimRoundingMode?: "floor" | "round" | "ceil";
+  };
+  if (dataFormat === "NCHW") return undefined;
+  const info = tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+  );
+  return info.padInfo.type === "SAME" || info.padInfo.type === "VALID" ? info : undefined;
+}
+
+type Make = (stock: tf.KernelFunc) => tf.KernelFunc;
+
+const reshape: Make = () => ({ inputs, backend, attrs }) => {
+  const b = backend as unknown as NodeBackend;
+  const { x } = inputs as { x: tf.TensorInfo };
+  const { shape } = attrs as unknown as { shape: number[] };
+  const attributes = [typeAttr(b, "T", x.dtype), typeAttr(b, "Tshape", "int32")];
+  return execute(b, "Reshape", attributes, [x, int32(b, shape)])[0];
+};
+
+const sum: Make = () => ({ inputs, backend, attrs }) => {
+  const b = backend as unknown as NodeBackend;
+  const { x } = inputs as { x: tf.TensorInfo };
+  const { axis, keepDims } = attrs as unknown as { axis: number | number[]; keepDims: boolean };
+  const axes = tf.util.parseAxisParam(axis, x.shape);
+  const attributes = [
+    { name: "keep_dims", type: b.binding.TF_ATTR_BOOL, value: keepDims },
+    typeAttr(b, "T", x.dtype),
+    typeAttr(b, "Tidx", "int32"),
+  ];
+  return execute(b, "Sum", attributes, [x, int32(b, axes)])[0];
+};
+
+const conv2DBackpropFilter: Make = (stock) => (args) => {
+  const b = args.backend as unknown as NodeBackend;
+  const { x, dy } = args.inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+  const { filterShape } = args.attrs as unknown as { filterShape: number[] };
+  const info = convInfo(x.shape, filterShape, args.attrs ?? {});
+  if (info === undefined) return stock(args);
+  const attributes = convGradientAttrs(b, info);
+  return execute(b, "Conv2DBackpropFilter", attributes, [x, int32(b, info.filterShape), dy])[0];
+};
+
+const conv2DBackpropInput: Make = (stock) => (args) => {
+  const b = args.backend as unknown as NodeBackend;
+  const { dy, filter } = args.inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
+  const { inputShape } = args.attrs as unknown as { inputShape: number[] };
+  const info = convInfo(inputShape, filter.shape, args.attrs ?? {});
+  if (info === undefined) return stock(args);
+  const attributes = convGradientAttrs(b, info);
+  return execute(b, "Conv2DBackpropInput", attributes, [int32(b, info.inShape), filter, dy])[0];
+};
+
+const splitV: Make = () => ({ inputs, backend, attrs }) => {
+  const b = backend as unknown as NodeBackend;
+  const { x } = inputs as { x: tf.TensorInfo };
+  const { numOrSizeSplits, axis } = attrs as unknown as {
+    numOrSizeSplits: number | number[];
+    axis: number | number[];
+  };
+  const along = tf.util.parseAxisParam(axis, x.shape)[0];
+  const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, along);
+  const attributes = [
+    { name: "num_split", type: b.binding.TF_ATTR_INT, value: sizes.length },
+    typeAttr(b, "T", x.dtype),
+    typeAttr(b, "Tlen", "int32"),
+  ];
+  const operands = [x, int32(b, sizes), int32(b, [along], true)];
+  return execute(b, "SplitV", attributes, operands, sizes.length);
+};
+
+const concat: Make = (stock) => (args) => {
+  const b = args.backend as unknown as NodeBackend;
+  const tensors = args.inputs as unknown as tf.TensorInfo[];
+  if (tensors.some((t) => t.dtype !== tensors[0].dtype)) return stock(args);
+  const { axis } = args.attrs as unknown as { axis: number | number[] };
+  const along = tf.util.parseAxisParam(axis, tensors[0].shape)[0];
+  const attributes = [
+    { name: "N", type: b.binding.TF_ATTR_INT, value: tensors.length },
+    typeAttr(b, "Tidx", "int32"),
+    typeAttr(b, "T", tensors[0].dtype),
+  ];
+  return execute(b, "ConcatV2", attributes, [...tensors, int32(b, [along], true)])[0];
+};
+
+/** The replacements, by kernel name. */
+const FAST_PATHS: [string, Make][] = [
+  ["Reshape", reshape],
+  ["Sum", sum],
+  ["Conv2DBackpropFilter", conv2DBackpropFilter],
+  ["Conv2DBackpropInput", conv2DBackpropInput],
+  ["SplitV", splitV],
+  ["Concat", concat],
+];
+
+/**
+ * Registers these kernels for the "tensorflow" backend in place of tfjs-node's (idempotent).
+ * Call it once tfjs-node's kernels are registered.
+ */
+export function registerNativeFastPaths(): void {
+  for (const [kernelName, make] of FAST_PATHS) {
+    const current = tf.getKernel(kernelName, "tensorflow");
+    if (current === undefined || (current as { fastPath?: boolean }).fastPath) continue;
+    replaceKernel({
+      kernelName,
+      backendName: "tensorflow",
+      kernelFunc: make(current.kernelFunc),
+      fastPath: true,
+    } as tf.KernelConfig);
+  }
+}
