@@ -17,6 +17,7 @@
 
 import * as tf from "@tensorflow/tfjs";
 import { loadNativeBackend } from "./native.ts";
+import { optionValue } from "./options.ts";
 import { registerCpuGradientKernels } from "./kernels/cpu_gradients.ts";
 import { registerWasmGradientKernels } from "./kernels/wasm_gradients.ts";
 import { registerWasmFastPaths } from "./kernels/wasm_fast_paths.ts";
@@ -60,24 +61,8 @@ type StartResult = { ok: true; detail: string } | { ok: false; reason: string; a
  * undefined when there is none.
  */
 export function backendFromArgs(args: readonly string[]): string | undefined {
-  let found: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (arg === "--backend") {
-      const value = args[i + 1];
-      if (value === undefined || value.startsWith("--")) {
-        throw new Error(
-          `--backend needs a name: one of ${BACKEND_NAMES.join(", ")} or auto ` +
-            `(e.g. --backend wasm)`,
-        );
-      }
-      found = value;
-      i++;
-    } else if (arg.startsWith("--backend=")) {
-      found = arg.slice("--backend=".length);
-    }
-  }
-  return found;
+  const usage = `name one of ${BACKEND_NAMES.join(", ")} or auto (e.g. --backend wasm)`;
+  return optionValue(args, "--backend", usage);
 }
 
 let last: { key: string; report: Promise<BackendReport> } | undefined;

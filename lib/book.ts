@@ -31,6 +31,7 @@ import {
   type RgbaImage,
   toRgbaImages,
 } from "./images.ts";
+import { optionValue } from "./options.ts";
 
 /** Which size of a chapter runs: `quick` (tiny models, minutes on a CPU) or `full` (the published book). */
 export type Profile = "quick" | "full";
@@ -93,14 +94,7 @@ export interface TableOptions extends CaptionOptions {
 }
 
 const PROFILES: readonly Profile[] = ["quick", "full"];
-
-function argValue(args: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === name) return args[i + 1];
-    if (args[i].startsWith(name + "=")) return args[i].slice(name.length + 1);
-  }
-  return undefined;
-}
+const PROFILE_USAGE = "use --profile quick (tiny models) or --profile full (the book's runs)";
 
 function envValue(name: string): string | undefined {
   try {
@@ -111,10 +105,11 @@ function envValue(name: string): string | undefined {
 }
 
 function readProfile(): Profile {
-  const value = argValue(Deno.args, "--profile") ?? envValue("BOOK_PROFILE") ?? "quick";
+  const value = optionValue(Deno.args, "--profile", PROFILE_USAGE) ?? envValue("BOOK_PROFILE") ??
+    "quick";
   if (!(PROFILES as readonly string[]).includes(value)) {
     throw new Error(
-      `unknown profile "${value}": use --profile quick (tiny models) or --profile full (the book's runs)`,
+      `unknown profile "${value}": ${PROFILE_USAGE}`,
     );
   }
   return value as Profile;
@@ -209,7 +204,8 @@ class BookRuntime {
   constructor() {
     this.profile = readProfile();
     this.chapterId = readChapterId();
-    this.backend = argValue(Deno.args, "--backend") ?? envValue("BOOK_BACKEND");
+    this.backend = optionValue(Deno.args, "--backend", "name a backend, e.g. --backend wasm") ??
+      envValue("BOOK_BACKEND");
     this.outputDir = outputDirectory(this.chapterId);
     let terminal = false;
     try {

@@ -303,8 +303,6 @@ export class Trainer {
    * parameter tensors, instead of a dozen per tensor (6,000 of a step's 6,300 kernels before).
    */
   readonly #flat: { m: tf.Variable; v: tf.Variable; ema: tf.Variable };
-  /** Element count of each parameter tensor, the pieces of the flat vectors. */
-  readonly #sizes: number[];
   /** Whether `#ema`'s variables lag behind `#flat.ema`. */
   #emaStale = false;
   readonly #shape: [number, number, number];
@@ -359,8 +357,7 @@ export class Trainer {
     this.#ema = createModel(model.config, { trainable: false });
     copyVariables(model.parameters, this.#ema.parameters);
     copyVariables(model.buffers, this.#ema.buffers);
-    this.#sizes = model.parameters.map((p) => p.variable.size);
-    const count = this.#sizes.reduce((a, b) => a + b, 0);
+    const count = model.parameters.reduce((total, p) => total + p.variable.size, 0);
     this.#flat = tf.tidy(() => ({
       m: tf.variable(tf.zeros([count]), false),
       v: tf.variable(tf.zeros([count]), false),
@@ -371,7 +368,7 @@ export class Trainer {
   /** The EMA of the weights, θ̄ ← d θ̄ + (1 − d) θ after every step (sample from this one). */
   get ema(): DiffusionModel {
     if (this.#emaStale) {
-      tf.tidy(() => assignPieces(this.#flat.ema, this.#sizes, this.#ema.parameters));
+      tf.tidy(() => assignPieces(this.#flat.ema, this.#ema.parameters));
       this.#emaStale = false;
     }
     return this.#ema;
@@ -379,11 +376,12 @@ export class Trainer {
 
   /** The parameters' pieces of a flat vector as named variables (the caller disposes them). */
   #pieces(flat: tf.Tensor): NamedVariable[] {
+    const parameters = this.model.parameters;
     return tf.tidy(() =>
-      tf.split(flat, this.#sizes).map((piece, i) => {
-        const { name, variable } = this.model.parameters[i];
-        return { name, variable: tf.variable(tf.reshape(piece, variable.shape), false) };
-      })
+      unflatten(flat, parameters).map((piece, i) => ({
+        name: parameters[i].name,
+        variable: tf.variable(piece, false),
+      }))
     );
   }
 
@@ -641,7 +639,7 @@ export class Trainer {
       }
       m.assign(newM);
       v.assign(newV);
-      assignPieces(newTheta, this.#sizes, parameters);
+      assignPieces(newTheta, parameters);
       for (const u of updates) u.variable.assign(u.value);
       const decay = c.emaWarmup ? Math.min(c.emaDecay, (1 + k) / (10 + k)) : c.emaDecay;
       ema.assign(tf.add(tf.mul(ema, decay), tf.mul(newTheta, 1 - decay)));
@@ -845,11 +843,15 @@ function flatten(variables: readonly NamedVariable[]): tf.Tensor1D {
   return tf.concat(variables.map((p) => tf.reshape(p.variable, [-1]))) as tf.Tensor1D;
 }
 
-/** Assign consecutive pieces of `flat` (of `sizes` elements) to `variables`, reshaped. */
-function assignPieces(flat: tf.Tensor, sizes: number[], variables: readonly NamedVariable[]): void {
-  tf.split(flat, sizes).forEach((piece, i) =>
-    variables[i].variable.assign(tf.reshape(piece, variables[i].variable.shape))
-  );
+/** The inverse of `flatten`: consecutive pieces of `flat`, shaped as `variables`. */
+function unflatten(flat: tf.Tensor, variables: readonly NamedVariable[]): tf.Tensor[] {
+  const pieces = tf.split(flat, variables.map((p) => p.variable.size));
+  return pieces.map((piece, i) => tf.reshape(piece, variables[i].variable.shape));
+}
+
+/** Assign the pieces of `flat` to `variables` (see `unflatten`). */
+function assignPieces(flat: tf.Tensor, variables: readonly NamedVariable[]): void {
+  unflatten(flat, variables).forEach((piece, i) => variables[i].variable.assign(piece));
 }
 
 function copyVariables(from: readonly NamedVariable[], to: readonly NamedVariable[]): void {
@@ -858,7 +860,8 @@ function copyVariables(from: readonly NamedVariable[], to: readonly NamedVariabl
 
 /**
  * Train `model` on `data`, or continue from `config.checkpointPath` when `resume` is set and
- * the file exists. Returns the trainer (sample from `trainer.ema`; dispose it when done).
+ * the file exists. With `minutes`, stop at the first checkpoint after that wall-clock budget
+ * (see `Trainer.run`). Returns the trainer (sample from `trainer.ema`; dispose it when done).
  *
  * ```ts
  * const trainer = await train(model, data, noiseSchedule("linear", 1000), {
@@ -871,9 +874,9 @@ export async function train(
   data: TrainingData,
   schedule: NoiseSchedule,
   config: Partial<TrainConfig> = {},
-  options: TrainCallbacks & { resume?: boolean } = {},
+  options: TrainCallbacks & { resume?: boolean; minutes?: number } = {},
 ): Promise<Trainer> {
-  const { resume, ...callbacks } = options;
+  const { resume, minutes, ...callbacks } = options;
   let trainer: Trainer;
   const path = config.checkpointPath;
   let exists = false;
@@ -891,7 +894,7 @@ export async function train(
     trainer = new Trainer(model, data, schedule, config, callbacks);
   }
   try {
-    await trainer.run();
+    await trainer.run({ minutes });
   } catch (e) {
     trainer.dispose();
     throw e;

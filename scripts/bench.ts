@@ -35,7 +35,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/backend.ts";
 import { ensureNativeBackend } from "./setup.ts";
-import { checkOptions, optionValue } from "./options.ts";
+import { checkOptions, optionValue } from "../lib/options.ts";
 import { Random } from "../lib/random.ts";
 import {
   forwardFlops,

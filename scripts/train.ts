@@ -23,8 +23,8 @@ import {
   sampleGridWriter,
 } from "../lib/presets.ts";
 import { noiseSchedule } from "../lib/schedules.ts";
-import { Trainer } from "../lib/train.ts";
-import { checkOptions, optionValue } from "./options.ts";
+import { train } from "../lib/train.ts";
+import { checkOptions, optionValue } from "../lib/options.ts";
 import { createModel, unetConfig } from "../lib/unet.ts";
 
 const USAGE = "usage: deno task train [--profile full|quick] [--minutes M] [--backend NAME]";
@@ -44,19 +44,12 @@ async function main(args: string[]): Promise<void> {
   const dir = emoji16RunDir(profile);
   await Deno.mkdir(dir, { recursive: true });
   const config = emoji16TrainConfig(profile);
-  const callbacks = { onSamples: sampleGridWriter(dir) };
-  const exists = await Deno.stat(config.checkpointPath!).then(() => true, () => false);
-  const trainer = exists
-    ? await Trainer.resume(config.checkpointPath!, dataset, {
-      ...callbacks,
-      model: createModel(unetConfig(EMOJI16_UNET)),
-      schedule,
-      config,
-    })
-    : new Trainer(createModel(unetConfig(EMOJI16_UNET)), dataset, schedule, config, callbacks);
-  if (exists) console.error(`resuming ${config.checkpointPath} at step ${trainer.step}`);
-
-  await trainer.run({ minutes });
+  const model = createModel(unetConfig(EMOJI16_UNET));
+  const trainer = await train(model, dataset, schedule, config, {
+    onSamples: sampleGridWriter(dir),
+    resume: true,
+    minutes,
+  });
   console.error(
     `${dir}: step ${trainer.step} of ${config.steps}` +
       (trainer.step < config.steps!

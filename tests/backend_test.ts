@@ -37,8 +37,11 @@ describe("backendFromArgs", () => {
   });
 
   it("rejects a flag without a name", () => {
-    assert.throws(() => backendFromArgs(["--backend"]), /--backend needs a name/);
-    assert.throws(() => backendFromArgs(["--backend", "--quick"]), /--backend needs a name/);
+    assert.throws(() => backendFromArgs(["--backend"]), /--backend needs a value; name one of/);
+    assert.throws(
+      () => backendFromArgs(["--backend", "--quick"]),
+      /--backend needs a value; name one of/,
+    );
   });
 });
 

@@ -1,6 +1,7 @@
 /**
- * Command-line options of the project's scripts (`deno task bench`, `deno task train`):
- * `--name value` or `--name=value`, every name checked against the script's list.
+ * Command-line options of the project's scripts and chapters: `--name value` or
+ * `--name=value`, the last one winning, and (for the scripts) every name checked against the
+ * script's list.
  *
  * @module
  */
@@ -15,15 +16,15 @@ export function checkOptions(args: readonly string[], known: readonly string[], 
 }
 
 /**
- * The value of `--name value` or `--name=value` in `args`, or undefined when the option is
- * absent. Throws, with the usage line, when the option is given without a value.
+ * The value of the last `--name value` or `--name=value` in `args`, or undefined when the
+ * option is absent. Throws, with the usage line, when the option is given without a value.
  */
 export function optionValue(
   args: readonly string[],
   name: string,
   usage: string,
 ): string | undefined {
-  const i = args.findIndex((a) => a === name || a.startsWith(`${name}=`));
+  const i = args.findLastIndex((a) => a === name || a.startsWith(`${name}=`));
   if (i < 0) return undefined;
   const value = args[i] === name ? args[i + 1] : args[i].slice(name.length + 1);
   if (value === undefined || value === "" || value.startsWith("--")) {
