@@ -30,6 +30,9 @@
 
 import * as tf from "@tensorflow/tfjs";
 import { Random } from "../lib/random.ts";
+import { groupNormSiLU } from "../lib/kernels/group_norm_silu.ts";
+
+export { groupNormSiLU };
 
 /** Sizes of the reference U-Net. */
 export interface ReferenceUNetConfig {
@@ -247,69 +250,6 @@ function conv(x: tf.Tensor4D, filter: tf.Tensor, stride = 1): tf.Tensor4D {
 
 function silu<T extends tf.Tensor>(x: T): T {
   return tf.mul(x, tf.sigmoid(x));
-}
-
-/**
- * SiLU(GroupNorm(x)) with a hand-written gradient. Per-(sample, channel) sums over H, W are
- * averaged within each group by a [C, C] block matrix A (A_ij = 1/(H·W·C/G) when channels i and j
- * share a group), so every statistic stays in [N, C] and every pass over the activation is a
- * plain or last-axis-broadcast op:
- *
- *   μ = (Σ_hw x) A,  r = 1/√((Σ_hw x²) A − μ² + ε);   y = a x + b,  a = γ r,  b = β − a μ;
- *   z = y σ(y);   ∂y = ∂z (σ(y) + z (1 − σ(y))),   ∂β = Σ_n Σ_hw ∂y,   ∂γ = Σ_n T,
- *   T = r (Σ_hw ∂y x − μ Σ_hw ∂y)  (= Σ_hw ∂y x̂),
- *   ∂x = r (γ ∂y − m₁ − x̂ m₂) = a ∂y − p x − q,   m₁ = (γ Σ_hw ∂y) A,  m₂ = (γ T) A,
- *   p = r² m₂,  q = r m₁ − μ p,
- *
- * the usual GroupNorm gradient, ε = 1e-5.
- */
-export function groupNormSiLU(
-  x: tf.Tensor4D,
-  gamma: tf.Tensor,
-  beta: tf.Tensor,
-  groups: number,
-): tf.Tensor4D {
-  const [n, h, w, c] = x.shape;
-  const cg = c / groups;
-  const perChannel = [n, 1, 1, c];
-  const block = new Float32Array(c * c);
-  for (let i = 0; i < c; i++) {
-    for (let j = 0; j < c; j++) {
-      if (Math.floor(i / cg) === Math.floor(j / cg)) block[i * c + j] = 1 / (h * w * cg);
-    }
-  }
-  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [x, gamma, beta] = args as tf.Tensor[];
-    const save = args[3] as tf.GradSaveFunc;
-    const average = tf.tensor2d(block, [c, c]);
-    const mean = tf.matMul(tf.sum(x, [1, 2]), average);
-    const meanSquare = tf.matMul(tf.sum(tf.square(x), [1, 2]), average);
-    const r = tf.rsqrt(tf.add(tf.relu(tf.sub(meanSquare, tf.square(mean))), 1e-5));
-    const a = tf.mul(gamma, r);
-    const b = tf.sub(beta, tf.mul(a, mean));
-    const a4 = tf.reshape(a, perChannel);
-    const y = tf.add(tf.mul(x, a4), tf.reshape(b, perChannel));
-    const s = tf.sigmoid(y);
-    const z = tf.mul(y, s);
-    save([x, s, z, mean, r, a4, gamma, average]);
-    const gradFunc = (dz: tf.Tensor, saved: tf.Tensor[]) => {
-      const [x, s, z, mean, r, a4, gamma, average] = saved;
-      const dy = tf.mul(dz, tf.add(s, tf.mul(z, tf.sub(1, s))));
-      const sdy = tf.sum(dy, [1, 2]);
-      const sdyxhat = tf.mul(tf.sub(tf.sum(tf.mul(dy, x), [1, 2]), tf.mul(mean, sdy)), r);
-      const m1 = tf.matMul(tf.mul(gamma, sdy), average);
-      const m2 = tf.matMul(tf.mul(gamma, sdyxhat), average);
-      const p = tf.mul(tf.square(r), m2);
-      const q = tf.sub(tf.mul(r, m1), tf.mul(mean, p));
-      const dx = tf.sub(
-        tf.sub(tf.mul(dy, a4), tf.mul(x, tf.reshape(p, perChannel))),
-        tf.reshape(q, perChannel),
-      );
-      return [dx, tf.sum(sdyxhat, 0), tf.sum(sdy, 0)];
-    };
-    return { value: z, gradFunc };
-  });
-  return op(x, gamma, beta) as tf.Tensor4D;
 }
 
 /**

@@ -94,11 +94,40 @@ async function load(): Promise<NativeBackendResult> {
     return { ok: false, reason: `the binding at ${path} loaded but its backend did not start` };
   }
   const device = binding.isUsingGpuDevice() ? "GPU" : "CPU";
+  loadProjectOps();
   return {
     ok: true,
     name: "tensorflow",
     detail: `libtensorflow ${binding.TF_Version} (${device})`,
   };
+}
+
+/** The file `scripts/setup.ts` builds from lib/kernels/group_norm_silu.c. */
+export const PROJECT_OPS_LIBRARY = "libdiffusion_ops.so";
+
+let projectOps: { library?: Deno.DynamicLibrary<Record<never, never>>; reason?: string } = {};
+
+/**
+ * Loads the project's own TensorFlow ops (the fused GroupNorm + SiLU of
+ * lib/kernels/group_norm_silu.c), which register themselves with libtensorflow as the library
+ * loads. Without them the native backend runs those layers as composites of TensorFlow ops.
+ */
+function loadProjectOps(): void {
+  const path = `${nativeDir()}/${PROJECT_OPS_LIBRARY}`;
+  if (!isFile(path)) {
+    projectOps = { reason: `no ${path} (run \`deno task setup\`)` };
+    return;
+  }
+  try {
+    projectOps = { library: Deno.dlopen(path, {}) };
+  } catch (error) {
+    projectOps = { reason: `${path} failed to load: ${firstLine(error)}` };
+  }
+}
+
+/** Whether the project's own ops are loaded into libtensorflow, and why not when they are not. */
+export function projectOpsStatus(): { loaded: boolean; reason?: string } {
+  return { loaded: projectOps.library !== undefined, reason: projectOps.reason };
 }
 
 /** Where tfjs-node's own loader (node-pre-gyp, N-API 8 under Deno) looks for the binding. */

@@ -9,7 +9,10 @@
  *
  * Layout of `.native/`: `lib/` (libtensorflow_cc.so.2 and libtensorflow_framework.so.2, ~850 MB),
  * `include/` (the C API headers the binding includes), `tfjs_binding.node` (its run path finds
- * `lib/`), `setup.json` (what was built, or why it failed), `setup.log` (the last build's output).
+ * `lib/`), `setup.json` (what was built, or why it failed), `setup.log` (the last build's output),
+ * and `libdiffusion_ops.so`, the project's fused GroupNorm + SiLU ops compiled from
+ * lib/kernels/group_norm_silu.c with the machine's C compiler (`ops.json` records for which
+ * version of the source; optional: without it those layers are composed of TensorFlow's ops).
  * The binding is also copied to where tfjs-node's own loader looks, so that
  * `import "@tensorflow/tfjs-node"` works too.
  *
@@ -22,7 +25,7 @@
  * @module
  */
 import { createRequire } from "node:module";
-import { firstLine, isFile, nativeDir, projectRoot } from "../lib/native.ts";
+import { firstLine, isFile, nativeDir, PROJECT_OPS_LIBRARY, projectRoot } from "../lib/native.ts";
 
 /** The TensorFlow release whose wheel provides libtensorflow. */
 export const TENSORFLOW_VERSION = "2.21.0";
@@ -88,6 +91,7 @@ async function ensure(options: SetupOptions, say: (line: string) => void): Promi
   const cached = options.force ? undefined : readMarker(dir, key);
   if (cached?.ok) {
     placeForPackageLoader(cached.binding!);
+    await ensureProjectOps(dir, options.force, say);
     return { ok: true, reason: `already set up (${cached.source})` };
   }
   if (cached) {
@@ -107,6 +111,7 @@ async function ensure(options: SetupOptions, say: (line: string) => void): Promi
     if (built.ok) Object.assign(marker, { source: built.source, binding: built.binding });
     await writeAtomic(`${dir}/setup.json`, JSON.stringify(marker, null, 2) + "\n");
     if (built.ok) say(`ready in ${seconds} s: ${built.reason}`);
+    if (built.ok) await ensureProjectOps(dir, options.force, say);
     return { ok: built.ok, reason: built.reason };
   } finally {
     unlock();
@@ -276,6 +281,57 @@ function bindingGyp(dir: string): string {
     },
     null,
     2,
+  );
+}
+
+/** The project's own TensorFlow ops, compiled beside the binding (see lib/native.ts). */
+const OPS_SOURCE = new URL("../lib/kernels/group_norm_silu.c", import.meta.url).pathname;
+/** Built on the machine that runs it, so for its own CPU (AVX where it has AVX). */
+const OPS_FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-Wall"];
+
+/**
+ * Compile lib/kernels/group_norm_silu.c into `.native/libdiffusion_ops.so` against the
+ * libtensorflow the binding uses, once per version of the source (`.native/ops.json`). Optional:
+ * without a C compiler the native backend composes GroupNorm + SiLU from TensorFlow's ops, so a
+ * failure is one line, never an error.
+ */
+async function ensureProjectOps(
+  dir: string,
+  force: boolean | undefined,
+  say: (line: string) => void,
+): Promise<void> {
+  const source = await Deno.readFile(OPS_SOURCE);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", source));
+  const hash = Array.from(digest.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
+  const pkg = await tfjsNodePackage();
+  const framework = [`${dir}/lib`, `${pkg}/deps/lib`]
+    .map((lib) => `${lib}/libtensorflow_framework.so.2`)
+    .find(isFile);
+  const key = `group_norm_silu.c ${hash}, ${OPS_FLAGS.join(" ")}, ${framework}`;
+  const target = `${dir}/${PROJECT_OPS_LIBRARY}`;
+  try {
+    const marker = JSON.parse(Deno.readTextFileSync(`${dir}/ops.json`));
+    if (!force && marker.key === key && (!marker.ok || isFile(target))) return;
+  } catch {
+    // No marker yet: build.
+  }
+  const log: string[] = [];
+  let reason = "";
+  if (!framework) reason = "libtensorflow_framework.so.2 not found beside the binding";
+  else {
+    const frameworkDir = framework.replace(/\/[^/]*$/, "");
+    const args = [...OPS_FLAGS, OPS_SOURCE, "-o", `${target}.tmp`, framework];
+    const built = await run("cc", [...args, `-Wl,-rpath,${frameworkDir}`, "-lm"], { log });
+    if (built.ok) await Deno.rename(`${target}.tmp`, target);
+    else reason = `cc failed: ${built.output.split("\n").find((l) => /error/.test(l)) ?? "?"}`;
+  }
+  const ok = reason === "";
+  await writeAtomic(`${dir}/ops.json`, JSON.stringify({ key, ok, reason }, null, 2) + "\n");
+  say(
+    ok
+      ? `built the fused GroupNorm + SiLU ops (${PROJECT_OPS_LIBRARY})`
+      : `fused GroupNorm + SiLU ops not built (${reason}); the native backend composes them ` +
+        `from TensorFlow's ops`,
   );
 }
 

@@ -1,7 +1,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { loadNativeBackend, nativeDir } from "../lib/native.ts";
+import { loadNativeBackend, nativeDir, projectOpsStatus } from "../lib/native.ts";
+import { GROUP_NORM_SILU, groupNormSiLU } from "../lib/kernels/group_norm_silu.ts";
 import { registerNativeFastPaths } from "../lib/kernels/native_fast_paths.ts";
 
 /** Runs `lib/native.ts`'s loader in a fresh process with `env` and returns its result. */
@@ -200,4 +201,56 @@ describe("the native backend, when set up", () => {
     assert.equal(tf.memory().numTensors, tensors);
     tf.dispose([x, w, ints]);
   });
+
+  whenSetUp(
+    "runs GroupNorm + SiLU as the project's fused ops, equal to the composite",
+    async () => {
+      assert.ok(projectOpsStatus().loaded, `fused ops not loaded: ${projectOpsStatus().reason}`);
+      await tf.setBackend("tensorflow");
+      registerNativeFastPaths();
+      const fused = tf.getKernel(GROUP_NORM_SILU, "tensorflow");
+      assert.ok(fused, "the fused kernel is registered");
+      // Channel counts with and without a tail past the eight-lane vectors; 1 to 8 groups.
+      for (const [n, h, w, c, groups] of [[3, 5, 6, 16, 4], [2, 4, 4, 12, 3], [1, 3, 2, 5, 1]]) {
+        const size = n * h * w * c;
+        const x = tf.tensor4d(Array.from({ length: size }, (_, i) => 2 + Math.sin(i * 0.61)), [
+          n,
+          h,
+          w,
+          c,
+        ]);
+        const gamma = tf.tensor1d(Array.from({ length: c }, (_, i) => 1 + Math.cos(i)));
+        const beta = tf.tensor1d(Array.from({ length: c }, (_, i) => Math.sin(3 * i)));
+        const weights = tf.tensor4d(Array.from({ length: size }, (_, i) => Math.cos(i * 0.3)), [
+          n,
+          h,
+          w,
+          c,
+        ]);
+        const outputs = () =>
+          tf.tidy(() => {
+            const f = (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) =>
+              tf.sum(tf.mul(groupNormSiLU(a as tf.Tensor4D, g, b, groups), weights));
+            return [groupNormSiLU(x, gamma, beta, groups), ...tf.grads(f)([x, gamma, beta])]
+              .map((t) => t.dataSync() as Float32Array);
+          });
+        const actual = outputs();
+        tf.unregisterKernel(GROUP_NORM_SILU, "tensorflow");
+        const expected = outputs();
+        tf.registerKernel(fused);
+        for (const [i, what] of ["value", "∂x", "∂γ", "∂β"].entries()) {
+          assertClose(actual[i], expected[i], `${what} at ${[n, h, w, c]}, ${groups} groups`);
+        }
+        tf.dispose([x, gamma, beta, weights]);
+      }
+      // NaN goes through (the trainer's check sees it), and a bad group count is a clear error.
+      const nan = tf.tensor4d([NaN, 1, 2, 3, 4, 5, 6, 7], [1, 1, 1, 8]);
+      assert.ok(Number.isNaN(groupNormSiLU(nan, tf.ones([8]), tf.zeros([8]), 1).dataSync()[0]));
+      assert.throws(
+        () => groupNormSiLU(nan, tf.ones([8]), tf.zeros([8]), 3),
+        /do not split into 3/,
+      );
+      nan.dispose();
+    },
+  );
 });

@@ -10,11 +10,15 @@
  * sees tens of distinct shapes, a few bytes each). Everything else about the op, and its
  * result, is unchanged.
  *
+ * Also here: the kernels of the project's own fused GroupNorm + SiLU ops.
+ *
  * @module
  */
 
 import * as tf from "@tensorflow/tfjs";
 import { replaceKernel } from "./conv_gradients.ts";
+import { GROUP_NORM_SILU, GROUP_NORM_SILU_GRAD } from "./group_norm_silu.ts";
+import { projectOpsStatus } from "../native.ts";
 
 /** What TensorFlow returns for an output of an op. */
 interface OutputMetadata {
@@ -35,6 +39,7 @@ interface NodeBackend {
     TF_ATTR_BOOL: number;
     TF_ATTR_INT: number;
     TF_ATTR_STRING: number;
+    TF_ATTR_FLOAT: number;
   };
   getInputTensorIds(tensors: tf.TensorInfo[]): number[];
   createOutputTensor(metadata: OutputMetadata): tf.TensorInfo;
@@ -207,6 +212,43 @@ const concat: Make = (stock) => (args) => {
   return execute(b, "ConcatV2", attributes, [...tensors, int32(b, [along], true)])[0];
 };
 
+/**
+ * The project's fused GroupNorm + SiLU (lib/kernels/group_norm_silu.c, loaded by lib/native.ts)
+ * as kernels: the forward op returns z and the statistics μ, r that the backward op takes.
+ */
+function groupNormKernel(op: string, inputs: string[]): tf.KernelFunc {
+  return ({ inputs: given, backend, attrs }) => {
+    const b = backend as unknown as NodeBackend;
+    const { groups, epsilon } = attrs as unknown as { groups: number; epsilon: number };
+    const attributes = [
+      { name: "groups", type: b.binding.TF_ATTR_INT, value: groups },
+      { name: "epsilon", type: b.binding.TF_ATTR_FLOAT, value: epsilon },
+    ];
+    const operands = inputs.map((name) => (given as Record<string, tf.TensorInfo>)[name]);
+    return execute(b, op, attributes, operands, 3);
+  };
+}
+
+const GROUP_NORM_KERNELS: tf.KernelConfig[] = [
+  {
+    kernelName: GROUP_NORM_SILU,
+    backendName: "tensorflow",
+    kernelFunc: groupNormKernel("DiffusionGroupNormSiLU", ["x", "gamma", "beta"]),
+  },
+  {
+    kernelName: GROUP_NORM_SILU_GRAD,
+    backendName: "tensorflow",
+    kernelFunc: groupNormKernel("DiffusionGroupNormSiLUGrad", [
+      "dz",
+      "x",
+      "gamma",
+      "beta",
+      "mean",
+      "rstd",
+    ]),
+  },
+];
+
 /** The replacements, by kernel name. */
 const FAST_PATHS: [string, Make][] = [
   ["Reshape", reshape],
@@ -218,10 +260,16 @@ const FAST_PATHS: [string, Make][] = [
 ];
 
 /**
- * Registers these kernels for the "tensorflow" backend in place of tfjs-node's (idempotent).
- * Call it once tfjs-node's kernels are registered.
+ * Registers these kernels for the "tensorflow" backend in place of tfjs-node's, and the fused
+ * GroupNorm + SiLU when the project's ops are loaded (idempotent). Call it once tfjs-node's
+ * kernels are registered.
  */
 export function registerNativeFastPaths(): void {
+  if (projectOpsStatus().loaded) {
+    for (const config of GROUP_NORM_KERNELS) {
+      if (tf.getKernel(config.kernelName, "tensorflow") === undefined) tf.registerKernel(config);
+    }
+  }
   for (const [kernelName, make] of FAST_PATHS) {
     const current = tf.getKernel(kernelName, "tensorflow");
     if (current === undefined || (current as { fastPath?: boolean }).fastPath) continue;
