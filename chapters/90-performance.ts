@@ -147,4 +147,9 @@ await book.metric(
 // for networks of this size its per-dispatch cost keeps it within a small factor of a good CPU
 // rather than the orders of magnitude a CUDA framework gets. The book's training loop therefore
 // keeps the number of kernels per step low: Adam's moments and the EMA live in one flat vector
-// each, so the optimizer is a dozen kernels whatever the number of parameter tensors.
+// each, so the optimizer is a dozen kernels whatever the number of parameter tensors. The same
+// count decides the native backend's speed on the CPU, where a TensorFlow op over a whole
+// activation costs about 0.1 ms however little it computes: there each GroupNorm + SiLU pair runs
+// as one fused kernel forward and one backward, ops of the project's own
+// (`lib/kernels/group_norm_silu.c`), where TensorFlow's ops took 47, and a training step of the
+// reference U-Net takes about a quarter less time.
