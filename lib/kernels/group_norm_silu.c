@@ -17,11 +17,14 @@
  *   ∂x = r (γ_c ∂y − A − x̂ B),  A = mean_g(γ_c ∂y),  B = mean_g(γ_c ∂y x̂).
  *
  * The ops register themselves with TensorFlow's C API when the library is loaded (a
- * constructor), as DiffusionGroupNormSiLU and DiffusionGroupNormSiLUGrad. Only TensorFlow's
+ * constructor, which also pins the library so that it is never loaded twice), as
+ * DiffusionGroupNormSiLU and DiffusionGroupNormSiLUGrad. Only TensorFlow's
  * stable C ABI is used, declared below as in tensorflow/c/{tf_status,tf_tensor,kernels,ops}.h,
  * so the library builds with a C compiler and libtensorflow_framework alone.
  */
 
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -406,6 +409,12 @@ static void define(const char* name, const char* const* inputs, const char* cons
 }
 
 __attribute__((constructor)) static void register_ops(void) {
+  /* TensorFlow aborts on an op registered twice, which a second load after an unload would do
+   * (Deno closes a library its program no longer holds): pin this one in the process. */
+  Dl_info self;
+  if (dladdr((void*)register_ops, &self) && self.dli_fname) {
+    dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+  }
   static const char* const forward_inputs[] = {"x: float", "gamma: float", "beta: float", 0};
   static const char* const forward_outputs[] = {"z: float", "mean: float", "rstd: float", 0};
   static const char* const backward_inputs[] = {"dz: float",    "x: float",    "gamma: float",
