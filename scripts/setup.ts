@@ -286,8 +286,22 @@ function bindingGyp(dir: string): string {
 
 /** The project's own TensorFlow ops, compiled beside the binding (see lib/native.ts). */
 const OPS_SOURCE = new URL("../lib/kernels/group_norm_silu.c", import.meta.url).pathname;
-/** Built on the machine that runs it, so for its own CPU (AVX where it has AVX). */
-const OPS_FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-Wall"];
+/**
+ * The compiler's flags: AVX2 and FMA where the CPU has them (the kernels' eight-lane vectors are
+ * one AVX register), else the x86-64 baseline (two SSE registers). Not `-march=native`, so that
+ * a `.native/` carried to another x86-64 machine with AVX2 still runs.
+ */
+function opsFlags(): string[] {
+  const cpuinfo = (() => {
+    try {
+      return Deno.readTextFileSync("/proc/cpuinfo");
+    } catch {
+      return "";
+    }
+  })();
+  const avx2 = / avx2( |$)/m.test(cpuinfo) && / fma( |$)/m.test(cpuinfo);
+  return ["-O3", ...(avx2 ? ["-mavx2", "-mfma"] : []), "-fPIC", "-shared", "-Wall"];
+}
 
 /**
  * Compile lib/kernels/group_norm_silu.c into `.native/libdiffusion_ops.so` against the
@@ -307,7 +321,8 @@ async function ensureProjectOps(
   const framework = [`${dir}/lib`, `${pkg}/deps/lib`]
     .map((lib) => `${lib}/libtensorflow_framework.so.2`)
     .find(isFile);
-  const key = `group_norm_silu.c ${hash}, ${OPS_FLAGS.join(" ")}, ${framework}`;
+  const flags = opsFlags();
+  const key = `group_norm_silu.c ${hash}, ${flags.join(" ")}, ${framework}`;
   const target = `${dir}/${PROJECT_OPS_LIBRARY}`;
   try {
     const marker = JSON.parse(Deno.readTextFileSync(`${dir}/ops.json`));
@@ -320,12 +335,19 @@ async function ensureProjectOps(
   if (!framework) reason = "libtensorflow_framework.so.2 not found beside the binding";
   else {
     const frameworkDir = framework.replace(/\/[^/]*$/, "");
-    const args = [...OPS_FLAGS, OPS_SOURCE, "-o", `${target}.tmp`, framework];
+    const args = [...flags, OPS_SOURCE, "-o", `${target}.tmp`, framework];
     const built = await run("cc", [...args, `-Wl,-rpath,${frameworkDir}`, "-lm"], { log });
     if (built.ok) await Deno.rename(`${target}.tmp`, target);
-    else reason = `cc failed: ${built.output.split("\n").find((l) => /error/.test(l)) ?? "?"}`;
+    else {
+      const lines = built.output.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+      reason = /spawn|not ?found/i.test(lines[0] ?? "")
+        ? "no C compiler (`cc`) on the PATH"
+        : `cc failed: ${lines.find((l) => /error/.test(l)) ?? lines[0] ?? "no output"}`;
+    }
   }
   const ok = reason === "";
+  // A library from an older source must not stand in for one that failed to build.
+  if (!ok) await Deno.remove(target).catch(() => {});
   await writeAtomic(`${dir}/ops.json`, JSON.stringify({ key, ok, reason }, null, 2) + "\n");
   say(
     ok
