@@ -8,7 +8,8 @@ import {
   WASM_GRADIENT_KERNELS,
 } from "../lib/kernels/wasm_gradients.ts";
 import { upsampleNearest2x } from "../lib/kernels/upsample.ts";
-import { conv2DBackpropInputAsConv, replaceKernel } from "../lib/kernels/conv_gradients.ts";
+import { conv2DBackpropInputAsConv } from "../lib/kernels/conv_gradients.ts";
+import { replaceKernel } from "../lib/kernels/registry.ts";
 import { registerWasmFastPaths } from "../lib/kernels/wasm_fast_paths.ts";
 import { Random } from "../lib/random.ts";
 

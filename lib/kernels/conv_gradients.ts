@@ -24,68 +24,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
-
-type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
-
-/** The kernel-level view of a backend: what every tfjs backend implements. */
-interface KernelBackend {
-  disposeData(dataId: object, force?: boolean): boolean;
-  readSync(dataId: object): tf.BackendValues;
-  write(values: tf.TypedArray, shape: number[], dtype: tf.DataType): object;
-}
-
-/** Calls the kernels registered for one backend, and frees what they made. */
-class KernelRunner {
-  constructor(readonly backendName: string, readonly backend: KernelBackend) {}
-
-  run(kernelName: string, inputs: tf.NamedTensorInfoMap, attrs: tf.NamedAttrMap): tf.TensorInfo {
-    const config = tf.getKernel(kernelName, this.backendName);
-    if (config === undefined) {
-      throw new Error(
-        `the ${this.backendName} backend has no '${kernelName}' kernel, which the convolution ` +
-          `gradients need: use a backend that registers it (cpu, wasm)`,
-      );
-    }
-    const out = config.kernelFunc({ inputs, backend: this.backend, attrs });
-    return Array.isArray(out) ? out[0] : out;
-  }
-
-  transpose(x: tf.TensorInfo, perm: number[]): tf.TensorInfo {
-    return this.run("Transpose", { x }, { perm });
-  }
-
-  reshape(x: tf.TensorInfo, shape: number[]): tf.TensorInfo {
-    return this.run("Reshape", { x }, { shape });
-  }
-
-  slice(x: tf.TensorInfo, begin: number[], size: number[]): tf.TensorInfo {
-    return this.run("Slice", { x }, { begin, size });
-  }
-
-  conv2d(x: tf.TensorInfo, filter: tf.TensorInfo, dilations: [number, number], pad: Pad4) {
-    return this.run("Conv2D", { x, filter }, {
-      strides: [1, 1],
-      pad,
-      dataFormat: "NHWC",
-      dilations,
-      dimRoundingMode: undefined,
-    } as unknown as tf.NamedAttrMap);
-  }
-
-  /** The values of a float32 tensor, on the host. */
-  read(x: tf.TensorInfo): Float32Array {
-    return this.backend.readSync(x.dataId) as Float32Array;
-  }
-
-  /** A new tensor on the backend holding `values`. */
-  write(values: tf.TypedArray, shape: number[], dtype: tf.DataType): tf.TensorInfo {
-    return { dataId: this.backend.write(values, shape, dtype), shape, dtype };
-  }
-
-  dispose(...infos: tf.TensorInfo[]) {
-    for (const info of infos) this.backend.disposeData(info.dataId);
-  }
-}
+import { type KernelBackend, KernelRunner, type Pad4 } from "./registry.ts";
 
 /**
  * The padding of a stride-1 convolution, where a negative amount means rows to crop: crops
@@ -110,7 +49,7 @@ function cropNegativePadding(
 }
 
 /** Padding and output size of the convolution whose gradient is asked for. */
-function convGeometry(
+export function convGeometry(
   kernelName: string,
   xShape: number[],
   filterShape: number[],
@@ -263,7 +202,6 @@ function subPixelAxis(size: number, k: number, s: number, p: number, outSize: nu
   const q0 = Math.floor(p / s);
   const count = Math.floor((p + size - 1) / s) - q0 + 1;
   return {
-    kernel: k,
     stride: s,
     taps,
     count,
@@ -313,17 +251,4 @@ function subPixelFilter(
     }
   }
   return runner.write(g, shape, "float32");
-}
-
-/**
- * Registers `config` in place of whatever kernel of that name the backend has, and returns
- * the kernel it replaced (undefined when there was none). Registering the same function
- * again is a no-op.
- */
-export function replaceKernel(config: tf.KernelConfig): tf.KernelConfig | undefined {
-  const previous = tf.getKernel(config.kernelName, config.backendName);
-  if (previous?.kernelFunc === config.kernelFunc) return previous;
-  if (previous !== undefined) tf.unregisterKernel(config.kernelName, config.backendName);
-  tf.registerKernel(config);
-  return previous;
 }

@@ -12,7 +12,8 @@
  */
 
 import type * as tf from "@tensorflow/tfjs";
-import { conv2DBackpropFilterAsConv, replaceKernel } from "./conv_gradients.ts";
+import { conv2DBackpropFilterAsConv } from "./conv_gradients.ts";
+import { replaceKernel } from "./registry.ts";
 
 /** The kernels registered for "cpu": the filter gradient of conv2d. */
 export const CPU_GRADIENT_KERNELS: readonly tf.KernelConfig[] = [

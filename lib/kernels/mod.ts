@@ -8,11 +8,8 @@
  * @module
  */
 
-export {
-  conv2DBackpropFilterAsConv,
-  conv2DBackpropInputAsConv,
-  replaceKernel,
-} from "./conv_gradients.ts";
+export { conv2DBackpropFilterAsConv, conv2DBackpropInputAsConv } from "./conv_gradients.ts";
+export { KernelRunner, registerFastPaths, replaceKernel } from "./registry.ts";
 export { registerWasmGradientKernels, WASM_GRADIENT_KERNELS } from "./wasm_gradients.ts";
 export { registerWasmFastPaths } from "./wasm_fast_paths.ts";
 export { registerNativeFastPaths } from "./native_fast_paths.ts";

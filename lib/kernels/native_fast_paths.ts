@@ -16,7 +16,8 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
-import { replaceKernel } from "./conv_gradients.ts";
+import { convGeometry } from "./conv_gradients.ts";
+import { type FastPath, registerFastPaths, replaceKernel } from "./registry.ts";
 import { GROUP_NORM_SILU, GROUP_NORM_SILU_GRAD } from "./group_norm_silu.ts";
 import { projectOpsStatus } from "../native.ts";
 
@@ -115,31 +116,17 @@ function convGradientAttrs(backend: NodeBackend, info: tf.backend_util.Conv2DInf
 
 /** Conv2D geometry as tfjs-node computes it, or undefined where its kernel would not apply. */
 function convInfo(
+  kernelName: string,
   xShape: number[],
   filterShape: number[],
   attrs: tf.NamedAttrMap,
 ): tf.backend_util.Conv2DInfo | undefined {
-  const { strides, pad, dataFormat, dimRoundingMode } = attrs as unknown as {
-    strides: number | [number, number];
-    pad: "same" | "valid" | number;
-    dataFormat?: "NHWC" | "NCHW";
-    dimRoundingMode?: "floor" | "round" | "ceil";
-  };
-  if (dataFormat === "NCHW") return undefined;
-  const info = tf.backend_util.computeConv2DInfo(
-    xShape as [number, number, number, number],
-    filterShape as [number, number, number, number],
-    strides,
-    1,
-    pad,
-    dimRoundingMode,
-  );
+  if ((attrs as { dataFormat?: string }).dataFormat === "NCHW") return undefined;
+  const info = convGeometry(kernelName, xShape, filterShape, attrs);
   return info.padInfo.type === "SAME" || info.padInfo.type === "VALID" ? info : undefined;
 }
 
-type Make = (stock: tf.KernelFunc) => tf.KernelFunc;
-
-const reshape: Make = () => ({ inputs, backend, attrs }) => {
+const reshape: FastPath = () => ({ inputs, backend, attrs }) => {
   const b = backend as unknown as NodeBackend;
   const { x } = inputs as { x: tf.TensorInfo };
   const { shape } = attrs as unknown as { shape: number[] };
@@ -147,7 +134,7 @@ const reshape: Make = () => ({ inputs, backend, attrs }) => {
   return execute(b, "Reshape", attributes, [x, int32(b, shape)])[0];
 };
 
-const sum: Make = () => ({ inputs, backend, attrs }) => {
+const sum: FastPath = () => ({ inputs, backend, attrs }) => {
   const b = backend as unknown as NodeBackend;
   const { x } = inputs as { x: tf.TensorInfo };
   const { axis, keepDims } = attrs as unknown as { axis: number | number[]; keepDims: boolean };
@@ -160,27 +147,27 @@ const sum: Make = () => ({ inputs, backend, attrs }) => {
   return execute(b, "Sum", attributes, [x, int32(b, axes)])[0];
 };
 
-const conv2DBackpropFilter: Make = (stock) => (args) => {
+const conv2DBackpropFilter: FastPath = (stock) => (args) => {
   const b = args.backend as unknown as NodeBackend;
   const { x, dy } = args.inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
   const { filterShape } = args.attrs as unknown as { filterShape: number[] };
-  const info = convInfo(x.shape, filterShape, args.attrs ?? {});
+  const info = convInfo("Conv2DBackpropFilter", x.shape, filterShape, args.attrs ?? {});
   if (info === undefined) return stock(args);
   const attributes = convGradientAttrs(b, info);
   return execute(b, "Conv2DBackpropFilter", attributes, [x, int32(b, info.filterShape), dy])[0];
 };
 
-const conv2DBackpropInput: Make = (stock) => (args) => {
+const conv2DBackpropInput: FastPath = (stock) => (args) => {
   const b = args.backend as unknown as NodeBackend;
   const { dy, filter } = args.inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
   const { inputShape } = args.attrs as unknown as { inputShape: number[] };
-  const info = convInfo(inputShape, filter.shape, args.attrs ?? {});
+  const info = convInfo("Conv2DBackpropInput", inputShape, filter.shape, args.attrs ?? {});
   if (info === undefined) return stock(args);
   const attributes = convGradientAttrs(b, info);
   return execute(b, "Conv2DBackpropInput", attributes, [int32(b, info.inShape), filter, dy])[0];
 };
 
-const splitV: Make = () => ({ inputs, backend, attrs }) => {
+const splitV: FastPath = () => ({ inputs, backend, attrs }) => {
   const b = backend as unknown as NodeBackend;
   const { x } = inputs as { x: tf.TensorInfo };
   const { numOrSizeSplits, axis } = attrs as unknown as {
@@ -198,7 +185,7 @@ const splitV: Make = () => ({ inputs, backend, attrs }) => {
   return execute(b, "SplitV", attributes, operands, sizes.length);
 };
 
-const concat: Make = (stock) => (args) => {
+const concat: FastPath = (stock) => (args) => {
   const b = args.backend as unknown as NodeBackend;
   const tensors = args.inputs as unknown as tf.TensorInfo[];
   if (tensors.some((t) => t.dtype !== tensors[0].dtype)) return stock(args);
@@ -250,7 +237,7 @@ const GROUP_NORM_KERNELS: tf.KernelConfig[] = [
 ];
 
 /** The replacements, by kernel name. */
-const FAST_PATHS: [string, Make][] = [
+const FAST_PATHS: [string, FastPath][] = [
   ["Reshape", reshape],
   ["Sum", sum],
   ["Conv2DBackpropFilter", conv2DBackpropFilter],
@@ -265,19 +252,6 @@ const FAST_PATHS: [string, Make][] = [
  * kernels are registered.
  */
 export function registerNativeFastPaths(): void {
-  if (projectOpsStatus().loaded) {
-    for (const config of GROUP_NORM_KERNELS) {
-      if (tf.getKernel(config.kernelName, "tensorflow") === undefined) tf.registerKernel(config);
-    }
-  }
-  for (const [kernelName, make] of FAST_PATHS) {
-    const current = tf.getKernel(kernelName, "tensorflow");
-    if (current === undefined || (current as { fastPath?: boolean }).fastPath) continue;
-    replaceKernel({
-      kernelName,
-      backendName: "tensorflow",
-      kernelFunc: make(current.kernelFunc),
-      fastPath: true,
-    } as tf.KernelConfig);
-  }
+  if (projectOpsStatus().loaded) GROUP_NORM_KERNELS.forEach(replaceKernel);
+  registerFastPaths("tensorflow", FAST_PATHS);
 }

@@ -23,14 +23,12 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
-import { replaceKernel } from "./conv_gradients.ts";
+import { type FastPath, type KernelBackend, KernelRunner, registerFastPaths } from "./registry.ts";
 
 /** The part of tfjs-backend-wasm's BackendWasm these kernels use. */
 interface WasmHeapBackend {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(info: tf.TensorInfo): tf.TypedArray;
-  write(values: tf.TypedArray, shape: number[], dtype: tf.DataType): object;
-  disposeData(dataId: object): boolean;
   incRef(dataId: object): void;
 }
 
@@ -69,17 +67,8 @@ function sliceFromHeap(
   return out;
 }
 
-/** The kernel registered for wasm before these. */
-function stockConfig(kernelName: string): tf.KernelConfig {
-  const config = tf.getKernel(kernelName, "wasm");
-  if (config === undefined) {
-    throw new Error(`the wasm backend has no '${kernelName}' kernel: import it before this one`);
-  }
-  return config;
-}
-
 /** `Slice` (inputs `{x}`, attrs `{begin, size}` with −1 for "to the end"). */
-const sliceKernel = (fallback: tf.KernelFunc): tf.KernelFunc => (args) => {
+const sliceKernel: FastPath = (fallback) => (args) => {
   const { x } = args.inputs as { x: tf.TensorInfo };
   if (x.dtype === "string") return fallback(args);
   const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number[] };
@@ -88,7 +77,7 @@ const sliceKernel = (fallback: tf.KernelFunc): tf.KernelFunc => (args) => {
 };
 
 /** `SplitV` (inputs `{x}`, attrs `{numOrSizeSplits, axis}`). */
-const splitVKernel = (fallback: tf.KernelFunc): tf.KernelFunc => (args) => {
+const splitVKernel: FastPath = (fallback) => (args) => {
   const { x } = args.inputs as { x: tf.TensorInfo };
   if (x.dtype === "string") return fallback(args);
   const { numOrSizeSplits, axis } = args.attrs as unknown as {
@@ -112,7 +101,7 @@ const splitVKernel = (fallback: tf.KernelFunc): tf.KernelFunc => (args) => {
  * leave the last axis out, as average pooling times the count; anything else goes to the stock
  * kernel.
  */
-const sumKernel = (fallback: tf.KernelFunc): tf.KernelFunc => (args) => {
+const sumKernel: FastPath = (fallback) => (args) => {
   const { x } = args.inputs as { x: tf.TensorInfo };
   const { axis, keepDims } = args.attrs as unknown as {
     axis: number | number[];
@@ -125,7 +114,7 @@ const sumKernel = (fallback: tf.KernelFunc): tf.KernelFunc => (args) => {
   if (x.dtype !== "float32" || !contiguous || tf.util.sizeFromShape(x.shape) === 0) {
     return fallback(args);
   }
-  const backend = args.backend as WasmHeapBackend;
+  const runner = new KernelRunner("wasm", args.backend as unknown as KernelBackend);
   const product = (from: number, to: number) => x.shape.slice(from, to).reduce((a, b) => a * b, 1);
   const [outer, count, inner] = [
     product(0, first),
@@ -133,20 +122,15 @@ const sumKernel = (fallback: tf.KernelFunc): tf.KernelFunc => (args) => {
     product(last + 1, rank),
   ];
   const view = { ...x, shape: [outer, count, 1, inner] };
-  const pooled = runKernel(backend, "AvgPool", { x: view }, {
+  const pooled = runner.run("AvgPool", { x: view }, {
     filterSize: [count, 1],
     strides: [1, 1],
     pad: "valid",
     dimRoundingMode: undefined,
   } as unknown as tf.NamedAttrMap);
-  const scale = {
-    dataId: backend.write(new Float32Array([count]), [], "float32"),
-    shape: [],
-    dtype: "float32" as const,
-  };
-  const sum = runKernel(backend, "Multiply", { a: pooled, b: scale }, {});
-  backend.disposeData(pooled.dataId);
-  backend.disposeData(scale.dataId);
+  const scale = runner.write(new Float32Array([count]), [], "float32");
+  const sum = runner.run("Multiply", { a: pooled, b: scale }, {});
+  runner.dispose(pooled, scale);
   const kept = x.shape.map((size, d) => (d >= first && d <= last ? 1 : size));
   const shape = keepDims ? kept : kept.filter((_, d) => d < first || d > last);
   return { ...sum, shape };
@@ -157,26 +141,15 @@ const sumKernel = (fallback: tf.KernelFunc): tf.KernelFunc => (args) => {
  * are immutable, so a second reference is as good as a copy. The engine clones every tensor a
  * gradient will need (inputs of Conv2D, Multiply, …) with it, 60-odd a training step.
  */
-const identityKernel = (fallback: tf.KernelFunc): tf.KernelFunc => (args) => {
+const identityKernel: FastPath = (fallback) => (args) => {
   const { x } = args.inputs as { x: tf.TensorInfo };
   if (x.dtype === "string") return fallback(args);
   (args.backend as WasmHeapBackend).incRef(x.dataId);
   return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 };
 
-function runKernel(
-  backend: WasmHeapBackend,
-  kernelName: string,
-  inputs: tf.NamedTensorInfoMap,
-  attrs: tf.NamedAttrMap,
-): tf.TensorInfo {
-  const { kernelFunc } = stockConfig(kernelName);
-  const out = kernelFunc({ inputs, backend: backend as unknown as tf.KernelBackend, attrs });
-  return Array.isArray(out) ? out[0] : out;
-}
-
 /** The replacements, by kernel name. */
-const FAST_PATHS: [string, (fallback: tf.KernelFunc) => tf.KernelFunc][] = [
+const FAST_PATHS: [string, FastPath][] = [
   ["Slice", sliceKernel],
   ["SplitV", splitVKernel],
   ["Sum", sumKernel],
@@ -184,24 +157,9 @@ const FAST_PATHS: [string, (fallback: tf.KernelFunc) => tf.KernelFunc][] = [
 ];
 
 /**
- * Registers the fast `Slice`, `SplitV`, `Sum` and `Identity` for wasm (idempotent). Call it once the wasm
- * backend package is imported.
+ * Registers the fast `Slice`, `SplitV`, `Sum` and `Identity` for wasm (idempotent). Call it once
+ * the wasm backend package is imported.
  */
 export function registerWasmFastPaths(): void {
-  for (const [kernelName, make] of FAST_PATHS) {
-    const current = tf.getKernel(kernelName, "wasm");
-    if ((current as { fastPath?: boolean } | undefined)?.fastPath) continue;
-    // The stock kernel's setup (its wasm function bindings) must still run when the backend
-    // starts, and only ours is registered then.
-    const { kernelFunc, setupFunc } = stockConfig(kernelName);
-    replaceKernel(
-      {
-        kernelName,
-        backendName: "wasm",
-        kernelFunc: make(kernelFunc),
-        setupFunc,
-        fastPath: true,
-      } as tf.KernelConfig,
-    );
-  }
+  registerFastPaths("wasm", FAST_PATHS);
 }

@@ -11,11 +11,8 @@
  */
 
 import type * as tf from "@tensorflow/tfjs";
-import {
-  conv2DBackpropFilterAsConv,
-  conv2DBackpropInputAsConv,
-  replaceKernel,
-} from "./conv_gradients.ts";
+import { conv2DBackpropFilterAsConv, conv2DBackpropInputAsConv } from "./conv_gradients.ts";
+import { replaceKernel } from "./registry.ts";
 
 /** The kernels registered for "wasm": the filter and input gradients of conv2d. */
 export const WASM_GRADIENT_KERNELS: readonly tf.KernelConfig[] = [
