@@ -12,7 +12,7 @@
 
 import syntaxHighlight from "@11ty/eleventy-plugin-syntaxhighlight";
 import { katex } from "@mdit/plugin-katex";
-import { attributionText } from "./lib/attribution.ts";
+import { attributionText } from "./lib/data/attribution.ts";
 
 /** The parts of markdown-it's API the heading rule touches. */
 interface MdToken {

@@ -17,7 +17,7 @@ object without results, then answers each request line {"size": S, "steps": N, "
 on standard input with one line {"size", "params", "train_ms", "sample_ms"}, keeping each
 size's model between requests (scripts/bench.ts interleaves the runtimes this way, so that a
 change in the machine's load falls on all of them alike). A request with "network": "book",
-"config" (a lib/unet.ts UNetConfig) and "batch" times the book's own U-Net instead, in PyTorch
+"config" (a lib/core/models/unet.ts UNetConfig) and "batch" times the book's own U-Net instead, in PyTorch
 only (book_torch_runner).
 """
 
@@ -148,8 +148,8 @@ def torch_runner(size, batch, sample_batch, device="cpu"):
 
 
 def book_torch_runner(config, batch, sample_batch, device="cpu"):
-    """The book's U-Net (lib/unet.ts, configured by `config`, the TS UNetConfig) in PyTorch,
-    trained the way lib/train.ts trains it: eps-MSE, gradient norm clipped to 1, Adam, and an EMA
+    """The book's U-Net (lib/core/models/unet.ts, configured by `config`, the TS UNetConfig) in PyTorch,
+    trained the way lib/training/trainer.ts trains it: eps-MSE, gradient norm clipped to 1, Adam, and an EMA
     of the weights (decay 0.999); sampling is one DDIM step. Returns the parameter count, a
     training step and a DDIM step."""
     import torch

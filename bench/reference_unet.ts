@@ -29,8 +29,8 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
-import { Random } from "../lib/random.ts";
-import { groupNormSiLU } from "../lib/kernels/group_norm_silu.ts";
+import { Random } from "../lib/core/random.ts";
+import { groupNormSiLU } from "../lib/core/nn/group_norm_silu.ts";
 
 export { groupNormSiLU };
 

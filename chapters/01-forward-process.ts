@@ -18,13 +18,13 @@
 // %%
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
-import { book } from "../lib/book.ts";
-import { loadEmojiDataset } from "../lib/data.ts";
-import { addNoise, forwardStep } from "../lib/forward.ts";
-import { toRgbaImages } from "../lib/images.ts";
-import { Random } from "../lib/random.ts";
-import { noiseSchedule, SCHEDULE_NAMES } from "../lib/schedules.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
+import { book } from "../lib/book/runtime.ts";
+import { loadEmojiDataset } from "../lib/data/emoji.ts";
+import { addNoise, forwardStep } from "../lib/core/forward.ts";
+import { toRgbaImages } from "../lib/core/images.ts";
+import { Random } from "../lib/core/random.ts";
+import { noiseSchedule, SCHEDULE_NAMES } from "../lib/core/schedules.ts";
 
 await selectBackend();
 const quick = book.profile === "quick";
@@ -50,7 +50,7 @@ await book.images(dataset.toTensor(shown), {
 // \qquad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\quad
 // \epsilon \sim \mathcal{N}(0, I).$$
 //
-// This is `addNoise(x0, noise, t, schedule)` in `lib/forward.ts`. Note the square root on
+// This is `addNoise(x0, noise, t, schedule)` in `lib/core/forward.ts`. Note the square root on
 // $1-\bar\alpha_t$: it is the *standard deviation* of the noise. Each row below is one emoji,
 // each column one timestep of the DDPM linear schedule ($\beta$ from $10^{-4}$ to $0.02$,
 // $T = 1000$).
@@ -267,7 +267,7 @@ await book.figure({
 //
 // Below, the same computation runs in your browser: choose a schedule and an emoji, drag $t$, and
 // watch $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ change. The $\bar\alpha_t$
-// tables come from `lib/schedules.ts`, exported by this very chapter; the noise $\epsilon$ is fixed
+// tables come from `lib/core/schedules.ts`, exported by this very chapter; the noise $\epsilon$ is fixed
 // per image so that moving the slider shows the schedule, not fresh randomness.
 
 // %%

@@ -16,15 +16,15 @@
 // %%
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
-import { book } from "../lib/book.ts";
-import { loadEmojiDataset } from "../lib/data.ts";
-import { addNoise } from "../lib/forward.ts";
-import { Random } from "../lib/random.ts";
-import { DDIMScheduler, sampleImageGrid } from "../lib/samplers/mod.ts";
-import { type NoiseSchedule, noiseSchedule, SCHEDULE_NAMES } from "../lib/schedules.ts";
-import { Trainer } from "../lib/train.ts";
-import { createModel, unetConfig } from "../lib/unet.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
+import { book } from "../lib/book/runtime.ts";
+import { loadEmojiDataset } from "../lib/data/emoji.ts";
+import { addNoise } from "../lib/core/forward.ts";
+import { Random } from "../lib/core/random.ts";
+import { DDIMScheduler, sampleImageGrid } from "../lib/core/samplers/mod.ts";
+import { type NoiseSchedule, noiseSchedule, SCHEDULE_NAMES } from "../lib/core/schedules.ts";
+import { Trainer } from "../lib/training/trainer.ts";
+import { createModel, unetConfig } from "../lib/core/models/unet.ts";
 
 await selectBackend();
 const T = 1000;

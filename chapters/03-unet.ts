@@ -24,17 +24,17 @@
 // %%
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
-import { book } from "../lib/book.ts";
-import { loadEmojiDataset } from "../lib/data.ts";
-import { architectureDiagram, blockLabels, KIND_COLOURS } from "../lib/diagram.ts";
-import { addNoise } from "../lib/forward.ts";
-import { heatmap } from "../lib/heatmap.ts";
-import { ParameterStore, SelfAttention, timestepEmbedding } from "../lib/layers.ts";
-import { Random } from "../lib/random.ts";
-import { noiseSchedule } from "../lib/schedules.ts";
-import { EMOJI16_UNET } from "../lib/presets.ts";
-import { contextUnet, UNet, unetConfig } from "../lib/unet.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
+import { book } from "../lib/book/runtime.ts";
+import { loadEmojiDataset } from "../lib/data/emoji.ts";
+import { architectureDiagram, blockLabels, KIND_COLOURS } from "../lib/book/diagram.ts";
+import { addNoise } from "../lib/core/forward.ts";
+import { heatmap } from "../lib/book/heatmap.ts";
+import { Attention, ParameterStore, timestepEmbedding } from "../lib/core/nn/layers.ts";
+import { Random } from "../lib/core/random.ts";
+import { noiseSchedule } from "../lib/core/schedules.ts";
+import { EMOJI16_UNET } from "../lib/zoo/presets.ts";
+import { contextUnet, UNet, unetConfig } from "../lib/core/models/unet.ts";
 
 await selectBackend();
 const format = (n: number) => n.toLocaleString("en-US");
@@ -66,7 +66,7 @@ await book.metric("parameters", format(model.parameterCount()), {
 // %% [markdown]
 // ## The architecture, drawn from the model
 //
-// The diagram below is not drawn by hand: `architectureDiagram` in `lib/diagram.ts` lays out what
+// The diagram below is not drawn by hand: `architectureDiagram` in `lib/book/diagram.ts` lays out what
 // `model.architecture()` reports (every block with its channels and resolution, in the order the
 // forward pass runs them, and every edge between them), so it cannot drift from the code.
 //
@@ -199,7 +199,7 @@ await book.figure({
 // $2\pi \cdot 10000^{(d-2)/d} \approx 35{,}000$ steps for the last pair: fast components tell
 // neighbouring steps apart, slow ones say roughly where in the chain $t$ is.
 //
-// `timestepEmbedding` in `lib/layers.ts` computes exactly these numbers, laid out as ADM's code
+// `timestepEmbedding` in `lib/core/nn/layers.ts` computes exactly these numbers, laid out as ADM's code
 // (Dhariwal & Nichol, 2021) and diffusers' U-Nets do it: all $d/2$ cosines first, then all sines,
 // rather than interleaved. (DDPM's own code put the sines first.) The order of the entries is a
 // fixed permutation that the first linear layer absorbs; the check below compares every entry with
@@ -359,7 +359,7 @@ for (const level of architecture.levels) {
   const { resolution: r, channels: c } = level;
   const n = r * r;
   const store = new ParameterStore(1);
-  const layer = new SelfAttention(store, `probe.${r}`, c, heads, 8);
+  const layer = new Attention(store, `probe.${r}`, c, heads, 8);
   const x = tf.randomNormal([batchSize, r, r, c], 0, 1, "float32", 1) as tf.Tensor4D;
   const times: number[] = [];
   for (let k = 0; k < 6; k++) {
@@ -400,7 +400,7 @@ await book.table(costRows, {
 // ## Beside the course's ContextUnet
 //
 // DeepLearning.AI's course *How Diffusion Models Work* trains a smaller-looking but larger network,
-// `ContextUnet`, on 16×16 sprites. `lib/unet.ts` rebuilds it layer for layer (its outputs match the
+// `ContextUnet`, on 16×16 sprites. `lib/core/models/unet.ts` rebuilds it layer for layer (its outputs match the
 // course's PyTorch module to about $10^{-6}$) as `contextUnet()`. It differs from ours in most
 // choices, as its diagram shows: two levels of stride-2 max pooling, then an average pool that
 // collapses 4×4 to a single pixel and a transposed convolution that blows it back up; time and
@@ -431,7 +431,7 @@ await book.figure(architectureDiagram(course.architecture(), { idPrefix: "course
 // saves it: what should be a learnt projection is a new random projection of the input at every
 // training step and at every sampling step. (The PyTorch module accordingly reports 1,480,771
 // parameters; the missing 256 are that convolution's $3 \cdot 64$ weights and 64 biases.)
-// `lib/unet.ts` creates the shortcut once, in the constructor, trains it and saves it, which is
+// `lib/core/models/unet.ts` creates the shortcut once, in the constructor, trains it and saves it, which is
 // what the code meant.
 //
 // What the bug does is easy to measure: run our ContextUnet twice on the same input, redrawing the

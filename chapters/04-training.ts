@@ -16,28 +16,28 @@
 // 4. update $\theta$ with Adam, and fold $\theta$ into an exponential moving average (EMA) that is
 //    used for sampling.
 //
-// `lib/train.ts` does exactly this, with a warm-up and cosine decay of the learning rate, gradient
+// `lib/training/trainer.ts` does exactly this, with a warm-up and cosine decay of the learning rate, gradient
 // clipping, checkpoints that can resume bit for bit, and a clear stop when the loss turns NaN.
 
 // %%
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
-import { book } from "../lib/book.ts";
-import { loadCheckpoint, saveModel } from "../lib/checkpoint.ts";
-import { loadEmojiDataset } from "../lib/data.ts";
-import { decodePng } from "../lib/images.ts";
-import { DDIMScheduler, sampleImageGrid } from "../lib/samplers/mod.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
+import { book } from "../lib/book/runtime.ts";
+import { loadCheckpoint, saveModel } from "../lib/training/checkpoint.ts";
+import { loadEmojiDataset } from "../lib/data/emoji.ts";
+import { decodePng } from "../lib/core/images.ts";
+import { DDIMScheduler, sampleImageGrid } from "../lib/core/samplers/mod.ts";
 import {
   EMOJI16_SCHEDULE,
   EMOJI16_UNET,
   emoji16RunDir,
   emoji16TrainConfig,
   sampleGridWriter,
-} from "../lib/presets.ts";
-import { noiseSchedule } from "../lib/schedules.ts";
-import { type MetricsRecord, train, Trainer } from "../lib/train.ts";
-import { createModel, unetConfig } from "../lib/unet.ts";
+} from "../lib/zoo/presets.ts";
+import { noiseSchedule } from "../lib/core/schedules.ts";
+import { type MetricsRecord, train, Trainer } from "../lib/training/trainer.ts";
+import { createModel, unetConfig } from "../lib/core/models/unet.ts";
 
 const backend = await selectBackend();
 const dataset = await loadEmojiDataset({ size: 16 });
@@ -49,7 +49,7 @@ const resume = Deno.args.includes("--resume");
 //
 // The network is chapter 3's U-Net at 16×16 (the size of the DeepLearning.AI course's sprites):
 // 32 base channels, two downsamplings (16 → 8 → 4), attention at 4×4 and in the middle, about
-// 1.1 M parameters (`EMOJI16_UNET` in `lib/presets.ts`). The `full` profile, which made the models
+// 1.1 M parameters (`EMOJI16_UNET` in `lib/zoo/presets.ts`). The `full` profile, which made the models
 // on these pages, trains it for 10,000 steps of 64 images on the cosine schedule, about 170 passes
 // over the 3,812 emoji; the `quick` profile runs the same code for a few hundred steps, enough to
 // see the loss fall, not enough for emoji.

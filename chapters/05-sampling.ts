@@ -23,25 +23,25 @@
 // %%
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
-import { book } from "../lib/book.ts";
-import { loadCheckpoint, loadModel } from "../lib/checkpoint.ts";
-import { loadEmojiDataset } from "../lib/data.ts";
-import { addNoise } from "../lib/forward.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
+import { book } from "../lib/book/runtime.ts";
+import { loadCheckpoint, loadModel } from "../lib/training/checkpoint.ts";
+import { loadEmojiDataset } from "../lib/data/emoji.ts";
+import { addNoise } from "../lib/core/forward.ts";
 import {
   encodePng,
   type ImageBatch,
   imageGrid,
   type RgbaImage,
   toRgbaImages,
-} from "../lib/images.ts";
+} from "../lib/core/images.ts";
 import {
   diffusedMixture,
   type GaussianMixture2D,
   mixtureNoisePredictor,
   sampleMixture,
-} from "../lib/mixture.ts";
-import { Random } from "../lib/random.ts";
+} from "../lib/core/mixture.ts";
+import { Random } from "../lib/core/random.ts";
 import {
   DDIMScheduler,
   DDPMScheduler,
@@ -51,10 +51,10 @@ import {
   sample,
   type SampleOptions,
   type Scheduler,
-} from "../lib/samplers/mod.ts";
-import { noiseSchedule } from "../lib/schedules.ts";
-import { train } from "../lib/train.ts";
-import { createModel, type DiffusionModel, unetConfig } from "../lib/unet.ts";
+} from "../lib/core/samplers/mod.ts";
+import { noiseSchedule } from "../lib/core/schedules.ts";
+import { train } from "../lib/training/trainer.ts";
+import { createModel, type DiffusionModel, unetConfig } from "../lib/core/models/unet.ts";
 
 const backend = await selectBackend();
 const quick = book.profile === "quick";
@@ -697,7 +697,7 @@ await book.table(etaRows, { caption: "The two runs of each pair compared." });
 // $\hat x_0 = \big(x_t + (1-\bar\alpha_t)\,s_\theta(x_t, t)\big)/\sqrt{\bar\alpha_t}$.
 //
 // In two dimensions the score can be drawn. The data below is a mixture of three Gaussian blobs,
-// whose noisy densities $q_t$ are again mixtures, with a score known exactly (`lib/mixture.ts`).
+// whose noisy densities $q_t$ are again mixtures, with a score known exactly (`lib/core/mixture.ts`).
 // Arrows show $\nabla \log q_t$ at four noise levels, dots are samples of $x_t$: at high noise the
 // field is a plain pull towards the origin, and it splits into three basins as $t$ falls.
 

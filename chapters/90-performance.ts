@@ -22,7 +22,7 @@
 
 // %%
 import * as Plot from "@observablehq/plot";
-import { book } from "../lib/book.ts";
+import { book } from "../lib/book/runtime.ts";
 import cpuReport from "../assets/bench/bench.json" with { type: "json" };
 import gpuReport from "../assets/bench/bench-gpu.json" with { type: "json" };
 
@@ -42,7 +42,7 @@ interface BenchReport {
     trainRatio?: Record<string, number>;
     sampleRatio?: Record<string, number>;
   }[];
-  /** The book's own network through lib/train.ts (runs since it was added). */
+  /** The book's own network through lib/training/trainer.ts (runs since it was added). */
   bookRows?: BenchReport["rows"];
 }
 
@@ -90,7 +90,7 @@ for (const { name, report } of machines) {
   if (report.bookRows?.length) {
     await book.table(tableOf(report.bookRows), {
       caption: `${name}, the book's own network (chapter 4's U-Net, 1.1 M parameters), trained ` +
-        "by lib/train.ts at batch 64 (with gradient clipping and the EMA), beside a PyTorch port " +
+        "by lib/training/trainer.ts at batch 64 (with gradient clipping and the EMA), beside a PyTorch port " +
         "trained the same way.",
     });
   }
@@ -151,5 +151,5 @@ await book.metric(
 // count decides the native backend's speed on the CPU, where a TensorFlow op over a whole
 // activation costs about 0.1 ms however little it computes: there each GroupNorm + SiLU pair runs
 // as one fused kernel forward and one backward, ops of the project's own
-// (`lib/kernels/group_norm_silu.c`), where TensorFlow's ops took 47, and a training step of the
+// (`lib/runtime/kernels/group_norm_silu.c`), where TensorFlow's ops took 47, and a training step of the
 // reference U-Net takes about a quarter less time.

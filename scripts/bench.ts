@@ -33,10 +33,10 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
 import { ensureNativeBackend } from "./setup.ts";
-import { checkOptions, optionValue } from "../lib/options.ts";
-import { Random } from "../lib/random.ts";
+import { checkOptions, optionValue } from "../lib/runtime/options.ts";
+import { Random } from "../lib/core/random.ts";
 import {
   forwardFlops,
   REFERENCE_CONFIG,
@@ -44,24 +44,24 @@ import {
   ReferenceTrainer,
   ReferenceUNet,
 } from "../bench/reference_unet.ts";
-import { EMOJI16_UNET } from "../lib/presets.ts";
-import { DDIMScheduler } from "../lib/samplers/mod.ts";
-import { noiseSchedule } from "../lib/schedules.ts";
-import { Trainer } from "../lib/train.ts";
-import { createModel, type DiffusionModel, unetConfig } from "../lib/unet.ts";
+import { EMOJI16_UNET } from "../lib/zoo/presets.ts";
+import { DDIMScheduler } from "../lib/core/samplers/mod.ts";
+import { noiseSchedule } from "../lib/core/schedules.ts";
+import { Trainer } from "../lib/training/trainer.ts";
+import { createModel, type DiffusionModel, unetConfig } from "../lib/core/models/unet.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const VENV = `${ROOT}/bench/.venv`;
 const TRAIN_BATCH = 32;
 const SAMPLE_BATCH = 64;
-/** The book's network (lib/presets.ts) trains at its own batch, through lib/train.ts. */
+/** The book's network (lib/zoo/presets.ts) trains at its own batch, through lib/training/trainer.ts. */
 const BOOK_CONFIG = unetConfig(EMOJI16_UNET);
 const BOOK_BATCH = 64;
 const ALL_BACKENDS = ["tensorflow", "webgpu", "wasm", "cpu"];
 const ALL_PEERS = ["torch", "keras"];
 
 let bookParameters: number | undefined;
-/** Parameters of the book's network, as lib/unet.ts builds it. */
+/** Parameters of the book's network, as lib/core/models/unet.ts builds it. */
 function bookParameterCount(): number {
   if (bookParameters === undefined) {
     const model = createModel(BOOK_CONFIG);
@@ -408,7 +408,7 @@ async function peerRuntime(
           const count = bookParameterCount();
           if (reply.params !== count) {
             throw new Error(
-              `the PyTorch port has ${reply.params} parameters, lib/unet.ts ${count}`,
+              `the PyTorch port has ${reply.params} parameters, lib/core/models/unet.ts ${count}`,
             );
           }
           return { train: reply.train_ms, sample: reply.sample_ms };
@@ -693,7 +693,8 @@ async function main(args: string[]): Promise<void> {
     plan: { ...plan, interleaved: true, cpu: cpuPlan },
     rows,
     bookNetwork: {
-      name: "the book's U-Net (lib/presets.ts EMOJI16_UNET), trained by lib/train.ts",
+      name:
+        "the book's U-Net (lib/zoo/presets.ts EMOJI16_UNET), trained by lib/training/trainer.ts",
       parameters: bookParameterCount(),
       trainBatch: BOOK_BATCH,
       sampleBatch: SAMPLE_BATCH,
@@ -714,7 +715,7 @@ async function main(args: string[]): Promise<void> {
   if (bookRows.length > 0) {
     console.log(
       `\nThe book's network (${bookParameterCount().toLocaleString("en")} parameters, ` +
-        `lib/train.ts), train batch ${BOOK_BATCH}, DDIM batch ${SAMPLE_BATCH}, 16×16\n`,
+        `lib/training/trainer.ts), train batch ${BOOK_BATCH}, DDIM batch ${SAMPLE_BATCH}, 16×16\n`,
     );
     console.log(markdownTable(bookRows, peerNames));
   }

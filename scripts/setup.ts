@@ -11,7 +11,7 @@
  * `include/` (the C API headers the binding includes), `tfjs_binding.node` (its run path finds
  * `lib/`), `setup.json` (what was built, or why it failed), `setup.log` (the last build's output),
  * and `libdiffusion_ops.so`, the project's fused GroupNorm + SiLU ops compiled from
- * lib/kernels/group_norm_silu.c with the machine's C compiler (`ops.json` records for which
+ * lib/runtime/kernels/group_norm_silu.c with the machine's C compiler (`ops.json` records for which
  * version of the source; optional: without it those layers are composed of TensorFlow's ops).
  * The binding is also copied to where tfjs-node's own loader looks, so that
  * `import "@tensorflow/tfjs-node"` works too.
@@ -25,7 +25,13 @@
  * @module
  */
 import { createRequire } from "node:module";
-import { firstLine, isFile, nativeDir, PROJECT_OPS_LIBRARY, projectRoot } from "../lib/native.ts";
+import {
+  firstLine,
+  isFile,
+  nativeDir,
+  PROJECT_OPS_LIBRARY,
+  projectRoot,
+} from "../lib/runtime/native.ts";
 
 /** The TensorFlow release whose wheel provides libtensorflow. */
 export const TENSORFLOW_VERSION = "2.21.0";
@@ -284,8 +290,8 @@ function bindingGyp(dir: string): string {
   );
 }
 
-/** The project's own TensorFlow ops, compiled beside the binding (see lib/native.ts). */
-const OPS_SOURCE = new URL("../lib/kernels/group_norm_silu.c", import.meta.url).pathname;
+/** The project's own TensorFlow ops, compiled beside the binding (see lib/runtime/native.ts). */
+const OPS_SOURCE = new URL("../lib/runtime/kernels/group_norm_silu.c", import.meta.url).pathname;
 /**
  * The compiler's flags: AVX2 and FMA where the CPU has them (the kernels' eight-lane vectors are
  * one AVX register), else the x86-64 baseline (two SSE registers). Not `-march=native`, so that
@@ -304,7 +310,7 @@ function opsFlags(): string[] {
 }
 
 /**
- * Compile lib/kernels/group_norm_silu.c into `.native/libdiffusion_ops.so` against the
+ * Compile lib/runtime/kernels/group_norm_silu.c into `.native/libdiffusion_ops.so` against the
  * libtensorflow the binding uses, once per version of the source (`.native/ops.json`). Optional:
  * without a C compiler the native backend composes GroupNorm + SiLU from TensorFlow's ops, so a
  * failure is one line, never an error.
@@ -361,7 +367,9 @@ async function ensureProjectOps(
 async function verify(binding: string, log: string[]): Promise<SetupResult> {
   const code = `
     import * as tf from "@tensorflow/tfjs";
-    import { loadNativeBackend } from "${new URL("../lib/native.ts", import.meta.url).href}";
+    import { loadNativeBackend } from "${
+    new URL("../lib/runtime/native.ts", import.meta.url).href
+  }";
     const loaded = await loadNativeBackend();
     if (!loaded.ok) throw new Error(loaded.reason);
     await tf.setBackend("tensorflow");
@@ -394,7 +402,7 @@ function placeForPackageLoader(binding: string): void {
     Deno.copyFileSync(binding, `${target}.tmp`);
     Deno.renameSync(`${target}.tmp`, target);
   } catch {
-    // Only `import "@tensorflow/tfjs-node"` needs this copy; lib/native.ts loads .native's.
+    // Only `import "@tensorflow/tfjs-node"` needs this copy; lib/runtime/native.ts loads .native's.
   }
 }
 

@@ -1,69 +1,101 @@
 /**
- * Trains chapter 4's model headless: the same run, configuration and run folder as the chapter's
- * `full` profile (`lib/presets.ts`), always resuming where the last session stopped, for at most
- * a wall-clock budget. Use it to spend a night, or a GPU, on the book's model; then
- * `deno task chapter 04 --profile full --resume` picks the run up (and finishes it if steps
- * remain) and draws the chapter from it.
+ * Trains the zoo's models (lib/zoo/): headless, always continuing a compatible run, for at most
+ * a wall-clock budget. A finished `full` run becomes the model's artefact in
+ * `assets/models/NAME/`, which the book's chapters load.
  *
- *   deno task train [--profile full|quick] [--minutes M] [--backend NAME]
+ *   deno task train NAME [--profile full|quick] [--minutes M] [--backend NAME] [--restart]
+ *   deno task train NAME --save-partial     (commit-ready state of an unfinished run)
+ *   deno task train --list
  *
  * With `--minutes`, training stops at the first checkpoint after the budget is spent, so nothing
- * is lost; without it, the run goes to its last step.
+ * is lost; without it, the run goes to its last step. `--restart` moves the old run aside.
  *
  * @module
  */
-import { selectBackend } from "../lib/backend.ts";
-import type { Profile } from "../lib/book.ts";
-import { loadEmojiDataset } from "../lib/data.ts";
-import {
-  EMOJI16_SCHEDULE,
-  EMOJI16_UNET,
-  emoji16RunDir,
-  emoji16TrainConfig,
-  sampleGridWriter,
-} from "../lib/presets.ts";
-import { noiseSchedule } from "../lib/schedules.ts";
-import { train } from "../lib/train.ts";
-import { checkOptions, optionValue } from "../lib/options.ts";
-import { createModel, unetConfig } from "../lib/unet.ts";
+import { parseArgs } from "node:util";
+import { selectBackend } from "../lib/runtime/backend.ts";
+import type { Profile } from "../lib/book/runtime.ts";
+import { exportArtefact, listModels } from "../lib/zoo/artefacts.ts";
+import { savePartial, trainModel } from "../lib/zoo/runs.ts";
+import { MODEL_SPECS } from "../lib/zoo/specs.ts";
 
-const USAGE = "usage: deno task train [--profile full|quick] [--minutes M] [--backend NAME]";
+const USAGE =
+  `usage: deno task train NAME [--profile full|quick] [--minutes M] [--backend NAME] [--restart]
+       deno task train NAME --save-partial
+       deno task train --list
+models: ${[...MODEL_SPECS.keys()].join(", ")}`;
 
-async function main(args: string[]): Promise<void> {
-  checkOptions(args, ["--profile", "--minutes", "--backend"], USAGE);
-  const profile = (optionValue(args, "--profile", USAGE) ?? "full") as Profile;
-  if (profile !== "full" && profile !== "quick") {
-    throw new Error(`unknown profile "${profile}"; ${USAGE}`);
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: true,
+      options: {
+        profile: { type: "string", default: "full" },
+        minutes: { type: "string" },
+        backend: { type: "string" },
+        restart: { type: "boolean", default: false },
+        "save-partial": { type: "boolean", default: false },
+        list: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (error) {
+    console.error(`train: ${(error as Error).message}\n${USAGE}`);
+    return 2;
   }
-  const minutes = Number(optionValue(args, "--minutes", USAGE) ?? Infinity);
-  if (!(minutes > 0)) throw new Error(`--minutes must be a positive number; ${USAGE}`);
-
-  await selectBackend({ args });
-  const dataset = await loadEmojiDataset({ size: 16 });
-  const schedule = noiseSchedule(EMOJI16_SCHEDULE.name, EMOJI16_SCHEDULE.T);
-  const dir = emoji16RunDir(profile);
-  await Deno.mkdir(dir, { recursive: true });
-  const config = emoji16TrainConfig(profile);
-  const model = createModel(unetConfig(EMOJI16_UNET));
-  const trainer = await train(model, dataset, schedule, config, {
-    onSamples: sampleGridWriter(dir),
-    resume: true,
-    minutes,
-  });
-  console.error(
-    `${dir}: step ${trainer.step} of ${config.steps}` +
-      (trainer.step < config.steps!
-        ? `; continue with \`deno task train --profile ${profile}\``
-        : "; finished") +
-      `, then \`deno task chapter 04 --profile ${profile} --resume\``,
-  );
-  trainer.model.dispose();
-  trainer.dispose();
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (values.list) {
+    console.log(await listModels());
+    return 0;
+  }
+  if (positionals.length !== 1) {
+    console.error(`train: name one model\n${USAGE}`);
+    return 2;
+  }
+  const [name] = positionals;
+  if (!MODEL_SPECS.has(name)) {
+    console.error(`train: unknown model "${name}"\n${USAGE}`);
+    return 2;
+  }
+  const profile = values.profile as Profile;
+  if (profile !== "full" && profile !== "quick") {
+    console.error(`train: unknown profile "${profile}"; use full or quick\n${USAGE}`);
+    return 2;
+  }
+  const minutes = values.minutes === undefined ? undefined : Number(values.minutes);
+  if (minutes !== undefined && !(minutes > 0)) {
+    console.error(`train: --minutes must be a positive number\n${USAGE}`);
+    return 2;
+  }
+  if (values["save-partial"]) {
+    console.error(`train: ${name}'s run state is in ${await savePartial(name)}; commit it there`);
+    return 0;
+  }
+  await selectBackend({ requested: values.backend });
+  const run = await trainModel(name, { profile, minutes, restart: values.restart });
+  if (run.movedAside) console.error(`train: the previous run was moved to ${run.movedAside}`);
+  if (run.step < run.steps) {
+    console.error(
+      `train: ${run.dir}: step ${run.step} of ${run.steps}; continue with ` +
+        `\`deno task train ${name}${profile === "quick" ? " --profile quick" : ""}\``,
+    );
+    return 0;
+  }
+  const artefact = await exportArtefact(name, profile);
+  console.error(`train: ${name} finished (${run.steps} steps); its artefact is ${artefact}`);
+  return 0;
 }
 
 if (import.meta.main) {
   try {
-    await main(Deno.args);
+    Deno.exit(await main(Deno.args));
   } catch (error) {
     console.error(`train: ${(error as Error).message}`);
     Deno.exit(1);

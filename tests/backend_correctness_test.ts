@@ -1,9 +1,9 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend, WEBGPU_ALLOW_SOFTWARE_ENV } from "../lib/backend.ts";
-import { loadNativeBackend } from "../lib/native.ts";
-import { Random } from "../lib/random.ts";
+import { selectBackend, WEBGPU_ALLOW_SOFTWARE_ENV } from "../lib/runtime/backend.ts";
+import { loadNativeBackend } from "../lib/runtime/native.ts";
+import { Random } from "../lib/core/random.ts";
 import {
   forwardFlops,
   groupNormSiLU,

@@ -9,7 +9,7 @@ import {
   describeReport,
   selectBackend,
   WEBGPU_ALLOW_SOFTWARE_ENV,
-} from "../lib/backend.ts";
+} from "../lib/runtime/backend.ts";
 
 /** Runs `body` with environment variables set (undefined: unset), then restores them. */
 async function withEnv<T>(vars: Record<string, string | undefined>, body: () => Promise<T>) {

@@ -4,7 +4,7 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { callSiteLine } from "../lib/book.ts";
+import { callSiteLine } from "../lib/book/runtime.ts";
 import { chapterTitle, codeCellOfLine, splitCells } from "../scripts/book/cells.ts";
 import { fingerprint, importSpecifiers, resolveBare } from "../scripts/book/cache.ts";
 import { displayScale, formatValue } from "../scripts/book/render.ts";

@@ -1,11 +1,16 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
-import { Random } from "../lib/random.ts";
-import { noiseSchedule } from "../lib/schedules.ts";
-import { ContextUNet, type DiffusionModel, UNet, type UNetConfig } from "../lib/unet.ts";
-import { Trainer, type TrainingData } from "../lib/train.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
+import { Random } from "../lib/core/random.ts";
+import { noiseSchedule } from "../lib/core/schedules.ts";
+import {
+  ContextUNet,
+  type DiffusionModel,
+  UNet,
+  type UNetConfig,
+} from "../lib/core/models/unet.ts";
+import { Trainer, type TrainingData } from "../lib/training/trainer.ts";
 import {
   assignVariables,
   type Checkpoint,
@@ -16,7 +21,7 @@ import {
   loadModel,
   saveCheckpoint,
   saveModel,
-} from "../lib/checkpoint.ts";
+} from "../lib/training/checkpoint.ts";
 import { TINY_UNET } from "./helpers.ts";
 
 await selectBackend({ requested: "wasm", quiet: true });

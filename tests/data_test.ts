@@ -2,8 +2,8 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { type EmojiDataset, loadEmojiDataset } from "../lib/data.ts";
-import { attributionText, IMAGE_SETS } from "../lib/attribution.ts";
+import { type EmojiDataset, loadEmojiDataset } from "../lib/data/emoji.ts";
+import { attributionText, IMAGE_SETS } from "../lib/data/attribution.ts";
 
 await tf.setBackend("cpu");
 

@@ -1,16 +1,16 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { DOMParser } from "linkedom";
-import { selectBackend } from "../lib/backend.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
 import {
   architectureDiagram,
   blockLabels,
   type DiagramLayout,
   type DiagramNode,
   layoutArchitecture,
-} from "../lib/diagram.ts";
-import { EMOJI16_UNET } from "../lib/presets.ts";
-import { type Architecture, contextUnet, UNet, unetConfig } from "../lib/unet.ts";
+} from "../lib/book/diagram.ts";
+import { EMOJI16_UNET } from "../lib/zoo/presets.ts";
+import { type Architecture, contextUnet, UNet, unetConfig } from "../lib/core/models/unet.ts";
 
 await selectBackend({ requested: "cpu", quiet: true });
 

@@ -9,8 +9,8 @@ import {
   posteriorVariance,
   predictNoiseFromX0,
   predictX0FromNoise,
-} from "../lib/forward.ts";
-import { noiseSchedule, SCHEDULE_NAMES } from "../lib/schedules.ts";
+} from "../lib/core/forward.ts";
+import { noiseSchedule, SCHEDULE_NAMES } from "../lib/core/schedules.ts";
 
 await tf.setBackend("cpu");
 

@@ -2,9 +2,9 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as Plot from "@observablehq/plot";
 import { DOMParser } from "linkedom";
-import { heatmap, heatmapImage } from "../lib/heatmap.ts";
-import { decodePng, type RgbaImage } from "../lib/images.ts";
-import { plotToSvg } from "../lib/plot.ts";
+import { heatmap, heatmapImage } from "../lib/book/heatmap.ts";
+import { decodePng, type RgbaImage } from "../lib/core/images.ts";
+import { plotToSvg } from "../lib/book/plot.ts";
 
 const pixel = (image: RgbaImage, row: number, column: number) => {
   const i = 4 * (row * image.width + column);

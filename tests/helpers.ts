@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { UNetConfig } from "../lib/unet.ts";
+import type { UNetConfig } from "../lib/core/models/unet.ts";
 import type { BookOptions } from "../scripts/book/build.ts";
 import { copyDir } from "../scripts/book/results.ts";
 
@@ -26,7 +26,7 @@ export const TINY_UNET: Partial<UNetConfig> = {
 /**
  * A copy of the fixture book (tests/fixtures/book: its chapters and lib) in a fresh folder of
  * the project's ignored .cache, at the fixture's depth so the chapters' relative imports of
- * lib/book.ts resolve the same way; `options` build it quietly, entirely inside `work`.
+ * lib/book/runtime.ts resolve the same way; `options` build it quietly, entirely inside `work`.
  * Call `copy()` before building and remove `work` afterwards.
  */
 export function fixtureBook(root: string, name: string): {

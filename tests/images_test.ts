@@ -10,8 +10,8 @@ import {
   imageGrid,
   type RgbaImage,
   toRgbaImages,
-} from "../lib/images.ts";
-import { Random } from "../lib/random.ts";
+} from "../lib/core/images.ts";
+import { Random } from "../lib/core/random.ts";
 import UPNG from "upng-js";
 
 await tf.setBackend("cpu");

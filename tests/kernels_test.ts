@@ -2,16 +2,19 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-wasm";
-import { CPU_GRADIENT_KERNELS, registerCpuGradientKernels } from "../lib/kernels/cpu_gradients.ts";
+import {
+  CPU_GRADIENT_KERNELS,
+  registerCpuGradientKernels,
+} from "../lib/runtime/kernels/cpu_gradients.ts";
 import {
   registerWasmGradientKernels,
   WASM_GRADIENT_KERNELS,
-} from "../lib/kernels/wasm_gradients.ts";
-import { upsampleNearest2x } from "../lib/kernels/upsample.ts";
-import { conv2DBackpropInputAsConv } from "../lib/kernels/conv_gradients.ts";
-import { replaceKernel } from "../lib/kernels/registry.ts";
-import { registerWasmFastPaths } from "../lib/kernels/wasm_fast_paths.ts";
-import { Random } from "../lib/random.ts";
+} from "../lib/runtime/kernels/wasm_gradients.ts";
+import { upsampleNearest2x } from "../lib/core/nn/upsample.ts";
+import { conv2DBackpropInputAsConv } from "../lib/runtime/kernels/conv_gradients.ts";
+import { replaceKernel } from "../lib/runtime/kernels/registry.ts";
+import { registerWasmFastPaths } from "../lib/runtime/kernels/wasm_fast_paths.ts";
+import { Random } from "../lib/core/random.ts";
 
 type Shape4 = [number, number, number, number];
 type Pad = "same" | "valid" | number;

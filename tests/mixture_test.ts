@@ -1,22 +1,22 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
 import {
   diffusedMixture,
   type GaussianMixture2D,
   mixtureNoisePredictor,
   sampleMixture,
-} from "../lib/mixture.ts";
-import { Random } from "../lib/random.ts";
+} from "../lib/core/mixture.ts";
+import { Random } from "../lib/core/random.ts";
 import {
   DDIMScheduler,
   DDPMScheduler,
   NoiselessDDPMScheduler,
   sample,
   type Scheduler,
-} from "../lib/samplers/mod.ts";
-import { noiseSchedule } from "../lib/schedules.ts";
+} from "../lib/core/samplers/mod.ts";
+import { noiseSchedule } from "../lib/core/schedules.ts";
 
 await selectBackend({ requested: "wasm", quiet: true });
 

@@ -1,11 +1,11 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { loadNativeBackend, nativeDir, projectOpsStatus } from "../lib/native.ts";
-import { GROUP_NORM_SILU, groupNormSiLU } from "../lib/kernels/group_norm_silu.ts";
-import { registerNativeFastPaths } from "../lib/kernels/native_fast_paths.ts";
+import { loadNativeBackend, nativeDir, projectOpsStatus } from "../lib/runtime/native.ts";
+import { GROUP_NORM_SILU, groupNormSiLU } from "../lib/core/nn/group_norm_silu.ts";
+import { registerNativeFastPaths } from "../lib/runtime/kernels/native_fast_paths.ts";
 
-/** Runs `lib/native.ts`'s loader in a fresh process with `env` and returns its result. */
+/** Runs `lib/runtime/native.ts`'s loader in a fresh process with `env` and returns its result. */
 async function loadInSubprocess(env: Record<string, string>): Promise<Record<string, unknown>> {
   const native = new URL("../lib/native.ts", import.meta.url).href;
   const code = `import { loadNativeBackend } from "${native}";

@@ -2,7 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as Plot from "@observablehq/plot";
 import { DOMParser } from "linkedom";
-import { FONT_STACK, plotToSvg } from "../lib/plot.ts";
+import { FONT_STACK, plotToSvg } from "../lib/book/plot.ts";
 
 function parseSvg(markup: string) {
   return new DOMParser().parseFromString(markup, "image/svg+xml");

@@ -1,10 +1,10 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
-import { type NoiseSchedule, noiseSchedule } from "../lib/schedules.ts";
-import { addNoise } from "../lib/forward.ts";
-import { Random } from "../lib/random.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
+import { type NoiseSchedule, noiseSchedule } from "../lib/core/schedules.ts";
+import { addNoise } from "../lib/core/forward.ts";
+import { Random } from "../lib/core/random.ts";
 import {
   DDIMScheduler,
   DDPMScheduler,
@@ -13,7 +13,7 @@ import {
   sample,
   type Scheduler,
   spacedTimesteps,
-} from "../lib/samplers/mod.ts";
+} from "../lib/core/samplers/mod.ts";
 
 await selectBackend({ requested: "wasm", quiet: true });
 

@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { noiseSchedule, SCHEDULE_NAMES } from "../lib/schedules.ts";
+import { noiseSchedule, SCHEDULE_NAMES } from "../lib/core/schedules.ts";
 
 /** |actual − expected| ≤ relative · |expected|. */
 function assertRelClose(actual: number, expected: number, relative: number, what = "") {

@@ -1,10 +1,10 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
-import { Random } from "../lib/random.ts";
-import { noiseSchedule } from "../lib/schedules.ts";
-import { UNet, type UNetConfig } from "../lib/unet.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
+import { Random } from "../lib/core/random.ts";
+import { noiseSchedule } from "../lib/core/schedules.ts";
+import { UNet, type UNetConfig } from "../lib/core/models/unet.ts";
 import {
   learningRateAt,
   type MetricsRecord,
@@ -12,9 +12,9 @@ import {
   Trainer,
   type TrainingData,
   TrainingDivergedError,
-} from "../lib/train.ts";
-import { loadCheckpoint } from "../lib/checkpoint.ts";
-import { formatDuration, ProgressBar } from "../lib/progress.ts";
+} from "../lib/training/trainer.ts";
+import { loadCheckpoint } from "../lib/training/checkpoint.ts";
+import { formatDuration, ProgressBar } from "../lib/runtime/progress.ts";
 import { TINY_UNET } from "./helpers.ts";
 
 await selectBackend({ requested: "wasm", quiet: true });

@@ -1,9 +1,9 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../lib/backend.ts";
-import { Random } from "../lib/random.ts";
-import { GroupNorm, ParameterStore, silu } from "../lib/layers.ts";
+import { selectBackend } from "../lib/runtime/backend.ts";
+import { Random } from "../lib/core/random.ts";
+import { GroupNorm, ParameterStore, silu } from "../lib/core/nn/layers.ts";
 import {
   ContextUNet,
   contextUnet,
@@ -11,7 +11,7 @@ import {
   UNet,
   type UNetConfig,
   unetConfig,
-} from "../lib/unet.ts";
+} from "../lib/core/models/unet.ts";
 
 await selectBackend({ requested: "wasm", quiet: true });
 

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Profile } from "../../lib/book.ts";
+import type { Profile } from "../../lib/book/runtime.ts";
 
 /** Parsed arguments. */
 export interface BookArgs {

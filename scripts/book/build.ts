@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { Profile } from "../../lib/book.ts";
+import type { Profile } from "../../lib/book/runtime.ts";
 import { type Chapter, discoverChapters } from "./chapters.ts";
 import { fingerprint, type ImportMap, readImportMap, resultKey } from "./cache.ts";
 import { compactFrozen, readResult, replaceDirWithCopy, type ResultMeta } from "./results.ts";

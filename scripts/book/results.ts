@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { OutputRecord, Profile } from "../../lib/book.ts";
+import type { OutputRecord, Profile } from "../../lib/book/runtime.ts";
 import { type Cell, codeCellOfLine } from "./cells.ts";
 
 /**

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Profile } from "../../lib/book.ts";
+import type { Profile } from "../../lib/book/runtime.ts";
 import type { Chapter } from "./chapters.ts";
 import {
   placeOutputs,

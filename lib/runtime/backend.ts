@@ -8,8 +8,8 @@
  *   tensorflow (native libtensorflow) → webgpu (hardware GPUs only) → wasm → cpu
  *
  * An explicit request that cannot start is an error, never a silent fallback. The wasm and cpu
- * backends get the convolution gradient kernels of lib/kernels/ before use, and wasm the
- * faster Slice, SplitV, Sum and Identity of lib/kernels/wasm_fast_paths.ts; the native
+ * backends get the convolution gradient kernels of lib/runtime/kernels/ before use, and wasm the
+ * faster Slice, SplitV, Sum and Identity of lib/runtime/kernels/wasm_fast_paths.ts; the native
  * backend's kernels that take shape operands make each one once (native_fast_paths.ts).
  *
  * @module

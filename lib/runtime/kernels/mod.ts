@@ -13,6 +13,10 @@ export { KernelRunner, registerFastPaths, replaceKernel } from "./registry.ts";
 export { registerWasmGradientKernels, WASM_GRADIENT_KERNELS } from "./wasm_gradients.ts";
 export { registerWasmFastPaths } from "./wasm_fast_paths.ts";
 export { registerNativeFastPaths } from "./native_fast_paths.ts";
-export { GROUP_NORM_SILU, GROUP_NORM_SILU_GRAD, groupNormSiLU } from "./group_norm_silu.ts";
+export {
+  GROUP_NORM_SILU,
+  GROUP_NORM_SILU_GRAD,
+  groupNormSiLU,
+} from "../../core/nn/group_norm_silu.ts";
 export { CPU_GRADIENT_KERNELS, registerCpuGradientKernels } from "./cpu_gradients.ts";
-export { upsampleNearest2x } from "./upsample.ts";
+export { upsampleNearest2x } from "../../core/nn/upsample.ts";

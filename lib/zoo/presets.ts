@@ -5,10 +5,10 @@
  *
  * @module
  */
-import type { Profile } from "./book.ts";
-import { encodePng, imageGrid, toRgbaImages } from "./images.ts";
-import type { TrainCallbacks, TrainConfig } from "./train.ts";
-import type { UNetConfig } from "./unet.ts";
+import type { Profile } from "../book/runtime.ts";
+import { encodePng, imageGrid, toRgbaImages } from "../core/images.ts";
+import type { TrainCallbacks, TrainConfig } from "../training/trainer.ts";
+import type { UNetConfig } from "../core/models/unet.ts";
 
 /**
  * The 16×16 emoji U-Net of chapters 3–5: 32 base channels, multipliers [1, 2, 2] (16 → 8 → 4),

@@ -3,7 +3,7 @@
  * DDIM and DPM-Solver++(2M), and the `sample` loop.
  *
  * ```ts
- * import { DDIMScheduler, sample } from "../lib/samplers/mod.ts";
+ * import { DDIMScheduler, sample } from "../../lib/samplers/mod.ts";
  * const { images } = await sample(model, new DDIMScheduler(schedule, { eta: 0 }), { shape, steps: 50 });
  * ```
  *

@@ -2,7 +2,7 @@
  * The emoji dataset: Twemoji and Noto Emoji sprites with names and categories.
  *
  * Images come from the sprite sheets of the npm packages `emoji-datasource-twitter` (Twemoji,
- * CC-BY 4.0) and `emoji-datasource-google` (Noto Emoji, Apache-2.0); see `lib/attribution.ts`.
+ * CC-BY 4.0) and `emoji-datasource-google` (Noto Emoji, Apache-2.0); see `lib/data/attribution.ts`.
  * A sheet is a grid of cells of (size + 2) px with a 1 px border, so the sprite of an entry
  * starts at x = sheet_x·(size + 2) + 1, y = sheet_y·(size + 2) + 1.
  *
@@ -19,7 +19,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
-import { decodePng } from "./images.ts";
+import { decodePng } from "../core/images.ts";
 
 /** Who drew the images. */
 export type EmojiVendor = "twitter" | "google";
@@ -342,8 +342,9 @@ export async function loadEmojiDataset(options: EmojiDatasetOptions = {}): Promi
   const limit = options.limit ?? Infinity;
   if (!(limit >= 0)) throw new Error(`limit must be a non-negative number, got ${limit}`);
   const packageRoot = options.packageRoot ??
-    fileURLToPath(new URL("../node_modules/", import.meta.url));
-  const cacheDir = options.cacheDir ?? fileURLToPath(new URL("../.cache/emoji/", import.meta.url));
+    fileURLToPath(new URL("../../node_modules/", import.meta.url));
+  const cacheDir = options.cacheDir ??
+    fileURLToPath(new URL("../../.cache/emoji/", import.meta.url));
 
   const perVendor: { vendor: EmojiVendor; entries: RawEntry[] }[] = [];
   for (const vendor of vendors) {

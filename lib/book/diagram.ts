@@ -23,7 +23,7 @@
  * @module
  */
 
-import type { Architecture, ArchitectureBlock } from "./unet.ts";
+import type { Architecture, ArchitectureBlock } from "../core/models/unet.ts";
 import { FONT_STACK } from "./plot.ts";
 
 /** Where a node is drawn. */

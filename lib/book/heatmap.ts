@@ -19,7 +19,7 @@
  */
 
 import * as Plot from "@observablehq/plot";
-import { encodePng, type RgbaImage } from "./images.ts";
+import { encodePng, type RgbaImage } from "../core/images.ts";
 
 /** Options of {@link heatmap} and {@link heatmapImage}. */
 export interface HeatmapOptions {

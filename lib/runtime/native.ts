@@ -4,7 +4,7 @@
  * `scripts/setup.ts` builds tfjs-node's binding (`tfjs_binding.node`) against a libtensorflow
  * into `.native/` at the project's root. This module loads that binding and registers the
  * `"tensorflow"` backend with the project's own `@tensorflow/tfjs`, without switching to it:
- * choosing a backend is `lib/backend.ts`'s job.
+ * choosing a backend is `lib/runtime/backend.ts`'s job.
  *
  * Where to look: `$TFJS_NATIVE_DIR/tfjs_binding.node` when that variable is set (and nowhere
  * else), otherwise `.native/tfjs_binding.node`, then where tfjs-node's own loader looks
@@ -33,7 +33,7 @@ export function nativeDir(): string {
 
 /** The project's root folder: the parent of `lib/`. */
 export function projectRoot(): string {
-  const url = new URL("..", import.meta.url);
+  const url = new URL("../..", import.meta.url);
   if (url.protocol !== "file:") return Deno.cwd();
   return decodeURIComponent(url.pathname).replace(/\/$/, "");
 }
@@ -102,14 +102,14 @@ async function load(): Promise<NativeBackendResult> {
   };
 }
 
-/** The file `scripts/setup.ts` builds from lib/kernels/group_norm_silu.c. */
+/** The file `scripts/setup.ts` builds from lib/runtime/kernels/group_norm_silu.c. */
 export const PROJECT_OPS_LIBRARY = "libdiffusion_ops.so";
 
 let projectOps: { library?: Deno.DynamicLibrary<Record<never, never>>; reason?: string } = {};
 
 /**
  * Loads the project's own TensorFlow ops (the fused GroupNorm + SiLU of
- * lib/kernels/group_norm_silu.c), which register themselves with libtensorflow as the library
+ * lib/runtime/kernels/group_norm_silu.c), which register themselves with libtensorflow as the library
  * loads. Without them the native backend runs those layers as composites of TensorFlow ops.
  */
 function loadProjectOps(): void {

@@ -18,7 +18,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { convGeometry } from "./conv_gradients.ts";
 import { type FastPath, registerFastPaths, replaceKernel } from "./registry.ts";
-import { GROUP_NORM_SILU, GROUP_NORM_SILU_GRAD } from "./group_norm_silu.ts";
+import { GROUP_NORM_SILU, GROUP_NORM_SILU_GRAD } from "../../core/nn/group_norm_silu.ts";
 import { projectOpsStatus } from "../native.ts";
 
 /** What TensorFlow returns for an output of an op. */
@@ -200,7 +200,7 @@ const concat: FastPath = (stock) => (args) => {
 };
 
 /**
- * The project's fused GroupNorm + SiLU (lib/kernels/group_norm_silu.c, loaded by lib/native.ts)
+ * The project's fused GroupNorm + SiLU (lib/runtime/kernels/group_norm_silu.c, loaded by lib/runtime/native.ts)
  * as kernels: the forward op returns z and the statistics μ, r that the backward op takes.
  */
 function groupNormKernel(op: string, inputs: string[]): tf.KernelFunc {

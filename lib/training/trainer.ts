@@ -25,10 +25,10 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
-import { Random } from "./random.ts";
-import type { BufferUpdate, NamedVariable } from "./layers.ts";
-import { type NoiseSchedule, noiseSchedule } from "./schedules.ts";
-import { createModel, type DiffusionModel } from "./unet.ts";
+import { Random } from "../core/random.ts";
+import type { BufferUpdate, NamedVariable } from "../core/nn/layers.ts";
+import { type NoiseSchedule, noiseSchedule } from "../core/schedules.ts";
+import { createModel, type DiffusionModel } from "../core/models/unet.ts";
 import {
   assignVariables,
   checkArchitecture,
@@ -37,11 +37,12 @@ import {
   readVariables,
   saveCheckpoint,
 } from "./checkpoint.ts";
-import { activeBackendLabel } from "./backend.ts";
-import { ProgressBar } from "./progress.ts";
-import type { PredictionType } from "./samplers/scheduler.ts";
-import { DDIMScheduler } from "./samplers/ddim.ts";
-import { sample } from "./samplers/sample.ts";
+import { activeBackendLabel } from "../runtime/backend.ts";
+import { ProgressBar } from "../runtime/progress.ts";
+import type { PredictionType } from "../core/samplers/scheduler.ts";
+import { DDIMScheduler } from "../core/samplers/ddim.ts";
+import { sample } from "../core/samplers/sample.ts";
+import { type DenoisingBatch, denoisingLoss } from "./objective.ts";
 
 /** Images to train on (an `EmojiDataset` fits). */
 export interface TrainingData {
@@ -540,15 +541,10 @@ export class Trainer {
       }
     }
     const dropoutSeed = rng.nextSeed();
-    const sqrtAlphaBar = new Float32Array(B);
-    const sqrtOneMinus = new Float32Array(B);
     const weights = new Float32Array(B).fill(1);
-    for (let b = 0; b < B; b++) {
-      const t = timesteps[b];
-      sqrtAlphaBar[b] = this.schedule.sqrtAlphaBars[t];
-      sqrtOneMinus[b] = this.schedule.sqrtOneMinusAlphaBars[t];
-      if (c.minSnrGamma !== null) {
-        weights[b] = minSnrWeight(this.schedule.snr[t], c.minSnrGamma, c.prediction);
+    if (c.minSnrGamma !== null) {
+      for (let b = 0; b < B; b++) {
+        weights[b] = minSnrWeight(this.schedule.snr[timesteps[b]], c.minSnrGamma, c.prediction);
       }
     }
     const lr = learningRateAt(c, s);
@@ -557,25 +553,19 @@ export class Trainer {
     const updates: BufferUpdate[] = [];
     let perSample: tf.Tensor | null = null;
     const { value, grads } = tf.variableGrads(() => {
-      const x0T = tf.tensor4d(x0, [B, H, W, C]);
-      const noiseT = tf.tensor4d(noise, [B, H, W, C]);
-      const a = tf.tensor4d(sqrtAlphaBar, [B, 1, 1, 1]);
-      const sigma = tf.tensor4d(sqrtOneMinus, [B, 1, 1, 1]);
-      const xt = tf.add(tf.mul(x0T, a), tf.mul(noiseT, sigma)) as tf.Tensor4D;
-      const target = c.prediction === "epsilon"
-        ? noiseT
-        : c.prediction === "sample"
-        ? x0T
-        : tf.sub(tf.mul(noiseT, a), tf.mul(x0T, sigma));
-      const output = this.model.apply(xt, tf.tensor1d(Float32Array.from(timesteps)), {
-        training: true,
-        seed: dropoutSeed,
+      const batch: DenoisingBatch = {
+        x0: tf.tensor4d(x0, [B, H, W, C]),
+        timesteps,
+        noise: tf.tensor4d(noise, [B, H, W, C]),
+        weights,
         context: context ? tf.tensor2d(context, [B, this.#contextDim]) : undefined,
-        updates,
+      };
+      const { loss, perSample: ps } = denoisingLoss(this.model, this.schedule, batch, {
+        prediction: c.prediction,
+        training: { seed: dropoutSeed, updates },
       });
-      const ps = tf.mean(tf.squaredDifference(output, target), [1, 2, 3]);
       perSample = tf.keep(ps);
-      return tf.mean(tf.mul(ps, tf.tensor1d(weights))) as tf.Scalar;
+      return loss;
     }, parameters.map((p) => p.variable));
     // ∇θ as one vector; a parameter the loss does not reach gets a zero gradient (and so, with
     // zero moments, no update).

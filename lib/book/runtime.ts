@@ -13,7 +13,7 @@
  * file, then rename), so a chapter that crashes half-way still leaves a valid manifest.
  *
  * ```ts
- * import { book } from "../lib/book.ts";
+ * import { book } from "./runtime.ts";
  * const steps = book.pick({ quick: 200, full: 20_000 });
  * await book.metric("loss", 0.031);
  * ```
@@ -30,8 +30,8 @@ import {
   imageGrid,
   type RgbaImage,
   toRgbaImages,
-} from "./images.ts";
-import { optionValue } from "./options.ts";
+} from "../core/images.ts";
+import { optionValue } from "../runtime/options.ts";
 
 /** Which size of a chapter runs: `quick` (tiny models, minutes on a CPU) or `full` (the published book). */
 export type Profile = "quick" | "full";
@@ -127,7 +127,7 @@ function readChapterId(): string {
 function outputDirectory(chapterId: string): string {
   const fromEnv = envValue("BOOK_OUTPUT_DIR");
   if (fromEnv) return fromEnv;
-  const root = new URL("../", import.meta.url);
+  const root = new URL("../../", import.meta.url);
   const base = root.protocol === "file:" ? decodeURIComponent(root.pathname) : "./";
   return `${base}_book/outputs/${chapterId}`;
 }
@@ -279,7 +279,7 @@ class BookRuntime {
     return this.#record(line, "animation", options.caption, async (index) => {
       if (!isRgbaImages(frames) || frames.length === 0) {
         throw new Error(
-          "book.animation needs a non-empty list of RgbaImage frames (see toRgbaImages and imageGrid in lib/images.ts)",
+          "book.animation needs a non-empty list of RgbaImage frames (see toRgbaImages and imageGrid in lib/core/images.ts)",
         );
       }
       const { bytes, format } = encodeAnimation(frames, {
@@ -324,7 +324,7 @@ class BookRuntime {
       if (!/^[a-z0-9][a-z0-9-]*$/.test(name)) {
         throw new Error(`widget name "${name}" must be lower-case letters, digits and dashes`);
       }
-      const script = new URL(`../assets/widgets/${name}.js`, import.meta.url);
+      const script = new URL(`../../assets/widgets/${name}.js`, import.meta.url);
       if (script.protocol === "file:") {
         try {
           await Deno.stat(script);

@@ -6,7 +6,7 @@
  *   x̂ = (x − μ)/√(σ² + ε),  y = γ x̂ + β,  z = y σ(y).
  *
  * Where the active backend has the fused kernels (the native backend, with the ops of
- * group_norm_silu.c loaded: lib/kernels/native_fast_paths.ts registers them), forward and
+ * group_norm_silu.c loaded: lib/runtime/kernels/native_fast_paths.ts registers them), forward and
  * backward are one kernel each; elsewhere it is the composite below, a few dozen ops.
  *
  * @module

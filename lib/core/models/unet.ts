@@ -17,6 +17,7 @@
 
 import * as tf from "@tensorflow/tfjs";
 import {
+  Attention,
   BatchNorm,
   type BufferUpdate,
   Conv2d,
@@ -30,11 +31,10 @@ import {
   ParameterStore,
   PatchConvTranspose2d,
   ResidualBlock,
-  SelfAttention,
   silu,
   timestepEmbedding,
   Upsample,
-} from "./layers.ts";
+} from "../nn/layers.ts";
 
 /** Options of one forward pass. */
 export interface ApplyOptions {
@@ -254,6 +254,15 @@ export function contextUnetConfig(partial: Partial<ContextUNetConfig> = {}): Con
   return config;
 }
 
+/** Fill a partial configuration of either kind (by its `kind`) with that kind's defaults. */
+export function completeModelConfig(
+  partial: Partial<ModelConfig> & { kind: ModelConfig["kind"] },
+): ModelConfig {
+  return partial.kind === "contextUnet"
+    ? contextUnetConfig(partial as Partial<ContextUNetConfig>)
+    : unetConfig(partial as Partial<UNetConfig>);
+}
+
 /** Build the network a configuration describes (as stored in a checkpoint). */
 export function createModel(
   config: ModelConfig,
@@ -389,9 +398,9 @@ export class UNet extends StoredNetwork<UNetConfig> {
   readonly #timeMlp: [Linear, Linear];
   readonly #contextMlp: [Linear, Linear] | null;
   readonly #convIn: Conv2d;
-  readonly #encoder: { block: ResidualBlock | Downsample; attention: SelfAttention | null }[] = [];
-  readonly #middle: [ResidualBlock, SelfAttention | null, ResidualBlock];
-  readonly #decoder: { block: ResidualBlock | Upsample; attention: SelfAttention | null }[] = [];
+  readonly #encoder: { block: ResidualBlock | Downsample; attention: Attention | null }[] = [];
+  readonly #middle: [ResidualBlock, Attention | null, ResidualBlock];
+  readonly #decoder: { block: ResidualBlock | Upsample; attention: Attention | null }[] = [];
   readonly #normOut: GroupNorm;
   readonly #convOut: Conv2d;
 
@@ -427,7 +436,7 @@ export class UNet extends StoredNetwork<UNetConfig> {
         const res = new ResidualBlock(store, name, channels, out, block);
         channels = out;
         const attention = c.attentionResolutions.includes(resolution)
-          ? new SelfAttention(
+          ? new Attention(
             store,
             `down.${level}.attn.${i}`,
             channels,
@@ -449,7 +458,7 @@ export class UNet extends StoredNetwork<UNetConfig> {
     this.#middle = [
       new ResidualBlock(store, "mid.res.0", channels, channels, block),
       c.middleAttention
-        ? new SelfAttention(store, "mid.attn", channels, c.attentionHeads, c.groups)
+        ? new Attention(store, "mid.attn", channels, c.attentionHeads, c.groups)
         : null,
       new ResidualBlock(store, "mid.res.1", channels, channels, block),
     ];
@@ -461,7 +470,7 @@ export class UNet extends StoredNetwork<UNetConfig> {
         const res = new ResidualBlock(store, `up.${level}.res.${i}`, channels + skip, out, block);
         channels = out;
         const attention = c.attentionResolutions.includes(resolution)
-          ? new SelfAttention(store, `up.${level}.attn.${i}`, channels, c.attentionHeads, c.groups)
+          ? new Attention(store, `up.${level}.attn.${i}`, channels, c.attentionHeads, c.groups)
           : null;
         this.#decoder.push({ block: res, attention });
       }
@@ -600,7 +609,7 @@ export class UNet extends StoredNetwork<UNetConfig> {
     // encoder's outputs as skips, last in first out.
     type Stage = {
       block: ResidualBlock | Downsample | Upsample;
-      attention: SelfAttention | null;
+      attention: Attention | null;
     };
     const walk = (stages: Stage[], path: "encoder" | "decoder") => {
       for (const { block, attention } of stages) {

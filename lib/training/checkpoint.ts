@@ -20,8 +20,8 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
-import type { NamedVariable } from "./layers.ts";
-import { createModel, type DiffusionModel, type ModelConfig } from "./unet.ts";
+import type { NamedVariable } from "../core/nn/layers.ts";
+import { createModel, type DiffusionModel, type ModelConfig } from "../core/models/unet.ts";
 
 const MAGIC = "DIFFCKPT";
 const FORMAT_VERSION = 1;

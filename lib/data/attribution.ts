@@ -28,7 +28,7 @@ const PINNED_VERSION = "16.0.0";
 function installedVersion(pkg: string): string {
   try {
     if (typeof Deno === "undefined") return PINNED_VERSION;
-    const url = new URL(`../node_modules/${pkg}/package.json`, import.meta.url);
+    const url = new URL(`../../node_modules/${pkg}/package.json`, import.meta.url);
     if (url.protocol !== "file:") return PINNED_VERSION;
     const version = JSON.parse(Deno.readTextFileSync(url)).version;
     return typeof version === "string" ? version : PINNED_VERSION;
@@ -37,7 +37,7 @@ function installedVersion(pkg: string): string {
   }
 }
 
-/** The emoji image sets of the dataset (see `lib/data.ts`), keyed by vendor. */
+/** The emoji image sets of the dataset (see `lib/data/emoji.ts`), keyed by vendor. */
 export const IMAGE_SETS: Readonly<Record<"twitter" | "google", ImageSet>> = {
   twitter: {
     name: "Twemoji",

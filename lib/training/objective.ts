@@ -1,0 +1,75 @@
+/**
+ * The denoising objective of one batch (Ho et al., 2020, Algorithm 1, line 5):
+ *
+ *   x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε,    L = mean_b w_b ‖target_b − f_θ(x_t, t)_b‖²,
+ *
+ * with target ε (prediction "epsilon"), x₀ ("sample") or v = √ᾱ_t ε − √(1 − ᾱ_t) x₀ ("v",
+ * Salimans & Ho, 2022), and per-sample weights w (all 1, or Min-SNR-γ).
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { NoiseSchedule } from "../core/schedules.ts";
+import type { PredictionType } from "../core/samplers/scheduler.ts";
+import type { DiffusionModel } from "../core/models/unet.ts";
+import type { BufferUpdate } from "../core/nn/layers.ts";
+
+/** One batch of the objective: images, their timesteps and noise, all drawn by the caller. */
+export interface DenoisingBatch {
+  /** Clean images x₀, NHWC in [−1, 1]. */
+  x0: tf.Tensor4D;
+  /** Timesteps t, one per image (0-based). */
+  timesteps: Int32Array;
+  /** Noise ε ~ N(0, I), shaped as x0. */
+  noise: tf.Tensor4D;
+  /** Per-image loss weights w (default 1). */
+  weights?: Float32Array;
+  /** One-hot context for a conditional network. */
+  context?: tf.Tensor2D;
+}
+
+/** How the network is run inside the objective. */
+export interface ObjectiveOptions {
+  /** What the network predicts. */
+  prediction: PredictionType;
+  /** Training mode (dropout on) with this dropout seed; absent: inference. */
+  training?: { seed: number; updates?: BufferUpdate[] };
+}
+
+/**
+ * The weighted batch loss L and the unweighted per-sample losses ‖target − f_θ‖² (mean over
+ * pixels). Call inside `tf.variableGrads` to train, or alone to evaluate.
+ */
+export function denoisingLoss(
+  model: DiffusionModel,
+  schedule: NoiseSchedule,
+  batch: DenoisingBatch,
+  options: ObjectiveOptions,
+): { loss: tf.Scalar; perSample: tf.Tensor1D } {
+  const B = batch.timesteps.length;
+  const sqrtAlphaBar = new Float32Array(B);
+  const sqrtOneMinus = new Float32Array(B);
+  for (let b = 0; b < B; b++) {
+    sqrtAlphaBar[b] = schedule.sqrtAlphaBars[batch.timesteps[b]];
+    sqrtOneMinus[b] = schedule.sqrtOneMinusAlphaBars[batch.timesteps[b]];
+  }
+  const { x0, noise } = batch;
+  const a = tf.tensor4d(sqrtAlphaBar, [B, 1, 1, 1]);
+  const sigma = tf.tensor4d(sqrtOneMinus, [B, 1, 1, 1]);
+  const xt = tf.add(tf.mul(x0, a), tf.mul(noise, sigma)) as tf.Tensor4D;
+  const target = options.prediction === "epsilon"
+    ? noise
+    : options.prediction === "sample"
+    ? x0
+    : tf.sub(tf.mul(noise, a), tf.mul(x0, sigma));
+  const output = model.apply(xt, tf.tensor1d(Float32Array.from(batch.timesteps)), {
+    training: options.training !== undefined,
+    seed: options.training?.seed ?? 0,
+    context: batch.context,
+    updates: options.training?.updates,
+  });
+  const perSample = tf.mean(tf.squaredDifference(output, target), [1, 2, 3]) as tf.Tensor1D;
+  const weights = batch.weights ?? new Float32Array(B).fill(1);
+  const loss = tf.mean(tf.mul(perSample, tf.tensor1d(weights))) as tf.Scalar;
+  return { loss, perSample };
+}

@@ -1,0 +1,191 @@
+/**
+ * The zoo's artefacts: what a finished `full` run leaves for the book, committed under
+ * `assets/models/NAME/`.
+ *
+ *   manifest.json     the spec and its hash, the dataset's fingerprint, steps, batch, wall time by
+ *                     backend and device, final loss, licence of the data, the files' hashes and
+ *                     the model's fingerprint (lib/zoo/fingerprint.ts)
+ *   weights.ckpt      the EMA weights θ̄ and the last step's θ, float16 (lib/training/checkpoint.ts format)
+ *   metrics.jsonl     the run's metrics records (loss, learning rate, per-t loss, speed)
+ *   samples-STEP.png  the fixed-noise sample grids taken during training
+ *
+ * @module
+ */
+import type { Profile } from "../book/runtime.ts";
+import { assignVariables, loadCheckpoint, loadModel, saveModel } from "../training/checkpoint.ts";
+import { loadEmojiDataset } from "../data/emoji.ts";
+import type { MetricsRecord } from "../training/trainer.ts";
+import { createModel } from "../core/models/unet.ts";
+import { computeFingerprint, type ModelFingerprint } from "./fingerprint.ts";
+import { artefactDir, runDir } from "./runs.ts";
+import { MODEL_SPECS, modelSpec, profileSpec, specHash } from "./specs.ts";
+import { sha256Hex, writeFileAtomic } from "../runtime/files.ts";
+
+/** The manifest of an artefact. */
+export interface ArtefactManifest {
+  /** The model's name. */
+  name: string;
+  /** What it is. */
+  description: string;
+  /** Profile the run trained (`full` for committed artefacts). */
+  profile: Profile;
+  /** Hash of the spec's profile (lib/zoo/specs.ts). */
+  specHash: string;
+  /** The spec's profile itself. */
+  spec: ReturnType<typeof profileSpec>;
+  /** The training images: count and SHA-256 of their float32 values. */
+  dataset: { count: number; sha256: string; licence: string };
+  /** Steps trained. */
+  steps: number;
+  /** Images per step. */
+  batchSize: number;
+  /** Wall time of the steps by where they ran (from the metrics records). */
+  training: { where: string; steps: number; seconds: number }[];
+  /** Mean loss of the last logged window. */
+  finalLoss: number;
+  /** Parameters of the network. */
+  parameters: number;
+  /** SHA-256 of each file of the artefact but the manifest. */
+  files: Record<string, string>;
+  /** Numbers today's code must reproduce (see lib/zoo/fingerprint.ts). */
+  fingerprint: ModelFingerprint;
+}
+
+/** The metrics records of a JSON-lines file. */
+export async function readMetrics(path: string): Promise<MetricsRecord[]> {
+  return (await Deno.readTextFile(path)).split("\n").filter((l) => l.trim()).map((l) =>
+    JSON.parse(l)
+  );
+}
+
+/**
+ * Wall time by where the steps ran, from the logged rates (a run may start on a GPU and end on a
+ * CPU, or the other way round).
+ */
+export function trainingTime(metrics: readonly MetricsRecord[]): ArtefactManifest["training"] {
+  const sessions = new Map<string, { steps: number; seconds: number }>();
+  metrics.forEach((m, i) => {
+    const steps = m.step - (i > 0 ? metrics[i - 1].step : 0);
+    const session = sessions.get(m.backend) ?? { steps: 0, seconds: 0 };
+    session.steps += steps;
+    session.seconds += steps / m.stepsPerSecond;
+    sessions.set(m.backend, session);
+  });
+  return [...sessions].map(([where, s]) => ({
+    where,
+    steps: s.steps,
+    seconds: Math.round(s.seconds),
+  }));
+}
+
+/**
+ * Export the finished run of `name` as its artefact: `assets/models/NAME/` for `full`, the run's
+ * own `artefact/` folder for `quick`. Returns the folder.
+ */
+export async function exportArtefact(name: string, profile: Profile, root = "."): Promise<string> {
+  const spec = modelSpec(name);
+  const run = runDir(name, profile, root);
+  const out = profile === "full" ? artefactDir(name, root) : `${run}/artefact`;
+  const checkpoint = await loadCheckpoint(`${run}/checkpoint.bin`);
+  const steps = spec.training[profile].steps!;
+  if (checkpoint.step !== steps) {
+    throw new Error(
+      `${run} has ${checkpoint.step} of ${steps} steps; finish it with \`deno task train ${name}\`.`,
+    );
+  }
+  await Deno.mkdir(out, { recursive: true });
+  const model = createModel(checkpoint.modelConfig);
+  const ema = createModel(checkpoint.modelConfig, { trainable: false });
+  try {
+    assignVariables(model.parameters, checkpoint.tensors, "params/", run);
+    assignVariables(model.buffers, checkpoint.tensors, "buffers/", run);
+    assignVariables(ema.parameters, checkpoint.tensors, "ema/", run);
+    assignVariables(ema.buffers, checkpoint.tensors, "emaBuffers/", run);
+    await saveModel(`${out}/weights.ckpt`, model, { ema, step: steps, dtype: "float16" });
+  } finally {
+    model.dispose();
+    ema.dispose();
+  }
+  const files: Record<string, string> = {};
+  for (const entry of [...Deno.readDirSync(run)].sort((a, b) => a.name < b.name ? -1 : 1)) {
+    if (entry.name === "metrics.jsonl" || /^samples-\d+\.png$/.test(entry.name)) {
+      await Deno.copyFile(`${run}/${entry.name}`, `${out}/${entry.name}`);
+    }
+  }
+  for (const entry of [...Deno.readDirSync(out)].sort((a, b) => a.name < b.name ? -1 : 1)) {
+    if (entry.isFile && entry.name !== "manifest.json") {
+      files[entry.name] = await sha256Hex(await Deno.readFile(`${out}/${entry.name}`));
+    }
+  }
+  const metrics = await readMetrics(`${out}/metrics.jsonl`);
+  const dataset = await loadEmojiDataset(spec.data);
+  const loaded = await loadModel(`${out}/weights.ckpt`);
+  const manifest: ArtefactManifest = {
+    name,
+    description: spec.description,
+    profile,
+    specHash: await specHash(spec, profile),
+    spec: profileSpec(spec, profile),
+    dataset: {
+      count: dataset.count,
+      sha256: await sha256Hex(new Uint8Array(dataset.images.buffer)),
+      licence: spec.dataLicence,
+    },
+    steps,
+    batchSize: spec.training[profile].batchSize!,
+    training: trainingTime(metrics),
+    finalLoss: metrics.at(-1)!.loss,
+    parameters: loaded.parameterCount(),
+    files,
+    fingerprint: await computeFingerprint(spec, profile, loaded, dataset),
+  };
+  loaded.dispose();
+  await writeFileAtomic(`${out}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");
+  return out;
+}
+
+/** The manifest in `dir`, or undefined when there is none. */
+export async function readManifest(dir: string): Promise<ArtefactManifest | undefined> {
+  try {
+    return JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`)) as ArtefactManifest;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new Error(`${dir}/manifest.json is not readable JSON: ${(e as Error).message}`);
+  }
+}
+
+function minutes(seconds: number): string {
+  return `${(seconds / 60).toFixed(1)} min`;
+}
+
+/**
+ * One line a model: trained (steps, wall time, where), stale (its spec changed since), partial
+ * (a committed, unfinished run) or missing; and the state of a local run, if any.
+ */
+export async function listModels(root = "."): Promise<string> {
+  const lines: string[] = [];
+  for (const spec of MODEL_SPECS.values()) {
+    const dir = artefactDir(spec.name, root);
+    const manifest = await readManifest(dir);
+    let state: string;
+    if (manifest) {
+      const where = manifest.training.map((t) => `${t.steps} on ${t.where}`).join(", ");
+      const seconds = manifest.training.reduce((s, t) => s + t.seconds, 0);
+      state = manifest.specHash === await specHash(spec, "full")
+        ? `trained: ${manifest.steps} steps in ${minutes(seconds)} (${where})`
+        : `stale: the spec changed since it was trained; deno task train ${spec.name} --restart`;
+    } else {
+      state = await Deno.stat(`${dir}/partial`).then(() => "partial: committed, unfinished run")
+        .catch(() => "missing: deno task train " + spec.name);
+    }
+    for (const profile of ["full", "quick"] as const) {
+      const run = runDir(spec.name, profile, root);
+      const local = await loadCheckpoint(`${run}/checkpoint.bin`).then((c) => c.step, () => null);
+      if (local !== null) {
+        state += `; local ${profile} run at step ${local} of ${spec.training[profile].steps}`;
+      }
+    }
+    lines.push(`${spec.name.padEnd(18)} ${state}\n${"".padEnd(18)} ${spec.description}`);
+  }
+  return lines.join("\n");
+}

@@ -1,0 +1,119 @@
+/**
+ * A trained model's fingerprint: numbers that today's code computes from the artefact and the
+ * spec in seconds, on the `cpu` backend (plain JavaScript arithmetic, the same on every machine),
+ * recorded in the manifest when the artefact is made.
+ *
+ * - `probeLoss`: the objective of the stored EMA weights on a fixed probe batch (8 images spread
+ *   over the dataset, timesteps spread over [0, T), noise from a fixed seed). It moves when the
+ *   network's forward pass, the schedule, the objective or the weights' loading changes.
+ * - `trainLosses`: the losses of the first three training steps from the spec's initial weights
+ *   and seed, at batch 4. They move when initialisation, batching, the random draws, the backward
+ *   pass or the optimiser changes.
+ *
+ * A refactor that keeps the numbers keeps every fingerprint; anything else makes the staleness
+ * test name the model and the command that retrains it.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { Profile } from "../book/runtime.ts";
+import type { EmojiDataset } from "../data/emoji.ts";
+import { registerCpuGradientKernels } from "../runtime/kernels/cpu_gradients.ts";
+import { Random } from "../core/random.ts";
+import { noiseSchedule } from "../core/schedules.ts";
+import { denoisingLoss } from "../training/objective.ts";
+import { Trainer } from "../training/trainer.ts";
+import { completeModelConfig, createModel, type DiffusionModel } from "../core/models/unet.ts";
+import type { ModelSpec } from "./specs.ts";
+
+/** What a manifest records (see the module comment). */
+export interface ModelFingerprint {
+  /** The backend the numbers were computed on. */
+  backend: "cpu";
+  /** Loss of the EMA weights on the probe batch. */
+  probeLoss: number;
+  /** Losses of the first three training steps at batch 4. */
+  trainLosses: number[];
+}
+
+/** Relative difference within which two fingerprints' numbers count as equal. */
+export const FINGERPRINT_TOLERANCE = 1e-5;
+
+const PROBE_SIZE = 8;
+
+/** Run `fn` on the `cpu` backend, then go back to the backend that was active. */
+async function onCpu<T>(fn: () => Promise<T>): Promise<T> {
+  const previous = tf.getBackend();
+  registerCpuGradientKernels();
+  await tf.setBackend("cpu");
+  try {
+    return await fn();
+  } finally {
+    if (previous && previous !== "cpu") await tf.setBackend(previous);
+  }
+}
+
+/** The fingerprint of `model` (the artefact's EMA weights) trained from `spec`'s `profile`. */
+export function computeFingerprint(
+  spec: ModelSpec,
+  profile: Profile,
+  model: DiffusionModel,
+  dataset: EmojiDataset,
+): Promise<ModelFingerprint> {
+  return onCpu(async () => {
+    const schedule = noiseSchedule(spec.schedule.name, spec.schedule.T);
+    const { prediction } = spec.objective;
+    const indices = Array.from(
+      { length: PROBE_SIZE },
+      (_, i) => Math.floor((i * dataset.count) / PROBE_SIZE),
+    );
+    const timesteps = Int32Array.from(
+      { length: PROBE_SIZE },
+      (_, i) => Math.floor(((i + 0.5) * schedule.T) / PROBE_SIZE),
+    );
+    const x0 = dataset.toTensor(indices);
+    const noise = tf.tensor4d(new Random(0).normals(x0.size), x0.shape);
+    const probe = tf.tidy(() =>
+      denoisingLoss(model, schedule, { x0, timesteps, noise }, { prediction }).loss
+    );
+    const probeLoss = (await probe.data())[0];
+    tf.dispose([probe, x0, noise]);
+
+    const fresh = createModel(completeModelConfig(spec.network[profile]));
+    const trainer = new Trainer(fresh, dataset, schedule, {
+      ...spec.training[profile],
+      ...spec.objective,
+      steps: 3,
+      batchSize: 4,
+      sampleEvery: null,
+      checkpointEvery: null,
+    }, { progress: false });
+    const { losses } = await trainer.run();
+    trainer.dispose();
+    fresh.dispose();
+    return { backend: "cpu", probeLoss, trainLosses: losses };
+  });
+}
+
+/**
+ * The numbers of `actual` that differ from `recorded` by more than the tolerance, described;
+ * empty when the fingerprints agree.
+ */
+export function fingerprintDifferences(
+  recorded: ModelFingerprint,
+  actual: ModelFingerprint,
+): string[] {
+  const close = (a: number, b: number) =>
+    Math.abs(a - b) <= FINGERPRINT_TOLERANCE * Math.max(Math.abs(a), Math.abs(b), 1e-12);
+  const found: string[] = [];
+  if (!close(recorded.probeLoss, actual.probeLoss)) {
+    found.push(`probe loss ${recorded.probeLoss} → ${actual.probeLoss}`);
+  }
+  recorded.trainLosses.forEach((loss, i) => {
+    const now = actual.trainLosses[i];
+    if (now === undefined || !close(loss, now)) {
+      found.push(`loss of training step ${i + 1} ${loss} → ${now}`);
+    }
+  });
+  return found;
+}

@@ -1,0 +1,183 @@
+/**
+ * Training runs of the zoo's models: `trainModel(name)` trains a spec or continues its run, and
+ * a finished `full` run is exported as the model's artefact (lib/zoo/artefacts.ts).
+ *
+ * A run lives in `.cache/runs/NAME-PROFILE/` (ignored by git): `run.json` (the spec it trains and
+ * its hash), `checkpoint.bin` (weights, EMA, Adam moments, step, RNG: a resume is bit-exact),
+ * `metrics.jsonl` and `samples-STEP.png`. A run is always continued, never silently replaced:
+ * `restart` moves it aside to `NAME-PROFILE.old-TIMESTAMP/`, and a run of another spec is an
+ * error that names both. A `full` run may also start from a partial artefact committed under
+ * `assets/models/NAME/partial/` (see `savePartial`), to go on on another machine.
+ *
+ * @module
+ */
+import type { Profile } from "../book/runtime.ts";
+import { loadEmojiDataset } from "../data/emoji.ts";
+import { sampleGridWriter } from "./presets.ts";
+import { noiseSchedule } from "../core/schedules.ts";
+import { train, type Trainer } from "../training/trainer.ts";
+import { completeModelConfig, createModel } from "../core/models/unet.ts";
+import { canonicalJson, type ModelSpec, modelSpec, profileSpec, specHash } from "./specs.ts";
+
+/** The folder of the run of `name` in `profile`, relative to the project root. */
+export function runDir(name: string, profile: Profile, root = "."): string {
+  return `${root}/.cache/runs/${name}-${profile}`;
+}
+
+/** The folder of the committed artefact of `name`. */
+export function artefactDir(name: string, root = "."): string {
+  return `${root}/assets/models/${name}`;
+}
+
+/** What `run.json` records: the spec a run trains. */
+export interface RunRecord {
+  /** The spec's hash for the run's profile. */
+  specHash: string;
+  /** The spec itself (its profile's part), to name differences. */
+  spec: ReturnType<typeof profileSpec>;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** The keys of two JSON values that differ, as dotted paths. */
+function differences(a: unknown, b: unknown, path = ""): string[] {
+  if (canonicalJson(a) === canonicalJson(b)) return [];
+  if (a && b && typeof a === "object" && typeof b === "object" && !Array.isArray(a)) {
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+    return [...keys].flatMap((k) =>
+      differences(
+        (a as Record<string, unknown>)[k],
+        (b as Record<string, unknown>)[k],
+        path ? `${path}.${k}` : k,
+      )
+    );
+  }
+  return [`${path}: ${JSON.stringify(a)} → ${JSON.stringify(b)}`];
+}
+
+/**
+ * Check that the run in `dir` trains `spec` (writing `run.json` for a new run).
+ *
+ * @throws Error naming both specs when the run trains another one
+ */
+async function claimRun(dir: string, spec: ModelSpec, profile: Profile): Promise<void> {
+  const record: RunRecord = {
+    specHash: await specHash(spec, profile),
+    spec: profileSpec(spec, profile),
+  };
+  const path = `${dir}/run.json`;
+  if (await exists(path)) {
+    const stored = JSON.parse(await Deno.readTextFile(path)) as RunRecord;
+    if (stored.specHash !== record.specHash) {
+      throw new Error(
+        `${dir} is a run of another spec of ${spec.name} (${stored.specHash}, today's is ` +
+          `${record.specHash}): ${differences(stored.spec, record.spec).join("; ")}. ` +
+          `Start over with \`deno task train ${spec.name} --profile ${profile} --restart\` ` +
+          `(the old run is moved aside, not deleted).`,
+      );
+    }
+    return;
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(path, JSON.stringify(record, null, 2) + "\n");
+}
+
+/** Options of {@link trainModel}. */
+export interface TrainModelOptions {
+  /** Which variant (default full). */
+  profile?: Profile;
+  /** Stop at the first checkpoint after this many minutes (default: train to the end). */
+  minutes?: number;
+  /** Move the existing run aside and start over. */
+  restart?: boolean;
+  /** Show the progress bar (default true). */
+  progress?: boolean;
+  /** Project root (default the working folder). */
+  root?: string;
+}
+
+/** What {@link trainModel} did. */
+export interface TrainModelResult {
+  /** The run's folder. */
+  dir: string;
+  /** Steps completed. */
+  step: number;
+  /** Steps of the spec. */
+  steps: number;
+  /** Where an old run was moved by `restart`. */
+  movedAside?: string;
+}
+
+/**
+ * Train the zoo's model `name`, or continue its run, on the active backend. The caller selects
+ * the backend first (`selectBackend`).
+ */
+export async function trainModel(
+  name: string,
+  options: TrainModelOptions = {},
+): Promise<TrainModelResult> {
+  const spec = modelSpec(name);
+  const profile = options.profile ?? "full";
+  const root = options.root ?? ".";
+  const dir = runDir(name, profile, root);
+  let movedAside: string | undefined;
+  if (options.restart && await exists(dir)) {
+    movedAside = `${dir}.old-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    await Deno.rename(dir, movedAside);
+  }
+  const partial = `${artefactDir(name, root)}/partial`;
+  if (!options.restart && profile === "full" && !(await exists(dir)) && await exists(partial)) {
+    await Deno.mkdir(dir, { recursive: true });
+    for await (const entry of Deno.readDir(partial)) {
+      await Deno.copyFile(`${partial}/${entry.name}`, `${dir}/${entry.name}`);
+    }
+  }
+  await claimRun(dir, spec, profile);
+  const dataset = await loadEmojiDataset(spec.data);
+  const schedule = noiseSchedule(spec.schedule.name, spec.schedule.T);
+  const model = createModel(completeModelConfig(spec.network[profile]));
+  const config = {
+    ...spec.training[profile],
+    ...spec.objective,
+    checkpointPath: `${dir}/checkpoint.bin`,
+    metricsPath: `${dir}/metrics.jsonl`,
+  };
+  let trainer: Trainer;
+  try {
+    trainer = await train(model, dataset, schedule, config, {
+      onSamples: sampleGridWriter(dir),
+      resume: true,
+      minutes: options.minutes,
+      progress: options.progress,
+    });
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  const result = { dir, step: trainer.step, steps: trainer.config.steps, movedAside };
+  trainer.model.dispose();
+  trainer.dispose();
+  return result;
+}
+
+/**
+ * Copy a run's files into `assets/models/NAME/partial/`, so that a later session (or another
+ * machine) continues it with `deno task train NAME`.
+ */
+export async function savePartial(name: string, root = "."): Promise<string> {
+  const from = runDir(name, "full", root);
+  const to = `${artefactDir(name, root)}/partial`;
+  await Deno.mkdir(to, { recursive: true });
+  for await (const entry of Deno.readDir(from)) {
+    if (entry.isFile) await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
+  }
+  return to;
+}
