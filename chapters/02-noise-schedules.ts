@@ -24,7 +24,7 @@ import { Random } from "../lib/core/random.ts";
 import { DDIMScheduler, sampleImageGrid } from "../lib/core/samplers/mod.ts";
 import { type NoiseSchedule, noiseSchedule, SCHEDULE_NAMES } from "../lib/core/schedules.ts";
 import { Trainer } from "../lib/training/trainer.ts";
-import { createModel, unetConfig } from "../lib/core/models/unet.ts";
+import { createModel, unetConfig } from "../lib/core/models/mod.ts";
 
 await selectBackend();
 const T = 1000;

@@ -30,11 +30,13 @@ import { loadEmojiDataset } from "../lib/data/emoji.ts";
 import { architectureDiagram, blockLabels, KIND_COLOURS } from "../lib/book/diagram.ts";
 import { addNoise } from "../lib/core/forward.ts";
 import { heatmap } from "../lib/book/heatmap.ts";
-import { Attention, ParameterStore, timestepEmbedding } from "../lib/core/nn/layers.ts";
+import { Attention } from "../lib/core/nn/attention.ts";
+import { timestepEmbedding } from "../lib/core/nn/embeddings.ts";
+import { ParameterStore } from "../lib/core/nn/layers.ts";
 import { Random } from "../lib/core/random.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
 import { EMOJI16_UNET } from "../lib/zoo/presets.ts";
-import { contextUnet, UNet, unetConfig } from "../lib/core/models/unet.ts";
+import { contextUnet, UNet, unetConfig } from "../lib/core/models/mod.ts";
 
 await selectBackend();
 const format = (n: number) => n.toLocaleString("en-US");
@@ -96,7 +98,8 @@ await book.figure(architectureDiagram(architecture, { idPrefix: "unet16" }), {
 //
 // A real batch: eight emoji at 16×16, each at its own random timestep, run through the forward pass
 // with a trace that records every block's output. The table lists the blocks in the order they run,
-// with their parameters (summed from `model.summary()`, which lists the layers inside each block).
+// with their parameters (each block of `model.architecture()` names its layers and counts their
+// parameters).
 
 // %%
 const dataset = await loadEmojiDataset({ size: 16 });
@@ -106,23 +109,12 @@ const trace: { name: string; outputShape: number[] }[] = [];
 tf.tidy(() => {
   const x = dataset.toTensor(batchIndices);
   const t = tf.tensor1d(batchIndices.map(() => random.int(0, 1000)), "int32");
-  model.forward(x, t, undefined, { training: false, seed: 0, trace });
+  model.forward(x, t, {}, { training: false, seed: 0, trace });
 });
 const shapeOf = new Map(trace.map((r) => [r.name, r.outputShape]));
 const labels = blockLabels(architecture);
-// Every layer of model.summary() sits under its block's id (the head's GroupNorm under the head).
-const blockOf = (layer: string) =>
-  layer.startsWith("output.") ? "output.conv" : architecture.blocks
-    .map((b) => b.id)
-    .filter((id) => layer.startsWith(id + ".") || layer === id)
-    .sort((a, b) => b.length - a.length)[0];
-const blockParams = new Map<string, number>();
-for (const layer of model.summary()) {
-  const id = blockOf(layer.name);
-  blockParams.set(id, (blockParams.get(id) ?? 0) + layer.params);
-}
 const total = model.parameterCount();
-const shapeRows = architecture.blocks.filter((b) => blockParams.has(b.id)).map((b) => {
+const shapeRows = architecture.blocks.filter((b) => b.parameters > 0).map((b) => {
   // A block's output is traced under its id, or under its last layer's name.
   const shape = [b.id, `${b.id}.conv`, `${b.id}.linear2`].map((n) => shapeOf.get(n)).find(Boolean)!;
   const r = b.resolution;
@@ -134,11 +126,11 @@ const shapeRows = architecture.blocks.filter((b) => blockParams.has(b.id)).map((
     block: b.id,
     "what it is": labels.get(b.id),
     "output shape": `[${shape.join(", ")}]`,
-    parameters: format(blockParams.get(b.id)!),
-    share: `${(100 * blockParams.get(b.id)! / total).toFixed(1)} %`,
+    parameters: format(b.parameters),
+    share: `${(100 * b.parameters / total).toFixed(1)} %`,
   };
 });
-const counted = [...blockParams.values()].reduce((a, b) => a + b, 0);
+const counted = architecture.blocks.reduce((sum, b) => sum + b.parameters, 0);
 if (counted !== total) throw new Error(`blocks hold ${counted} parameters, the model ${total}`);
 await book.table(shapeRows, {
   caption: `Block by block, for a batch of 8 emoji (NHWC: batch, height, width, channels). ` +
@@ -152,8 +144,8 @@ await book.table(shapeRows, {
 // which read their own input and a skip. Resolution costs computation, not parameters.
 
 // %%
-const bars = architecture.blocks.filter((b) => blockParams.has(b.id))
-  .map((b) => ({ block: b.id, kind: b.kind, parameters: blockParams.get(b.id)! }));
+const bars = architecture.blocks.filter((b) => b.parameters > 0)
+  .map((b) => ({ block: b.id, kind: b.kind, parameters: b.parameters }));
 const kinds = [...new Set(bars.map((b) => b.kind))];
 await book.figure({
   width: 720,

@@ -37,7 +37,7 @@ import {
 } from "../lib/zoo/presets.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
 import { type MetricsRecord, train, Trainer } from "../lib/training/trainer.ts";
-import { createModel, unetConfig } from "../lib/core/models/unet.ts";
+import { createModel, unetConfig } from "../lib/core/models/mod.ts";
 
 const backend = await selectBackend();
 const dataset = await loadEmojiDataset({ size: 16 });

@@ -54,7 +54,7 @@ import {
 } from "../lib/core/samplers/mod.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
 import { train } from "../lib/training/trainer.ts";
-import { createModel, type DiffusionModel, unetConfig } from "../lib/core/models/unet.ts";
+import { createModel, type DiffusionModel, unetConfig } from "../lib/core/models/mod.ts";
 
 const backend = await selectBackend();
 const quick = book.profile === "quick";

@@ -48,7 +48,7 @@ import { EMOJI16_UNET } from "../lib/zoo/presets.ts";
 import { DDIMScheduler } from "../lib/core/samplers/mod.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
 import { Trainer } from "../lib/training/trainer.ts";
-import { createModel, type DiffusionModel, unetConfig } from "../lib/core/models/unet.ts";
+import { createModel, type DiffusionModel, unetConfig } from "../lib/core/models/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const VENV = `${ROOT}/bench/.venv`;

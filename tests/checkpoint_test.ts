@@ -9,7 +9,7 @@ import {
   type DiffusionModel,
   UNet,
   type UNetConfig,
-} from "../lib/core/models/unet.ts";
+} from "../lib/core/models/mod.ts";
 import { Trainer, type TrainingData } from "../lib/training/trainer.ts";
 import {
   assignVariables,

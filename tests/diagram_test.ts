@@ -10,7 +10,7 @@ import {
   layoutArchitecture,
 } from "../lib/book/diagram.ts";
 import { EMOJI16_UNET } from "../lib/zoo/presets.ts";
-import { type Architecture, contextUnet, UNet, unetConfig } from "../lib/core/models/unet.ts";
+import { type Architecture, contextUnet, UNet, unetConfig } from "../lib/core/models/mod.ts";
 
 await selectBackend({ requested: "cpu", quiet: true });
 

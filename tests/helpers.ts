@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { UNetConfig } from "../lib/core/models/unet.ts";
+import type { UNetConfig } from "../lib/core/models/mod.ts";
 import type { BookOptions } from "../scripts/book/build.ts";
 import { copyDir } from "../scripts/book/results.ts";
 

@@ -4,7 +4,7 @@ import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { Random } from "../lib/core/random.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
-import { UNet, type UNetConfig } from "../lib/core/models/unet.ts";
+import { UNet, type UNetConfig } from "../lib/core/models/mod.ts";
 import {
   learningRateAt,
   type MetricsRecord,

@@ -11,7 +11,7 @@ import {
   UNet,
   type UNetConfig,
   unetConfig,
-} from "../lib/core/models/unet.ts";
+} from "../lib/core/models/mod.ts";
 
 await selectBackend({ requested: "wasm", quiet: true });
 

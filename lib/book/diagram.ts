@@ -23,7 +23,7 @@
  * @module
  */
 
-import type { Architecture, ArchitectureBlock } from "../core/models/unet.ts";
+import type { Architecture, ArchitectureBlock } from "../core/models/mod.ts";
 import { FONT_STACK } from "./plot.ts";
 
 /** Where a node is drawn. */

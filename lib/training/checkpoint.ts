@@ -21,7 +21,7 @@
 
 import * as tf from "@tensorflow/tfjs";
 import type { NamedVariable } from "../core/nn/layers.ts";
-import { createModel, type DiffusionModel, type ModelConfig } from "../core/models/unet.ts";
+import { createModel, type DiffusionModel, type ModelConfigBase } from "../core/models/mod.ts";
 
 const MAGIC = "DIFFCKPT";
 const FORMAT_VERSION = 1;
@@ -39,7 +39,7 @@ export interface Checkpoint {
   /** The optimisation step the state belongs to (steps completed). */
   step: number;
   /** The network's configuration (rebuilds it with `createModel`). */
-  modelConfig: ModelConfig;
+  modelConfig: ModelConfigBase;
   /** Any JSON state: training configuration, RNG states, last loss, … */
   state: Record<string, unknown>;
   /** Named tensors (see the module comment for the prefixes). */
@@ -67,7 +67,7 @@ interface Header {
   format: "diffusion-checkpoint";
   version: number;
   step: number;
-  modelConfig: ModelConfig;
+  modelConfig: ModelConfigBase;
   state: Record<string, unknown>;
   tensors: TensorEntry[];
   payloadBytes: number;
@@ -346,8 +346,8 @@ export function assignVariables(
  * @throws Error naming `source` and every differing field.
  */
 export function checkArchitecture(
-  stored: ModelConfig,
-  config: ModelConfig,
+  stored: ModelConfigBase,
+  config: ModelConfigBase,
   source = "checkpoint",
 ): void {
   const a = stored as unknown as Record<string, unknown>;

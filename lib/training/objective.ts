@@ -11,7 +11,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { NoiseSchedule } from "../core/schedules.ts";
 import type { PredictionType } from "../core/samplers/scheduler.ts";
-import type { DiffusionModel } from "../core/models/unet.ts";
+import type { DiffusionModel } from "../core/models/mod.ts";
 import type { BufferUpdate } from "../core/nn/layers.ts";
 
 /** One batch of the objective: images, their timesteps and noise, all drawn by the caller. */

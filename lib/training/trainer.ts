@@ -28,7 +28,7 @@ import * as tf from "@tensorflow/tfjs";
 import { Random } from "../core/random.ts";
 import type { BufferUpdate, NamedVariable } from "../core/nn/layers.ts";
 import { type NoiseSchedule, noiseSchedule } from "../core/schedules.ts";
-import { createModel, type DiffusionModel } from "../core/models/unet.ts";
+import { createModel, type DiffusionModel } from "../core/models/mod.ts";
 import {
   assignVariables,
   checkArchitecture,
@@ -335,7 +335,7 @@ export class Trainer {
     this.#rng = new Random(this.config.seed);
     const mc = model.config;
     this.#shape = [mc.imageSize, mc.imageSize, mc.inChannels];
-    this.#contextDim = mc.kind === "unet" ? mc.contextDim : mc.nCFeat;
+    this.#contextDim = model.contextDim;
     const size = this.#shape[0] * this.#shape[1] * this.#shape[2];
     if (data.count < 1 || data.images.length !== data.count * size) {
       throw new Error(

@@ -15,7 +15,7 @@ import type { Profile } from "../book/runtime.ts";
 import { assignVariables, loadCheckpoint, loadModel, saveModel } from "../training/checkpoint.ts";
 import { loadEmojiDataset } from "../data/emoji.ts";
 import type { MetricsRecord } from "../training/trainer.ts";
-import { createModel } from "../core/models/unet.ts";
+import { createModel } from "../core/models/mod.ts";
 import { computeFingerprint, type ModelFingerprint } from "./fingerprint.ts";
 import { artefactDir, runDir } from "./runs.ts";
 import { MODEL_SPECS, modelSpec, profileSpec, specHash } from "./specs.ts";

@@ -23,7 +23,7 @@ import { Random } from "../core/random.ts";
 import { noiseSchedule } from "../core/schedules.ts";
 import { denoisingLoss } from "../training/objective.ts";
 import { Trainer } from "../training/trainer.ts";
-import { completeModelConfig, createModel, type DiffusionModel } from "../core/models/unet.ts";
+import { completeModelConfig, createModel, type DiffusionModel } from "../core/models/mod.ts";
 import type { ModelSpec } from "./specs.ts";
 
 /** What a manifest records (see the module comment). */

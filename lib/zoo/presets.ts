@@ -8,7 +8,7 @@
 import type { Profile } from "../book/runtime.ts";
 import { encodePng, imageGrid, toRgbaImages } from "../core/images.ts";
 import type { TrainCallbacks, TrainConfig } from "../training/trainer.ts";
-import type { UNetConfig } from "../core/models/unet.ts";
+import type { UNetConfig } from "../core/models/mod.ts";
 
 /**
  * The 16×16 emoji U-Net of chapters 3–5: 32 base channels, multipliers [1, 2, 2] (16 → 8 → 4),

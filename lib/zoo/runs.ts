@@ -16,7 +16,7 @@ import { loadEmojiDataset } from "../data/emoji.ts";
 import { sampleGridWriter } from "./presets.ts";
 import { noiseSchedule } from "../core/schedules.ts";
 import { train, type Trainer } from "../training/trainer.ts";
-import { completeModelConfig, createModel } from "../core/models/unet.ts";
+import { completeModelConfig, createModel } from "../core/models/mod.ts";
 import { canonicalJson, type ModelSpec, modelSpec, profileSpec, specHash } from "./specs.ts";
 
 /** The folder of the run of `name` in `profile`, relative to the project root. */

@@ -13,7 +13,7 @@ import type { Profile } from "../book/runtime.ts";
 import type { EmojiDatasetOptions } from "../data/emoji.ts";
 import type { PredictionType } from "../core/samplers/scheduler.ts";
 import type { TrainConfig } from "../training/trainer.ts";
-import type { ModelConfig } from "../core/models/unet.ts";
+import type { ModelConfig } from "../core/models/mod.ts";
 
 /** The training options a spec fixes (paths and callbacks are the zoo's business). */
 export type SpecTraining = Omit<

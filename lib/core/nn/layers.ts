@@ -21,6 +21,7 @@ import { groupNormSiLU } from "./group_norm_silu.ts";
 
 export { groupNormSiLU };
 
+
 /** A parameter (or buffer) with its dotted name. */
 export interface NamedVariable {
   /** Dotted name, unique within a model, e.g. `mid.attn.q.weight`. */
@@ -64,7 +65,8 @@ export interface ForwardContext {
 /** The context of an inference pass: no dropout, running statistics. */
 export const INFERENCE: ForwardContext = { training: false, seed: 0 };
 
-function record(ctx: ForwardContext | undefined, name: string, y: tf.Tensor): void {
+/** Append `{name, outputShape}` to the pass's trace, when it has one. */
+export function record(ctx: ForwardContext | undefined, name: string, y: tf.Tensor): void {
   if (ctx?.trace) ctx.trace.push({ name, outputShape: y.shape.slice() });
 }
 
@@ -143,27 +145,6 @@ export function silu(x: tf.Tensor): tf.Tensor {
 /** GELU, exact form as PyTorch's default: gelu(x) = x · Φ(x) = ½x(1 + erf(x/√2)). */
 export function gelu(x: tf.Tensor): tf.Tensor {
   return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
-}
-
-/**
- * Sinusoidal embedding of timesteps (Transformer positions; DDPM, ADM):
- *
- *   emb(t) = [cos(t·ω₀), …, cos(t·ω_{d/2−1}), sin(t·ω₀), …, sin(t·ω_{d/2−1})],
- *   ω_i = maxPeriod^(−i/(d/2)).
- *
- * @param t timesteps, shape [B] (float; integers 0…T−1 in this library)
- * @param dim embedding size d (even)
- * @returns shape [B, d]
- */
-export function timestepEmbedding(t: tf.Tensor1D, dim: number, maxPeriod = 10000): tf.Tensor2D {
-  if (dim % 2 !== 0) throw new Error(`timestepEmbedding: dim must be even, got ${dim}.`);
-  const half = dim / 2;
-  const freqs = new Float32Array(half);
-  for (let i = 0; i < half; i++) freqs[i] = Math.exp(-Math.log(maxPeriod) * i / half);
-  return tf.tidy(() => {
-    const args = tf.mul(tf.reshape(t, [-1, 1]), tf.tensor2d(freqs, [1, half]));
-    return tf.concat([tf.cos(args), tf.sin(args)], 1) as tf.Tensor2D;
-  });
 }
 
 /** Dropout with a per-layer seed, active only in training: y = x · m / (1 − p), m ~ Bernoulli(1 − p). */
@@ -499,92 +480,6 @@ export class ResidualBlock {
       record(ctx, this.name, y);
       return y;
     });
-  }
-}
-
-/**
- * Multi-head attention over the pixels of a feature map, with a residual connection (Vaswani et
- * al., 2017; the DDPM U-Net's self-attention, Stable Diffusion's cross-attention):
- *
- *   Q = GN(x)·W_q,  K = c·W_k,  V = c·W_v,  A_h = softmax(Q_h K_hᵀ / √d),
- *   y = x + concat_h(A_h V_h)·W_out,   d = C / heads,
- *
- * where c = GN(x) (self-attention) or the context tokens c ∈ ℝ^{L×C_ctx} (cross-attention, when
- * the layer is built with `contextDim`). q, k, v and out are separate layers, addressable by name
- * (`mid.attn.q`, …) as diffusers' `to_q`, `to_k`, `to_v`, `to_out`.
- */
-export class Attention {
-  readonly norm: GroupNorm;
-  readonly q: Linear;
-  readonly k: Linear;
-  readonly v: Linear;
-  readonly out: Linear;
-  /** Size of each context token (cross-attention), or null for self-attention. */
-  readonly contextDim: number | null;
-
-  constructor(
-    store: ParameterStore,
-    readonly name: string,
-    readonly channels: number,
-    readonly heads: number,
-    groups: number,
-    options: { contextDim?: number } = {},
-  ) {
-    if (channels % heads !== 0) {
-      throw new Error(
-        `Attention "${name}": ${channels} channels do not split into ${heads} heads; ` +
-          `choose a head count that divides the channel count.`,
-      );
-    }
-    this.contextDim = options.contextDim ?? null;
-    const sourceDim = this.contextDim ?? channels;
-    this.norm = new GroupNorm(store, `${name}.norm`, channels, groups);
-    this.q = new Linear(store, `${name}.q`, channels, channels);
-    this.k = new Linear(store, `${name}.k`, sourceDim, channels);
-    this.v = new Linear(store, `${name}.v`, sourceDim, channels);
-    this.out = new Linear(store, `${name}.out`, channels, channels);
-  }
-
-  /**
-   * x [N, H, W, C] (and, for cross-attention, context [N, L, C_ctx]) → [N, H, W, C].
-   */
-  apply(x: tf.Tensor4D, ctx: ForwardContext, context?: tf.Tensor3D): tf.Tensor4D {
-    const [n, h, w, c] = x.shape;
-    const heads = this.heads;
-    const d = c / heads;
-    if ((this.contextDim === null) !== (context === undefined)) {
-      throw new Error(
-        this.contextDim === null
-          ? `Attention "${this.name}" is self-attention and takes no context.`
-          : `Attention "${this.name}" is cross-attention: pass context tokens [N, L, ${this.contextDim}].`,
-      );
-    }
-    const y = tf.tidy(() => {
-      const tokens = tf.reshape(this.norm.apply(x, ctx), [n * h * w, c]) as tf.Tensor2D;
-      const length = context ? context.shape[1] : h * w;
-      const source = context
-        ? tf.reshape(context, [n * length, this.contextDim!]) as tf.Tensor2D
-        : tokens;
-      // [N·L, C] → [N·heads, L, d]
-      const splitHeads = (t: tf.Tensor2D, l: number) =>
-        tf.reshape(tf.transpose(tf.reshape(t, [n, l, heads, d]), [0, 2, 1, 3]), [
-          n * heads,
-          l,
-          d,
-        ]) as tf.Tensor3D;
-      const q = splitHeads(this.q.apply(tokens, ctx), h * w);
-      const k = splitHeads(this.k.apply(source, ctx), length);
-      const v = splitHeads(this.v.apply(source, ctx), length);
-      const weights = tf.softmax(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(d)));
-      const attended = tf.matMul(weights, v); // [N·heads, HW, d]
-      const merged = tf.reshape(
-        tf.transpose(tf.reshape(attended, [n, heads, h * w, d]), [0, 2, 1, 3]),
-        [n * h * w, c],
-      ) as tf.Tensor2D;
-      return tf.add(x, tf.reshape(this.out.apply(merged, ctx), [n, h, w, c])) as tf.Tensor4D;
-    });
-    record(ctx, this.name, y);
-    return y;
   }
 }
 

@@ -19,7 +19,7 @@ import {
   type RgbaImage,
   toRgbaImages,
 } from "../images.ts";
-import type { DiffusionModel } from "../models/unet.ts";
+import type { DiffusionModel } from "../models/mod.ts";
 import type { Scheduler } from "./scheduler.ts";
 
 /** A network, or any function with its signature (an oracle in tests). */

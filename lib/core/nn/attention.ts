@@ -1,0 +1,95 @@
+/**
+ * Attention for the denoisers: self-attention over a feature map's pixels, or cross-attention
+ * from them to a sequence of context tokens (a text encoder's hidden states).
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import { type ForwardContext, GroupNorm, Linear, type ParameterStore, record } from "./layers.ts";
+
+/**
+ * Multi-head attention over the pixels of a feature map, with a residual connection (Vaswani et
+ * al., 2017; the DDPM U-Net's self-attention, Stable Diffusion's cross-attention):
+ *
+ *   Q = GN(x)·W_q,  K = c·W_k,  V = c·W_v,  A_h = softmax(Q_h K_hᵀ / √d),
+ *   y = x + concat_h(A_h V_h)·W_out,   d = C / heads,
+ *
+ * where c = GN(x) (self-attention) or the context tokens c ∈ ℝ^{L×C_ctx} (cross-attention, when
+ * the layer is built with `contextDim`). q, k, v and out are separate layers, addressable by name
+ * (`mid.attn.q`, …) as diffusers' `to_q`, `to_k`, `to_v`, `to_out`.
+ */
+export class Attention {
+  readonly norm: GroupNorm;
+  readonly q: Linear;
+  readonly k: Linear;
+  readonly v: Linear;
+  readonly out: Linear;
+  /** Size of each context token (cross-attention), or null for self-attention. */
+  readonly contextDim: number | null;
+
+  constructor(
+    store: ParameterStore,
+    readonly name: string,
+    readonly channels: number,
+    readonly heads: number,
+    groups: number,
+    options: { contextDim?: number } = {},
+  ) {
+    if (channels % heads !== 0) {
+      throw new Error(
+        `Attention "${name}": ${channels} channels do not split into ${heads} heads; ` +
+          `choose a head count that divides the channel count.`,
+      );
+    }
+    this.contextDim = options.contextDim ?? null;
+    const sourceDim = this.contextDim ?? channels;
+    this.norm = new GroupNorm(store, `${name}.norm`, channels, groups);
+    this.q = new Linear(store, `${name}.q`, channels, channels);
+    this.k = new Linear(store, `${name}.k`, sourceDim, channels);
+    this.v = new Linear(store, `${name}.v`, sourceDim, channels);
+    this.out = new Linear(store, `${name}.out`, channels, channels);
+  }
+
+  /**
+   * x [N, H, W, C] (and, for cross-attention, context [N, L, C_ctx]) → [N, H, W, C].
+   */
+  apply(x: tf.Tensor4D, ctx: ForwardContext, context?: tf.Tensor3D): tf.Tensor4D {
+    const [n, h, w, c] = x.shape;
+    const heads = this.heads;
+    const d = c / heads;
+    if ((this.contextDim === null) !== (context === undefined)) {
+      throw new Error(
+        this.contextDim === null
+          ? `Attention "${this.name}" is self-attention and takes no context.`
+          : `Attention "${this.name}" is cross-attention: pass context tokens [N, L, ${this.contextDim}].`,
+      );
+    }
+    const y = tf.tidy(() => {
+      const tokens = tf.reshape(this.norm.apply(x, ctx), [n * h * w, c]) as tf.Tensor2D;
+      const length = context ? context.shape[1] : h * w;
+      const source = context
+        ? tf.reshape(context, [n * length, this.contextDim!]) as tf.Tensor2D
+        : tokens;
+      // [N·L, C] → [N·heads, L, d]
+      const splitHeads = (t: tf.Tensor2D, l: number) =>
+        tf.reshape(tf.transpose(tf.reshape(t, [n, l, heads, d]), [0, 2, 1, 3]), [
+          n * heads,
+          l,
+          d,
+        ]) as tf.Tensor3D;
+      const q = splitHeads(this.q.apply(tokens, ctx), h * w);
+      const k = splitHeads(this.k.apply(source, ctx), length);
+      const v = splitHeads(this.v.apply(source, ctx), length);
+      const weights = tf.softmax(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(d)));
+      const attended = tf.matMul(weights, v); // [N·heads, HW, d]
+      const merged = tf.reshape(
+        tf.transpose(tf.reshape(attended, [n, heads, h * w, d]), [0, 2, 1, 3]),
+        [n * h * w, c],
+      ) as tf.Tensor2D;
+      return tf.add(x, tf.reshape(this.out.apply(merged, ctx), [n, h, w, c])) as tf.Tensor4D;
+    });
+    record(ctx, this.name, y);
+    return y;
+  }
+}
+
