@@ -4,12 +4,7 @@ import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { Random } from "../lib/core/random.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
-import {
-  ContextUNet,
-  type DiffusionModel,
-  UNet,
-  type UNetConfig,
-} from "../lib/core/models/mod.ts";
+import { ContextUNet, type DiffusionModel, UNet, type UNetConfig } from "../lib/core/models/mod.ts";
 import { Trainer, type TrainingData } from "../lib/training/trainer.ts";
 import {
   assignVariables,

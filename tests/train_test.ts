@@ -57,6 +57,46 @@ describe("Trainer", () => {
     model.dispose();
   });
 
+  it("trains only the parameters it is given, and resumes such a run exactly", async () => {
+    const model = new UNet(MODEL);
+    const chosen = model.parameters.filter((p) => p.name.startsWith("output."));
+    const before = await Promise.all(model.parameters.map((p) => p.variable.data()));
+    const path = await Deno.makeTempFile({ suffix: ".ckpt" });
+    const config = { steps: 6, batchSize: 4, learningRate: 1e-2, checkpointPath: path };
+    const trainer = new Trainer(model, tinyData(), schedule, config, {
+      progress: false,
+      parameters: chosen,
+    });
+    await trainer.run({ until: 3 });
+    const atStep3 = `${path}.3`;
+    await trainer.saveCheckpoint(atStep3);
+    await trainer.run();
+    const after = await Promise.all(model.parameters.map((p) => p.variable.data()));
+    model.parameters.forEach((p, i) => {
+      const changed = after[i].some((v, j) => v !== before[i][j]);
+      assert.equal(changed, p.name.startsWith("output."), `${p.name} changed: ${changed}`);
+    });
+    const stored = await loadCheckpoint(path);
+    const moments = [...stored.tensors.keys()].filter((k) => k.startsWith("optimizer/m/"));
+    assert.deepEqual(moments, chosen.map((p) => `optimizer/m/${p.name}`));
+    // A fresh trainer over the same subset continues from step 3 to the same weights.
+    const again = new UNet(MODEL);
+    const resumed = await Trainer.resume(atStep3, tinyData(), {
+      model: again,
+      progress: false,
+      parameters: again.parameters.filter((p) => p.name.startsWith("output.")),
+    });
+    assert.equal(resumed.step, 3);
+    await resumed.run();
+    const final = await Promise.all(again.parameters.map((p) => p.variable.data()));
+    final.forEach((values, i) => assert.deepEqual(values, after[i], model.parameters[i].name));
+    for (const t of [trainer, resumed]) t.dispose();
+    model.dispose();
+    again.dispose();
+    await Deno.remove(path);
+    await Deno.remove(atStep3);
+  });
+
   it("stops a time-boxed run on the first checkpoint after its budget, naming its backend", async () => {
     const dir = await Deno.makeTempDir();
     const model = new UNet(MODEL);

@@ -43,6 +43,7 @@ import type { PredictionType } from "../core/samplers/scheduler.ts";
 import { DDIMScheduler } from "../core/samplers/ddim.ts";
 import { sample } from "../core/samplers/sample.ts";
 import { type DenoisingBatch, denoisingLoss } from "./objective.ts";
+import { Adam, ExponentialMovingAverage, flatten, namedPieces } from "./optim.ts";
 
 /** Images to train on (an `EmojiDataset` fits). */
 export interface TrainingData {
@@ -298,14 +299,10 @@ export class Trainer {
   readonly #data: TrainingData;
   readonly #callbacks: TrainCallbacks;
   readonly #rng: Random;
-  /**
-   * Adam's moments m and v and the EMA θ̄, each over all parameters flattened into one vector
-   * (in `model.parameters` order): the update is then a dozen kernels whatever the number of
-   * parameter tensors, instead of a dozen per tensor (6,000 of a step's 6,300 kernels before).
-   */
-  readonly #flat: { m: tf.Variable; v: tf.Variable; ema: tf.Variable };
-  /** Whether `#ema`'s variables lag behind `#flat.ema`. */
-  #emaStale = false;
+  /** The parameters being trained (all of the model's unless the caller chose a subset). */
+  readonly trained: readonly NamedVariable[];
+  readonly #adam: Adam;
+  readonly #average: ExponentialMovingAverage;
   readonly #shape: [number, number, number];
   readonly #contextDim: number;
   #step = 0;
@@ -318,14 +315,15 @@ export class Trainer {
    * @param data the training images
    * @param schedule the noise schedule
    * @param config options (defaults in {@link DEFAULT_TRAIN_CONFIG})
-   * @param callbacks metrics, sample grids, progress bar
+   * @param callbacks metrics, sample grids, progress bar, and `parameters`: the model's
+   *   parameters to train (default all; the others stay as they are, as in fine-tuning)
    */
   constructor(
     model: DiffusionModel,
     data: TrainingData,
     schedule: NoiseSchedule,
     config: Partial<TrainConfig> = {},
-    callbacks: TrainCallbacks = {},
+    callbacks: TrainCallbacks & { parameters?: readonly NamedVariable[] } = {},
   ) {
     this.model = model;
     this.schedule = schedule;
@@ -358,32 +356,28 @@ export class Trainer {
     this.#ema = createModel(model.config, { trainable: false });
     copyVariables(model.parameters, this.#ema.parameters);
     copyVariables(model.buffers, this.#ema.buffers);
-    const count = model.parameters.reduce((total, p) => total + p.variable.size, 0);
-    this.#flat = tf.tidy(() => ({
-      m: tf.variable(tf.zeros([count]), false),
-      v: tf.variable(tf.zeros([count]), false),
-      ema: tf.variable(flatten(model.parameters), false),
-    }));
+    this.trained = callbacks.parameters ?? model.parameters;
+    const index = new Map(model.parameters.map((p, i) => [p.variable, i]));
+    const positions = this.trained.map((p) => {
+      const i = index.get(p.variable);
+      if (i === undefined) {
+        throw new Error(
+          `Parameter "${p.name}" is not one of the model's; train its own variables.`,
+        );
+      }
+      return i;
+    });
+    this.#adam = new Adam(this.trained, this.config);
+    this.#average = new ExponentialMovingAverage(
+      this.trained,
+      positions.map((i) => this.#ema.parameters[i]),
+    );
   }
 
   /** The EMA of the weights, θ̄ ← d θ̄ + (1 − d) θ after every step (sample from this one). */
   get ema(): DiffusionModel {
-    if (this.#emaStale) {
-      tf.tidy(() => assignPieces(this.#flat.ema, this.#ema.parameters));
-      this.#emaStale = false;
-    }
+    this.#average.sync();
     return this.#ema;
-  }
-
-  /** The parameters' pieces of a flat vector as named variables (the caller disposes them). */
-  #pieces(flat: tf.Tensor): NamedVariable[] {
-    const parameters = this.model.parameters;
-    return tf.tidy(() =>
-      unflatten(flat, parameters).map((piece, i) => ({
-        name: parameters[i].name,
-        variable: tf.variable(piece, false),
-      }))
-    );
   }
 
   /**
@@ -402,6 +396,7 @@ export class Trainer {
       model?: DiffusionModel;
       schedule?: NoiseSchedule;
       config?: Partial<TrainConfig>;
+      parameters?: readonly NamedVariable[];
     } = {},
   ): Promise<Trainer> {
     const checkpoint = await loadCheckpoint(path);
@@ -473,12 +468,11 @@ export class Trainer {
     assignVariables(this.model.buffers, tensors, "buffers/", source);
     assignVariables(this.#ema.parameters, tensors, "ema/", source);
     assignVariables(this.#ema.buffers, tensors, "emaBuffers/", source);
-    tf.tidy(() => this.#flat.ema.assign(flatten(this.#ema.parameters)));
-    this.#emaStale = false;
+    this.#average.reload();
     for (const key of ["m", "v"] as const) {
-      const pieces = this.#pieces(this.#flat[key]);
+      const pieces = namedPieces(this.#adam[key], this.trained);
       assignVariables(pieces, tensors, `optimizer/${key}/`, source);
-      tf.tidy(() => this.#flat[key].assign(flatten(pieces)));
+      tf.tidy(() => this.#adam[key].assign(flatten(pieces)));
       tf.dispose(pieces.map((p) => p.variable));
     }
     this.#step = step;
@@ -549,7 +543,7 @@ export class Trainer {
     }
     const lr = learningRateAt(c, s);
 
-    const parameters = this.model.parameters;
+    const parameters = this.trained;
     const updates: BufferUpdate[] = [];
     let perSample: tf.Tensor | null = null;
     const { value, grads } = tf.variableGrads(() => {
@@ -604,40 +598,16 @@ export class Trainer {
       ? c.gradClipNorm / (gradNorm + 1e-6)
       : 1;
     const k = s + 1;
-    const correction1 = 1 - c.beta1 ** k;
-    const correction2 = 1 - c.beta2 ** k;
-    // Adam (Kingma & Ba, 2015) on the flat vectors, with decoupled weight decay for AdamW:
-    //   m ← β₁ m + (1 − β₁) g,  v ← β₂ v + (1 − β₂) g²,
-    //   θ ← θ − η m̂ / (√v̂ + ε),  m̂ = m / (1 − β₁ᵏ),  v̂ = v / (1 − β₂ᵏ);
-    // then the EMA θ̄ ← d θ̄ + (1 − d) θ.
     tf.tidy(() => {
-      const { m, v, ema } = this.#flat;
-      const theta = flatten(parameters);
-      let gk: tf.Tensor = clip !== 1 ? tf.mul(g, clip) : g;
-      if (c.optimizer === "adam" && c.weightDecay > 0) {
-        gk = tf.add(gk, tf.mul(theta, c.weightDecay));
-      }
-      const newM = tf.add(tf.mul(m, c.beta1), tf.mul(gk, 1 - c.beta1));
-      const newV = tf.add(tf.mul(v, c.beta2), tf.mul(tf.square(gk), 1 - c.beta2));
-      const step = tf.mul(
-        tf.div(tf.div(newM, correction1), tf.add(tf.sqrt(tf.div(newV, correction2)), c.epsilon)),
-        lr,
-      );
-      let newTheta = tf.sub(theta, step);
-      if (c.optimizer === "adamw" && c.weightDecay > 0) {
-        newTheta = tf.sub(newTheta, tf.mul(theta, lr * c.weightDecay));
-      }
-      m.assign(newM);
-      v.assign(newV);
-      assignPieces(newTheta, parameters);
+      const gk = (clip !== 1 ? tf.mul(g, clip) : g) as tf.Tensor1D;
+      const newTheta = this.#adam.update(gk, lr, k);
       for (const u of updates) u.variable.assign(u.value);
       const decay = c.emaWarmup ? Math.min(c.emaDecay, (1 + k) / (10 + k)) : c.emaDecay;
-      ema.assign(tf.add(tf.mul(ema, decay), tf.mul(newTheta, 1 - decay)));
+      this.#average.update(newTheta, decay);
       this.#ema.buffers.forEach((e, i) =>
         e.variable.assign(tf.clone(this.model.buffers[i].variable))
       );
     });
-    this.#emaStale = true;
     g.dispose();
     for (const u of updates) u.value.dispose();
     this.#step = k;
@@ -656,7 +626,7 @@ export class Trainer {
     await readVariables(this.ema.parameters, "ema/", tensors);
     await readVariables(this.ema.buffers, "emaBuffers/", tensors);
     for (const key of ["m", "v"] as const) {
-      const pieces = this.#pieces(this.#flat[key]);
+      const pieces = namedPieces(this.#adam[key], this.trained);
       try {
         await readVariables(pieces, `optimizer/${key}/`, tensors);
       } finally {
@@ -824,24 +794,9 @@ export class Trainer {
   /** Free the EMA copy and the optimizer moments (the model stays with its owner). */
   dispose(): void {
     this.#ema.dispose();
-    tf.dispose(Object.values(this.#flat));
+    this.#adam.dispose();
+    this.#average.dispose();
   }
-}
-
-/** The variables' values as one vector, in order. */
-function flatten(variables: readonly NamedVariable[]): tf.Tensor1D {
-  return tf.concat(variables.map((p) => tf.reshape(p.variable, [-1]))) as tf.Tensor1D;
-}
-
-/** The inverse of `flatten`: consecutive pieces of `flat`, shaped as `variables`. */
-function unflatten(flat: tf.Tensor, variables: readonly NamedVariable[]): tf.Tensor[] {
-  const pieces = tf.split(flat, variables.map((p) => p.variable.size));
-  return pieces.map((piece, i) => tf.reshape(piece, variables[i].variable.shape));
-}
-
-/** Assign the pieces of `flat` to `variables` (see `unflatten`). */
-function assignPieces(flat: tf.Tensor, variables: readonly NamedVariable[]): void {
-  unflatten(flat, variables).forEach((piece, i) => variables[i].variable.assign(piece));
 }
 
 function copyVariables(from: readonly NamedVariable[], to: readonly NamedVariable[]): void {

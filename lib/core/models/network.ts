@@ -262,4 +262,3 @@ export abstract class StoredNetwork<C extends ModelConfigBase> implements Diffus
     }
   }
 }
-

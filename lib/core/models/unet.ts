@@ -228,12 +228,24 @@ export class UNet extends StoredNetwork<UNetConfig> {
     }
     const middle = levels - 1;
     const same = { in: channels, out: channels };
-    stage(new ResidualBlock(store, "mid.res.0", channels, channels, block), "resblock", "middle", middle, same);
+    stage(
+      new ResidualBlock(store, "mid.res.0", channels, channels, block),
+      "resblock",
+      "middle",
+      middle,
+      same,
+    );
     if (c.middleAttention) {
       const attention = new Attention(store, "mid.attn", channels, c.attentionHeads, c.groups);
       stage(attention, "attention", "middle", middle, same);
     }
-    stage(new ResidualBlock(store, "mid.res.1", channels, channels, block), "resblock", "middle", middle, same);
+    stage(
+      new ResidualBlock(store, "mid.res.1", channels, channels, block),
+      "resblock",
+      "middle",
+      middle,
+      same,
+    );
     for (let level = levels - 1; level >= 0; level--) {
       const out = c.baseChannels * c.channelMultipliers[level];
       for (let i = 0; i <= c.resBlocksPerLevel; i++) {
@@ -326,7 +338,14 @@ export class UNet extends StoredNetwork<UNetConfig> {
       outChannels: tdim,
       ...this.layersUnder(id),
     });
-    const at = (id: string, kind: ArchitectureBlock["kind"], path: ArchitectureBlock["path"], inC: number, outC: number, layers: string[]): ArchitectureBlock => ({
+    const at = (
+      id: string,
+      kind: ArchitectureBlock["kind"],
+      path: ArchitectureBlock["path"],
+      inC: number,
+      outC: number,
+      layers: string[],
+    ): ArchitectureBlock => ({
       id,
       kind,
       path,

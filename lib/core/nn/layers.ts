@@ -21,7 +21,6 @@ import { groupNormSiLU } from "./group_norm_silu.ts";
 
 export { groupNormSiLU };
 
-
 /** A parameter (or buffer) with its dotted name. */
 export interface NamedVariable {
   /** Dotted name, unique within a model, e.g. `mid.attn.q.weight`. */
