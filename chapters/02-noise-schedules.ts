@@ -23,8 +23,8 @@ import { addNoise } from "../lib/core/forward.ts";
 import { Random } from "../lib/core/random.ts";
 import { DDIMScheduler, sampleImageGrid } from "../lib/core/samplers/mod.ts";
 import { type NoiseSchedule, noiseSchedule, SCHEDULE_NAMES } from "../lib/core/schedules.ts";
-import { Trainer } from "../lib/training/trainer.ts";
-import { createModel, unetConfig } from "../lib/core/models/mod.ts";
+import { lossCurve } from "../lib/book/figures.ts";
+import { loadPretrained } from "../lib/zoo/pretrained.ts";
 
 await selectBackend();
 const T = 1000;
@@ -208,61 +208,28 @@ await book.metric(
 // that $\bar\alpha$.
 
 // %%
-const comparison = book.pick({
-  quick: { steps: 150, batchSize: 16, logEvery: 10 },
-  full: { steps: 2000, batchSize: 64, logEvery: 25 },
-});
-const network = unetConfig({
-  imageSize: 16,
-  baseChannels: 16,
-  channelMultipliers: [1, 2, 2],
-  resBlocksPerLevel: 1,
-  attentionResolutions: [4],
-  seed: 0,
-});
+// Both runs are models of the zoo (`deno task train schedule16-linear`, `… schedule16-cosine`):
+// the `full` profile loads their artefacts, the `quick` profile trains their quick variants.
 const emoji = await loadEmojiDataset({ size: 16 });
-const trained: { schedule: NoiseSchedule; trainer: Trainer; seconds: number }[] = [];
-for (const name of ["linear", "cosine"]) {
-  const schedule = noiseSchedule(name, T);
-  const trainer = new Trainer(createModel(network), emoji, schedule, {
-    ...comparison,
-    learningRate: 1e-3,
-    minLearningRate: 1e-5,
-    warmupSteps: comparison.steps / 10,
-    emaDecay: book.pick({ quick: 0.99, full: 0.999 }),
-    seed: 0,
-  }, { progress: false });
-  const started = performance.now();
-  await trainer.run();
-  trained.push({ schedule, trainer, seconds: (performance.now() - started) / 1000 });
+const trained = [];
+for (const name of ["schedule16-linear", "schedule16-cosine"]) {
+  const run = await loadPretrained(name, { profile: book.profile });
+  trained.push({ ...run, metrics: await run.metrics() });
 }
-
-let smoothed = new Map<string, number>();
-const lossRows = trained.flatMap(({ schedule, trainer }) =>
-  trainer.losses.map((loss, i) => {
-    const s = 0.95 * (smoothed.get(schedule.name) ?? loss) + 0.05 * loss;
-    smoothed = smoothed.set(schedule.name, s);
-    return { step: i + 1, loss: s, schedule: schedule.name };
-  })
+const { steps, batchSize } = trained[0].manifest;
+await book.figure(
+  lossCurve(Object.fromEntries(trained.map((run) => [run.schedule.name, run.metrics]))),
+  {
+    caption: `Training loss under each schedule, ${steps} steps of ${batchSize} images ` +
+      `(smoothed): not comparable across schedules, see below.`,
+  },
 );
-await book.figure({
-  width: 720,
-  height: 260,
-  color: { legend: true },
-  x: { label: "step" },
-  y: { label: "training loss (smoothed)", type: "log", grid: true },
-  marks: [Plot.lineY(lossRows, { x: "step", y: "loss", stroke: "schedule" })],
-}, {
-  caption:
-    `Training loss under each schedule, ${comparison.steps} steps of ${comparison.batchSize} ` +
-    `images (EMA-smoothed): not comparable across schedules, see below.`,
-});
 
 const ddimGrids = [];
-for (const { schedule, trainer } of trained) {
+for (const { schedule, model } of trained) {
   const ddim = new DDIMScheduler(schedule);
   ddimGrids.push(
-    await sampleImageGrid(trainer.ema, ddim, { shape: [32, 16, 16, 3], seed: 5, steps: 50 }),
+    await sampleImageGrid(model, ddim, { shape: [32, 16, 16, 3], seed: 5, steps: 50 }),
   );
 }
 await book.images(ddimGrids, {
@@ -287,7 +254,7 @@ const evalNoise = tf.tensor4d(evaluation.normals(evalCount * pixels), [evalCount
 // schedule contributes the timestep whose λ_t is nearest.
 const levels = Array.from({ length: 9 }, (_, i) => 2 * i - 8);
 const errorRows: { schedule: string; lambda: number; mse: number }[] = [];
-for (const { schedule, trainer } of trained) {
+for (const { schedule, model } of trained) {
   const lambdas = Array.from(schedule.snr, Math.log);
   for (const lambda of levels) {
     const t = lambdas.reduce(
@@ -296,7 +263,7 @@ for (const { schedule, trainer } of trained) {
     );
     const mse = tf.tidy(() => {
       const xt = addNoise(evalImages, evalNoise, t, schedule);
-      const predicted = trainer.ema.apply(xt, tf.fill([evalCount], t), { training: false });
+      const predicted = model.apply(xt, tf.fill([evalCount], t), { training: false });
       return tf.mean(tf.squaredDifference(predicted, evalNoise));
     });
     errorRows.push({ schedule: schedule.name, lambda: lambdas[t], mse: (await mse.data())[0] });
@@ -318,18 +285,22 @@ await book.figure({
     "each network at its own schedule's timestep for that level.",
 });
 await book.table(
-  trained.map(({ schedule, seconds }) => ({
+  trained.map(({ schedule }) => ({
     schedule: schedule.name,
     "mean ε-MSE over the levels": (errorRows.filter((r) => r.schedule === schedule.name)
       .reduce((sum, r) => sum + r.mse, 0) / levels.length).toFixed(4),
-    "training time (s)": seconds.toFixed(0),
   })),
   { caption: "The two runs, side by side." },
 );
-for (const { trainer } of trained) {
-  trainer.model.dispose();
-  trainer.dispose();
-}
+await book.table(
+  trained.map(({ schedule, manifest }) => ({
+    schedule: schedule.name,
+    "training time (s)": manifest.training.reduce((sum, t) => sum + t.seconds, 0),
+    "where": manifest.training.map((t) => t.where).join(", "),
+  })),
+  { caption: "How long each run took, and where.", measured: true },
+);
+for (const { model } of trained) model.dispose();
 
 // %% [markdown]
 // ## What to take away

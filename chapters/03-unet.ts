@@ -35,7 +35,7 @@ import { timestepEmbedding } from "../lib/core/nn/embeddings.ts";
 import { ParameterStore } from "../lib/core/nn/layers.ts";
 import { Random } from "../lib/core/random.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
-import { EMOJI16_UNET } from "../lib/zoo/presets.ts";
+import { EMOJI16_UNET } from "../lib/zoo/specs.ts";
 import { contextUnet, UNet, unetConfig } from "../lib/core/models/mod.ts";
 
 await selectBackend();

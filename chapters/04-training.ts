@@ -16,98 +16,124 @@
 // 4. update $\theta$ with Adam, and fold $\theta$ into an exponential moving average (EMA) that is
 //    used for sampling.
 //
-// `lib/training/trainer.ts` does exactly this, with a warm-up and cosine decay of the learning rate, gradient
-// clipping, checkpoints that can resume bit for bit, and a clear stop when the loss turns NaN.
+// The objective of one batch is a few lines of `lib/training/objective.ts`:
 
 // %%
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { book } from "../lib/book/runtime.ts";
-import { loadCheckpoint, saveModel } from "../lib/training/checkpoint.ts";
+import { lossCurve } from "../lib/book/figures.ts";
 import { loadEmojiDataset } from "../lib/data/emoji.ts";
-import { decodePng } from "../lib/core/images.ts";
+import { Random } from "../lib/core/random.ts";
 import { DDIMScheduler, sampleImageGrid } from "../lib/core/samplers/mod.ts";
-import {
-  EMOJI16_SCHEDULE,
-  EMOJI16_UNET,
-  emoji16RunDir,
-  emoji16TrainConfig,
-  sampleGridWriter,
-} from "../lib/zoo/presets.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
-import { type MetricsRecord, train, Trainer } from "../lib/training/trainer.ts";
+import { denoisingLoss } from "../lib/training/objective.ts";
+import { Adam, flatten } from "../lib/training/optim.ts";
+import { Trainer } from "../lib/training/trainer.ts";
 import { createModel, unetConfig } from "../lib/core/models/mod.ts";
+import { trainingTime } from "../lib/zoo/artefacts.ts";
+import { loadPretrained } from "../lib/zoo/pretrained.ts";
 
-const backend = await selectBackend();
+await selectBackend();
 const dataset = await loadEmojiDataset({ size: 16 });
-const schedule = noiseSchedule(EMOJI16_SCHEDULE.name, EMOJI16_SCHEDULE.T);
-const resume = Deno.args.includes("--resume");
+await book.listing("lib/training/objective.ts", "denoisingLoss", {
+  caption: "The loss of one batch: noise the images, predict, compare (lib/training/objective.ts).",
+});
 
 // %% [markdown]
+// ## One step, by hand
+//
+// Here are the four steps of a training step written out, on a small U-Net: draw a batch, its
+// timesteps and its noise; take the loss and its gradient with respect to every parameter; let
+// Adam move the parameters. (`lib/training/optim.ts` holds Adam, over whatever list of parameters
+// it is given: the whole network here, a fine-tuning adapter in chapter 9.)
+
+// %%
+const tiny = {
+  imageSize: 16,
+  baseChannels: 16,
+  channelMultipliers: [1, 2],
+  resBlocksPerLevel: 1,
+  middleAttention: false,
+  seed: 3,
+};
+const cosine = noiseSchedule("cosine", 1000);
+const network = createModel(unetConfig(tiny));
+const adam = new Adam(network.parameters, {
+  optimizer: "adam",
+  beta1: 0.9,
+  beta2: 0.999,
+  epsilon: 1e-8,
+  weightDecay: 0,
+});
+const draws = new Random(0);
+const handLosses: number[] = [];
+for (let k = 1; k <= 20; k++) {
+  // 1. a batch x₀; 2. t ~ U{0, …, T−1} and ε ~ N(0, I) for each image
+  const x0 = dataset.toTensor(Array.from({ length: 16 }, () => draws.int(0, dataset.count)));
+  const timesteps = Int32Array.from({ length: 16 }, () => draws.int(0, cosine.T));
+  const noise = tf.tensor4d(draws.normals(x0.size), x0.shape);
+  // 3. the loss ‖ε − ε_θ(x_t, t)‖² and its gradient ∇_θ
+  const { value, grads } = tf.variableGrads(
+    () => denoisingLoss(network, cosine, { x0, timesteps, noise }, { prediction: "epsilon" }).loss,
+    network.parameters.map((p) => p.variable),
+  );
+  // 4. the Adam step on θ
+  tf.tidy(() => {
+    const g = flatten(
+      network.parameters.map((p) => ({ ...p, variable: grads[p.variable.name] as tf.Variable })),
+    );
+    adam.update(g, 1e-3, k);
+  });
+  handLosses.push((await value.data())[0]);
+  tf.dispose([x0, noise, value, ...Object.values(grads)]);
+}
+adam.dispose();
+network.dispose();
+await book.figure({
+  width: 720,
+  height: 200,
+  x: { label: "step" },
+  y: { label: "MSE on ε", grid: true },
+  marks: [Plot.lineY(handLosses, { x: (_, i) => i + 1, y: (d) => d, marker: "dot" })],
+}, { caption: "Twenty hand-written steps on a small U-Net: the loss starts to fall." });
+
+// %% [markdown]
+// `lib/training/trainer.ts` runs exactly this step, and adds what a long run needs: flipped
+// images, a warm-up and cosine decay of the learning rate, gradient clipping, the EMA, seeded
+// draws, checkpoints that resume bit for bit, and a clear stop when the loss turns NaN.
+//
 // ## The run
 //
 // The network is chapter 3's U-Net at 16×16 (the size of the DeepLearning.AI course's sprites):
 // 32 base channels, two downsamplings (16 → 8 → 4), attention at 4×4 and in the middle, about
-// 1.1 M parameters (`EMOJI16_UNET` in `lib/zoo/presets.ts`). The `full` profile, which made the models
-// on these pages, trains it for 10,000 steps of 64 images on the cosine schedule, about 170 passes
-// over the 3,812 emoji; the `quick` profile runs the same code for a few hundred steps, enough to
-// see the loss fall, not enough for emoji.
+// 1.1 M parameters. It is the model zoo's `emoji16-unet` (`lib/zoo/specs.ts`): trained for 10,000
+// steps of 32 images on the cosine schedule, about 84 passes over the 3,812 emoji, with the
+// learning rate warmed up over 200 steps and decayed from $10^{-3}$ to $10^{-5}$. The `quick`
+// profile trains the same spec's quick variant for a few hundred steps, through the same code:
+// enough to see the loss fall, not enough for emoji.
 //
-// Why 16×16 and not 32×32? This book's model was trained on a 2-core CPU with the native
-// TensorFlow backend, where a 32×32 step costs about four times as much as a 16×16 one; the
-// metric below says how long the run took and where each part of it ran. (WebGPU on an NVIDIA
-// H100 was tried: for a network this small it trains only about 1.5 times as fast as this CPU,
-// because every kernel is a separate dispatch; see the performance appendix.)
+// Why 16×16 and not 32×32? This book's models are trained on a 2-core CPU with the native
+// TensorFlow backend, where a 32×32 step costs about four times as much as a 16×16 one, and the
+// published run was sized to take about an hour there; the metric below says how long it took
+// and where it ran. (WebGPU on an NVIDIA H100 was tried: for a network this small it trains only
+// about 1.5 times as fast as this CPU, because every kernel is a separate dispatch; see the
+// performance appendix.)
 //
-// The published run has a history worth knowing. Its first 3,000 steps were a shorter run whose
-// learning rate had decayed all the way to $10^{-5}$; the run was then extended to 10,000 steps,
-// which sent the learning rate back up to where a 10,000-step cosine schedule is at step 3,000
-// (about $8 \times 10^{-4}$) and let it decay again: a *warm restart* (Loshchilov & Hutter's
-// SGDR). The learning-rate curve and the loss show it. A fresh `full` run follows one cosine
-// schedule from start to end.
-//
-// A run writes its checkpoint, metrics (JSON lines) and sample grids to `.cache/runs/`. Kill it
-// at any time; `deno task chapter 04 --profile full --resume` continues where it stopped.
+// Training is not part of this page's run: `deno task train emoji16-unet` trains the model (or
+// continues its run after an interruption) and leaves the artefact in
+// `assets/models/emoji16-unet/`: the EMA weights and the last step's weights, the metrics of every
+// logged step and the sample grids taken during training. This page reads it.
 
 // %%
-const runDir = emoji16RunDir(book.profile);
-if (!resume) await Deno.remove(runDir, { recursive: true }).catch(() => {});
-await Deno.mkdir(runDir, { recursive: true });
-
-const config = emoji16TrainConfig(book.profile);
-const model = createModel(unetConfig(EMOJI16_UNET));
-const trainer = await train(model, dataset, schedule, config, {
-  resume,
-  onSamples: sampleGridWriter(runDir),
+const emoji16 = await loadPretrained("emoji16-unet", { profile: book.profile });
+const schedule = emoji16.schedule;
+const metrics = await emoji16.metrics();
+await book.figure(lossCurve({ "emoji16-unet": metrics }, { showLogged: true }), {
+  caption: `Training loss, ${emoji16.manifest.steps} steps of ${emoji16.manifest.batchSize} ` +
+    `images: the mean of each logging window, and its exponential moving average.`,
 });
-
-// %% [markdown]
-// ## The loss
-//
-// The raw loss of a step is noisy: each batch draws its own timesteps, and the loss at small $t$
-// (little noise, hard to tell from the image's fine detail) is far larger than at large $t$. The
-// smoothed curve is an exponential moving average of the logged values.
-
-// %%
-const metrics: MetricsRecord[] = (await Deno.readTextFile(`${runDir}/metrics.jsonl`))
-  .split("\n").filter((line) => line.trim()).map((line) => JSON.parse(line));
-let smoothed = metrics[0].loss;
-const lossRows = metrics.flatMap((m) => {
-  smoothed = 0.9 * smoothed + 0.1 * m.loss;
-  return [
-    { step: m.step, loss: m.loss, curve: "logged (mean of the window)" },
-    { step: m.step, loss: smoothed, curve: "smoothed" },
-  ];
-});
-await book.figure({
-  width: 720,
-  height: 300,
-  color: { legend: true },
-  x: { label: "step" },
-  y: { label: "MSE on ε", type: "log", grid: true },
-  marks: [Plot.lineY(lossRows, { x: "step", y: "loss", stroke: "curve" })],
-}, { caption: `Training loss, ${metrics.at(-1)!.step} steps of ${config.batchSize} images.` });
 await book.figure({
   width: 720,
   height: 160,
@@ -116,24 +142,15 @@ await book.figure({
   marks: [Plot.lineY(metrics, { x: "step", y: "lr" })],
 }, { caption: "The learning rate of each logged step: linear warm-up, then cosine decay." });
 
-// Time per step from the logged rates, summed over every session of a resumed run, by where the
-// steps ran (a long run may start on a GPU and finish on a CPU, or the other way round).
-const sessions = new Map<string, { steps: number; seconds: number }>();
-metrics.forEach((m, i) => {
-  const steps = m.step - (i > 0 ? metrics[i - 1].step : 0);
-  const where = m.backend ?? `${backend.name} (${backend.detail})`;
-  const session = sessions.get(where) ?? { steps: 0, seconds: 0 };
-  sessions.set(where, {
-    steps: session.steps + steps,
-    seconds: session.seconds + steps / m.stepsPerSecond,
-  });
-});
-const trainingSeconds = [...sessions.values()].reduce((sum, s) => sum + s.seconds, 0);
-const trainedOn = [...sessions].map(([where, s]) =>
-  `${s.steps} steps in ${(s.seconds / 60).toFixed(1)} min on ${where}`
-).join("; ");
+// Wall time by where the steps ran (a long run may start on a GPU and finish on a CPU).
+const sessions = trainingTime(metrics);
+const trainingSeconds = sessions.reduce((sum, s) => sum + s.seconds, 0);
 await book.metric("training time", `${(trainingSeconds / 60).toFixed(1)} min`, {
-  caption: trainedOn,
+  caption: sessions.map((s) =>
+    `${s.steps} steps in ${(s.seconds / 60).toFixed(1)} min on ${s.where}`
+  )
+    .join("; "),
+  measured: true,
 });
 const early = metrics.slice(0, 3).reduce((s, m) => s + m.loss, 0) / 3;
 const late = metrics.slice(-3).reduce((s, m) => s + m.loss, 0) / 3;
@@ -181,25 +198,17 @@ await book.figure({
 // growing from blobs into shapes.
 
 // %%
-const sampleFiles = [...Deno.readDirSync(runDir)]
-  .map((entry) => entry.name)
-  .filter((name) => /^samples-\d+\.png$/.test(name))
-  .sort();
-const shownFiles = sampleFiles.length <= 4 ? sampleFiles : [
-  sampleFiles[0],
-  sampleFiles[Math.floor(sampleFiles.length / 4)],
-  sampleFiles[Math.floor(sampleFiles.length / 2)],
-  sampleFiles.at(-1)!,
+const allGrids = await emoji16.sampleGrids();
+const shownGrids = allGrids.length <= 4 ? allGrids : [
+  allGrids[0],
+  allGrids[Math.floor(allGrids.length / 4)],
+  allGrids[Math.floor(allGrids.length / 2)],
+  allGrids.at(-1)!,
 ];
-const grids = await Promise.all(
-  shownFiles.map(async (name) => decodePng(await Deno.readFile(`${runDir}/${name}`))),
-);
-await book.images(grids, {
-  columns: grids.length,
+await book.images(shownGrids.map((g) => g.image), {
+  columns: shownGrids.length,
   padding: 12,
-  caption: `EMA samples after ${
-    shownFiles.map((n) => Number(n.match(/\d+/)![0])).join(", ")
-  } steps ` +
+  caption: `EMA samples after ${shownGrids.map((g) => g.step).join(", ")} steps ` +
     `(left to right), from the same noise.`,
 });
 
@@ -216,7 +225,8 @@ await book.images(grids, {
 const ddim = new DDIMScheduler(schedule); // x̂₀ clipped to [−1, 1], the default
 const comparisonSeed = 7;
 const emaComparison = [];
-for (const network of [trainer.model, trainer.ema]) {
+const lastWeights = await emoji16.lastWeights();
+for (const network of [lastWeights, emoji16.model]) {
   const shape: [number, number, number, number] = [16, 16, 16, 3];
   emaComparison.push(
     await sampleImageGrid(network, ddim, { shape, seed: comparisonSeed, steps: 50 }),
@@ -228,6 +238,7 @@ await book.images(emaComparison, {
   caption:
     "Left: the last step's weights θ. Right: their EMA θ̄. 50 DDIM steps from the same noise.",
 });
+lastWeights.dispose();
 
 // %% [markdown]
 // ## Stopping and resuming
@@ -240,16 +251,9 @@ await book.images(emaComparison, {
 // final weights agree exactly.
 
 // %%
-const tiny = {
-  imageSize: 16,
-  baseChannels: 16,
-  channelMultipliers: [1, 2],
-  resBlocksPerLevel: 1,
-  middleAttention: false,
-  seed: 3,
-};
 const demo = { steps: 40, batchSize: 8, learningRate: 1e-3, seed: 11, logEvery: 10 };
-const demoPath = `${runDir}/resume-demo.bin`;
+const demoDir = await Deno.makeTempDir({ prefix: "resume-demo-" });
+const demoPath = `${demoDir}/checkpoint.bin`;
 
 const straight = new Trainer(createModel(unetConfig(tiny)), dataset, schedule, demo, {
   progress: false,
@@ -296,35 +300,34 @@ for (const t of [straight, resumed]) {
   t.dispose();
 }
 
+await Deno.remove(demoDir, { recursive: true }); // the demonstration's own checkpoint
+
 // %% [markdown]
 // ## Keeping the model
 //
-// The `full` run's EMA weights are what the rest of the book samples from. They are stored in half
-// precision (float16: about 2 MB) in `assets/models/emoji16-unet.ckpt`, next to the run's schedule and
-// training time, so that the book rebuilds without retraining.
+// What the rest of the book samples from is the artefact of the run: the EMA weights in half
+// precision (float16), the last step's weights beside them, and a manifest that records the spec
+// and its hash, the dataset's fingerprint, the steps and the wall time by machine. The manifest
+// also holds a *fingerprint* of the model: the loss of the stored weights on a fixed probe batch
+// and the first steps of training from the spec, numbers that today's code recomputes in seconds.
+// A test recomputes it for every model of the book, so a change to the library that alters what
+// a model computes is caught, and names the model to retrain.
 
 // %%
-if (book.profile === "full") {
-  const path = "assets/models/emoji16-unet.ckpt";
-  await Deno.mkdir("assets/models", { recursive: true });
-  await saveModel(path, trainer.ema, {
-    dtype: "float16",
-    step: metrics.at(-1)!.step,
-    state: {
-      schedule: { name: schedule.name, T: schedule.T },
-      prediction: "epsilon",
-      trainingSeconds: Math.round(trainingSeconds),
-      backend: trainedOn,
-      dataset: `${dataset.count} emoji, 16×16, Twemoji and Noto`,
-    },
-  });
-  const stored = await loadCheckpoint(path);
-  await book.metric("frozen model", `${(Deno.statSync(path).size / 2 ** 20).toFixed(1)} MB`, {
-    caption: `${path}, EMA weights after ${stored.step} steps`,
+const files = emoji16.manifest.files;
+await book.table(
+  Object.keys(files).filter((f) => !f.startsWith("samples-")).map((file) => ({
+    file: `${emoji16.dir.replace(/^\.\//, "")}/${file}`,
+    size: `${(Deno.statSync(`${emoji16.dir}/${file}`).size / 2 ** 20).toFixed(2)} MB`,
+  })),
+  { caption: `The artefact of ${emoji16.spec.name}, besides its sample grids.` },
+);
+if (emoji16.manifest.fingerprint) {
+  await book.text(JSON.stringify(emoji16.manifest.fingerprint, null, 2), {
+    caption: "Its fingerprint, computed on the cpu backend when the artefact was made.",
   });
 }
-trainer.model.dispose();
-trainer.dispose();
+emoji16.model.dispose();
 
 // %% [markdown]
 // ## What to take away

@@ -25,7 +25,6 @@ import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { book } from "../lib/book/runtime.ts";
-import { loadCheckpoint, loadModel } from "../lib/training/checkpoint.ts";
 import { loadEmojiDataset } from "../lib/data/emoji.ts";
 import { addNoise } from "../lib/core/forward.ts";
 import {
@@ -47,14 +46,11 @@ import {
   DDPMScheduler,
   DPMSolverMultistepScheduler,
   NoiselessDDPMScheduler,
-  type PredictionType,
   sample,
   type SampleOptions,
   type Scheduler,
 } from "../lib/core/samplers/mod.ts";
-import { noiseSchedule } from "../lib/core/schedules.ts";
-import { train } from "../lib/training/trainer.ts";
-import { createModel, type DiffusionModel, unetConfig } from "../lib/core/models/mod.ts";
+import { loadPretrained } from "../lib/zoo/pretrained.ts";
 
 const backend = await selectBackend();
 const quick = book.profile === "quick";
@@ -63,71 +59,27 @@ const dataset = await loadEmojiDataset({ size: 16 });
 // %% [markdown]
 // ## The model
 //
-// Every image on this page comes from the network chapter 4 trained and froze: a 16×16 U-Net,
-// trained with the cosine schedule, $T = 1000$, to predict $\epsilon$. Its exponential moving
-// average of the weights is stored in `assets/models/emoji16-unet.ckpt`, along with the schedule it
-// was trained with; `--model PATH` samples from another checkpoint instead. Where the file is
-// missing (a fresh copy of the book that has not run chapter 4's full profile) the quick profile
-// trains a small stand-in for a few hundred steps, which is enough to run every sampler but not
-// enough for emoji.
+// Every image on this page comes from the network chapter 4 trained: a 16×16 U-Net, trained with
+// the cosine schedule, $T = 1000$, to predict $\epsilon$. It is the model zoo's `emoji16-unet`,
+// whose artefact (`assets/models/emoji16-unet/`) holds the exponential moving average of its
+// weights and the record of its run; one call loads the network, its schedule and what it
+// predicts. In the `quick` profile the same call trains the spec's quick variant for a few hundred
+// steps, which is enough to run every sampler but not enough for emoji.
 
 // %%
-const FROZEN_MODEL = "assets/models/emoji16-unet.ckpt";
-const modelArg = Deno.args.indexOf("--model");
-const modelPath = modelArg >= 0 ? Deno.args[modelArg + 1] : FROZEN_MODEL;
-const haveModel = await Deno.stat(modelPath).then(() => true, () => false);
-
-let model: DiffusionModel;
-let schedule = noiseSchedule("cosine", 1000);
-let predictionType: PredictionType = "epsilon";
-if (haveModel) {
-  const { step, state } = await loadCheckpoint(modelPath);
-  const stored = state.schedule as { name: string; T: number } | undefined;
-  if (stored) schedule = noiseSchedule(stored.name, stored.T);
-  const trainConfig = state.trainConfig as { prediction?: PredictionType } | undefined;
-  predictionType = (state.prediction as PredictionType | undefined) ??
-    trainConfig?.prediction ?? "epsilon";
-  model = await loadModel(modelPath);
-  await book.text(
-    `${modelPath}: ${model.parameterCount().toLocaleString("en")} parameters, ` +
-      `EMA weights after ${step.toLocaleString("en")} training steps\n` +
-      `schedule ${schedule.name}, T = ${schedule.T}, predicts ${predictionType}\n` +
-      `backend ${backend.name} (${backend.detail})`,
-    { caption: "The network every sampler below runs." },
-  );
-} else if (quick) {
-  model = createModel(unetConfig({
-    imageSize: 16,
-    baseChannels: 16,
-    channelMultipliers: [1, 2],
-    resBlocksPerLevel: 1,
-    middleAttention: false,
-    seed: 0,
-  }));
-  const steps = 300;
-  const trainer = await train(model, dataset, schedule, {
-    steps,
-    batchSize: 32,
-    learningRate: 2e-3,
-    warmupSteps: 20,
-    emaDecay: 0.99,
-    seed: 0,
-  }, { progress: false });
-  model = trainer.ema;
-  trainer.model.dispose();
-  await book.text(
-    `No frozen model at ${modelPath}: this run trained a small stand-in ` +
-      `(${model.parameterCount().toLocaleString("en")} parameters) for ${steps} steps.\n` +
-      `Its samples are blobs, not emoji; the text describes the frozen model's results.\n` +
-      `Run chapter 4 with --profile full to make the real one.`,
-    { caption: "The network every sampler below runs: a stand-in." },
-  );
-} else {
-  throw new Error(
-    `No trained model at ${modelPath}. Run chapter 4 with --profile full (it writes ` +
-      `${FROZEN_MODEL}), or pass --model PATH to a checkpoint.`,
-  );
-}
+const pretrained = await loadPretrained("emoji16-unet", { profile: book.profile });
+const { model, schedule, predictionType } = pretrained;
+await book.text(
+  `${pretrained.spec.name}: ${model.parameterCount().toLocaleString("en")} parameters, ` +
+    `EMA weights after ${pretrained.manifest.steps.toLocaleString("en")} training steps\n` +
+    `schedule ${schedule.name}, T = ${schedule.T}, predicts ${predictionType}\n` +
+    `backend ${backend.name} (${backend.detail})`,
+  {
+    caption: quick
+      ? "The network every sampler below runs: the quick variant, blobs rather than emoji."
+      : "The network every sampler below runs.",
+  },
+);
 
 /** What the network predicts; every sampler clips x̂₀ to the data's range [−1, 1] (see below). */
 const samplerOptions = { predictionType };

@@ -35,7 +35,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { ensureNativeBackend } from "./setup.ts";
-import { checkOptions, optionValue } from "../lib/runtime/options.ts";
+import { parseOptions } from "../lib/runtime/options.ts";
 import { Random } from "../lib/core/random.ts";
 import {
   forwardFlops,
@@ -44,7 +44,7 @@ import {
   ReferenceTrainer,
   ReferenceUNet,
 } from "../bench/reference_unet.ts";
-import { EMOJI16_UNET } from "../lib/zoo/presets.ts";
+import { EMOJI16_UNET } from "../lib/zoo/specs.ts";
 import { DDIMScheduler } from "../lib/core/samplers/mod.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
 import { Trainer } from "../lib/training/trainer.ts";
@@ -54,7 +54,7 @@ const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const VENV = `${ROOT}/bench/.venv`;
 const TRAIN_BATCH = 32;
 const SAMPLE_BATCH = 64;
-/** The book's network (lib/zoo/presets.ts) trains at its own batch, through lib/training/trainer.ts. */
+/** The book's network (lib/zoo/specs.ts) trains at its own batch, through lib/training/trainer.ts. */
 const BOOK_CONFIG = unetConfig(EMOJI16_UNET);
 const BOOK_BATCH = 64;
 const ALL_BACKENDS = ["tensorflow", "webgpu", "wasm", "cpu"];
@@ -512,33 +512,33 @@ const USAGE = "usage: deno task bench [--quick] [--sizes 16,32] " +
   "[--device cpu|cuda] [--out PATH] [--profile]";
 
 async function main(args: string[]): Promise<void> {
-  checkOptions(args, [
-    "--quick",
-    "--sizes",
-    "--backends",
-    "--peers",
-    "--python",
-    "--device",
-    "--out",
-    "--profile",
-  ], USAGE);
-  const quick = args.includes("--quick");
-  const list = (name: string, all: string[]) =>
-    (optionValue(args, name, USAGE)?.split(",").map((s) => s.trim()).filter(Boolean)) ?? all;
-  const sizes = list("--sizes", ["16", "32"]).map(Number);
+  const { values } = parseOptions(args, {
+    quick: { type: "boolean", default: false },
+    sizes: { type: "string" },
+    backends: { type: "string" },
+    peers: { type: "string" },
+    python: { type: "string" },
+    device: { type: "string", default: "cpu" },
+    out: { type: "string" },
+    profile: { type: "boolean", default: false },
+  }, USAGE);
+  const quick = values.quick;
+  const list = (value: string | undefined, all: string[]) =>
+    value?.split(",").map((s) => s.trim()).filter(Boolean) ?? all;
+  const sizes = list(values.sizes, ["16", "32"]).map(Number);
   if (sizes.some((s) => !(s >= 4 && s % 4 === 0))) {
     throw new Error(`--sizes takes multiples of 4 (the U-Net halves twice), got ${sizes}`);
   }
-  const backends = list("--backends", ALL_BACKENDS);
+  const backends = list(values.backends, ALL_BACKENDS);
   const unknownBackend = backends.find((b) => !ALL_BACKENDS.includes(b));
   if (unknownBackend) throw new Error(`unknown backend ${unknownBackend}; one of ${ALL_BACKENDS}`);
-  const peers = list("--peers", ALL_PEERS).filter((p) => p !== "none");
-  const device = optionValue(args, "--device", USAGE) ?? "cpu";
+  const peers = list(values.peers, ALL_PEERS).filter((p) => p !== "none");
+  const device = values.device;
   if (device !== "cpu" && device !== "cuda") {
     throw new Error(`--device is cpu or cuda (where PyTorch runs), got ${device}`);
   }
-  const python = optionValue(args, "--python", USAGE);
-  const out = optionValue(args, "--out", USAGE) ??
+  const python = values.python;
+  const out = values.out ??
     (quick ? `${ROOT}/.cache/bench/bench-quick.json` : `${ROOT}/assets/bench/bench.json`);
   // Rounds × steps per round = measured steps; warm-up only in a runtime's first round.
   const plan = quick ? { rounds: 3, steps: 1, warmup: 1 } : { rounds: 5, steps: 2, warmup: 3 };
@@ -612,7 +612,7 @@ async function main(args: string[]): Promise<void> {
     }
   }
   const profiles: string[] = [];
-  if (args.includes("--profile")) {
+  if (values.profile) {
     for (const runtime of runtimes) {
       for (const size of sizes) if (runtime.profile) profiles.push(await runtime.profile(size));
     }
@@ -693,8 +693,7 @@ async function main(args: string[]): Promise<void> {
     plan: { ...plan, interleaved: true, cpu: cpuPlan },
     rows,
     bookNetwork: {
-      name:
-        "the book's U-Net (lib/zoo/presets.ts EMOJI16_UNET), trained by lib/training/trainer.ts",
+      name: "the book's U-Net (lib/zoo/specs.ts EMOJI16_UNET), trained by lib/training/trainer.ts",
       parameters: bookParameterCount(),
       trainBatch: BOOK_BATCH,
       sampleBatch: SAMPLE_BATCH,

@@ -34,10 +34,6 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (args.rest.length > 0) {
-    console.error(`unknown arguments: ${args.rest.join(" ")}\n\n${USAGE}`);
-    return 2;
-  }
   const options = {
     profile: args.profile,
     backend: args.backend,

@@ -1,10 +1,10 @@
 /**
  * Runs one chapter the way the book builder does, and stores its result in the builder's cache.
  *
- *   deno task chapter 01 [--profile quick|full] [--backend NAME] [--resume] [...]
+ *   deno task chapter 01 [--profile quick|full] [--backend NAME]
  *
- * The chapter is picked by id prefix. Options other than --profile and --backend are passed to
- * the chapter unchanged. The next `deno task book` reuses the result.
+ * The chapter is picked by id prefix; any other option is an error. The next `deno task book`
+ * reuses the result. (A chapter trains no `full` model: `deno task train NAME` does.)
  *
  * @module
  */
@@ -17,20 +17,22 @@ import { runChapter } from "./book/run.ts";
 
 const USAGE = `Run one chapter.
 
-  deno task chapter <id-prefix> [--profile quick|full] [--backend NAME] [chapter options...]
+  deno task chapter <id-prefix> [--profile quick|full] [--backend NAME]
 
-  e.g. deno task chapter 01 --profile full --resume`;
+  e.g. deno task chapter 04 --profile full`;
 
 async function main(): Promise<number> {
-  const args = parseBookArgsOrExplain(Deno.args, USAGE);
+  const args = parseBookArgsOrExplain(Deno.args, USAGE, { allowPositionals: true });
   if (!args) return 2;
   if (args.help || args.positional.length === 0) {
     console.log(USAGE);
     return args.help ? 0 : 2;
   }
+  if (args.positional.length > 1) {
+    console.error(`name one chapter, not ${args.positional.join(", ")}\n\n${USAGE}`);
+    return 2;
+  }
   const wanted = args.positional[0];
-  const passOn = [...args.rest];
-  passOn.splice(passOn.indexOf(wanted), 1);
   const dirs = resolveDirs();
   let chapters;
   try {
@@ -61,7 +63,6 @@ async function main(): Promise<number> {
     backend: args.backend,
     contentHash,
     key,
-    extraArgs: passOn,
     prefix: "",
   });
   const count = outcome.meta.outputs.length;

@@ -25,6 +25,7 @@
  * @module
  */
 import { createRequire } from "node:module";
+import { writeFileAtomic } from "../lib/runtime/files.ts";
 import {
   firstLine,
   isFile,
@@ -115,7 +116,7 @@ async function ensure(options: SetupOptions, say: (line: string) => void): Promi
     const seconds = Math.round((performance.now() - started) / 100) / 10;
     const marker: Marker = { key, ok: built.ok, reason: built.reason, seconds };
     if (built.ok) Object.assign(marker, { source: built.source, binding: built.binding });
-    await writeAtomic(`${dir}/setup.json`, JSON.stringify(marker, null, 2) + "\n");
+    await writeFileAtomic(`${dir}/setup.json`, JSON.stringify(marker, null, 2) + "\n");
     if (built.ok) say(`ready in ${seconds} s: ${built.reason}`);
     if (built.ok) await ensureProjectOps(dir, options.force, say);
     return { ok: built.ok, reason: built.reason };
@@ -139,7 +140,7 @@ async function build(dir: string, say: (line: string) => void): Promise<Built> {
   }
   const log: string[] = [];
   const failed = async (reason: string): Promise<Built> => {
-    await writeAtomic(`${dir}/setup.log`, log.join("\n") + "\n");
+    await writeFileAtomic(`${dir}/setup.log`, log.join("\n") + "\n");
     return { ok: false, reason };
   };
 
@@ -223,7 +224,7 @@ async function build(dir: string, say: (line: string) => void): Promise<Built> {
   const checked = await verify(binding, log);
   if (!checked.ok) return await failed(`the built binding does not run: ${checked.reason}`);
   placeForPackageLoader(binding);
-  await writeAtomic(`${dir}/setup.log`, log.join("\n") + "\n");
+  await writeFileAtomic(`${dir}/setup.log`, log.join("\n") + "\n");
   return {
     ok: true,
     reason: `${checked.reason} from the tensorflow-cpu ${TENSORFLOW_VERSION} wheel`,
@@ -354,7 +355,7 @@ async function ensureProjectOps(
   const ok = reason === "";
   // A library from an older source must not stand in for one that failed to build.
   if (!ok) await Deno.remove(target).catch(() => {});
-  await writeAtomic(`${dir}/ops.json`, JSON.stringify({ key, ok, reason }, null, 2) + "\n");
+  await writeFileAtomic(`${dir}/ops.json`, JSON.stringify({ key, ok, reason }, null, 2) + "\n");
   say(
     ok
       ? `built the fused GroupNorm + SiLU ops (${PROJECT_OPS_LIBRARY})`
@@ -508,11 +509,6 @@ async function copyDir(from: string, to: string): Promise<void> {
   for await (const entry of Deno.readDir(from)) {
     if (entry.isFile) await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
   }
-}
-
-async function writeAtomic(path: string, text: string): Promise<void> {
-  await Deno.writeTextFile(`${path}.tmp`, text);
-  await Deno.rename(`${path}.tmp`, path);
 }
 
 if (import.meta.main) {

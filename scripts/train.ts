@@ -12,8 +12,8 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { selectBackend } from "../lib/runtime/backend.ts";
+import { parseOptions } from "../lib/runtime/options.ts";
 import type { Profile } from "../lib/book/runtime.ts";
 import { exportArtefact, listModels } from "../lib/zoo/artefacts.ts";
 import { savePartial, trainModel } from "../lib/zoo/runs.ts";
@@ -28,11 +28,9 @@ models: ${[...MODEL_SPECS.keys()].join(", ")}`;
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: true,
-      options: {
+    parsed = parseOptions(
+      argv,
+      {
         profile: { type: "string", default: "full" },
         minutes: { type: "string" },
         backend: { type: "string" },
@@ -41,7 +39,9 @@ async function main(argv: string[]): Promise<number> {
         list: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
-    });
+      USAGE.split("\n")[0],
+      { allowPositionals: true },
+    );
   } catch (error) {
     console.error(`train: ${(error as Error).message}\n${USAGE}`);
     return 2;

@@ -138,21 +138,20 @@ describe("runtime and builder helpers", () => {
     );
   });
 
-  it("parses the builder's arguments and keeps the rest for the chapter", () => {
-    const args = parseBookArgs([
-      "01",
-      "--profile",
-      "full",
-      "--only=01,02",
-      "--resume",
-      "--steps",
-      "5",
-    ]);
+  it("parses the builder's arguments strictly: a typo is an error, not an option passed on", () => {
+    const args = parseBookArgs(["01", "--profile", "full", "--only=01,02"], "usage", {
+      allowPositionals: true,
+    });
     assert.equal(args.profile, "full");
     assert.deepEqual(args.only, ["01", "02"]);
-    assert.deepEqual(args.positional, ["01", "5"]);
-    assert.deepEqual(args.rest, ["01", "--resume", "--steps", "5"]);
+    assert.deepEqual(args.positional, ["01"]);
+    assert.throws(
+      () => parseBookArgs(["04", "--reusme"], "usage", { allowPositionals: true }),
+      /Unknown option '--reusme'/,
+    );
     assert.throws(() => parseBookArgs(["--profile", "huge"]), /unknown profile "huge"/);
+    assert.throws(() => parseBookArgs(["04"]), /Unexpected argument '04'/);
+    assert.throws(() => parseBookArgs(["--profile"]), /argument missing/);
   });
 });
 

@@ -9,7 +9,7 @@ import {
   type DiagramNode,
   layoutArchitecture,
 } from "../lib/book/diagram.ts";
-import { EMOJI16_UNET } from "../lib/zoo/presets.ts";
+import { EMOJI16_UNET } from "../lib/zoo/specs.ts";
 import { type Architecture, contextUnet, UNet, unetConfig } from "../lib/core/models/mod.ts";
 
 await selectBackend({ requested: "cpu", quiet: true });

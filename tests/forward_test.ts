@@ -7,9 +7,8 @@ import {
   posteriorCoefficients,
   posteriorMean,
   posteriorVariance,
-  predictNoiseFromX0,
-  predictX0FromNoise,
 } from "../lib/core/forward.ts";
+import { predictNoiseFromX0, predictX0FromNoise } from "../lib/core/parameterization.ts";
 import { noiseSchedule, SCHEDULE_NAMES } from "../lib/core/schedules.ts";
 
 await tf.setBackend("cpu");

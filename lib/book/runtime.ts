@@ -31,13 +31,22 @@ import {
   type RgbaImage,
   toRgbaImages,
 } from "../core/images.ts";
-import { optionValue } from "../runtime/options.ts";
+import { writeFileAtomic } from "../runtime/files.ts";
+import { parseOptions } from "../runtime/options.ts";
 
 /** Which size of a chapter runs: `quick` (tiny models, minutes on a CPU) or `full` (the published book). */
 export type Profile = "quick" | "full";
 
 /** The kinds of output a chapter can show. */
-export type OutputKind = "figure" | "images" | "animation" | "table" | "metric" | "widget" | "text";
+export type OutputKind =
+  | "figure"
+  | "images"
+  | "animation"
+  | "table"
+  | "metric"
+  | "widget"
+  | "text"
+  | "code";
 
 /** One entry of `outputs.json`: an output and the chapter line that made it. */
 export interface OutputRecord {
@@ -55,12 +64,19 @@ export interface OutputRecord {
   width?: number;
   /** Pixel height of an image or animation. */
   height?: number;
+  /** Set for a measurement of the machine that ran the chapter (see {@link CaptionOptions}). */
+  measured?: boolean;
 }
 
 /** Options every output takes. */
 export interface CaptionOptions {
   /** Caption shown under the output, Markdown with $…$ math. */
   caption?: string;
+  /**
+   * The output is a measurement of this machine (a wall time, a speed): a rebuild elsewhere
+   * gives other values, so comparisons of a rebuilt book with its frozen results skip it.
+   */
+  measured?: boolean;
 }
 
 /** Options of {@link book.images}. */
@@ -104,15 +120,20 @@ function envValue(name: string): string | undefined {
   }
 }
 
-function readProfile(): Profile {
-  const value = optionValue(Deno.args, "--profile", PROFILE_USAGE) ?? envValue("BOOK_PROFILE") ??
-    "quick";
-  if (!(PROFILES as readonly string[]).includes(value)) {
-    throw new Error(
-      `unknown profile "${value}": ${PROFILE_USAGE}`,
-    );
+const CHAPTER_USAGE = "a chapter takes --profile quick|full and --backend NAME, e.g. " +
+  "deno task chapter 04 --profile full";
+
+/** A chapter's own options, strictly: anything else is an error before the chapter runs. */
+function readChapterOptions(): { profile: Profile; backend?: string } {
+  const { values } = parseOptions(Deno.args, {
+    profile: { type: "string" },
+    backend: { type: "string" },
+  }, CHAPTER_USAGE);
+  const profile = values.profile ?? envValue("BOOK_PROFILE") ?? "quick";
+  if (!(PROFILES as readonly string[]).includes(profile)) {
+    throw new Error(`unknown profile "${profile}": ${PROFILE_USAGE}`);
   }
-  return value as Profile;
+  return { profile: profile as Profile, backend: values.backend ?? envValue("BOOK_BACKEND") };
 }
 
 function fileName(url: string): string {
@@ -159,13 +180,6 @@ function captureLine(): number {
   return callSiteLine(stack);
 }
 
-async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const temporary = `${path}.${Deno.pid}.tmp`;
-  if (typeof data === "string") await Deno.writeTextFile(temporary, data);
-  else await Deno.writeFile(temporary, data);
-  await Deno.rename(temporary, path);
-}
-
 function jsonSafe(value: unknown): unknown {
   return JSON.parse(
     JSON.stringify(value, (_key, v) => {
@@ -177,6 +191,29 @@ function jsonSafe(value: unknown): unknown {
       return v;
     }),
   );
+}
+
+/**
+ * The source of the exported declaration `name` in `source`, with the doc comment above it: from
+ * the comment to the first line that closes the declaration at column 0.
+ */
+export function exportedSource(source: string, name: string, module = "the module"): string {
+  const lines = source.split("\n");
+  const declaration = new RegExp(
+    `^export (?:async )?(?:function|class|const|interface|type) ${name}\\b`,
+  );
+  const at = lines.findIndex((l) => declaration.test(l));
+  if (at < 0) throw new Error(`book.listing: ${module} exports no "${name}"`);
+  let start = at;
+  if (lines[at - 1]?.trim() === "*/") {
+    while (start > 0 && !lines[start - 1].trimStart().startsWith("/**")) start--;
+    start--;
+  }
+  let end = at;
+  if (!/[;}]$/.test(lines[at]) || lines[at].endsWith("{")) {
+    while (end < lines.length - 1 && !/^[})]/.test(lines[end])) end++;
+  }
+  return lines.slice(start, end + 1).join("\n");
 }
 
 function isRgbaImages(value: unknown): value is RgbaImage[] {
@@ -202,10 +239,10 @@ class BookRuntime {
   #verbose: boolean;
 
   constructor() {
-    this.profile = readProfile();
+    const options = readChapterOptions();
+    this.profile = options.profile;
     this.chapterId = readChapterId();
-    this.backend = optionValue(Deno.args, "--backend", "name a backend, e.g. --backend wasm") ??
-      envValue("BOOK_BACKEND");
+    this.backend = options.backend;
     this.outputDir = outputDirectory(this.chapterId);
     let terminal = false;
     try {
@@ -230,7 +267,7 @@ class BookRuntime {
    */
   figure(svgOrPlot: string | PlotOptions, options: CaptionOptions = {}): Promise<OutputRecord> {
     const line = captureLine();
-    return this.#record(line, "figure", options.caption, async (index) => {
+    return this.#record(line, "figure", options, async (index) => {
       let markup: string;
       if (typeof svgOrPlot === "string") {
         markup = svgOrPlot.trim();
@@ -245,7 +282,7 @@ class BookRuntime {
       }
       const ext = markup.startsWith("<svg") ? "svg" : "html";
       const file = `${index}-figure.${ext}`;
-      await writeAtomic(`${this.outputDir}/${file}`, markup);
+      await writeFileAtomic(`${this.outputDir}/${file}`, markup);
       return { file };
     });
   }
@@ -261,14 +298,14 @@ class BookRuntime {
     const line = captureLine();
     // Tensors are read before returning control, so a caller may dispose them right after.
     const pixels = isRgbaImages(input) ? Promise.resolve(input) : toRgbaImages(input);
-    return this.#record(line, "images", options.caption, async (index) => {
+    return this.#record(line, "images", options, async (index) => {
       const grid = imageGrid(await pixels, {
         columns: options.columns,
         scale: options.scale,
         padding: options.padding,
       });
       const file = `${index}-images.png`;
-      await writeAtomic(`${this.outputDir}/${file}`, encodePng(grid));
+      await writeFileAtomic(`${this.outputDir}/${file}`, encodePng(grid));
       return { file, width: grid.width, height: grid.height };
     });
   }
@@ -276,7 +313,7 @@ class BookRuntime {
   /** An animation of equal-sized frames, written as GIF or animated PNG, whichever is smaller. */
   animation(frames: RgbaImage[], options: AnimationOutputOptions = {}): Promise<OutputRecord> {
     const line = captureLine();
-    return this.#record(line, "animation", options.caption, async (index) => {
+    return this.#record(line, "animation", options, async (index) => {
       if (!isRgbaImages(frames) || frames.length === 0) {
         throw new Error(
           "book.animation needs a non-empty list of RgbaImage frames (see toRgbaImages and imageGrid in lib/core/images.ts)",
@@ -287,7 +324,7 @@ class BookRuntime {
         loop: options.loop,
       });
       const file = `${index}-animation.${format}`;
-      await writeAtomic(`${this.outputDir}/${file}`, bytes);
+      await writeFileAtomic(`${this.outputDir}/${file}`, bytes);
       return { file, width: frames[0].width, height: frames[0].height };
     });
   }
@@ -295,7 +332,7 @@ class BookRuntime {
   /** A table: one row per object, one column per key. */
   table(rows: Record<string, unknown>[], options: TableOptions = {}): Promise<OutputRecord> {
     const line = captureLine();
-    return this.#record(line, "table", options.caption, () => {
+    return this.#record(line, "table", options, () => {
       if (!Array.isArray(rows)) throw new Error("book.table needs an array of row objects");
       const columns = options.columns ??
         [...new Set(rows.flatMap((row) => Object.keys(row)))];
@@ -306,7 +343,7 @@ class BookRuntime {
   /** A single number (or short string) with a name and optional unit, shown as a card. */
   metric(name: string, value: number | string, options: MetricOptions = {}): Promise<OutputRecord> {
     const line = captureLine();
-    return this.#record(line, "metric", options.caption, () => {
+    return this.#record(line, "metric", options, () => {
       if (typeof value !== "number" && typeof value !== "string") {
         throw new Error(`book.metric("${name}") needs a number or a string, got ${typeof value}`);
       }
@@ -320,7 +357,7 @@ class BookRuntime {
    */
   widget(name: string, data: unknown, options: CaptionOptions = {}): Promise<OutputRecord> {
     const line = captureLine();
-    return this.#record(line, "widget", options.caption, async (index) => {
+    return this.#record(line, "widget", options, async (index) => {
       if (!/^[a-z0-9][a-z0-9-]*$/.test(name)) {
         throw new Error(`widget name "${name}" must be lower-case letters, digits and dashes`);
       }
@@ -335,7 +372,7 @@ class BookRuntime {
         }
       }
       const file = `${index}-widget-${name}.json`;
-      await writeAtomic(`${this.outputDir}/${file}`, JSON.stringify(jsonSafe(data)));
+      await writeFileAtomic(`${this.outputDir}/${file}`, JSON.stringify(jsonSafe(data)));
       return { file, data: { name } };
     });
   }
@@ -346,25 +383,46 @@ class BookRuntime {
     return this.#record(
       line,
       "text",
-      options.caption,
+      options,
       () => Promise.resolve({ data: String(content) }),
     );
+  }
+
+  /**
+   * A listing of library code the chapter teaches: the exported function, class or constant
+   * `name` of `module` (a path from the project root, e.g. `lib/training/objective.ts`), with its
+   * doc comment, as the file has it today.
+   */
+  listing(module: string, name: string, options: CaptionOptions = {}): Promise<OutputRecord> {
+    const line = captureLine();
+    return this.#record(line, "code", options, async () => {
+      const root = new URL("../../", import.meta.url);
+      const source = await Deno.readTextFile(new URL(module, root));
+      return { data: { module, name, language: "ts", code: exportedSource(source, name, module) } };
+    });
   }
 
   #record(
     line: number,
     kind: OutputKind,
-    caption: string | undefined,
+    options: string | undefined | CaptionOptions,
     make: (index: string) => Promise<Partial<OutputRecord>>,
   ): Promise<OutputRecord> {
     const index = String(++this.#count).padStart(3, "0");
+    const { caption, measured } = typeof options === "object"
+      ? options
+      : { caption: options, measured: false };
     const done = this.#queue.then(async () => {
       await this.#start();
       const record: OutputRecord = { line, kind };
       if (caption !== undefined) record.caption = caption;
+      if (measured) record.measured = true;
       Object.assign(record, await make(index));
       this.records.push(record);
-      await writeAtomic(`${this.outputDir}/outputs.json`, JSON.stringify(this.records, null, 1));
+      await writeFileAtomic(
+        `${this.outputDir}/outputs.json`,
+        JSON.stringify(this.records, null, 1),
+      );
       if (this.#verbose) {
         const what = record.file ?? JSON.stringify(record.data).slice(0, 60);
         const about = caption ? `: ${caption.slice(0, 60)}` : "";

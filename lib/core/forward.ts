@@ -36,7 +36,7 @@ function checkStep(t: number, schedule: NoiseSchedule): void {
 }
 
 /** Throws unless `a` and `b` have the same shape. */
-function checkSameShape(a: tf.Tensor, b: tf.Tensor, names: string): void {
+export function checkSameShape(a: tf.Tensor, b: tf.Tensor, names: string): void {
   if (!tf.util.arraysEqual(a.shape, b.shape)) {
     throw new Error(
       `${names} must have the same shape, got [${a.shape}] and [${b.shape}]: ` +
@@ -49,7 +49,7 @@ function checkSameShape(a: tf.Tensor, b: tf.Tensor, names: string): void {
  * The coefficient `valueAt(t)` as a tensor that broadcasts against `x`: a scalar for a single
  * step, a [B, 1, …, 1] tensor for one step per batch element. Call inside `tf.tidy`.
  */
-function coefficient(
+export function coefficient(
   x: tf.Tensor,
   t: Timesteps,
   schedule: NoiseSchedule,
@@ -209,55 +209,4 @@ export function posteriorMean<X extends tf.Tensor>(
 export function posteriorVariance(t: number, schedule: NoiseSchedule): number {
   checkStep(t, schedule);
   return posteriorAt(schedule, t).variance;
-}
-
-/**
- * Recovers x_0 from x_t and the noise in it, inverting {@link addNoise}:
- *
- *   x_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t
- *
- * With a network's ε estimate this is its prediction of x_0; errors grow as 1/√ᾱ_t at
- * the noisiest steps.
- */
-export function predictX0FromNoise<X extends tf.Tensor>(
-  xt: X,
-  noise: tf.Tensor,
-  t: Timesteps,
-  schedule: NoiseSchedule,
-): X {
-  checkSameShape(xt, noise, "xt and noise");
-  return tf.tidy(() => {
-    const coefXt = coefficient(xt, t, schedule, (i) => 1 / schedule.sqrtAlphaBars[i]);
-    const coefNoise = coefficient(
-      xt,
-      t,
-      schedule,
-      (i) => schedule.sqrtOneMinusAlphaBars[i] / schedule.sqrtAlphaBars[i],
-    );
-    return tf.sub(tf.mul(xt, coefXt), tf.mul(noise, coefNoise)) as X;
-  });
-}
-
-/**
- * Recovers the noise in x_t from x_t and x_0, inverting {@link addNoise}:
- *
- *   ε = (x_t − √ᾱ_t x_0) / √(1 − ᾱ_t)
- */
-export function predictNoiseFromX0<X extends tf.Tensor>(
-  xt: X,
-  x0: tf.Tensor,
-  t: Timesteps,
-  schedule: NoiseSchedule,
-): X {
-  checkSameShape(xt, x0, "xt and x0");
-  return tf.tidy(() => {
-    const coefXt = coefficient(xt, t, schedule, (i) => 1 / schedule.sqrtOneMinusAlphaBars[i]);
-    const coefX0 = coefficient(
-      xt,
-      t,
-      schedule,
-      (i) => schedule.sqrtAlphaBars[i] / schedule.sqrtOneMinusAlphaBars[i],
-    );
-    return tf.sub(tf.mul(xt, coefXt), tf.mul(x0, coefX0)) as X;
-  });
 }

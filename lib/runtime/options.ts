@@ -1,23 +1,45 @@
 /**
- * Command-line options of the project's scripts and chapters: `--name value` or
- * `--name=value`, the last one winning, and (for the scripts) every name checked against the
- * script's list.
+ * Command-line options of the project's scripts and chapters, read with Node's
+ * `util.parseArgs` in strict mode: an unknown option, a missing value or a stray word is an
+ * error that names it and shows the usage, before anything runs.
  *
  * @module
  */
+import { parseArgs, type ParseArgsConfig } from "node:util";
 
-/** Throws, with the script's usage line, on an option that is not in `known`. */
-export function checkOptions(args: readonly string[], known: readonly string[], usage: string) {
-  for (const arg of args) {
-    if (arg.startsWith("--") && !known.includes(arg.split("=")[0])) {
-      throw new Error(`unknown option ${arg}; ${usage}`);
-    }
+/** The options' declarations, as `util.parseArgs` takes them. */
+export type OptionSpecs = NonNullable<ParseArgsConfig["options"]>;
+
+/**
+ * Parse `args` strictly against `options`; throws `Error("<what is wrong>; <usage>")`.
+ *
+ * ```ts
+ * const { values } = parseOptions(Deno.args, { minutes: { type: "string" } }, USAGE);
+ * ```
+ */
+export function parseOptions<O extends OptionSpecs>(
+  args: readonly string[],
+  options: O,
+  usage: string,
+  config: { allowPositionals?: boolean } = {},
+) {
+  try {
+    return parseArgs({
+      args: [...args],
+      options,
+      strict: true,
+      allowPositionals: config.allowPositionals ?? false,
+    });
+  } catch (error) {
+    const message = (error as Error).message.replace(/\.?\s*(To specify|Did you forget).*$/s, "");
+    throw new Error(`${message}; ${usage}`);
   }
 }
 
 /**
  * The value of the last `--name value` or `--name=value` in `args`, or undefined when the
- * option is absent. Throws, with the usage line, when the option is given without a value.
+ * option is absent; for a library that reads one option among others it does not own (the
+ * backend from a chapter's arguments). Throws, with the usage line, on a missing value.
  */
 export function optionValue(
   args: readonly string[],

@@ -20,6 +20,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
+import { writeFileAtomic } from "../runtime/files.ts";
 import type { NamedVariable } from "../core/nn/layers.ts";
 import { createModel, type DiffusionModel, type ModelConfigBase } from "../core/models/mod.ts";
 
@@ -260,14 +261,9 @@ export async function saveCheckpoint(
   options: SaveOptions = {},
 ): Promise<void> {
   const bytes = encodeCheckpoint(checkpoint, options);
-  const slash = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-  if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
-  const temporary = `${path}.tmp-${Deno.pid}-${Date.now().toString(36)}`;
   try {
-    await Deno.writeFile(temporary, bytes);
-    await Deno.rename(temporary, path);
+    await writeFileAtomic(path, bytes);
   } catch (e) {
-    await Deno.remove(temporary).catch(() => {});
     throw new Error(`Could not write checkpoint ${path}: ${(e as Error).message}`);
   }
 }

@@ -9,8 +9,9 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { addNoise } from "../core/forward.ts";
+import { predictionTarget, type PredictionType } from "../core/parameterization.ts";
 import type { NoiseSchedule } from "../core/schedules.ts";
-import type { PredictionType } from "../core/samplers/scheduler.ts";
 import type { DiffusionModel } from "../core/models/mod.ts";
 import type { BufferUpdate } from "../core/nn/layers.ts";
 
@@ -46,30 +47,17 @@ export function denoisingLoss(
   batch: DenoisingBatch,
   options: ObjectiveOptions,
 ): { loss: tf.Scalar; perSample: tf.Tensor1D } {
-  const B = batch.timesteps.length;
-  const sqrtAlphaBar = new Float32Array(B);
-  const sqrtOneMinus = new Float32Array(B);
-  for (let b = 0; b < B; b++) {
-    sqrtAlphaBar[b] = schedule.sqrtAlphaBars[batch.timesteps[b]];
-    sqrtOneMinus[b] = schedule.sqrtOneMinusAlphaBars[batch.timesteps[b]];
-  }
-  const { x0, noise } = batch;
-  const a = tf.tensor4d(sqrtAlphaBar, [B, 1, 1, 1]);
-  const sigma = tf.tensor4d(sqrtOneMinus, [B, 1, 1, 1]);
-  const xt = tf.add(tf.mul(x0, a), tf.mul(noise, sigma)) as tf.Tensor4D;
-  const target = options.prediction === "epsilon"
-    ? noise
-    : options.prediction === "sample"
-    ? x0
-    : tf.sub(tf.mul(noise, a), tf.mul(x0, sigma));
-  const output = model.apply(xt, tf.tensor1d(Float32Array.from(batch.timesteps)), {
+  const { x0, noise, timesteps } = batch;
+  const xt = addNoise(x0, noise, timesteps, schedule);
+  const target = predictionTarget(options.prediction, x0, noise, timesteps, schedule);
+  const output = model.apply(xt, tf.tensor1d(Float32Array.from(timesteps)), {
     training: options.training !== undefined,
     seed: options.training?.seed ?? 0,
     context: batch.context,
     updates: options.training?.updates,
   });
   const perSample = tf.mean(tf.squaredDifference(output, target), [1, 2, 3]) as tf.Tensor1D;
-  const weights = batch.weights ?? new Float32Array(B).fill(1);
+  const weights = batch.weights ?? new Float32Array(timesteps.length).fill(1);
   const loss = tf.mean(tf.mul(perSample, tf.tensor1d(weights))) as tf.Scalar;
   return { loss, perSample };
 }

@@ -39,10 +39,11 @@ import {
 } from "./checkpoint.ts";
 import { activeBackendLabel } from "../runtime/backend.ts";
 import { ProgressBar } from "../runtime/progress.ts";
-import type { PredictionType } from "../core/samplers/scheduler.ts";
+import type { PredictionType } from "../core/parameterization.ts";
 import { DDIMScheduler } from "../core/samplers/ddim.ts";
 import { sample } from "../core/samplers/sample.ts";
 import { type DenoisingBatch, denoisingLoss } from "./objective.ts";
+import { writeFileAtomic } from "../runtime/files.ts";
 import { Adam, ExponentialMovingAverage, flatten, namedPieces } from "./optim.ts";
 
 /** Images to train on (an `EmojiDataset` fits). */
@@ -272,12 +273,6 @@ function fillConfig(partial: Partial<TrainConfig>): TrainConfig {
     throw new Error(`learningRate must be positive, got ${config.learningRate}.`);
   }
   return config;
-}
-
-async function writeTextAtomic(path: string, text: string): Promise<void> {
-  const temporary = `${path}.tmp-${Deno.pid}-${Date.now().toString(36)}`;
-  await Deno.writeTextFile(temporary, text);
-  await Deno.rename(temporary, path);
 }
 
 /**
@@ -704,7 +699,7 @@ export class Trainer {
     }
     const slash = path.lastIndexOf("/");
     if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
-    await writeTextAtomic(path, kept);
+    await writeFileAtomic(path, kept);
   }
 
   /**

@@ -47,8 +47,8 @@ export interface ArtefactManifest {
   parameters: number;
   /** SHA-256 of each file of the artefact but the manifest. */
   files: Record<string, string>;
-  /** Numbers today's code must reproduce (see lib/zoo/fingerprint.ts). */
-  fingerprint: ModelFingerprint;
+  /** Numbers today's code must reproduce (see lib/zoo/fingerprint.ts); `full` artefacts only. */
+  fingerprint?: ModelFingerprint;
 }
 
 /** The metrics records of a JSON-lines file. */
@@ -137,7 +137,9 @@ export async function exportArtefact(name: string, profile: Profile, root = ".")
     finalLoss: metrics.at(-1)!.loss,
     parameters: loaded.parameterCount(),
     files,
-    fingerprint: await computeFingerprint(spec, profile, loaded, dataset),
+    ...(profile === "full"
+      ? { fingerprint: await computeFingerprint(spec, profile, loaded, dataset) }
+      : {}),
   };
   loaded.dispose();
   await writeFileAtomic(`${out}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");

@@ -13,7 +13,9 @@
  */
 import type { Profile } from "../book/runtime.ts";
 import { loadEmojiDataset } from "../data/emoji.ts";
-import { sampleGridWriter } from "./presets.ts";
+import { encodePng, imageGrid, toRgbaImages } from "../core/images.ts";
+import type { TrainCallbacks } from "../training/trainer.ts";
+import { writeFileAtomic } from "../runtime/files.ts";
 import { noiseSchedule } from "../core/schedules.ts";
 import { train, type Trainer } from "../training/trainer.ts";
 import { completeModelConfig, createModel } from "../core/models/mod.ts";
@@ -22,6 +24,14 @@ import { canonicalJson, type ModelSpec, modelSpec, profileSpec, specHash } from 
 /** The folder of the run of `name` in `profile`, relative to the project root. */
 export function runDir(name: string, profile: Profile, root = "."): string {
   return `${root}/.cache/runs/${name}-${profile}`;
+}
+
+/** An `onSamples` callback that writes each grid as `dir/samples-000500.png` (8 columns, 2×). */
+export function sampleGridWriter(dir: string): NonNullable<TrainCallbacks["onSamples"]> {
+  return async ({ step, images }) => {
+    const grid = imageGrid(await toRgbaImages(images), { columns: 8, scale: 2 });
+    await writeFileAtomic(`${dir}/samples-${String(step).padStart(6, "0")}.png`, encodePng(grid));
+  };
 }
 
 /** The folder of the committed artefact of `name`. */

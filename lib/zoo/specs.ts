@@ -11,7 +11,7 @@
  */
 import type { Profile } from "../book/runtime.ts";
 import type { EmojiDatasetOptions } from "../data/emoji.ts";
-import type { PredictionType } from "../core/samplers/scheduler.ts";
+import type { PredictionType } from "../core/parameterization.ts";
 import type { TrainConfig } from "../training/trainer.ts";
 import type { ModelConfig } from "../core/models/mod.ts";
 

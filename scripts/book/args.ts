@@ -1,10 +1,12 @@
 /**
- * Command-line arguments of `deno task book` and `deno task chapter`.
+ * Command-line arguments of `deno task book` and `deno task chapter`, read strictly: an unknown
+ * option (a typo such as `--reusme`) is an error before anything runs.
  *
  * @module
  */
 
 import type { Profile } from "../../lib/book/runtime.ts";
+import { parseOptions } from "../../lib/runtime/options.ts";
 
 /** Parsed arguments. */
 export interface BookArgs {
@@ -16,6 +18,8 @@ export interface BookArgs {
   only?: string[];
   /** `--freeze`. */
   freeze: boolean;
+  /** `--verify`: rerun the chosen chapters and compare them with their frozen results. */
+  verify: boolean;
   /** `--serve`. */
   serve: boolean;
   /** `--port N` for `--serve` (default 8080). */
@@ -24,77 +28,54 @@ export interface BookArgs {
   quiet: boolean;
   /** `--help`. */
   help: boolean;
-  /** Words that are not options (e.g. the chapter to run). */
+  /** Words that are not options (the chapter to run). */
   positional: string[];
-  /** Everything this parser does not know (positional words too), in order, to pass on to a chapter. */
-  rest: string[];
 }
 
-/** Reads the builder's options; unknown options are kept in `rest`. */
-export function parseBookArgs(args: readonly string[]): BookArgs {
-  const parsed: BookArgs = {
-    freeze: false,
-    serve: false,
-    port: 8080,
-    quiet: false,
-    help: false,
-    positional: [],
-    rest: [],
-  };
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    const [name, inline] = arg.startsWith("--") && arg.includes("=")
-      ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)]
-      : [arg, undefined];
-    const value = () => {
-      const v = inline ?? args[++i];
-      if (v === undefined || (inline === undefined && v.startsWith("--"))) {
-        throw new Error(`${name} needs a value`);
-      }
-      return v;
-    };
-    switch (name) {
-      case "--profile": {
-        const v = value();
-        if (v !== "quick" && v !== "full") {
-          throw new Error(`unknown profile "${v}": use --profile quick or --profile full`);
-        }
-        parsed.profile = v;
-        break;
-      }
-      case "--backend":
-        parsed.backend = value();
-        break;
-      case "--only":
-        parsed.only = value().split(",").map((s) => s.trim()).filter(Boolean);
-        break;
-      case "--port": {
-        const v = Number(value());
-        if (!Number.isInteger(v) || v < 1 || v > 65535) {
-          throw new Error("--port needs a port number");
-        }
-        parsed.port = v;
-        break;
-      }
-      case "--freeze":
-        parsed.freeze = true;
-        break;
-      case "--serve":
-        parsed.serve = true;
-        break;
-      case "--quiet":
-        parsed.quiet = true;
-        break;
-      case "--help":
-      case "-h":
-        parsed.help = true;
-        break;
-      default:
-        parsed.rest.push(arg);
-        if (!arg.startsWith("-")) parsed.positional.push(arg);
-    }
+/**
+ * Reads the builder's options. Throws on an unknown option, a missing value, a bad profile or
+ * port, and (unless `allowPositionals`, for `deno task chapter ID`) on a stray word.
+ */
+export function parseBookArgs(
+  args: readonly string[],
+  usage = "see deno task book --help",
+  config: { allowPositionals?: boolean } = {},
+): BookArgs {
+  const { values, positionals } = parseOptions(
+    args,
+    {
+      profile: { type: "string" },
+      backend: { type: "string" },
+      only: { type: "string" },
+      port: { type: "string" },
+      freeze: { type: "boolean", default: false },
+      verify: { type: "boolean", default: false },
+      serve: { type: "boolean", default: false },
+      quiet: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    usage,
+    config,
+  );
+  if (values.profile !== undefined && values.profile !== "quick" && values.profile !== "full") {
+    throw new Error(`unknown profile "${values.profile}": use --profile quick or --profile full`);
   }
-  return parsed;
+  const port = values.port === undefined ? 8080 : Number(values.port);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new Error("--port needs a port number");
+  }
+  return {
+    profile: values.profile as Profile | undefined,
+    backend: values.backend,
+    only: values.only?.split(",").map((s) => s.trim()).filter(Boolean),
+    freeze: values.freeze,
+    verify: values.verify,
+    serve: values.serve,
+    port,
+    quiet: values.quiet,
+    help: values.help,
+    positional: positionals,
+  };
 }
 
 /**
@@ -104,9 +85,10 @@ export function parseBookArgs(args: readonly string[]): BookArgs {
 export function parseBookArgsOrExplain(
   args: readonly string[],
   usage: string,
+  config: { allowPositionals?: boolean } = {},
 ): BookArgs | undefined {
   try {
-    return parseBookArgs(args);
+    return parseBookArgs(args, usage.split("\n")[0], config);
   } catch (error) {
     console.error(`${(error as Error).message}\n\n${usage}`);
     return undefined;

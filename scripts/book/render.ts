@@ -159,6 +159,13 @@ async function renderOutput(output: PlacedOutput, source: OutputSource): Promise
         caption(output.caption)
       }</figure>`;
     }
+    case "code": {
+      const { module, code } = output.data as { module: string; code: string };
+      const about = output.caption ?? `From \`${module}\`.`;
+      return `<div class="output output-code">\n\n${
+        fence(code, "ts")
+      }\n\n<p class="output-caption">${escapeHtml(plainText(about))}</p>\n</div>`;
+    }
     case "text": {
       const text = escapeHtml(String(output.data ?? "")).replace(/\n+$/, "");
       return `<pre class="output output-text">${text}</pre>${

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { writeFileAtomic } from "../../lib/runtime/files.ts";
 import type { OutputRecord, Profile } from "../../lib/book/runtime.ts";
 import { type Cell, codeCellOfLine } from "./cells.ts";
 
@@ -70,11 +71,6 @@ export function placeOutputs(records: OutputRecord[], cells: Cell[]): PlacedOutp
 }
 
 /** Writes a file through a temporary name and a rename. */
-export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const temporary = `${path}.${Deno.pid}.tmp`;
-  await Deno.writeTextFile(temporary, text);
-  await Deno.rename(temporary, path);
-}
 
 /** Removes a path if it exists. */
 export async function removeIfPresent(path: string): Promise<void> {

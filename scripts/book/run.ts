@@ -16,8 +16,8 @@ import {
   readManifest,
   removeIfPresent,
   type ResultMeta,
-  writeFileAtomic,
 } from "./results.ts";
+import { writeFileAtomic } from "../../lib/runtime/files.ts";
 
 /** How to run one chapter. */
 export interface RunOptions {
@@ -33,8 +33,6 @@ export interface RunOptions {
   contentHash: string;
   /** The cache key. */
   key: string;
-  /** More arguments for the chapter (e.g. `--resume`). */
-  extraArgs?: string[];
   /** Where streamed lines go (default: the terminal, prefixed with the chapter id). */
   log?: (line: string) => void;
   /** Prefix of streamed lines (default `[<chapterId>] `). */
@@ -92,7 +90,6 @@ export async function runChapter(chapter: Chapter, options: RunOptions): Promise
     "--profile",
     options.profile,
     ...(options.backend ? ["--backend", options.backend] : []),
-    ...(options.extraArgs ?? []),
   ];
   const started = performance.now();
   const child = new Deno.Command(Deno.execPath(), {

@@ -9,7 +9,7 @@
 import { type BookOptions, type BookReport, buildBook, failureReport, siteInput } from "./build.ts";
 import { discoverChapters } from "./chapters.ts";
 import { copyStatic, eleventyFor, writeSources } from "./site.ts";
-import { writeFileAtomic } from "./results.ts";
+import { writeFileAtomic } from "../../lib/runtime/files.ts";
 
 /** Options of {@link serveBook}. */
 export interface ServeOptions extends BookOptions {

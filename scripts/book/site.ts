@@ -8,7 +8,8 @@
  */
 
 import Eleventy from "@11ty/eleventy";
-import { copyDir, removeIfPresent, writeFileAtomic } from "./results.ts";
+import { writeFileAtomic } from "../../lib/runtime/files.ts";
+import { copyDir, removeIfPresent } from "./results.ts";
 
 /** A chapter as the site's navigation lists it. */
 export interface NavEntry {

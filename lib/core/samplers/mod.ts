@@ -11,6 +11,7 @@
  */
 
 export * from "./scheduler.ts";
+export { type PredictionType, toOriginalAndNoise } from "../parameterization.ts";
 export * from "./ddpm.ts";
 export * from "./noiseless.ts";
 export * from "./ddim.ts";

@@ -11,11 +11,9 @@
 
 import * as tf from "@tensorflow/tfjs";
 import { addNoise } from "../forward.ts";
+import { type PredictionType, toOriginalAndNoise } from "../parameterization.ts";
 import type { NoiseSchedule } from "../schedules.ts";
 import type { Random } from "../random.ts";
-
-/** What the network predicts: the noise ε, the clean image x₀ ("sample"), or v = √ᾱ ε − √(1−ᾱ) x₀. */
-export type PredictionType = "epsilon" | "sample" | "v";
 
 /** How n sampling timesteps are picked out of T (the definitions of diffusers). */
 export type TimestepSpacing = "linspace" | "leading" | "trailing";
@@ -139,52 +137,6 @@ export function alphaBarAt(schedule: NoiseSchedule, t: number): number {
     throw new Error(`Timestep ${t} is outside the schedule's 0…${schedule.T - 1}.`);
   }
   return schedule.alphaBars[t];
-}
-
-/**
- * The network's output as a pair (x̂₀, ε̂), given ᾱ = ᾱ_t:
- *
- *   epsilon: x̂₀ = (x_t − √(1−ᾱ) ε̂) / √ᾱ
- *   sample:  ε̂ = (x_t − √ᾱ x̂₀) / √(1−ᾱ)
- *   v:       x̂₀ = √ᾱ x_t − √(1−ᾱ) v̂,  ε̂ = √(1−ᾱ) x_t + √ᾱ v̂
- *
- * With `clipRange`, x̂₀ is clipped and ε̂ recomputed from the clipped x̂₀.
- * Call inside `tf.tidy`.
- */
-export function toOriginalAndNoise(
-  modelOutput: tf.Tensor4D,
-  xt: tf.Tensor4D,
-  alphaBar: number,
-  predictionType: PredictionType,
-  clipRange?: number,
-): { x0: tf.Tensor4D; eps: tf.Tensor4D } {
-  const a = Math.sqrt(alphaBar);
-  const s = Math.sqrt(1 - alphaBar);
-  let x0: tf.Tensor4D;
-  let eps: tf.Tensor4D;
-  switch (predictionType) {
-    case "epsilon":
-      eps = modelOutput;
-      x0 = tf.div(tf.sub(xt, tf.mul(modelOutput, s)), a);
-      break;
-    case "sample":
-      x0 = modelOutput;
-      eps = tf.div(tf.sub(xt, tf.mul(modelOutput, a)), s);
-      break;
-    case "v":
-      x0 = tf.sub(tf.mul(xt, a), tf.mul(modelOutput, s));
-      eps = tf.add(tf.mul(xt, s), tf.mul(modelOutput, a));
-      break;
-    default:
-      throw new Error(
-        `Unknown prediction type "${predictionType}"; use "epsilon", "sample" or "v".`,
-      );
-  }
-  if (clipRange !== undefined) {
-    x0 = tf.clipByValue(x0, -clipRange, clipRange);
-    eps = tf.div(tf.sub(xt, tf.mul(x0, a)), s);
-  }
-  return { x0, eps };
 }
 
 /** The index of `t` in `timesteps`, with a clear error when it is not one of them. */

@@ -1,0 +1,53 @@
+/**
+ * Figures more than one chapter draws, as Observable Plot options for `book.figure`.
+ *
+ * @module
+ */
+import * as Plot from "@observablehq/plot";
+import type { MetricsRecord } from "../training/trainer.ts";
+
+/** Options of {@link lossCurve}. */
+export interface LossCurveOptions {
+  /** Also draw each run's logged values (the mean loss of each logging window). */
+  showLogged?: boolean;
+  /** Weight of the previous value in the exponential smoothing, s ← a s + (1 − a) loss (0.9). */
+  smoothing?: number;
+  /** The y axis's label (default "MSE on ε"). */
+  yLabel?: string;
+}
+
+/**
+ * Training loss against step for one or more runs, from their metrics records, smoothed by an
+ * exponential moving average of the logged values (the raw loss of a step is noisy: each batch
+ * draws its own timesteps, and the loss at small t is far larger than at large t).
+ */
+export function lossCurve(
+  runs: Record<string, readonly MetricsRecord[]>,
+  options: LossCurveOptions = {},
+): Plot.PlotOptions {
+  const a = options.smoothing ?? 0.9;
+  const several = Object.keys(runs).length > 1;
+  const rows = Object.entries(runs).flatMap(([run, metrics]) => {
+    let smoothed = metrics[0]?.loss ?? 0;
+    return metrics.flatMap((m) => {
+      smoothed = a * smoothed + (1 - a) * m.loss;
+      const curve = (what: string) => several ? `${run}, ${what}` : what;
+      return [
+        ...(options.showLogged ? [{ step: m.step, loss: m.loss, curve: curve("logged") }] : []),
+        {
+          step: m.step,
+          loss: smoothed,
+          curve: several && !options.showLogged ? run : curve("smoothed"),
+        },
+      ];
+    });
+  });
+  return {
+    width: 720,
+    height: 280,
+    color: { legend: true },
+    x: { label: "step" },
+    y: { label: options.yLabel ?? "MSE on ε", type: "log", grid: true },
+    marks: [Plot.lineY(rows, { x: "step", y: "loss", stroke: "curve" })],
+  };
+}
