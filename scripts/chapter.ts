@@ -12,7 +12,7 @@
 import { parseBookArgsOrExplain } from "./book/args.ts";
 import { ensureBackendSetup, resolveDirs } from "./book/build.ts";
 import { discoverChapters } from "./book/chapters.ts";
-import { fingerprint, readImportMap, resultKey } from "./book/cache.ts";
+import { fingerprint, resultKey } from "./book/cache.ts";
 import { runChapter } from "./book/run.ts";
 
 const USAGE = `Run one chapter.
@@ -48,10 +48,9 @@ async function main(): Promise<number> {
   const chapter = chapters[0];
   const profile = args.profile ?? "quick";
   await ensureBackendSetup(dirs.root, args.quiet);
-  const { contentHash } = await fingerprint(
-    chapter.file,
-    await readImportMap(`${dirs.root}/deno.json`),
-  );
+  const { contentHash } = await fingerprint(chapter.file, {
+    configPath: `${dirs.root}/deno.json`,
+  });
   const key = await resultKey(contentHash, profile, args.backend);
   console.log(
     `Running ${chapter.id} (${profile} profile${args.backend ? `, ${args.backend}` : ""})`,

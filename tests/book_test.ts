@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { callSiteLine } from "../lib/book/runtime.ts";
 import { chapterTitle, codeCellOfLine, splitCells } from "../scripts/book/cells.ts";
-import { fingerprint, importSpecifiers, resolveBare } from "../scripts/book/cache.ts";
+import { fingerprint } from "../scripts/book/cache.ts";
 import { displayScale, formatValue } from "../scripts/book/render.ts";
 import { parseBookArgs } from "../scripts/book/args.ts";
 import { type BookReport, buildBook } from "../scripts/book/build.ts";
@@ -77,25 +77,32 @@ describe("runtime and builder helpers", () => {
     );
   });
 
-  it("finds import specifiers and resolves bare ones through the import map", () => {
-    const source = `import { a } from "./a.ts";\nimport type {\n  B,\n} from '../lib/b.ts';\n` +
-      `export * from "./c.ts";\nimport "side-effect";\nconst m = await import("./d.ts");\n` +
-      `import * as tf from "@tensorflow/tfjs";`;
-    assert.deepEqual(importSpecifiers(source).sort(), [
-      "../lib/b.ts",
-      "./a.ts",
-      "./c.ts",
-      "./d.ts",
-      "@tensorflow/tfjs",
-      "side-effect",
-    ]);
-    const map = { "gifenc": "npm:gifenc@1.0.3", "@tensorflow/tfjs": "npm:@tensorflow/tfjs@4.22.0" };
-    assert.equal(
-      resolveBare("gifenc/dist/gifenc.esm.js", map),
-      "npm:gifenc@1.0.3/dist/gifenc.esm.js",
-    );
-    assert.equal(resolveBare("@tensorflow/tfjs", map), "npm:@tensorflow/tfjs@4.22.0");
-    assert.equal(resolveBare("unknown", map), "unknown");
+  it("keys a chapter by the modules it really imports, not by imports quoted in comments", async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.mkdir(`${dir}/book/chapters`, { recursive: true });
+      await Deno.mkdir(`${dir}/book/lib`);
+      await Deno.writeTextFile(`${dir}/book/lib/a.ts`, "export const a = 1;\n");
+      await Deno.writeTextFile(
+        `${dir}/book/lib/b.ts`,
+        '/**\n * ```ts\n * import { x } from "../lib/nowhere.ts";\n * ```\n */\nexport const b = 2;\n',
+      );
+      await Deno.writeTextFile(
+        `${dir}/book/chapters/01-x.ts`,
+        '// %%\nimport { a } from "../lib/a.ts";\nimport { b } from "../lib/b.ts";\nconsole.log(a + b);\n',
+      );
+      const print = await fingerprint(`${dir}/book/chapters/01-x.ts`);
+      assert.deepEqual(print.modules, [`${dir}/book/lib/a.ts`, `${dir}/book/lib/b.ts`]);
+      await Deno.writeTextFile(`${dir}/book/lib/a.ts`, "export const a = 3;\n");
+      const after = await fingerprint(`${dir}/book/chapters/01-x.ts`);
+      assert.notEqual(after.contentHash, print.contentHash, "a module's change changes the key");
+      // A copy of the book elsewhere hashes alike (modules are named from the book's root).
+      await Deno.rename(`${dir}/book`, `${dir}/moved`);
+      const moved = await fingerprint(`${dir}/moved/chapters/01-x.ts`);
+      assert.equal(moved.contentHash, after.contentHash);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   });
 
   it("counts the contents of imported JSON data in the fingerprint", async () => {
@@ -107,7 +114,7 @@ describe("runtime and builder helpers", () => {
       );
       const print = async (value: number) => {
         await Deno.writeTextFile(`${dir}/data.json`, JSON.stringify({ value }));
-        return await fingerprint(`${dir}/chapter.ts`, {});
+        return await fingerprint(`${dir}/chapter.ts`);
       };
       const [a, b] = [await print(1), await print(2)];
       assert.deepEqual(a.modules, [`${dir}/data.json`]);

@@ -18,7 +18,7 @@ import type { MetricsRecord } from "../training/trainer.ts";
 import { createModel } from "../core/models/mod.ts";
 import { computeFingerprint, type ModelFingerprint } from "./fingerprint.ts";
 import { artefactDir, runDir } from "./runs.ts";
-import { MODEL_SPECS, modelSpec, profileSpec, specHash } from "./specs.ts";
+import { MODEL_SPECS, type ModelSpec, modelSpec, profileSpec, specHash } from "./specs.ts";
 import { sha256Hex, writeFileAtomic } from "../runtime/files.ts";
 
 /** The manifest of an artefact. */
@@ -82,8 +82,13 @@ export function trainingTime(metrics: readonly MetricsRecord[]): ArtefactManifes
  * Export the finished run of `name` as its artefact: `assets/models/NAME/` for `full`, the run's
  * own `artefact/` folder for `quick`. Returns the folder.
  */
-export async function exportArtefact(name: string, profile: Profile, root = "."): Promise<string> {
-  const spec = modelSpec(name);
+export async function exportArtefact(
+  which: string | ModelSpec,
+  profile: Profile,
+  root = ".",
+): Promise<string> {
+  const spec = modelSpec(which);
+  const name = spec.name;
   const run = runDir(name, profile, root);
   const out = profile === "full" ? artefactDir(name, root) : `${run}/artefact`;
   const checkpoint = await loadCheckpoint(`${run}/checkpoint.bin`);

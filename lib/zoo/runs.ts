@@ -131,10 +131,11 @@ export interface TrainModelResult {
  * the backend first (`selectBackend`).
  */
 export async function trainModel(
-  name: string,
+  which: string | ModelSpec,
   options: TrainModelOptions = {},
 ): Promise<TrainModelResult> {
-  const spec = modelSpec(name);
+  const spec = modelSpec(which);
+  const name = spec.name;
   const profile = options.profile ?? "full";
   const root = options.root ?? ".";
   const dir = runDir(name, profile, root);

@@ -30,7 +30,7 @@ export interface ModelSpec {
   /** The network, as `createModel` builds it, per profile (`quick` is a smaller stand-in). */
   network: Record<Profile, Partial<ModelConfig> & { kind: ModelConfig["kind"] }>;
   /** The training images. */
-  data: Pick<EmojiDatasetOptions, "size" | "vendors" | "categories" | "includeSkinTones">;
+  data: Pick<EmojiDatasetOptions, "size" | "vendors" | "categories" | "includeSkinTones" | "limit">;
   /** The noise schedule, by name and length. */
   schedule: { name: string; T: number };
   /** What the network predicts, and the loss weighting. */
@@ -142,8 +142,9 @@ export const MODEL_SPECS: ReadonlyMap<string, ModelSpec> = new Map(
   [EMOJI16, scheduleComparison("linear"), scheduleComparison("cosine")].map((s) => [s.name, s]),
 );
 
-/** The spec named `name`; an unknown name is an error that lists the known ones. */
-export function modelSpec(name: string): ModelSpec {
+/** The spec named `name` (or `spec` itself); an unknown name is an error listing the known ones. */
+export function modelSpec(name: string | ModelSpec): ModelSpec {
+  if (typeof name !== "string") return name;
   const spec = MODEL_SPECS.get(name);
   if (!spec) {
     throw new Error(

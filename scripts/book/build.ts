@@ -15,7 +15,7 @@
 
 import type { Profile } from "../../lib/book/runtime.ts";
 import { type Chapter, discoverChapters } from "./chapters.ts";
-import { fingerprint, type ImportMap, readImportMap, resultKey } from "./cache.ts";
+import { fingerprint, resultKey, staleDependencies } from "./cache.ts";
 import { compactFrozen, readResult, replaceDirWithCopy, type ResultMeta } from "./results.ts";
 import { cachePath, runChapter } from "./run.ts";
 import { chapterPage, type PageContext, pageName } from "./render.ts";
@@ -137,7 +137,6 @@ export async function ensureBackendSetup(root: string, quiet: boolean): Promise<
 
 interface Plan {
   dirs: BookDirs;
-  importMap: ImportMap;
   profile?: Profile;
   backend?: string;
   mayRun: boolean;
@@ -152,12 +151,15 @@ async function resolveChapter(chapter: Chapter, plan: Plan): Promise<ChapterRepo
   const print = (line: string) => {
     if (!plan.quiet) plan.log(line);
   };
-  const { contentHash } = await fingerprint(chapter.file, plan.importMap);
+  const { contentHash } = await fingerprint(chapter.file, {
+    configPath: `${dirs.root}/deno.json`,
+  });
   const frozenDir = `${dirs.frozenDir}/${chapter.id}`;
   const frozen = await readResult(frozenDir);
   const frozenMatches = frozen?.ok === true && frozen.profile === "full" &&
     frozen.contentHash === contentHash &&
-    (plan.backend === undefined || frozen.backend === plan.backend);
+    (plan.backend === undefined || frozen.backend === plan.backend) &&
+    (await staleDependencies(dirs.root, frozen.dependencies)).length === 0;
   const wantsFrozen = plan.profile === undefined || (plan.profile === "full" && !plan.freeze);
   if (wantsFrozen && frozenMatches) {
     print(`[${chapter.id}] frozen full results`);
@@ -168,7 +170,10 @@ async function resolveChapter(chapter: Chapter, plan: Plan): Promise<ChapterRepo
   const cached = cachePath(dirs.cacheDir, chapter.id, key);
   const meta = await readResult(cached);
   let report: ChapterReport;
-  if (meta?.ok && meta.key === key) {
+  if (
+    meta?.ok && meta.key === key &&
+    (await staleDependencies(dirs.root, meta.dependencies)).length === 0
+  ) {
     print(`[${chapter.id}] cached (${profile} profile)`);
     report = { ...base, origin: "cached", dir: cached, meta };
   } else if (!plan.mayRun) {
@@ -221,14 +226,12 @@ export async function buildBook(options: BookOptions = {}): Promise<BookReport> 
   const selected = options.only
     ? new Set((await discoverChapters(dirs.chaptersDir, options.only)).map((c) => c.id))
     : new Set(all.map((c) => c.id));
-  const importMap = await readImportMap(`${dirs.root}/deno.json`);
   const reports: ChapterReport[] = [];
   const included: Chapter[] = [];
   for (const chapter of all) {
     const isSelected = selected.has(chapter.id);
     const plan: Plan = {
       dirs,
-      importMap,
       profile,
       backend: options.backend,
       mayRun: isSelected && options.run !== false,

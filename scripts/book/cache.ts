@@ -1,21 +1,24 @@
 /**
  * Cache keys of chapter results.
  *
- * A chapter's result depends on what runs: its code cells, every local module it imports
- * (transitively), the npm packages those modules name, the profile and the backend. Prose is
- * left out on purpose: fixing a typo in a chapter's text must not throw away hours of `full`
- * training. Outputs are therefore stored against code-cell indices, not file lines.
+ * A chapter's result depends on what runs: its code cells, every local module it really imports
+ * (Deno's own module graph, `deno info --json`, so that an import inside a doc comment counts for
+ * nothing), the npm packages of that graph, the profile and the backend, and the model artefacts
+ * it loads (recorded by the run itself, see lib/runtime/dependencies.ts, and checked against the
+ * artefacts on disk when the result is reused). Prose is left out on purpose: fixing a typo in a
+ * chapter's text must not throw away its results. Outputs are therefore stored against code-cell
+ * indices, not file lines.
  *
- *   contentHash = SHA-256(code cells ‖ local module sources ‖ resolved package specifiers)
+ *   contentHash = SHA-256(code cells ‖ local modules (path from the book's root, source) ‖ packages)
  *   key         = SHA-256(contentHash ‖ profile ‖ backend)
  *
  * @module
  */
 
+import { sha256Hex } from "../../lib/runtime/files.ts";
+import { BACKEND_ENV } from "../../lib/runtime/backend.ts";
+import type { Dependency } from "../../lib/runtime/dependencies.ts";
 import { splitCells } from "./cells.ts";
-
-/** An import map: bare specifier (or prefix ending in "/") → target. */
-export type ImportMap = Record<string, string>;
 
 /** What a chapter's result depends on. */
 export interface Fingerprint {
@@ -23,108 +26,91 @@ export interface Fingerprint {
   contentHash: string;
   /** Absolute paths of the local modules it imports, transitively (the chapter excluded). */
   modules: string[];
-  /** The packages named, as resolved through the import map (e.g. `npm:katex@0.16.47`). */
+  /** The npm packages of its module graph, with versions (e.g. `katex@0.16.47`). */
   packages: string[];
 }
 
 /** Hex SHA-256 of a string. */
-export async function sha256(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+export function sha256(text: string): Promise<string> {
+  return sha256Hex(text);
+}
+
+interface ModuleInfo {
+  kind: string;
+  specifier: string;
+  local?: string;
+  npmPackage?: string;
+  error?: string;
+}
+
+/** The modules of `entry`'s graph, as `deno info --json` resolves them with `configPath`. */
+async function moduleGraph(entry: string, configPath?: string): Promise<ModuleInfo[]> {
+  const args = ["info", "--json", ...(configPath ? ["--config", configPath] : []), entry];
+  const output = await new Deno.Command(Deno.execPath(), {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  if (!output.success) {
+    throw new Error(
+      `cannot read the module graph of ${entry}: ${new TextDecoder().decode(output.stderr).trim()}`,
+    );
+  }
+  return (JSON.parse(new TextDecoder().decode(output.stdout)) as { modules: ModuleInfo[] })
+    .modules;
 }
 
 /**
- * The module specifiers a TypeScript source names: `import … from "x"`, `export … from "x"`,
- * `import "x"` and `import("x")` with a literal string.
+ * Fingerprints the chapter `entry` (an absolute path) from its module graph. Local modules are
+ * named by their path from the book's root (the chapter folder's parent), so a copied book hashes
+ * alike; imported JSON data counts by its contents.
  */
-export function importSpecifiers(source: string): string[] {
-  const found = new Set<string>();
-  const patterns = [
-    /\b(?:import|export)\s+(?:type\s+)?[^'"`;]*?\bfrom\s*(['"])([^'"]+)\1/g,
-    /\bimport\s*(['"])([^'"]+)\1/g,
-    /\bimport\s*\(\s*(['"])([^'"]+)\1\s*\)/g,
-  ];
-  for (const pattern of patterns) {
-    for (const match of source.matchAll(pattern)) found.add(match[2]);
-  }
-  return [...found];
-}
-
-/** Resolves a bare specifier through an import map (exact key, else longest "prefix/" key). */
-export function resolveBare(specifier: string, importMap: ImportMap): string {
-  if (importMap[specifier]) return importMap[specifier];
-  let best = "";
-  for (const key of Object.keys(importMap)) {
-    if (specifier.startsWith(key.endsWith("/") ? key : key + "/") && key.length > best.length) {
-      best = key;
-    }
-  }
-  if (!best) return specifier;
-  return importMap[best] + specifier.slice(best.length);
-}
-
-/** Reads the "imports" map of a deno.json (empty when the file is missing). */
-export async function readImportMap(configPath: string): Promise<ImportMap> {
-  try {
-    const config = JSON.parse(await Deno.readTextFile(configPath));
-    return (config.imports ?? {}) as ImportMap;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return {};
-    throw new Error(`cannot read the import map in ${configPath}: ${(error as Error).message}`);
-  }
-}
-
-function isLocal(specifier: string): boolean {
-  return specifier.startsWith("./") || specifier.startsWith("../") || specifier.startsWith("file:");
-}
-
-/**
- * Walks the local module graph from `entry` (an absolute path) and fingerprints it. Local
- * modules are relative or file: specifiers ending in .ts/.js/.mjs/.tsx, or .json (imported
- * data, whose contents count too); others are packages.
- */
-export async function fingerprint(entry: string, importMap: ImportMap): Promise<Fingerprint> {
+export async function fingerprint(
+  entry: string,
+  options: { configPath?: string } = {},
+): Promise<Fingerprint> {
   const entrySource = await Deno.readTextFile(entry);
   const code = splitCells(entrySource).filter((cell) => cell.kind === "code").map((c) => c.text);
-  const sources = new Map<string, string>();
-  const packages = new Set<string>();
-  const pending: Array<{ file: string; source: string }> = [{ file: entry, source: entrySource }];
-  while (pending.length > 0) {
-    const { file, source } = pending.pop()!;
-    for (const specifier of importSpecifiers(source)) {
-      if (!isLocal(specifier)) {
-        packages.add(resolveBare(specifier, importMap));
-        continue;
-      }
-      const url = new URL(specifier, `file://${file}`);
-      const path = decodeURIComponent(url.pathname);
-      if (!/\.(m?[jt]sx?|json)$/.test(path) || path === entry || sources.has(path)) continue;
-      let text: string;
-      try {
-        text = await Deno.readTextFile(path);
-      } catch {
-        text = "\u0000missing";
-      }
-      sources.set(path, text);
-      // A JSON module (benchmark results, say) is data: its bytes count, it imports nothing.
-      if (!path.endsWith(".json")) pending.push({ file: path, source: text });
-    }
+  const graph = await moduleGraph(entry, options.configPath);
+  const missing = graph.filter((m) => m.error);
+  if (missing.length > 0) {
+    throw new Error(
+      `${entry} imports what cannot be loaded: ${missing.map((m) => m.error).join("; ")}`,
+    );
   }
-  const modules = [...sources.keys()].sort();
-  const parts = [
-    "code",
-    ...code,
-    "modules",
-    // Modules are named by file name under their folder, so a copied tree hashes alike.
-    ...modules.flatMap((path) => [path.split("/").slice(-2).join("/"), sources.get(path)!]),
-    "packages",
-    ...[...packages].sort(),
-  ];
-  return {
-    contentHash: await sha256(parts.join("\u0000")),
-    modules,
-    packages: [...packages].sort(),
-  };
+  const modules = graph.filter((m) => m.local && m.local !== entry).map((m) => m.local!).sort();
+  const packages = [
+    ...new Set(graph.filter((m) => m.npmPackage).map((m) => m.npmPackage!.split("_")[0])),
+  ].sort();
+  const root = entry.split("/").slice(0, -2).join("/");
+  const relative = (path: string) => relativePath(root, path);
+  const parts = ["code", ...code, "modules"];
+  for (const path of modules) parts.push(relative(path), await Deno.readTextFile(path));
+  parts.push("packages", ...packages);
+  return { contentHash: await sha256(parts.join("\u0000")), modules, packages };
+}
+
+function relativePath(from: string, to: string): string {
+  const a = from.split("/").filter(Boolean);
+  const b = to.split("/").filter(Boolean);
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return [...a.slice(i).map(() => ".."), ...b.slice(i)].join("/");
+}
+
+/**
+ * The backend a run gets: the one asked for with `--backend`, else `$DIFFUSION_BACKEND`, else
+ * "default" (the library's own choice).
+ */
+export function effectiveBackend(backend: string | undefined): string {
+  let fromEnv: string | undefined;
+  try {
+    fromEnv = Deno.env.get(BACKEND_ENV) || undefined;
+  } catch {
+    fromEnv = undefined;
+  }
+  return backend ?? fromEnv ?? "default";
 }
 
 /** The cache key of one result: the content hash, the profile and the backend. */
@@ -133,5 +119,29 @@ export async function resultKey(
   profile: string,
   backend: string | undefined,
 ): Promise<string> {
-  return (await sha256(`${contentHash}\u0000${profile}\u0000${backend ?? "default"}`)).slice(0, 20);
+  return (await sha256(`${contentHash}\u0000${profile}\u0000${effectiveBackend(backend)}`)).slice(
+    0,
+    20,
+  );
+}
+
+/**
+ * The dependencies of a stored result that no longer hold: artefacts whose manifest is missing
+ * or has another hash today. Empty when the result is still valid.
+ */
+export async function staleDependencies(
+  root: string,
+  dependencies: readonly Dependency[] | undefined,
+): Promise<string[]> {
+  const stale: string[] = [];
+  for (const d of dependencies ?? []) {
+    let hash: string | undefined;
+    try {
+      hash = await sha256Hex(await Deno.readFile(`${root}/${d.path}/manifest.json`));
+    } catch {
+      hash = undefined;
+    }
+    if (hash !== d.sha256) stale.push(d.path);
+  }
+  return stale;
 }

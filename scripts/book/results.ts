@@ -10,6 +10,7 @@
 
 import { writeFileAtomic } from "../../lib/runtime/files.ts";
 import type { OutputRecord, Profile } from "../../lib/book/runtime.ts";
+import type { Dependency } from "../../lib/runtime/dependencies.ts";
 import { type Cell, codeCellOfLine } from "./cells.ts";
 
 /**
@@ -41,6 +42,8 @@ export interface ResultMeta {
   finishedAt: string;
   /** How long it ran, in seconds. */
   seconds: number;
+  /** The model artefacts it loaded, with their manifests' hashes (see cache.ts). */
+  dependencies?: Dependency[];
   /** Its outputs, in order, placed after code cells. */
   outputs: PlacedOutput[];
 }

@@ -18,6 +18,7 @@ import {
   type ResultMeta,
 } from "./results.ts";
 import { writeFileAtomic } from "../../lib/runtime/files.ts";
+import { DEPENDENCIES_ENV, readDependencies } from "../../lib/runtime/dependencies.ts";
 
 /** How to run one chapter. */
 export interface RunOptions {
@@ -100,6 +101,7 @@ export async function runChapter(chapter: Chapter, options: RunOptions): Promise
       BOOK_CHAPTER_ID: chapter.id,
       BOOK_PROFILE: options.profile,
       BOOK_PROGRESS: "1",
+      [DEPENDENCIES_ENV]: `${working}/dependencies.jsonl`,
       ...(options.backend ? { BOOK_BACKEND: options.backend } : {}),
     },
     stdin: "null",
@@ -130,6 +132,7 @@ export async function runChapter(chapter: Chapter, options: RunOptions): Promise
     }),
     finishedAt: new Date().toISOString(),
     seconds: Math.round((performance.now() - started) / 100) / 10,
+    dependencies: await readDependencies(`${working}/dependencies.jsonl`),
     outputs: placeOutputs(records, chapter.cells),
   };
   await writeFileAtomic(`${working}/result.json`, `${JSON.stringify(meta, null, 2)}\n`);

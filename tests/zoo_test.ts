@@ -1,0 +1,155 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
+import { selectBackend } from "../lib/runtime/backend.ts";
+import { sha256Hex } from "../lib/runtime/files.ts";
+import { loadEmojiDataset } from "../lib/data/emoji.ts";
+import { loadModel } from "../lib/training/checkpoint.ts";
+import { exportArtefact, readManifest } from "../lib/zoo/artefacts.ts";
+import { computeFingerprint, fingerprintDifferences } from "../lib/zoo/fingerprint.ts";
+import { runDir, trainModel } from "../lib/zoo/runs.ts";
+import { MODEL_SPECS, type ModelSpec, specHash } from "../lib/zoo/specs.ts";
+
+await selectBackend({ requested: "cpu", quiet: true });
+const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
+
+/** A spec small enough to train in a test: an 8-channel U-Net on 64 emoji, 4 steps. */
+function tinySpec(overrides: Partial<ModelSpec["training"]["quick"]> = {}): ModelSpec {
+  const network = {
+    kind: "unet" as const,
+    imageSize: 16,
+    baseChannels: 8,
+    channelMultipliers: [1, 2],
+    resBlocksPerLevel: 1,
+    middleAttention: false,
+    groups: 4,
+    seed: 0,
+  };
+  const training = {
+    steps: 4,
+    batchSize: 4,
+    logEvery: 2,
+    checkpointEvery: 2,
+    sampleCount: 4,
+    sampleSteps: 5,
+    ...overrides,
+  };
+  return {
+    name: "tiny-test",
+    description: "a test's model",
+    network: { quick: network, full: network },
+    data: { size: 16, limit: 64 },
+    schedule: { name: "cosine", T: 100 },
+    objective: { prediction: "epsilon", minSnrGamma: null },
+    training: { quick: training, full: training },
+    dataLicence: "test",
+  };
+}
+
+describe("the book's models are artefacts that today's code reproduces", () => {
+  for (const spec of MODEL_SPECS.values()) {
+    it(`${spec.name}: its artefact is complete, current and reproduced`, async () => {
+      const dir = `${ROOT}/assets/models/${spec.name}`;
+      const manifest = await readManifest(dir);
+      assert.ok(manifest, `${spec.name} has no artefact in ${dir}; deno task train ${spec.name}`);
+      assert.equal(
+        manifest.specHash,
+        await specHash(spec, "full"),
+        `${spec.name}'s spec changed since it was trained; deno task train ${spec.name} --restart`,
+      );
+      for (const [file, hash] of Object.entries(manifest.files)) {
+        assert.equal(
+          await sha256Hex(await Deno.readFile(`${dir}/${file}`)),
+          hash,
+          `${dir}/${file} is not the file its manifest describes`,
+        );
+      }
+      const dataset = await loadEmojiDataset(spec.data);
+      assert.equal(dataset.count, manifest.dataset.count, "the dataset changed");
+      assert.equal(
+        await sha256Hex(new Uint8Array(dataset.images.buffer)),
+        manifest.dataset.sha256,
+        `the training images of ${spec.name} changed; deno task train ${spec.name} --restart`,
+      );
+      const model = await loadModel(`${dir}/weights.ckpt`);
+      const today = await computeFingerprint(spec, "full", model, dataset);
+      model.dispose();
+      const differences = fingerprintDifferences(manifest.fingerprint!, today);
+      assert.deepEqual(
+        differences,
+        [],
+        `${spec.name} is stale: today's code computes other numbers than the code that trained ` +
+          `it (${differences.join("; ")}). Retrain it: deno task train ${spec.name} --restart`,
+      );
+    });
+  }
+});
+
+describe("deno task train's runs", () => {
+  it("continue a compatible run, refuse another spec's, and move a restarted run aside", async () => {
+    const root = await Deno.makeTempDir({ dir: `${ROOT}/.cache` });
+    try {
+      await Deno.symlink(`${ROOT}/node_modules`, `${root}/node_modules`);
+      const spec = tinySpec({ steps: 2 });
+      const first = await trainModel(spec, { profile: "quick", root, progress: false });
+      assert.equal(first.step, 2);
+      const longer = tinySpec({ steps: 4 });
+      await assert.rejects(
+        () => trainModel(longer, { profile: "quick", root, progress: false }),
+        /another spec of tiny-test.*training\.steps: 2 → 4.*--restart/s,
+      );
+      const again = await trainModel(longer, {
+        profile: "quick",
+        root,
+        progress: false,
+        restart: true,
+      });
+      assert.equal(again.step, 4);
+      assert.ok(again.movedAside, "the old run was moved, not deleted");
+      assert.ok((await Deno.stat(`${again.movedAside}/checkpoint.bin`)).isFile);
+      // Exporting writes weights, metrics and a manifest that names the spec it came from.
+      const out = await exportArtefact(longer, "quick", root);
+      assert.equal(out, `${runDir("tiny-test", "quick", root)}/artefact`);
+      const manifest = (await readManifest(out))!;
+      assert.equal(manifest.steps, 4);
+      assert.equal(manifest.specHash, await specHash(longer, "quick"));
+      assert.deepEqual(Object.keys(manifest.files).sort(), [
+        "metrics.jsonl",
+        "samples-000004.png", // the grid of the last step
+        "weights.ckpt",
+      ]);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  });
+
+  it("a fingerprint moves when the network computes something else", async () => {
+    const spec = tinySpec();
+    const dataset = await loadEmojiDataset(spec.data);
+    const { createModel, completeModelConfig } = await import("../lib/core/models/mod.ts");
+    const model = createModel(completeModelConfig(spec.network.full));
+    const base = await computeFingerprint(spec, "full", model, dataset);
+    assert.deepEqual(fingerprintDifferences(base, base), []);
+    const again = await computeFingerprint(spec, "full", model, dataset);
+    assert.deepEqual(fingerprintDifferences(base, again), [], "the same code, the same numbers");
+    // Perturb one weight by 1 % and the probe loss moves beyond the tolerance.
+    const weight = model.parameters.find((p) => p.name === "output.conv.bias")!.variable;
+    weight.assign(tf.add(weight, 0.01));
+    const changed = await computeFingerprint(spec, "full", model, dataset);
+    assert.match(fingerprintDifferences(base, changed).join(), /probe loss/);
+    model.dispose();
+  });
+
+  it("deno task train refuses unknown options and models before doing anything", async () => {
+    for (const args of [["emoji16-unet", "--reusme"], ["no-such-model"], ["--profile"]]) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", `${ROOT}/scripts/train.ts`, ...args],
+        cwd: ROOT,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(out.code, 2, args.join(" "));
+      assert.match(new TextDecoder().decode(out.stderr), /usage: deno task train/);
+    }
+  });
+});
