@@ -17,7 +17,7 @@ import { serveBook } from "./book/serve.ts";
 
 const USAGE = `Build the book.
 
-  deno task book [--profile quick|full] [--backend NAME] [--only 01,02] [--freeze]
+  deno task book [--profile quick|full] [--backend NAME] [--only 01,02] [--freeze|--verify]
   deno task serve [--port 8080]
 
   --profile   quick: tiny models (minutes); full: the published runs. Without it, frozen full
@@ -25,6 +25,8 @@ const USAGE = `Build the book.
   --backend   ask chapters for a TensorFlow.js backend (tensorflow, wasm, webgpu, cpu).
   --only      run only these chapters (id prefixes); the others come from stored results.
   --freeze    keep the results in assets/frozen/ for the published book (implies --profile full).
+  --verify    rerun the chapters in the full profile from the committed model artefacts and
+              check that they reproduce their frozen results (what CI does).
   --serve     serve the site with live reload after building.`;
 
 async function main(): Promise<number> {
@@ -39,6 +41,7 @@ async function main(): Promise<number> {
     backend: args.backend,
     only: args.only,
     freeze: args.freeze,
+    verify: args.verify,
     quiet: args.quiet,
   };
   if (args.serve) {

@@ -9,7 +9,7 @@ import { chapterTitle, codeCellOfLine, splitCells } from "../scripts/book/cells.
 import { fingerprint } from "../scripts/book/cache.ts";
 import { displayScale, formatValue } from "../scripts/book/render.ts";
 import { parseBookArgs } from "../scripts/book/args.ts";
-import { type BookReport, buildBook } from "../scripts/book/build.ts";
+import { type BookReport, buildBook, failureReport } from "../scripts/book/build.ts";
 import { readResult, removeIfPresent } from "../scripts/book/results.ts";
 import { fixtureBook } from "./helpers.ts";
 import { relativeUrl, slugify, tableOfContents } from "../_site_config.ts";
@@ -312,5 +312,25 @@ describe("building the fixture book", () => {
     const html = await Deno.readTextFile(`${work}/site/02-plots.html`);
     assert.match(html, /<strong>full<\/strong> profile/);
     assert.match(html, /<svg/, "frozen figures are inlined from result.json");
+  });
+
+  it("verifies a rerun against the frozen results, and names what differs", async () => {
+    const agrees = await buildBook({ ...options, only: ["02"], verify: true });
+    assert.equal(agrees.ok, true);
+    assert.deepEqual(agrees.chapters.find((c) => c.id === "02-plots")!.differences, []);
+    // A frozen number that today's code no longer computes fails the check.
+    const path = `${work}/frozen/02-plots/result.json`;
+    const frozen = await Deno.readTextFile(path);
+    const meta = JSON.parse(frozen);
+    const metric = meta.outputs.find((o: { kind: string }) => o.kind === "metric");
+    const value = metric.data.value as number;
+    metric.data.value = value + 1;
+    await Deno.writeTextFile(path, JSON.stringify(meta, null, 2));
+    const differs = await buildBook({ ...options, only: ["02"], verify: true });
+    assert.equal(differs.ok, false);
+    const report = failureReport(differs);
+    assert.match(report, /02-plots differs from its frozen results/);
+    assert.match(report, new RegExp(`metric: ${value + 1} became ${value}`));
+    await Deno.writeTextFile(path, frozen);
   });
 });

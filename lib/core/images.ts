@@ -313,6 +313,17 @@ export function decodePng(bytes: Uint8Array): RgbaImage {
   return { width: decoded.width, height: decoded.height, data };
 }
 
+/** Decodes every frame of a PNG or animated PNG, each as a whole RGBA image. */
+export function decodePngFrames(bytes: Uint8Array): RgbaImage[] {
+  const decoded = UPNG.decode(exactBuffer(bytes));
+  if (!(decoded.width > 0 && decoded.height > 0)) throw new Error("not a PNG image");
+  return UPNG.toRGBA8(decoded).map((frame) => ({
+    width: decoded.width,
+    height: decoded.height,
+    data: new Uint8Array(frame),
+  }));
+}
+
 /**
  * Encodes frames as an animated GIF with one global palette of up to 256 colours, quantised
  * from (a sample of at most 2²⁰ pixels of) all frames, so colours do not flicker between frames.

@@ -18,6 +18,7 @@ import { type Chapter, discoverChapters } from "./chapters.ts";
 import { fingerprint, resultKey, staleDependencies } from "./cache.ts";
 import { compactFrozen, readResult, replaceDirWithCopy, type ResultMeta } from "./results.ts";
 import { cachePath, runChapter } from "./run.ts";
+import { compareResults, type Difference } from "./verify.ts";
 import { chapterPage, type PageContext, pageName } from "./render.ts";
 import { buildSite, type MathError, type NavEntry, type SiteInput } from "./site.ts";
 
@@ -49,6 +50,11 @@ export interface BookOptions extends Partial<BookDirs> {
   only?: string[];
   /** Copy each chapter's results into the frozen folder (profile defaults to full). */
   freeze?: boolean;
+  /**
+   * Rerun each chosen chapter in the full profile (whatever is cached) and compare its outputs
+   * with its frozen results (scripts/book/verify.ts); differences make the build fail.
+   */
+  verify?: boolean;
   /** Run chapters that have no stored result (default true); false builds from results on disk only. */
   run?: boolean;
   /** Where progress lines go (default: console.log). */
@@ -71,6 +77,8 @@ export interface ChapterReport {
   dir?: string;
   /** The stored result. */
   meta?: ResultMeta;
+  /** With `verify`: how the rerun differs from the frozen result (empty: it agrees). */
+  differences?: Difference[];
 }
 
 /** What the build did. */
@@ -141,6 +149,7 @@ interface Plan {
   backend?: string;
   mayRun: boolean;
   freeze: boolean;
+  verify: boolean;
   quiet: boolean;
   log: (line: string) => void;
 }
@@ -160,7 +169,8 @@ async function resolveChapter(chapter: Chapter, plan: Plan): Promise<ChapterRepo
     frozen.contentHash === contentHash &&
     (plan.backend === undefined || frozen.backend === plan.backend) &&
     (await staleDependencies(dirs.root, frozen.dependencies)).length === 0;
-  const wantsFrozen = plan.profile === undefined || (plan.profile === "full" && !plan.freeze);
+  const wantsFrozen = plan.profile === undefined ||
+    (plan.profile === "full" && !plan.freeze && !plan.verify);
   if (wantsFrozen && frozenMatches) {
     print(`[${chapter.id}] frozen full results`);
     return { ...base, origin: "frozen", dir: frozenDir, meta: frozen };
@@ -171,7 +181,7 @@ async function resolveChapter(chapter: Chapter, plan: Plan): Promise<ChapterRepo
   const meta = await readResult(cached);
   let report: ChapterReport;
   if (
-    meta?.ok && meta.key === key &&
+    !plan.verify && meta?.ok && meta.key === key &&
     (await staleDependencies(dirs.root, meta.dependencies)).length === 0
   ) {
     print(`[${chapter.id}] cached (${profile} profile)`);
@@ -205,6 +215,17 @@ async function resolveChapter(chapter: Chapter, plan: Plan): Promise<ChapterRepo
         : `[${chapter.id}] FAILED (exit code ${outcome.meta.exitCode})`,
     );
   }
+  if (plan.verify && report.meta && report.dir) {
+    report.differences = frozen
+      ? await compareResults(frozen, frozenDir, report.meta, report.dir)
+      : [{ output: -1, message: `no frozen result in ${frozenDir}` }];
+    print(
+      report.differences.length === 0
+        ? `[${chapter.id}] agrees with its frozen results`
+        : `[${chapter.id}] DIFFERS from its frozen results:\n` +
+          report.differences.map((d) => `  output ${d.output + 1}: ${d.message}`).join("\n"),
+    );
+  }
   if (plan.freeze && report.meta?.ok && report.dir) {
     await replaceDirWithCopy(report.dir, frozenDir);
     await compactFrozen(frozenDir);
@@ -221,7 +242,7 @@ export async function buildBook(options: BookOptions = {}): Promise<BookReport> 
   const dirs = resolveDirs(options);
   const log = options.log ?? ((line: string) => console.log(line));
   const quiet = options.quiet ?? false;
-  const profile = options.profile ?? (options.freeze ? "full" : undefined);
+  const profile = options.profile ?? (options.freeze || options.verify ? "full" : undefined);
   const all = await discoverChapters(dirs.chaptersDir);
   const selected = options.only
     ? new Set((await discoverChapters(dirs.chaptersDir, options.only)).map((c) => c.id))
@@ -236,6 +257,7 @@ export async function buildBook(options: BookOptions = {}): Promise<BookReport> 
       backend: options.backend,
       mayRun: isSelected && options.run !== false,
       freeze: isSelected && options.freeze === true,
+      verify: isSelected && options.verify === true,
       quiet,
       log,
     };
@@ -248,7 +270,7 @@ export async function buildBook(options: BookOptions = {}): Promise<BookReport> 
     reports.push(report);
     included.push(chapter);
   }
-  const failures = reports.filter((r) => r.origin === "failed");
+  const failures = reports.filter((r) => r.origin === "failed" || (r.differences?.length ?? 0) > 0);
   let siteIndex: string | undefined;
   let mathErrors: MathError[] = [];
   if (options.site !== false) {
@@ -302,6 +324,12 @@ export async function siteInput(
 /** A short, readable account of failures: each chapter's id and the end of its error output. */
 export function failureReport(report: BookReport): string {
   return report.failures.map((f) => {
+    if (f.differences?.length) {
+      return `✗ chapter ${f.id} differs from its frozen results:\n` +
+        f.differences.map((d) =>
+          `    ${d.output < 0 ? "the chapter" : `output ${d.output + 1}`}: ${d.message}`
+        ).join("\n");
+    }
     const error = (f.meta?.error ?? "no error output").split("\n").map((l) => `    ${l}`).join(
       "\n",
     );

@@ -1,0 +1,135 @@
+/**
+ * Checks a rebuilt chapter against its frozen results: the same outputs in the same order, and
+ * each carrying the same result within what a rerun on another CPU may change.
+ *
+ * - Numbers (in tables, metrics, text and figure markup) agree to their stated precision: one
+ *   unit of the last decimal written (rounding may fall either side), or 0.1 % of the value,
+ *   whichever is larger; integers (counts, steps) agree exactly. Float sums in another order (another CPU's
+ *   kernels, thread count) move the last digits, not the first.
+ * - Images and animation frames agree pixel by pixel to a mean absolute difference of at most
+ *   2 levels (of 255), with at most 1 % of the values off by more than 64. A sampler amplifies
+ *   rounding differences over its steps, so a few pixels of a few samples may differ visibly while
+ *   the picture stays the same; a changed model or sampler changes far more than that.
+ * - Outputs marked as measurements (wall times, speeds) are compared by kind only.
+ *
+ * @module
+ */
+import { decodePngFrames } from "../../lib/core/images.ts";
+import type { PlacedOutput, ResultMeta } from "./results.ts";
+
+/** One difference between a rebuilt and a frozen result. */
+export interface Difference {
+  /** Index of the output in the chapter (0-based), or −1 for the chapter as a whole. */
+  output: number;
+  /** What differs. */
+  message: string;
+}
+
+/** Limits of {@link compareImages}. */
+export const IMAGE_TOLERANCE = { meanAbsolute: 2, outlierLevel: 64, outlierFraction: 0.01 };
+
+const NUMBER = /-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?/gi;
+
+/**
+ * The unit of the last digit a number was rounded to: "0.052" → 0.001, "1.5e-3" → 0.0001; 0 for
+ * an integer ("120" is a count, and must agree exactly).
+ */
+function lastDigitUnit(text: string): number {
+  const [mantissa, exponent] = text.toLowerCase().split("e");
+  if (!mantissa.includes(".") && exponent === undefined) return 0;
+  const decimals = mantissa.includes(".") ? mantissa.split(".")[1].length : 0;
+  return 10 ** (Number(exponent ?? 0) - decimals);
+}
+
+/**
+ * Whether two texts say the same to their stated precision: equal once their numbers are set
+ * aside, and each pair of numbers within one unit of the last decimal or 0.1 %.
+ */
+export function sameText(a: string, b: string): string | null {
+  if (a === b) return null;
+  const skeleton = (s: string) => s.replace(NUMBER, "#");
+  if (skeleton(a) !== skeleton(b)) {
+    const at = [...skeleton(a)].findIndex((c, i) => c !== skeleton(b)[i]);
+    return `text differs near "${skeleton(a).slice(Math.max(0, at - 30), at + 30)}"`;
+  }
+  const na = a.match(NUMBER) ?? [];
+  const nb = b.match(NUMBER) ?? [];
+  for (let i = 0; i < na.length; i++) {
+    const x = Number(na[i]);
+    const y = Number(nb[i]);
+    const unit = Math.max(lastDigitUnit(na[i]), lastDigitUnit(nb[i]));
+    const tolerance = unit === 0 ? 0 : Math.max(unit, 1e-3 * Math.max(Math.abs(x), Math.abs(y)));
+    if (!(Math.abs(x - y) <= tolerance * (1 + 1e-9))) return `${na[i]} became ${nb[i]}`;
+  }
+  return null;
+}
+
+/** Whether two PNG (or APNG) files show the same pictures, within {@link IMAGE_TOLERANCE}. */
+export function compareImages(a: Uint8Array, b: Uint8Array): string | null {
+  const fa = decodePngFrames(a);
+  const fb = decodePngFrames(b);
+  if (fa.length !== fb.length) return `${fa.length} frames became ${fb.length}`;
+  for (let f = 0; f < fa.length; f++) {
+    const [x, y] = [fa[f], fb[f]];
+    if (x.width !== y.width || x.height !== y.height) {
+      return `frame ${f}: ${x.width}×${x.height} became ${y.width}×${y.height}`;
+    }
+    let total = 0;
+    let outliers = 0;
+    for (let i = 0; i < x.data.length; i++) {
+      const d = Math.abs(x.data[i] - y.data[i]);
+      total += d;
+      if (d > IMAGE_TOLERANCE.outlierLevel) outliers++;
+    }
+    const mean = total / x.data.length;
+    const fraction = outliers / x.data.length;
+    if (mean > IMAGE_TOLERANCE.meanAbsolute || fraction > IMAGE_TOLERANCE.outlierFraction) {
+      return `frame ${f}: mean difference ${mean.toFixed(2)} levels, ` +
+        `${
+          (100 * fraction).toFixed(2)
+        } % of values off by more than ${IMAGE_TOLERANCE.outlierLevel}`;
+    }
+  }
+  return null;
+}
+
+async function textOf(output: PlacedOutput, dir: string): Promise<string> {
+  if (output.inline !== undefined) return output.inline;
+  if (output.file) return await Deno.readTextFile(`${dir}/${output.file}`);
+  return JSON.stringify(output.data ?? null);
+}
+
+/** Compares a rebuilt result (in `rebuiltDir`) with the frozen one (in `frozenDir`). */
+export async function compareResults(
+  frozen: ResultMeta,
+  frozenDir: string,
+  rebuilt: ResultMeta,
+  rebuiltDir: string,
+): Promise<Difference[]> {
+  const differences: Difference[] = [];
+  if (!rebuilt.ok) return [{ output: -1, message: `the chapter failed: ${rebuilt.error}` }];
+  const kinds = (m: ResultMeta) => m.outputs.map((o) => o.kind).join(", ");
+  if (kinds(frozen) !== kinds(rebuilt)) {
+    return [{ output: -1, message: `outputs [${kinds(frozen)}] became [${kinds(rebuilt)}]` }];
+  }
+  for (let i = 0; i < frozen.outputs.length; i++) {
+    const [a, b] = [frozen.outputs[i], rebuilt.outputs[i]];
+    if (a.measured || b.measured) continue;
+    const where = (message: string) => differences.push({ output: i, message });
+    const captions = sameText(a.caption ?? "", b.caption ?? "");
+    if (captions) where(`caption: ${captions}`);
+    let problem: string | null;
+    if (a.kind === "images" || a.kind === "animation") {
+      problem = compareImages(
+        await Deno.readFile(`${frozenDir}/${a.file}`),
+        await Deno.readFile(`${rebuiltDir}/${b.file}`),
+      );
+    } else if (a.kind === "figure" || a.kind === "widget") {
+      problem = sameText(await textOf(a, frozenDir), await textOf(b, rebuiltDir));
+    } else {
+      problem = sameText(JSON.stringify(a.data ?? null), JSON.stringify(b.data ?? null));
+    }
+    if (problem) where(`${a.kind}: ${problem}`);
+  }
+  return differences;
+}
