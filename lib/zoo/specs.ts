@@ -132,7 +132,7 @@ function scheduleComparison(schedule: "linear" | "cosine"): ModelSpec {
     data: { size: 16 },
     schedule: { name: schedule, T: 1000 },
     objective: { prediction: "epsilon", minSnrGamma: null },
-    training: { quick: training(150, 16, 10, 0.99), full: training(2000, 64, 25, 0.999) },
+    training: { quick: training(150, 16, 10, 0.99), full: training(2000, 32, 25, 0.999) },
     dataLicence: EMOJI_LICENCE,
   };
 }
