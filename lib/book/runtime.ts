@@ -32,10 +32,9 @@ import {
   toRgbaImages,
 } from "../core/images.ts";
 import { writeFileAtomic } from "../runtime/files.ts";
-import { parseOptions } from "../runtime/options.ts";
+import { parseOptions, type Profile } from "../runtime/options.ts";
 
-/** Which size of a chapter runs: `quick` (tiny models, minutes on a CPU) or `full` (the published book). */
-export type Profile = "quick" | "full";
+export type { Profile };
 
 /** The kinds of output a chapter can show. */
 export type OutputKind =

@@ -7,6 +7,9 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
+/** Which size of a chapter runs: `quick` (tiny models, minutes on a CPU) or `full` (the published book). */
+export type Profile = "quick" | "full";
+
 /** The options' declarations, as `util.parseArgs` takes them. */
 export type OptionSpecs = NonNullable<ParseArgsConfig["options"]>;
 

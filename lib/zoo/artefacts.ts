@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { Profile } from "../book/runtime.ts";
+import type { Profile } from "../runtime/options.ts";
 import { assignVariables, loadCheckpoint, loadModel, saveModel } from "../training/checkpoint.ts";
 import { loadEmojiDataset } from "../data/emoji.ts";
 import type { MetricsRecord } from "../training/trainer.ts";

@@ -16,7 +16,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import type { Profile } from "../book/runtime.ts";
+import type { Profile } from "../runtime/options.ts";
 import type { EmojiDataset } from "../data/emoji.ts";
 import { registerCpuGradientKernels } from "../runtime/kernels/cpu_gradients.ts";
 import { Random } from "../core/random.ts";

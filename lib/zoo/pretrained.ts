@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { Profile } from "../book/runtime.ts";
+import type { Profile } from "../runtime/options.ts";
 import type { NoiseSchedule } from "../core/schedules.ts";
 import { noiseSchedule } from "../core/schedules.ts";
 import type { DiffusionModel } from "../core/models/mod.ts";

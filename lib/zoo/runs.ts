@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { Profile } from "../book/runtime.ts";
+import type { Profile } from "../runtime/options.ts";
 import { loadEmojiDataset } from "../data/emoji.ts";
 import { encodePng, imageGrid, toRgbaImages } from "../core/images.ts";
 import type { TrainCallbacks } from "../training/trainer.ts";

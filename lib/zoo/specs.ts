@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Profile } from "../book/runtime.ts";
+import type { Profile } from "../runtime/options.ts";
 import type { EmojiDatasetOptions } from "../data/emoji.ts";
 import type { PredictionType } from "../core/parameterization.ts";
 import type { TrainConfig } from "../training/trainer.ts";
