@@ -27,13 +27,7 @@ import { selectBackend } from "../lib/runtime/backend.ts";
 import { book } from "../lib/book/runtime.ts";
 import { loadEmojiDataset } from "../lib/data/emoji.ts";
 import { addNoise } from "../lib/core/forward.ts";
-import {
-  encodePng,
-  type ImageBatch,
-  imageGrid,
-  type RgbaImage,
-  toRgbaImages,
-} from "../lib/core/images.ts";
+import { imageGrid, type RgbaImage, toRgbaImages } from "../lib/core/images.ts";
 import {
   diffusedMixture,
   type GaussianMixture2D,
@@ -51,6 +45,7 @@ import {
   type Scheduler,
 } from "../lib/core/samplers/mod.ts";
 import { loadPretrained } from "../lib/zoo/pretrained.ts";
+import { firstImages, imageRow, labelledRows, withProgressBar } from "../lib/book/layout.ts";
 
 const backend = await selectBackend();
 const quick = book.profile === "quick";
@@ -137,29 +132,11 @@ const ddpm = await timedSample(new DDPMScheduler(schedule, samplerOptions), {
 });
 const trajectory = ddpm.trajectory!;
 
-/** The first `m` images of a batch. */
-function first(batch: ImageBatch, m: number): ImageBatch {
-  const [, h, w, c] = batch.shape;
-  return { data: batch.data.subarray(0, m * h * w * c), shape: [m, h, w, c] };
-}
-
-/** A grey bar under `image`, filled to `fraction` of its width. */
-function withProgressBar(image: RgbaImage, fraction: number): RgbaImage {
-  const bar = 4;
-  const out = new Uint8Array(image.width * (image.height + bar) * 4).fill(255);
-  out.set(image.data);
-  const filled = Math.round(fraction * image.width);
-  for (let y = image.height + 1; y < image.height + bar; y++) {
-    for (let x = 0; x < filled; x++) out.set([120, 120, 120], (y * image.width + x) * 4);
-  }
-  return { width: image.width, height: image.height + bar, data: out };
-}
-
 const frames: RgbaImage[] = [];
 for (let k = 0; k < trajectory.timesteps.length; k++) {
   const cells = [
-    ...await toRgbaImages(first(trajectory.xt[k], shown)),
-    ...await toRgbaImages(first(trajectory.predX0[k], shown)),
+    ...await toRgbaImages(firstImages(trajectory.xt[k], shown)),
+    ...await toRgbaImages(firstImages(trajectory.predX0[k], shown)),
   ];
   const grid = imageGrid(cells, { columns: shown, scale: 4, padding: 2 });
   frames.push(withProgressBar(grid, 1 - trajectory.timesteps[k] / schedule.T));
@@ -204,51 +181,7 @@ await book.images(stripRows, {
 
 // %% [markdown]
 // The comparisons from here on show batches side by side, one labelled row of images for each
-// sampler; two small helpers lay them out.
-
-// %%
-/** A batch as one row of images (at scale 2 when the row is long). */
-async function rowOf(images: tf.Tensor4D | ImageBatch): Promise<RgbaImage> {
-  const cells = await toRgbaImages(images);
-  return imageGrid(cells, { columns: cells.length, scale: cells.length > 8 ? 2 : 3 });
-}
-
-/** Image rows with a label to the left of each, as one figure (the images embedded as PNG). */
-function labelledRows(rows: { label: string; image: RgbaImage }[], caption: string) {
-  const { width, height } = rows[0].image;
-  const src = (image: RgbaImage) => {
-    let binary = "";
-    for (const byte of encodePng(image)) binary += String.fromCharCode(byte);
-    return `data:image/png;base64,${btoa(binary)}`;
-  };
-  const labelWidth = 200;
-  return book.figure({
-    width: labelWidth + width + 10,
-    height: rows.length * (height + 8),
-    margin: 0,
-    marginLeft: labelWidth,
-    x: { axis: null, domain: [0, 1] },
-    y: { axis: null, type: "point", domain: rows.map((r) => r.label), padding: 0.5 },
-    marks: [
-      Plot.image(rows.map((r) => ({ label: r.label, src: src(r.image) })), {
-        x: 0.5,
-        y: "label",
-        src: "src",
-        width,
-        height,
-        imageRendering: "pixelated",
-      }),
-      Plot.text(rows, {
-        x: 0,
-        y: "label",
-        text: "label",
-        textAnchor: "end",
-        dx: -10,
-        fontSize: 13,
-      }),
-    ],
-  }, { caption });
-}
+// sampler (`imageRow` and `labelledRows` of `lib/book/layout.ts` lay them out).
 
 // %% [markdown]
 // ### Why $\hat x_0$ is clipped
@@ -278,10 +211,13 @@ const withClip = await sample(model, new DDIMScheduler(schedule, samplerOptions)
   seed,
   steps: 50,
 });
-await labelledRows([
-  { label: "x̂₀ as the network gives it", image: await rowOf(unclipped.images) },
-  { label: "x̂₀ clipped to [−1, 1]", image: await rowOf(withClip.images) },
-], "DDIM, 50 steps, the same x_T.");
+await book.figure(
+  labelledRows([
+    { label: "x̂₀ as the network gives it", image: await imageRow(unclipped.images) },
+    { label: "x̂₀ clipped to [−1, 1]", image: await imageRow(withClip.images) },
+  ]),
+  { caption: "DDIM, 50 steps, the same x_T." },
+);
 const largestPixel = tf.tidy(() => tf.max(tf.abs(unclipped.images)));
 await book.metric("largest |pixel| without the clip", (await largestPixel.data())[0].toFixed(1), {
   caption: "images live in [−1, 1]",
@@ -302,10 +238,13 @@ const ddpmTilde = await timedSample(
   new DDPMScheduler(schedule, { ...samplerOptions, variance: "betaTilde" }),
   { seed, steps: ddpmSteps },
 );
-await labelledRows([
-  { label: "σ² = β", image: await rowOf(ddpm.images) },
-  { label: "σ² = β̃", image: await rowOf(ddpmTilde.images) },
-], `DDPM, ${ddpmSteps} steps, the same x_T and the same z.`);
+await book.figure(
+  labelledRows([
+    { label: "σ² = β", image: await imageRow(ddpm.images) },
+    { label: "σ² = β̃", image: await imageRow(ddpmTilde.images) },
+  ]),
+  { caption: `DDPM, ${ddpmSteps} steps, the same x_T and the same z.` },
+);
 
 // %% [markdown]
 // ## What goes wrong without the noise
@@ -331,10 +270,13 @@ const noiseless = await timedSample(new NoiselessDDPMScheduler(schedule, sampler
   seed,
   steps: ddpmSteps,
 });
-await labelledRows([
-  { label: "DDPM (σ² = β)", image: await rowOf(ddpm.images) },
-  { label: "DDPM without σ z", image: await rowOf(noiseless.images) },
-], `${ddpmSteps} steps each, from the same x_T.`);
+await book.figure(
+  labelledRows([
+    { label: "DDPM (σ² = β)", image: await imageRow(ddpm.images) },
+    { label: "DDPM without σ z", image: await imageRow(noiseless.images) },
+  ]),
+  { caption: `${ddpmSteps} steps each, from the same x_T.` },
+);
 
 // %% [markdown]
 // Every $x_T$ ends in the same pale, smooth square: the sampler has forgotten where it started.
@@ -499,11 +441,13 @@ await book.table(
   },
 );
 const rowLabel = (r: Run) => `${r.sampler.replace(/\s*\(.*\)$/, "")}, ${r.steps} steps`;
-await labelledRows(
-  await Promise.all(
-    tableRuns.map(async (r) => ({ label: rowLabel(r), image: await rowOf(r.images) })),
+await book.figure(
+  labelledRows(
+    await Promise.all(
+      tableRuns.map(async (r) => ({ label: rowLabel(r), image: await imageRow(r.images) })),
+    ),
   ),
-  `The samplers of the table from the same x_T (DDIM with η = 0; DDPM with σ² = β̃).`,
+  { caption: `The samplers of the table from the same x_T (DDIM with η = 0; DDPM with σ² = β̃).` },
 );
 
 const ddim25 = runs.find((r) => r.sampler.startsWith("DDIM") && r.steps === 25)!;
@@ -600,7 +544,7 @@ for (const eta of etas) {
       },
     );
     pair.push(images);
-    etaGrids.push({ label: `η = ${eta}, z seed ${noiseSeed}`, image: await rowOf(images) });
+    etaGrids.push({ label: `η = ${eta}, z seed ${noiseSeed}`, image: await imageRow(images) });
   }
   const difference = tf.tidy(() => tf.max(tf.abs(tf.sub(pair[0], pair[1]))));
   const largest = (await difference.data())[0];
@@ -616,10 +560,10 @@ for (const eta of etas) {
   tf.dispose(pair);
 }
 xT.dispose();
-await labelledRows(
-  etaGrids,
-  `DDIM, ${etaSteps} steps, all from the same x_T; each η runs with two seeds of the fresh noise z.`,
-);
+await book.figure(labelledRows(etaGrids), {
+  caption:
+    `DDIM, ${etaSteps} steps, all from the same x_T; each η runs with two seeds of the fresh noise z.`,
+});
 await book.table(etaRows, { caption: "The two runs of each pair compared." });
 
 // %% [markdown]
