@@ -298,7 +298,7 @@ await book.table(
     "training time (s)": manifest.training.reduce((sum, t) => sum + t.seconds, 0),
     "where": manifest.training.map((t) => t.where).join(", "),
   })),
-  { caption: "How long each run took, and where.", measured: true },
+  { caption: "How long each run took, and where (from the models' manifests)." },
 );
 for (const { model } of trained) model.dispose();
 

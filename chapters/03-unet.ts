@@ -191,7 +191,7 @@ await book.figure({
 // $2\pi \cdot 10000^{(d-2)/d} \approx 35{,}000$ steps for the last pair: fast components tell
 // neighbouring steps apart, slow ones say roughly where in the chain $t$ is.
 //
-// `timestepEmbedding` in `lib/core/nn/layers.ts` computes exactly these numbers, laid out as ADM's code
+// `timestepEmbedding` in `lib/core/nn/embeddings.ts` computes exactly these numbers, laid out as ADM's code
 // (Dhariwal & Nichol, 2021) and diffusers' U-Nets do it: all $d/2$ cosines first, then all sines,
 // rather than interleaved. (DDPM's own code put the sines first.) The order of the entries is a
 // fixed permutation that the first linear layer absorbs; the check below compares every entry with
@@ -379,6 +379,7 @@ for (const level of architecture.levels) {
 await book.table(costRows, {
   caption: `One self-attention layer (h = ${heads} heads) at each resolution of the network: ` +
     "weights and multiply-adds per image, time per batch.",
+  measuredColumns: [`ms, batch ${batchSize}`],
 });
 
 // %% [markdown]

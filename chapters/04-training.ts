@@ -150,7 +150,6 @@ await book.metric("training time", `${(trainingSeconds / 60).toFixed(1)} min`, {
     `${s.steps} steps in ${(s.seconds / 60).toFixed(1)} min on ${s.where}`
   )
     .join("; "),
-  measured: true,
 });
 const early = metrics.slice(0, 3).reduce((s, m) => s + m.loss, 0) / 3;
 const late = metrics.slice(-3).reduce((s, m) => s + m.loss, 0) / 3;

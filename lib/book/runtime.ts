@@ -106,6 +106,8 @@ export interface MetricOptions extends CaptionOptions {
 export interface TableOptions extends CaptionOptions {
   /** Columns in order (default: the keys of the rows, in order of first appearance). */
   columns?: string[];
+  /** Columns that are measurements of the machine (wall times), skipped by comparisons. */
+  measuredColumns?: string[];
 }
 
 const PROFILES: readonly Profile[] = ["quick", "full"];
@@ -335,7 +337,10 @@ class BookRuntime {
       if (!Array.isArray(rows)) throw new Error("book.table needs an array of row objects");
       const columns = options.columns ??
         [...new Set(rows.flatMap((row) => Object.keys(row)))];
-      return Promise.resolve({ data: { columns, rows: jsonSafe(rows) } });
+      const measured = options.measuredColumns?.length
+        ? { measuredColumns: options.measuredColumns }
+        : {};
+      return Promise.resolve({ data: { columns, rows: jsonSafe(rows), ...measured } });
     });
   }
 

@@ -10,7 +10,8 @@
  *   2 levels (of 255), with at most 1 % of the values off by more than 64. A sampler amplifies
  *   rounding differences over its steps, so a few pixels of a few samples may differ visibly while
  *   the picture stays the same; a changed model or sampler changes far more than that.
- * - Outputs marked as measurements (wall times, speeds) are compared by kind only.
+ * - Outputs marked as measurements (wall times, speeds) are compared by kind only, and a table's
+ *   measured columns are left out.
  *
  * @module
  */
@@ -93,6 +94,16 @@ export function compareImages(a: Uint8Array, b: Uint8Array): string | null {
   return null;
 }
 
+/** A table's data without its measured columns (other outputs' data as they are). */
+function unmeasured(data: unknown): unknown {
+  const table = data as { rows?: Record<string, unknown>[]; measuredColumns?: string[] } | null;
+  if (!table?.rows || !table.measuredColumns) return data ?? null;
+  const skip = new Set(table.measuredColumns);
+  return table.rows.map((row) =>
+    Object.fromEntries(Object.entries(row).filter(([k]) => !skip.has(k)))
+  );
+}
+
 async function textOf(output: PlacedOutput, dir: string): Promise<string> {
   if (output.inline !== undefined) return output.inline;
   if (output.file) return await Deno.readTextFile(`${dir}/${output.file}`);
@@ -127,7 +138,7 @@ export async function compareResults(
     } else if (a.kind === "figure" || a.kind === "widget") {
       problem = sameText(await textOf(a, frozenDir), await textOf(b, rebuiltDir));
     } else {
-      problem = sameText(JSON.stringify(a.data ?? null), JSON.stringify(b.data ?? null));
+      problem = sameText(JSON.stringify(unmeasured(a.data)), JSON.stringify(unmeasured(b.data)));
     }
     if (problem) where(`${a.kind}: ${problem}`);
   }
