@@ -16,6 +16,7 @@
  * @module
  */
 
+import { exists } from "../runtime/files.ts";
 import * as tf from "@tensorflow/tfjs";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
@@ -125,16 +126,6 @@ const SKIN_TONES: Record<string, [number, string]> = {
 
 function packageName(vendor: EmojiVendor): string {
   return `emoji-datasource-${vendor}`;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
 }
 
 async function readEmojiJson(packageRoot: string, vendor: EmojiVendor): Promise<RawEntry[]> {

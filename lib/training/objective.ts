@@ -25,8 +25,8 @@ export interface DenoisingBatch {
   noise: tf.Tensor4D;
   /** Per-image loss weights w (default 1). */
   weights?: Float32Array;
-  /** One-hot context for a conditional network. */
-  context?: tf.Tensor2D;
+  /** Class labels for a conditional network (−1: no condition). */
+  classLabels?: Int32Array;
 }
 
 /** How the network is run inside the objective. */
@@ -53,7 +53,7 @@ export function denoisingLoss(
   const output = model.apply(xt, tf.tensor1d(Float32Array.from(timesteps)), {
     training: options.training !== undefined,
     seed: options.training?.seed ?? 0,
-    context: batch.context,
+    classLabels: batch.classLabels ? tf.tensor1d(batch.classLabels, "int32") : undefined,
     updates: options.training?.updates,
   });
   const perSample = tf.mean(tf.squaredDifference(output, target), [1, 2, 3]) as tf.Tensor1D;

@@ -43,7 +43,7 @@ import type { PredictionType } from "../core/parameterization.ts";
 import { DDIMScheduler } from "../core/samplers/ddim.ts";
 import { sample } from "../core/samplers/sample.ts";
 import { type DenoisingBatch, denoisingLoss } from "./objective.ts";
-import { writeFileAtomic } from "../runtime/files.ts";
+import { exists, writeFileAtomic } from "../runtime/files.ts";
 import { Adam, ExponentialMovingAverage, flatten, namedPieces } from "./optim.ts";
 
 /** Images to train on (an `EmojiDataset` fits). */
@@ -92,7 +92,10 @@ export interface TrainConfig {
   minSnrGamma: number | null;
   /** Flip each image left–right with probability ½. */
   horizontalFlip: boolean;
-  /** Probability of replacing a sample's context by zeros (for classifier-free guidance). */
+  /**
+   * Probability of training a sample unconditioned, its label replaced by −1 (the network's
+   * null context: zeros, or learned), for classifier-free guidance.
+   */
   contextDropout: number;
   /** Seed of the batch order, flips, t, ε and dropout. */
   seed: number;
@@ -521,12 +524,13 @@ export class Trainer {
     const timesteps = new Int32Array(B);
     for (let b = 0; b < B; b++) timesteps[b] = rng.int(0, T);
     const noise = rng.normals(B * size);
-    let context: Float32Array | null = null;
+    // Class labels y, or −1 ("no condition": the network's null context) where dropped.
+    let classLabels: Int32Array | undefined;
     if (this.#contextDim > 0 && this.#data.labels) {
-      context = new Float32Array(B * this.#contextDim);
+      classLabels = new Int32Array(B);
       for (let b = 0; b < B; b++) {
         const keep = !(c.contextDropout > 0 && rng.uniform() < c.contextDropout);
-        if (keep) context[b * this.#contextDim + this.#data.labels[indices[b]]] = 1;
+        classLabels[b] = keep ? this.#data.labels[indices[b]] : -1;
       }
     }
     const dropoutSeed = rng.nextSeed();
@@ -547,7 +551,7 @@ export class Trainer {
         timesteps,
         noise: tf.tensor4d(noise, [B, H, W, C]),
         weights,
-        context: context ? tf.tensor2d(context, [B, this.#contextDim]) : undefined,
+        classLabels,
       };
       const { loss, perSample: ps } = denoisingLoss(this.model, this.schedule, batch, {
         prediction: c.prediction,
@@ -819,16 +823,7 @@ export async function train(
   const { resume, minutes, ...callbacks } = options;
   let trainer: Trainer;
   const path = config.checkpointPath;
-  let exists = false;
-  if (resume && path) {
-    try {
-      await Deno.stat(path);
-      exists = true;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
-  if (exists) {
+  if (resume && path && await exists(path)) {
     trainer = await Trainer.resume(path!, data, { ...callbacks, model, schedule, config });
   } else {
     trainer = new Trainer(model, data, schedule, config, callbacks);

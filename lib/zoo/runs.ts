@@ -15,7 +15,7 @@ import type { Profile } from "../runtime/options.ts";
 import { loadEmojiDataset } from "../data/emoji.ts";
 import { encodePng, imageGrid, toRgbaImages } from "../core/images.ts";
 import type { TrainCallbacks } from "../training/trainer.ts";
-import { writeFileAtomic } from "../runtime/files.ts";
+import { exists, writeFileAtomic } from "../runtime/files.ts";
 import { noiseSchedule } from "../core/schedules.ts";
 import { train, type Trainer } from "../training/trainer.ts";
 import { completeModelConfig, createModel } from "../core/models/mod.ts";
@@ -45,16 +45,6 @@ export interface RunRecord {
   specHash: string;
   /** The spec itself (its profile's part), to name differences. */
   spec: ReturnType<typeof profileSpec>;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 /** The keys of two JSON values that differ, as dotted paths. */

@@ -6,7 +6,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
-import { classContext } from "../nn/embeddings.ts";
+import { classContext, nullContextParameter } from "../nn/embeddings.ts";
 import {
   BatchNorm,
   Conv2d,
@@ -207,11 +207,7 @@ export class ContextUNet extends StoredNetwork<ContextUNetConfig> {
       new GroupNorm(store, "out.norm", n, 8),
       new Conv2d(store, "out.conv2", n, c.inChannels),
     ];
-    this.#nullContext = c.nullContext === "learned"
-      ? store.parameter(store.layer("contextNull", "NullContext"), "vector", [c.nCFeat], {
-        constant: 0,
-      })
-      : null;
+    this.#nullContext = nullContextParameter(store, "contextNull", c.nCFeat, c.nullContext);
   }
 
   /** Size of the context vector c: the course's n_cfeat. */

@@ -13,7 +13,7 @@
 
 import * as tf from "@tensorflow/tfjs";
 import { Attention } from "../nn/attention.ts";
-import { classContext, timestepEmbedding } from "../nn/embeddings.ts";
+import { classContext, nullContextParameter, timestepEmbedding } from "../nn/embeddings.ts";
 import {
   Conv2d,
   Downsample,
@@ -264,11 +264,7 @@ export class UNet extends StoredNetwork<UNetConfig> {
     }
     this.#normOut = new GroupNorm(store, "output.norm", channels, c.groups);
     this.#convOut = new Conv2d(store, "output.conv", channels, c.outChannels, { zeroInit: true });
-    this.#nullContext = c.contextDim > 0 && c.nullContext === "learned"
-      ? store.parameter(store.layer("context.null", "NullContext"), "vector", [c.contextDim], {
-        constant: 0,
-      })
-      : null;
+    this.#nullContext = nullContextParameter(store, "context.null", c.contextDim, c.nullContext);
     for (const { block } of this.#stages) Object.assign(block, this.layersUnder(block.id));
   }
 

@@ -5,6 +5,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import type { ParameterStore } from "./layers.ts";
 
 /**
  * Sinusoidal embedding of timesteps (Transformer positions; DDPM, ADM):
@@ -50,4 +51,18 @@ export function classContext(
     const none = tf.reshape(tf.cast(tf.less(y, 0), "float32"), [-1, 1]);
     return tf.add(oneHot, tf.mul(none, tf.reshape(nullVector, [1, classes]))) as tf.Tensor2D;
   });
+}
+
+/**
+ * The null context c_∅ of a conditional network, as a parameter named `NAME.vector` (starting at
+ * zero), when `mode` is "learned"; null for "zeros" (then c_∅ = 0, no parameter).
+ */
+export function nullContextParameter(
+  store: ParameterStore,
+  name: string,
+  size: number,
+  mode: "zeros" | "learned",
+): tf.Variable | null {
+  if (mode !== "learned" || size === 0) return null;
+  return store.parameter(store.layer(name, "NullContext"), "vector", [size], { constant: 0 });
 }
