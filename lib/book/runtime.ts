@@ -240,7 +240,14 @@ class BookRuntime {
   #verbose: boolean;
 
   constructor() {
-    const options = readChapterOptions();
+    let options: ReturnType<typeof readChapterOptions>;
+    try {
+      options = readChapterOptions();
+    } catch (error) {
+      // A chapter is a program: a wrong option ends it before anything runs, in one line.
+      console.error(`${readChapterId()}: ${(error as Error).message}`);
+      Deno.exit(2);
+    }
     this.profile = options.profile;
     this.chapterId = readChapterId();
     this.backend = options.backend;

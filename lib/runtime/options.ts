@@ -35,7 +35,7 @@ export function parseOptions<O extends OptionSpecs>(
     });
   } catch (error) {
     const message = (error as Error).message.replace(/\.?\s*(To specify|Did you forget).*$/s, "");
-    throw new Error(`${message}; ${usage}`);
+    throw new Error(usage ? `${message}; ${usage}` : message);
   }
 }
 

@@ -88,7 +88,7 @@ export function parseBookArgsOrExplain(
   config: { allowPositionals?: boolean } = {},
 ): BookArgs | undefined {
   try {
-    return parseBookArgs(args, usage.split("\n")[0], config);
+    return parseBookArgs(args, "", config);
   } catch (error) {
     console.error(`${(error as Error).message}\n\n${usage}`);
     return undefined;
