@@ -6,9 +6,10 @@
  * - `probeLoss`: the objective of the stored EMA weights on a fixed probe batch (8 images spread
  *   over the dataset, timesteps spread over [0, T), noise from a fixed seed). It moves when the
  *   network's forward pass, the schedule, the objective or the weights' loading changes.
- * - `trainLosses`: the losses of the first three training steps from the spec's initial weights
- *   and seed, at batch 4. They move when initialisation, batching, the random draws, the backward
- *   pass or the optimiser changes.
+ * - `trainLosses`: the losses of four training steps from the spec's initial weights and seed, at
+ *   batch 4 and the spec's peak learning rate without warm-up (so that each Adam step moves the
+ *   weights enough to show in the next loss). They move when initialisation, batching, the random
+ *   draws, the backward pass or the optimiser changes.
  *
  * A refactor that keeps the numbers keeps every fingerprint; anything else makes the staleness
  * test name the model and the command that retrains it.
@@ -32,7 +33,7 @@ export interface ModelFingerprint {
   backend: "cpu";
   /** Loss of the EMA weights on the probe batch. */
   probeLoss: number;
-  /** Losses of the first three training steps at batch 4. */
+  /** Losses of four training steps at batch 4 (see the module comment). */
   trainLosses: number[];
 }
 
@@ -83,8 +84,10 @@ export function computeFingerprint(
     const trainer = new Trainer(fresh, dataset, schedule, {
       ...spec.training[profile],
       ...spec.objective,
-      steps: 3,
+      steps: 4,
       batchSize: 4,
+      warmupSteps: 0,
+      lrSchedule: "constant",
       sampleEvery: null,
       checkpointEvery: null,
     }, { progress: false });
