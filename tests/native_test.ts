@@ -7,7 +7,7 @@ import { registerNativeFastPaths } from "../lib/runtime/kernels/native_fast_path
 
 /** Runs `lib/runtime/native.ts`'s loader in a fresh process with `env` and returns its result. */
 async function loadInSubprocess(env: Record<string, string>): Promise<Record<string, unknown>> {
-  const native = new URL("../lib/native.ts", import.meta.url).href;
+  const native = new URL("../lib/runtime/native.ts", import.meta.url).href;
   const code = `import { loadNativeBackend } from "${native}";
     console.log(JSON.stringify(await loadNativeBackend()));`;
   const out = await new Deno.Command(Deno.execPath(), {
