@@ -393,7 +393,7 @@ await book.table(costRows, {
 // ## Beside the course's ContextUnet
 //
 // DeepLearning.AI's course *How Diffusion Models Work* trains a smaller-looking but larger network,
-// `ContextUnet`, on 16×16 sprites. `lib/core/models/unet.ts` rebuilds it layer for layer (its outputs match the
+// `ContextUnet`, on 16×16 sprites. `lib/core/models/context_unet.ts` rebuilds it layer for layer (its outputs match the
 // course's PyTorch module to about $10^{-6}$) as `contextUnet()`. It differs from ours in most
 // choices, as its diagram shows: two levels of stride-2 max pooling, then an average pool that
 // collapses 4×4 to a single pixel and a transposed convolution that blows it back up; time and
@@ -424,7 +424,7 @@ await book.figure(architectureDiagram(course.architecture(), { idPrefix: "course
 // saves it: what should be a learnt projection is a new random projection of the input at every
 // training step and at every sampling step. (The PyTorch module accordingly reports 1,480,771
 // parameters; the missing 256 are that convolution's $3 \cdot 64$ weights and 64 biases.)
-// `lib/core/models/unet.ts` creates the shortcut once, in the constructor, trains it and saves it, which is
+// `lib/core/models/context_unet.ts` creates the shortcut once, in the constructor, trains it and saves it, which is
 // what the code meant.
 //
 // What the bug does is easy to measure: run our ContextUnet twice on the same input, redrawing the

@@ -47,7 +47,7 @@ await book.listing("lib/training/objective.ts", "denoisingLoss", {
 // Here are the four steps of a training step written out, on a small U-Net: draw a batch, its
 // timesteps and its noise; take the loss and its gradient with respect to every parameter; let
 // Adam move the parameters. (`lib/training/optim.ts` holds Adam, over whatever list of parameters
-// it is given: the whole network here, a fine-tuning adapter in chapter 9.)
+// it is given: the whole network here, or only the few parameters a fine-tuning adapter adds.)
 
 // %%
 const tiny = {

@@ -54,7 +54,7 @@ const dataset = await loadEmojiDataset({ size: 16 });
 // %% [markdown]
 // ## The model
 //
-// Every image on this page comes from the network chapter 4 trained: a 16×16 U-Net, trained with
+// Every image on this page comes from the network chapter 4 shows: a 16×16 U-Net, trained with
 // the cosine schedule, $T = 1000$, to predict $\epsilon$. It is the model zoo's `emoji16-unet`,
 // whose artefact (`assets/models/emoji16-unet/`) holds the exponential moving average of its
 // weights and the record of its run; one call loads the network, its schedule and what it
@@ -67,8 +67,7 @@ const { model, schedule, predictionType } = pretrained;
 await book.text(
   `${pretrained.spec.name}: ${model.parameterCount().toLocaleString("en")} parameters, ` +
     `EMA weights after ${pretrained.manifest.steps.toLocaleString("en")} training steps\n` +
-    `schedule ${schedule.name}, T = ${schedule.T}, predicts ${predictionType}\n` +
-    `backend ${backend.name} (${backend.detail})`,
+    `schedule ${schedule.name}, T = ${schedule.T}, predicts ${predictionType}`,
   {
     caption: quick
       ? "The network every sampler below runs: the quick variant, blobs rather than emoji."

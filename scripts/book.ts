@@ -1,7 +1,7 @@
 /**
  * The book builder.
  *
- *   deno task book [--profile quick|full] [--backend NAME] [--only 01,02] [--freeze]
+ *   deno task book [--profile quick|full] [--backend NAME] [--only 01,02] [--freeze|--verify]
  *   deno task serve [--port 8080]          (build, then serve with live reload)
  *
  * Runs every chapter in `chapters/` (or reuses its cached or frozen result), writes the pages to

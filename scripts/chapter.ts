@@ -22,7 +22,7 @@ const USAGE = `Run one chapter.
   e.g. deno task chapter 04 --profile full`;
 
 async function main(): Promise<number> {
-  const args = parseBookArgsOrExplain(Deno.args, USAGE, { allowPositionals: true });
+  const args = parseBookArgsOrExplain(Deno.args, USAGE, { command: "chapter" });
   if (!args) return 2;
   if (args.help || args.positional.length === 0) {
     console.log(USAGE);

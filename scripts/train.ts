@@ -5,6 +5,9 @@
  *
  *   deno task train NAME [--profile full|quick] [--minutes M] [--backend NAME] [--restart]
  *   deno task train NAME --save-partial     (commit-ready state of an unfinished run)
+ *
+ * A model whose committed artefact is of today's spec is not trained again without
+ * `--restart`.
  *   deno task train --list
  *
  * With `--minutes`, training stops at the first checkpoint after the budget is spent, so nothing
@@ -14,7 +17,7 @@
  */
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { parseOptions } from "../lib/runtime/options.ts";
-import type { Profile } from "../lib/book/runtime.ts";
+import type { Profile } from "../lib/runtime/options.ts";
 import { exportArtefact, listModels } from "../lib/zoo/artefacts.ts";
 import { savePartial, trainModel } from "../lib/zoo/runs.ts";
 import { MODEL_SPECS } from "../lib/zoo/specs.ts";
@@ -74,12 +77,23 @@ async function main(argv: string[]): Promise<number> {
     console.error(`train: --minutes must be a positive number\n${USAGE}`);
     return 2;
   }
+  if (values["save-partial"] && (profile !== "full" || values.restart || minutes !== undefined)) {
+    console.error(`train: --save-partial saves a full run as it is, and takes no other option`);
+    return 2;
+  }
   if (values["save-partial"]) {
     console.error(`train: ${name}'s run state is in ${await savePartial(name)}; commit it there`);
     return 0;
   }
   await selectBackend({ requested: values.backend });
   const run = await trainModel(name, { profile, minutes, restart: values.restart });
+  if (run.upToDate) {
+    console.error(
+      `train: ${name} is trained (${run.steps} steps, assets/models/${name} is of today's spec); ` +
+        `nothing to do. \`--restart\` trains it again.`,
+    );
+    return 0;
+  }
   if (run.movedAside) console.error(`train: the previous run was moved to ${run.movedAside}`);
   if (run.step < run.steps) {
     console.error(

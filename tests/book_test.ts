@@ -146,16 +146,22 @@ describe("runtime and builder helpers", () => {
   });
 
   it("parses the builder's arguments strictly: a typo is an error, not an option passed on", () => {
-    const args = parseBookArgs(["01", "--profile", "full", "--only=01,02"], "usage", {
-      allowPositionals: true,
-    });
+    const args = parseBookArgs(["--profile", "full", "--only=01,02"]);
     assert.equal(args.profile, "full");
     assert.deepEqual(args.only, ["01", "02"]);
-    assert.deepEqual(args.positional, ["01"]);
+    const chapter = parseBookArgs(["04", "--profile=quick"], "usage", { command: "chapter" });
+    assert.deepEqual([chapter.positional, chapter.profile], [["04"], "quick"]);
     assert.throws(
-      () => parseBookArgs(["04", "--reusme"], "usage", { allowPositionals: true }),
+      () => parseBookArgs(["04", "--reusme"], "usage", { command: "chapter" }),
       /Unknown option '--reusme'/,
     );
+    assert.throws(
+      () => parseBookArgs(["04", "--freeze"], "usage", { command: "chapter" }),
+      /Unknown option '--freeze'/,
+      "a chapter run takes none of the builder's options",
+    );
+    assert.throws(() => parseBookArgs(["--verify", "--freeze"]), /choose one/);
+    assert.throws(() => parseBookArgs(["--verify", "--profile", "quick"]), /drop --profile/);
     assert.throws(() => parseBookArgs(["--profile", "huge"]), /unknown profile "huge"/);
     assert.throws(() => parseBookArgs(["04"]), /Unexpected argument '04'/);
     assert.throws(() => parseBookArgs(["--profile"]), /argument missing/);

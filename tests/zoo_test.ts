@@ -87,6 +87,7 @@ describe("the book's models are artefacts that today's code reproduces", () => {
 
 describe("deno task train's runs", () => {
   it("continue a compatible run, refuse another spec's, and move a restarted run aside", async () => {
+    await Deno.mkdir(`${ROOT}/.cache`, { recursive: true });
     const root = await Deno.makeTempDir({ dir: `${ROOT}/.cache` });
     try {
       await Deno.symlink(`${ROOT}/node_modules`, `${root}/node_modules`);

@@ -11,7 +11,7 @@
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const slash = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
   if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
-  const temporary = `${path}.tmp-${Deno.pid}-${Date.now().toString(36)}`;
+  const temporary = `${path}.${Deno.pid}-${Date.now().toString(36)}.tmp`; // *.tmp: git ignores it
   try {
     if (typeof data === "string") await Deno.writeTextFile(temporary, data);
     else await Deno.writeFile(temporary, data);

@@ -39,7 +39,7 @@ export interface ObjectiveOptions {
 
 /**
  * The weighted batch loss L and the unweighted per-sample losses ‖target − f_θ‖² (mean over
- * pixels). Call inside `tf.variableGrads` to train, or alone to evaluate.
+ * pixels). Call inside `tf.variableGrads` to train, or inside `tf.tidy` to evaluate.
  */
 export function denoisingLoss(
   model: DiffusionModel,

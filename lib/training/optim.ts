@@ -70,8 +70,8 @@ export class Adam {
 
   constructor(readonly parameters: readonly NamedVariable[], readonly options: AdamOptions) {
     const count = parameters.reduce((total, p) => total + p.variable.size, 0);
-    this.m = tf.variable(tf.zeros([count]), false);
-    this.v = tf.variable(tf.zeros([count]), false);
+    this.m = tf.tidy(() => tf.variable(tf.zeros([count]), false));
+    this.v = tf.tidy(() => tf.variable(tf.zeros([count]), false));
   }
 
   /**

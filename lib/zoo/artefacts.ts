@@ -19,7 +19,7 @@ import { createModel } from "../core/models/mod.ts";
 import { computeFingerprint, type ModelFingerprint } from "./fingerprint.ts";
 import { artefactDir, runDir } from "./runs.ts";
 import { MODEL_SPECS, type ModelSpec, modelSpec, profileSpec, specHash } from "./specs.ts";
-import { sha256Hex, writeFileAtomic } from "../runtime/files.ts";
+import { exists, sha256Hex, writeFileAtomic } from "../runtime/files.ts";
 
 /** The manifest of an artefact. */
 export interface ArtefactManifest {
@@ -49,6 +49,8 @@ export interface ArtefactManifest {
   files: Record<string, string>;
   /** Numbers today's code must reproduce (see lib/zoo/fingerprint.ts); `full` artefacts only. */
   fingerprint?: ModelFingerprint;
+  /** Hash of the library that made a `quick` artefact ({@link libraryHash}). */
+  libraryHash?: string;
 }
 
 /** The metrics records of a JSON-lines file. */
@@ -66,10 +68,11 @@ export function trainingTime(metrics: readonly MetricsRecord[]): ArtefactManifes
   const sessions = new Map<string, { steps: number; seconds: number }>();
   metrics.forEach((m, i) => {
     const steps = m.step - (i > 0 ? metrics[i - 1].step : 0);
-    const session = sessions.get(m.backend) ?? { steps: 0, seconds: 0 };
+    const where = m.backend ?? "unrecorded";
+    const session = sessions.get(where) ?? { steps: 0, seconds: 0 };
     session.steps += steps;
     session.seconds += steps / m.stepsPerSecond;
-    sessions.set(m.backend, session);
+    sessions.set(where, session);
   });
   return [...sessions].map(([where, s]) => ({
     where,
@@ -98,7 +101,13 @@ export async function exportArtefact(
       `${run} has ${checkpoint.step} of ${steps} steps; finish it with \`deno task train ${name}\`.`,
     );
   }
+  // The artefact is made anew: nothing of an earlier export (grids of another sampleEvery, a
+  // committed partial run) stays behind.
   await Deno.mkdir(out, { recursive: true });
+  for (const name of fileNames(out)) {
+    if (ARTEFACT_FILE.test(name)) await Deno.remove(`${out}/${name}`);
+  }
+  await Deno.remove(`${out}/partial`, { recursive: true }).catch(() => {});
   const model = createModel(checkpoint.modelConfig);
   const ema = createModel(checkpoint.modelConfig, { trainable: false });
   try {
@@ -111,44 +120,81 @@ export async function exportArtefact(
     model.dispose();
     ema.dispose();
   }
-  const files: Record<string, string> = {};
-  for (const entry of [...Deno.readDirSync(run)].sort((a, b) => a.name < b.name ? -1 : 1)) {
-    if (entry.name === "metrics.jsonl" || /^samples-\d+\.png$/.test(entry.name)) {
-      await Deno.copyFile(`${run}/${entry.name}`, `${out}/${entry.name}`);
+  for (const name of fileNames(run)) {
+    if (name === "metrics.jsonl" || /^samples-\d+\.png$/.test(name)) {
+      await Deno.copyFile(`${run}/${name}`, `${out}/${name}`);
     }
   }
-  for (const entry of [...Deno.readDirSync(out)].sort((a, b) => a.name < b.name ? -1 : 1)) {
-    if (entry.isFile && entry.name !== "manifest.json") {
-      files[entry.name] = await sha256Hex(await Deno.readFile(`${out}/${entry.name}`));
+  const files: Record<string, string> = {};
+  for (const name of fileNames(out)) {
+    if (name !== "manifest.json") {
+      files[name] = await sha256Hex(await Deno.readFile(`${out}/${name}`));
     }
   }
   const metrics = await readMetrics(`${out}/metrics.jsonl`);
   const dataset = await loadEmojiDataset(spec.data);
   const loaded = await loadModel(`${out}/weights.ckpt`);
-  const manifest: ArtefactManifest = {
-    name,
-    description: spec.description,
-    profile,
-    specHash: await specHash(spec, profile),
-    spec: profileSpec(spec, profile),
-    dataset: {
-      count: dataset.count,
-      sha256: await sha256Hex(new Uint8Array(dataset.images.buffer)),
-      licence: spec.dataLicence,
-    },
-    steps,
-    batchSize: spec.training[profile].batchSize!,
-    training: trainingTime(metrics),
-    finalLoss: metrics.at(-1)!.loss,
-    parameters: loaded.parameterCount(),
-    files,
-    ...(profile === "full"
-      ? { fingerprint: await computeFingerprint(spec, profile, loaded, dataset) }
-      : {}),
-  };
-  loaded.dispose();
+  let manifest: ArtefactManifest;
+  try {
+    manifest = {
+      name,
+      description: spec.description,
+      profile,
+      specHash: await specHash(spec, profile),
+      spec: profileSpec(spec, profile),
+      dataset: {
+        count: dataset.count,
+        sha256: await sha256Hex(new Uint8Array(dataset.images.buffer)),
+        licence: spec.dataLicence,
+      },
+      steps,
+      batchSize: spec.training[profile].batchSize!,
+      training: trainingTime(metrics),
+      finalLoss: metrics.at(-1)!.loss,
+      parameters: loaded.parameterCount(),
+      files,
+      // A full artefact is checked by its fingerprint; a quick one, made on demand, by the
+      // library it was made with.
+      ...(profile === "full"
+        ? { fingerprint: await computeFingerprint(spec, profile, loaded, dataset) }
+        : { libraryHash: await libraryHash(root) }),
+    };
+  } finally {
+    loaded.dispose();
+  }
   await writeFileAtomic(`${out}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");
   return out;
+}
+
+/** The files an export writes (and removes first). */
+const ARTEFACT_FILE = /^(weights\.ckpt|metrics\.jsonl|samples-\d+\.png|manifest\.json)$/;
+
+/** The names of the files in `dir`, sorted. */
+function fileNames(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].filter((e) => e.isFile).map((e) => e.name).sort();
+}
+
+/**
+ * SHA-256 of every module of `lib/` (path and source): a quick artefact made by another library
+ * is made again, since its numbers may be another library's.
+ */
+export async function libraryHash(root = "."): Promise<string> {
+  const parts: string[] = [];
+  const walk = (dir: string) => {
+    for (
+      const entry of [...Deno.readDirSync(`${root}/${dir}`)].sort((a, b) =>
+        a.name < b.name ? -1 : 1
+      )
+    ) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory) walk(path);
+      else if (/\.(ts|c)$/.test(entry.name)) {
+        parts.push(path, Deno.readTextFileSync(`${root}/${path}`));
+      }
+    }
+  };
+  walk("lib");
+  return (await sha256Hex(parts.join("\u0000"))).slice(0, 16);
 }
 
 /** The manifest in `dir`, or undefined when there is none. */
@@ -182,8 +228,9 @@ export async function listModels(root = "."): Promise<string> {
         ? `trained: ${manifest.steps} steps in ${minutes(seconds)} (${where})`
         : `stale: the spec changed since it was trained; deno task train ${spec.name} --restart`;
     } else {
-      state = await Deno.stat(`${dir}/partial`).then(() => "partial: committed, unfinished run")
-        .catch(() => "missing: deno task train " + spec.name);
+      state = await exists(`${dir}/partial`)
+        ? "partial: a committed, unfinished run; deno task train " + spec.name
+        : "missing: deno task train " + spec.name;
     }
     for (const profile of ["full", "quick"] as const) {
       const run = runDir(spec.name, profile, root);

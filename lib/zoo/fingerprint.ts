@@ -91,10 +91,13 @@ export function computeFingerprint(
       sampleEvery: null,
       checkpointEvery: null,
     }, { progress: false });
-    const { losses } = await trainer.run();
-    trainer.dispose();
-    fresh.dispose();
-    return { backend: "cpu", probeLoss, trainLosses: losses };
+    try {
+      const { losses } = await trainer.run();
+      return { backend: "cpu", probeLoss, trainLosses: losses };
+    } finally {
+      trainer.dispose();
+      fresh.dispose();
+    }
   });
 }
 

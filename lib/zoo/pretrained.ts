@@ -8,7 +8,8 @@
  * The `full` profile loads the committed artefact (`assets/models/NAME/`) and never trains; it
  * is an error, naming the command that makes it, when the artefact is missing or was made from
  * another spec. The `quick` profile trains the spec's quick variant through the same code (the
- * first time; then reuses it from `.cache/runs/NAME-quick/`), so that CI exercises training.
+ * first time, and again whenever the library changed; else it reuses it from
+ * `.cache/runs/NAME-quick/`), so that CI exercises training.
  *
  * @module
  */
@@ -22,7 +23,13 @@ import { loadModel } from "../training/checkpoint.ts";
 import type { MetricsRecord } from "../training/trainer.ts";
 import { recordDependency } from "../runtime/dependencies.ts";
 import { sha256Hex } from "../runtime/files.ts";
-import { type ArtefactManifest, exportArtefact, readManifest, readMetrics } from "./artefacts.ts";
+import {
+  type ArtefactManifest,
+  exportArtefact,
+  libraryHash,
+  readManifest,
+  readMetrics,
+} from "./artefacts.ts";
 import { artefactDir, runDir, trainModel } from "./runs.ts";
 import { type ModelSpec, modelSpec, specHash } from "./specs.ts";
 
@@ -86,7 +93,9 @@ export async function loadPretrained(
       path: `assets/models/${name}`,
       sha256: await sha256Hex(await Deno.readFile(`${dir}/manifest.json`)),
     });
-  } else if (!manifest || manifest.specHash !== hash) {
+  } else if (
+    !manifest || manifest.specHash !== hash || manifest.libraryHash !== await libraryHash(root)
+  ) {
     await trainModel(name, { profile, root, restart: manifest !== undefined });
     await exportArtefact(name, profile, root);
     manifest = (await readManifest(dir))!;

@@ -114,6 +114,8 @@ export interface TrainModelResult {
   steps: number;
   /** Where an old run was moved by `restart`. */
   movedAside?: string;
+  /** Nothing was trained: the committed artefact is of today's spec and there is no run. */
+  upToDate?: boolean;
 }
 
 /**
@@ -135,6 +137,12 @@ export async function trainModel(
     await Deno.rename(dir, movedAside);
   }
   const partial = `${artefactDir(name, root)}/partial`;
+  if (profile === "full" && !options.restart && !(await exists(dir)) && !(await exists(partial))) {
+    const manifest = await readManifestIn(artefactDir(name, root));
+    if (manifest?.specHash === await specHash(spec, profile)) {
+      return { dir, step: manifest.steps, steps: manifest.steps, upToDate: true };
+    }
+  }
   if (!options.restart && profile === "full" && !(await exists(dir)) && await exists(partial)) {
     await Deno.mkdir(dir, { recursive: true });
     for await (const entry of Deno.readDir(partial)) {
@@ -169,12 +177,24 @@ export async function trainModel(
   return result;
 }
 
+/** The `specHash` and `steps` of the manifest in `dir` (lib/zoo/artefacts.ts writes it). */
+async function readManifestIn(dir: string): Promise<{ specHash: string; steps: number } | null> {
+  try {
+    return JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`));
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Copy a run's files into `assets/models/NAME/partial/`, so that a later session (or another
  * machine) continues it with `deno task train NAME`.
  */
 export async function savePartial(name: string, root = "."): Promise<string> {
   const from = runDir(name, "full", root);
+  if (!(await exists(`${from}/checkpoint.bin`))) {
+    throw new Error(`there is no full run of ${name} to save (${from} holds no checkpoint)`);
+  }
   const to = `${artefactDir(name, root)}/partial`;
   await Deno.mkdir(to, { recursive: true });
   for await (const entry of Deno.readDir(from)) {

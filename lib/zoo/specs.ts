@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { sha256Hex } from "../runtime/files.ts";
 import type { Profile } from "../runtime/options.ts";
 import type { EmojiDatasetOptions } from "../data/emoji.ts";
 import type { PredictionType } from "../core/parameterization.ts";
@@ -27,7 +28,7 @@ export interface ModelSpec {
   name: string;
   /** One line: what the model is and which chapters show it. */
   description: string;
-  /** The network, as `createModel` builds it, per profile (`quick` is a smaller stand-in). */
+  /** The network, as `createModel` builds it, per profile (`quick` may be a smaller one). */
   network: Record<Profile, Partial<ModelConfig> & { kind: ModelConfig["kind"] }>;
   /** The training images. */
   data: Pick<EmojiDatasetOptions, "size" | "vendors" | "categories" | "includeSkinTones" | "limit">;
@@ -58,7 +59,7 @@ export const EMOJI16_UNET = {
   seed: 0,
 } as const satisfies Partial<ModelConfig>;
 
-/** The half-width U-Net of chapter 2's schedule comparison (quick runs stand in with it too). */
+/** The half-width U-Net of chapter 2's schedule comparison. */
 const HALF_WIDTH_UNET = {
   kind: "unet",
   imageSize: 16,
@@ -181,7 +182,5 @@ export function profileSpec(spec: ModelSpec, profile: Profile) {
 
 /** Hex SHA-256 (first 16 digits) of one profile of a spec. */
 export async function specHash(spec: ModelSpec, profile: Profile): Promise<string> {
-  const bytes = new TextEncoder().encode(canonicalJson(profileSpec(spec, profile)));
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("").slice(0, 16);
+  return (await sha256Hex(canonicalJson(profileSpec(spec, profile)))).slice(0, 16);
 }

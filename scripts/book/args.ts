@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Profile } from "../../lib/book/runtime.ts";
+import type { Profile } from "../../lib/runtime/options.ts";
 import { parseOptions } from "../../lib/runtime/options.ts";
 
 /** Parsed arguments. */
@@ -32,33 +32,49 @@ export interface BookArgs {
   positional: string[];
 }
 
+/** The options of `deno task chapter`: a chapter's own, and `--quiet`, `--help`. */
+const CHAPTER_OPTIONS = {
+  profile: { type: "string" },
+  backend: { type: "string" },
+  quiet: { type: "boolean", default: false },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
+/** The options of `deno task book` and `deno task serve`. */
+const BOOK_OPTIONS = {
+  ...CHAPTER_OPTIONS,
+  only: { type: "string" },
+  port: { type: "string" },
+  freeze: { type: "boolean", default: false },
+  verify: { type: "boolean", default: false },
+  serve: { type: "boolean", default: false },
+} as const;
+
 /**
- * Reads the builder's options. Throws on an unknown option, a missing value, a bad profile or
- * port, and (unless `allowPositionals`, for `deno task chapter ID`) on a stray word.
+ * Reads the builder's options (`command: "chapter"`: those of `deno task chapter ID`, which takes
+ * one word, the chapter). Throws on an unknown option, a missing value, a bad profile or port, a
+ * stray word, and options that contradict each other.
  */
 export function parseBookArgs(
   args: readonly string[],
   usage = "see deno task book --help",
-  config: { allowPositionals?: boolean } = {},
+  config: { command?: "book" | "chapter" } = {},
 ): BookArgs {
+  const chapter = config.command === "chapter";
   const { values, positionals } = parseOptions(
     args,
-    {
-      profile: { type: "string" },
-      backend: { type: "string" },
-      only: { type: "string" },
-      port: { type: "string" },
-      freeze: { type: "boolean", default: false },
-      verify: { type: "boolean", default: false },
-      serve: { type: "boolean", default: false },
-      quiet: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
+    chapter ? CHAPTER_OPTIONS : BOOK_OPTIONS,
     usage,
-    config,
-  );
+    { allowPositionals: chapter },
+  ) as { values: Record<string, string | boolean | undefined>; positionals: string[] };
   if (values.profile !== undefined && values.profile !== "quick" && values.profile !== "full") {
     throw new Error(`unknown profile "${values.profile}": use --profile quick or --profile full`);
+  }
+  if (values.verify && values.freeze) {
+    throw new Error("--verify checks the frozen results and --freeze replaces them: choose one");
+  }
+  if (values.verify && values.profile === "quick") {
+    throw new Error("--verify reruns the full profile, whose results are frozen; drop --profile");
   }
   const port = values.port === undefined ? 8080 : Number(values.port);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
@@ -66,14 +82,14 @@ export function parseBookArgs(
   }
   return {
     profile: values.profile as Profile | undefined,
-    backend: values.backend,
-    only: values.only?.split(",").map((s) => s.trim()).filter(Boolean),
-    freeze: values.freeze,
-    verify: values.verify,
-    serve: values.serve,
+    backend: values.backend as string | undefined,
+    only: (values.only as string | undefined)?.split(",").map((s) => s.trim()).filter(Boolean),
+    freeze: values.freeze === true,
+    verify: values.verify === true,
+    serve: values.serve === true,
     port,
-    quiet: values.quiet,
-    help: values.help,
+    quiet: values.quiet === true,
+    help: values.help === true,
     positional: positionals,
   };
 }
@@ -85,7 +101,7 @@ export function parseBookArgs(
 export function parseBookArgsOrExplain(
   args: readonly string[],
   usage: string,
-  config: { allowPositionals?: boolean } = {},
+  config: { command?: "book" | "chapter" } = {},
 ): BookArgs | undefined {
   try {
     return parseBookArgs(args, "", config);

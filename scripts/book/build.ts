@@ -15,7 +15,7 @@
 
 import type { Profile } from "../../lib/book/runtime.ts";
 import { type Chapter, discoverChapters } from "./chapters.ts";
-import { fingerprint, resultKey, staleDependencies } from "./cache.ts";
+import { effectiveBackend, fingerprint, resultKey, staleDependencies } from "./cache.ts";
 import { compactFrozen, readResult, replaceDirWithCopy, type ResultMeta } from "./results.ts";
 import { cachePath, runChapter } from "./run.ts";
 import { compareResults, type Difference } from "./verify.ts";
@@ -167,7 +167,7 @@ async function resolveChapter(chapter: Chapter, plan: Plan): Promise<ChapterRepo
   const frozen = await readResult(frozenDir);
   const frozenMatches = frozen?.ok === true && frozen.profile === "full" &&
     frozen.contentHash === contentHash &&
-    (plan.backend === undefined || frozen.backend === plan.backend) &&
+    (frozen.backend ?? "default") === effectiveBackend(plan.backend) &&
     (await staleDependencies(dirs.root, frozen.dependencies)).length === 0;
   const wantsFrozen = plan.profile === undefined ||
     (plan.profile === "full" && !plan.freeze && !plan.verify);

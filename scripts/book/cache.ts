@@ -30,11 +30,6 @@ export interface Fingerprint {
   packages: string[];
 }
 
-/** Hex SHA-256 of a string. */
-export function sha256(text: string): Promise<string> {
-  return sha256Hex(text);
-}
-
 interface ModuleInfo {
   kind: string;
   specifier: string;
@@ -88,7 +83,7 @@ export async function fingerprint(
   const parts = ["code", ...code, "modules"];
   for (const path of modules) parts.push(relative(path), await Deno.readTextFile(path));
   parts.push("packages", ...packages);
-  return { contentHash: await sha256(parts.join("\u0000")), modules, packages };
+  return { contentHash: await sha256Hex(parts.join("\u0000")), modules, packages };
 }
 
 function relativePath(from: string, to: string): string {
@@ -119,10 +114,11 @@ export async function resultKey(
   profile: string,
   backend: string | undefined,
 ): Promise<string> {
-  return (await sha256(`${contentHash}\u0000${profile}\u0000${effectiveBackend(backend)}`)).slice(
-    0,
-    20,
-  );
+  return (await sha256Hex(`${contentHash}\u0000${profile}\u0000${effectiveBackend(backend)}`))
+    .slice(
+      0,
+      20,
+    );
 }
 
 /**

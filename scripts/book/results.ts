@@ -30,7 +30,7 @@ export interface ResultMeta {
   contentHash: string;
   /** Profile it ran with. */
   profile: Profile;
-  /** Backend asked for (undefined: the chapter's default). */
+  /** Backend asked for, by `--backend` or `DIFFUSION_BACKEND` (undefined: the library's choice). */
   backend?: string;
   /** Whether the chapter ran to the end. */
   ok: boolean;
@@ -125,6 +125,7 @@ export async function compactFrozen(dir: string): Promise<void> {
     }
   }
   await removeIfPresent(`${dir}/outputs.json`);
+  await removeIfPresent(`${dir}/dependencies.jsonl`); // kept in result.json's dependencies
   await writeFileAtomic(`${dir}/result.json`, `${JSON.stringify(meta, null, 2)}\n`);
 }
 

@@ -10,6 +10,7 @@
 
 import type { Profile } from "../../lib/book/runtime.ts";
 import type { Chapter } from "./chapters.ts";
+import { effectiveBackend } from "./cache.ts";
 import {
   placeOutputs,
   pruneCache,
@@ -124,7 +125,9 @@ export async function runChapter(chapter: Chapter, options: RunOptions): Promise
     key: options.key,
     contentHash: options.contentHash,
     profile: options.profile,
-    ...(options.backend ? { backend: options.backend } : {}),
+    ...(effectiveBackend(options.backend) !== "default"
+      ? { backend: effectiveBackend(options.backend) }
+      : {}),
     ok: status.success,
     exitCode: status.code,
     ...(status.success ? {} : {

@@ -11,7 +11,7 @@
  *   rounding differences over its steps, so a few pixels of a few samples may differ visibly while
  *   the picture stays the same; a changed model or sampler changes far more than that.
  * - Outputs marked as measurements (wall times, speeds) are compared by kind only, and a table's
- *   measured columns are left out.
+ *   measured columns (and its caption, which says where they were measured) are left out.
  *
  * @module
  */
@@ -127,7 +127,9 @@ export async function compareResults(
     const [a, b] = [frozen.outputs[i], rebuilt.outputs[i]];
     if (a.measured || b.measured) continue;
     const where = (message: string) => differences.push({ output: i, message });
-    const captions = sameText(a.caption ?? "", b.caption ?? "");
+    // A table with measured columns says in its caption where it was measured.
+    const measuredTable = (a.data as { measuredColumns?: string[] } | undefined)?.measuredColumns;
+    const captions = measuredTable ? null : sameText(a.caption ?? "", b.caption ?? "");
     if (captions) where(`caption: ${captions}`);
     let problem: string | null;
     if (a.kind === "images" || a.kind === "animation") {

@@ -118,7 +118,7 @@ export class ParameterStore {
       const b = init.uniform;
       for (let i = 0; i < size; i++) values[i] = (2 * this.#rng.uniform() - 1) * b;
     } else if (init.constant !== 0) values.fill(init.constant);
-    const variable = tf.variable(tf.tensor(values, shape), this.#trainable);
+    const variable = tf.tidy(() => tf.variable(tf.tensor(values, shape), this.#trainable));
     const entry = { name, variable };
     this.parameters.push(entry);
     layer.parameters.push(entry);
@@ -130,7 +130,7 @@ export class ParameterStore {
     const name = `${layer.name}.${localName}`;
     if (this.#names.has(name)) throw new Error(`Buffer "${name}" is defined twice.`);
     this.#names.add(name);
-    const variable = tf.variable(tf.fill(shape, value), false);
+    const variable = tf.tidy(() => tf.variable(tf.fill(shape, value), false));
     this.buffers.push({ name, variable });
     return variable;
   }
