@@ -157,7 +157,7 @@ export async function exportArtefact(
       // library it was made with.
       ...(profile === "full"
         ? { fingerprint: await computeFingerprint(spec, profile, loaded, dataset) }
-        : { libraryHash: await libraryHash(root) }),
+        : { libraryHash: await libraryHash() }),
     };
   } finally {
     loaded.dispose();
@@ -175,25 +175,23 @@ function fileNames(dir: string): string[] {
 }
 
 /**
- * SHA-256 of every module of `lib/` (path and source): a quick artefact made by another library
- * is made again, since its numbers may be another library's.
+ * SHA-256 of every module of this library, `lib/` (path and source): a quick artefact made by
+ * another library is made again, since its numbers may be another library's.
  */
-export async function libraryHash(root = "."): Promise<string> {
+export async function libraryHash(): Promise<string> {
+  const lib = decodeURIComponent(new URL("../", import.meta.url).pathname);
   const parts: string[] = [];
   const walk = (dir: string) => {
-    for (
-      const entry of [...Deno.readDirSync(`${root}/${dir}`)].sort((a, b) =>
-        a.name < b.name ? -1 : 1
-      )
-    ) {
-      const path = `${dir}/${entry.name}`;
-      if (entry.isDirectory) walk(path);
+    const entries = [...Deno.readDirSync(`${lib}${dir}`)].sort((a, b) => a.name < b.name ? -1 : 1);
+    for (const entry of entries) {
+      const path = `${dir}${entry.name}`;
+      if (entry.isDirectory) walk(`${path}/`);
       else if (/\.(ts|c)$/.test(entry.name)) {
-        parts.push(path, Deno.readTextFileSync(`${root}/${path}`));
+        parts.push(path, Deno.readTextFileSync(`${lib}${path}`));
       }
     }
   };
-  walk("lib");
+  walk("");
   return (await sha256Hex(parts.join("\u0000"))).slice(0, 16);
 }
 

@@ -94,7 +94,7 @@ export async function loadPretrained(
       sha256: await sha256Hex(await Deno.readFile(`${dir}/manifest.json`)),
     });
   } else if (
-    !manifest || manifest.specHash !== hash || manifest.libraryHash !== await libraryHash(root)
+    !manifest || manifest.specHash !== hash || manifest.libraryHash !== await libraryHash()
   ) {
     await trainModel(name, { profile, root, restart: manifest !== undefined });
     await exportArtefact(name, profile, root);
