@@ -29,7 +29,7 @@ import { Random } from "../lib/core/random.ts";
 import { DDIMScheduler, sampleImageGrid } from "../lib/core/samplers/mod.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
 import { denoisingLoss } from "../lib/training/objective.ts";
-import { Adam, flatten } from "../lib/training/optim.ts";
+import { Adam, flatGradient } from "../lib/training/optim.ts";
 import { Trainer } from "../lib/training/trainer.ts";
 import { createModel, unetConfig } from "../lib/core/models/mod.ts";
 import { trainingTime } from "../lib/zoo/artefacts.ts";
@@ -80,12 +80,7 @@ for (let k = 1; k <= 20; k++) {
     network.parameters.map((p) => p.variable),
   );
   // 4. the Adam step on θ
-  tf.tidy(() => {
-    const g = flatten(
-      network.parameters.map((p) => ({ ...p, variable: grads[p.variable.name] as tf.Variable })),
-    );
-    adam.update(g, 1e-3, k);
-  });
+  tf.tidy(() => adam.update(flatGradient(grads, network.parameters), 1e-3, k));
   handLosses.push((await value.data())[0]);
   tf.dispose([x0, noise, value, ...Object.values(grads)]);
 }

@@ -43,6 +43,21 @@ export function unflatten(flat: tf.Tensor, variables: readonly NamedVariable[]):
   return pieces.map((piece, i) => tf.reshape(piece, variables[i].variable.shape));
 }
 
+/**
+ * ∇θ as one vector, in the order of `parameters`, from `tf.variableGrads`' map; a parameter the
+ * loss does not reach gets a zero gradient (and so, with zero moments, no update).
+ */
+export function flatGradient(
+  grads: tf.NamedTensorMap,
+  parameters: readonly NamedVariable[],
+): tf.Tensor1D {
+  return tf.tidy(() =>
+    tf.concat(
+      parameters.map((p) => tf.reshape(grads[p.variable.name] ?? tf.zerosLike(p.variable), [-1])),
+    )
+  ) as tf.Tensor1D;
+}
+
 /** Assign the pieces of `flat` to `variables` (see `unflatten`). */
 export function assignPieces(flat: tf.Tensor, variables: readonly NamedVariable[]): void {
   unflatten(flat, variables).forEach((piece, i) => variables[i].variable.assign(piece));

@@ -44,7 +44,7 @@ import { DDIMScheduler } from "../core/samplers/ddim.ts";
 import { sample } from "../core/samplers/sample.ts";
 import { type DenoisingBatch, denoisingLoss } from "./objective.ts";
 import { exists, writeFileAtomic } from "../runtime/files.ts";
-import { Adam, ExponentialMovingAverage, flatten, namedPieces } from "./optim.ts";
+import { Adam, ExponentialMovingAverage, flatGradient, flatten, namedPieces } from "./optim.ts";
 
 /** Images to train on (an `EmojiDataset` fits). */
 export interface TrainingData {
@@ -560,13 +560,7 @@ export class Trainer {
       perSample = tf.keep(ps);
       return loss;
     }, parameters.map((p) => p.variable));
-    // ∇θ as one vector; a parameter the loss does not reach gets a zero gradient (and so, with
-    // zero moments, no update).
-    const g = tf.tidy(() =>
-      tf.concat(
-        parameters.map((p) => tf.reshape(grads[p.variable.name] ?? tf.zerosLike(p.variable), [-1])),
-      )
-    );
+    const g = flatGradient(grads, parameters);
     tf.dispose(Object.values(grads));
     const readback = tf.tidy(() => {
       const norm = tf.sqrt(tf.sum(tf.square(g)));
