@@ -294,6 +294,15 @@ async function startCpu(): Promise<StartResult> {
 }
 
 /**
+ * Makes `cpu` (plain JavaScript, with the project's gradient kernels) the active backend for a
+ * while, for numbers that must be the same on every machine; `tf.setBackend(previous)` goes back.
+ */
+export async function activateCpuBackend(): Promise<void> {
+  const started = await startCpu();
+  if (!started.ok) throw new Error(`the cpu backend did not start: ${started.reason}`);
+}
+
+/**
  * Makes `name` the active tfjs backend. Returns undefined on success, or why it failed (tfjs
  * logs the reason as warnings, which are caught here so that automatic selection stays quiet).
  */

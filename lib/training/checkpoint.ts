@@ -22,7 +22,12 @@
 import * as tf from "@tensorflow/tfjs";
 import { writeFileAtomic } from "../runtime/files.ts";
 import type { NamedVariable } from "../core/nn/layers.ts";
-import { createModel, type DiffusionModel, type ModelConfigBase } from "../core/models/mod.ts";
+import {
+  completeModelConfig,
+  createModel,
+  type DiffusionModel,
+  type ModelConfigBase,
+} from "../core/models/mod.ts";
 
 const MAGIC = "DIFFCKPT";
 const FORMAT_VERSION = 1;
@@ -346,7 +351,9 @@ export function checkArchitecture(
   config: ModelConfigBase,
   source = "checkpoint",
 ): void {
-  const a = stored as unknown as Record<string, unknown>;
+  // A file from an older library lacks the fields added since; they take today's defaults,
+  // which are chosen to compute what the older network computed.
+  const a = completeStored(stored) as unknown as Record<string, unknown>;
   const b = config as unknown as Record<string, unknown>;
   const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => k !== "seed");
   const differences = keys.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
@@ -356,6 +363,14 @@ export function checkArchitecture(
       `${source} was saved from a different architecture (${differences.join("; ")}). ` +
         `Build the model from the checkpoint's modelConfig, or point to the right file.`,
     );
+  }
+}
+
+function completeStored(stored: ModelConfigBase): ModelConfigBase {
+  try {
+    return completeModelConfig(stored);
+  } catch {
+    return stored; // an unknown kind: compared as it is, and reported as different
   }
 }
 

@@ -19,7 +19,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { Profile } from "../runtime/options.ts";
 import type { EmojiDataset } from "../data/emoji.ts";
-import { registerCpuGradientKernels } from "../runtime/kernels/cpu_gradients.ts";
+import { activateCpuBackend } from "../runtime/backend.ts";
 import { Random } from "../core/random.ts";
 import { noiseSchedule } from "../core/schedules.ts";
 import { denoisingLoss } from "../training/objective.ts";
@@ -45,8 +45,7 @@ const PROBE_SIZE = 8;
 /** Run `fn` on the `cpu` backend, then go back to the backend that was active. */
 async function onCpu<T>(fn: () => Promise<T>): Promise<T> {
   const previous = tf.getBackend();
-  registerCpuGradientKernels();
-  await tf.setBackend("cpu");
+  await activateCpuBackend();
   try {
     return await fn();
   } finally {
