@@ -4,7 +4,7 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { callSiteLine } from "../lib/book/runtime.ts";
+import { callSiteLine, exportedSource } from "../lib/book/runtime.ts";
 import { chapterTitle, codeCellOfLine, splitCells } from "../scripts/book/cells.ts";
 import { fingerprint } from "../scripts/book/cache.ts";
 import { displayScale, formatValue } from "../scripts/book/render.ts";
@@ -143,6 +143,25 @@ describe("runtime and builder helpers", () => {
       tableOfContents('<h2 id="a">A</h2><p>x</p><h3 id="b">B <em>c</em></h3><h4 id="d">D</h4>'),
       [{ level: 2, id: "a", html: "A" }, { level: 3, id: "b", html: "B <em>c</em>" }],
     );
+  });
+
+  it("lists an exported function whole, doc comment and multi-line signature included", () => {
+    const source = [
+      "const hidden = 1;",
+      "/**",
+      " * Adds.",
+      " */",
+      "export function add(",
+      "  a: number,",
+      "  b: number,",
+      "): number {",
+      "  return a + b;",
+      "}",
+      "export const two = 2;",
+    ].join("\n");
+    assert.equal(exportedSource(source, "add"), source.split("\n").slice(1, 10).join("\n"));
+    assert.equal(exportedSource(source, "two"), "export const two = 2;");
+    assert.throws(() => exportedSource(source, "hidden", "m.ts"), /m.ts exports no "hidden"/);
   });
 
   it("parses the builder's arguments strictly: a typo is an error, not an option passed on", () => {

@@ -210,9 +210,10 @@ export function exportedSource(source: string, name: string, module = "the modul
     while (start > 0 && !lines[start - 1].trimStart().startsWith("/**")) start--;
     start--;
   }
+  // A one-line declaration ends on its own line; a block ends at the first "}" in column 0.
   let end = at;
-  if (!/[;}]$/.test(lines[at]) || lines[at].endsWith("{")) {
-    while (end < lines.length - 1 && !/^[})]/.test(lines[end])) end++;
+  if (!/;$/.test(lines[at])) {
+    while (end < lines.length - 1 && !/^}/.test(lines[end])) end++;
   }
   return lines.slice(start, end + 1).join("\n");
 }
