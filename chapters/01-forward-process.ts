@@ -135,15 +135,18 @@ for (const t of histogramSteps) {
   );
   const data = await values.data();
   values.dispose();
-  // Density estimate: count per bin divided by (number of values × bin width).
-  const counts = new Float64Array(Math.round(8 / binWidth));
+  // Density estimate: count per bin divided by (number of values × bin width). The bins are
+  // centred on multiples of 0.1, so that the many pixels at exactly ±1 (white and black) sit in
+  // the middle of a bin, not on an edge where the last bit of the arithmetic decides the side.
+  const start = -4 - binWidth / 2;
+  const counts = new Float64Array(Math.round(8 / binWidth) + 1);
   for (const v of data) {
-    const k = Math.floor((v + 4) / binWidth);
+    const k = Math.floor((v - start) / binWidth);
     if (k >= 0 && k < counts.length) counts[k]++;
   }
   const label = `t = ${t}`;
   counts.forEach((count, k) => {
-    const x1 = -4 + k * binWidth;
+    const x1 = start + k * binWidth;
     bins.push({ t: label, x1, x2: x1 + binWidth, density: count / (data.length * binWidth) });
   });
   for (let v = -4; v <= 4.001; v += 0.05) {
