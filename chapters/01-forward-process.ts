@@ -130,8 +130,9 @@ const x0Sample = dataset.toTensor(sample);
 const bins: { t: string; x1: number; x2: number; density: number }[] = [];
 const normalCurve: { t: string; value: number; density: number }[] = [];
 for (const t of histogramSteps) {
+  // Seed t + 1: TensorFlow's own random ops take a seed of 0 as "no seed" (new noise every run).
   const values = tf.tidy(() =>
-    addNoise(x0Sample, tf.randomNormal(x0Sample.shape, 0, 1, "float32", t), t, linear)
+    addNoise(x0Sample, tf.randomNormal(x0Sample.shape, 0, 1, "float32", t + 1), t, linear)
   );
   const data = await values.data();
   values.dispose();
