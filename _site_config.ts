@@ -35,7 +35,6 @@ export interface EleventyConfig {
   amendLibrary(name: "md", amend: (md: MarkdownIt) => void): void;
   addFilter(name: string, filter: (...args: never[]) => unknown): void;
   addGlobalData(name: string, data: unknown): void;
-  setServerOptions(options: Record<string, unknown>): void;
   setQuietMode(quiet: boolean): void;
   setUseTemplateCache(enabled: boolean): void;
 }
@@ -128,7 +127,6 @@ export default function siteConfig(eleventyConfig: EleventyConfig) {
     attribution = `Image credits unavailable: ${(error as Error).message}`;
   }
   eleventyConfig.addGlobalData("attribution", attribution);
-  eleventyConfig.setServerOptions({ showVersion: false, domDiff: false });
   return {
     markdownTemplateEngine: false,
     htmlTemplateEngine: "njk",

@@ -2,7 +2,7 @@
  * The book builder.
  *
  *   deno task book [--profile quick|full] [--backend NAME] [--only 01,02] [--freeze|--verify]
- *   deno task serve [--port 8080]          (build, then serve with live reload)
+ *   deno task serve [--port 8080] [--host 127.0.0.1]   (build, then serve with live reload)
  *
  * Runs every chapter in `chapters/` (or reuses its cached or frozen result), writes the pages to
  * `_book/src/` and the site to `_site/`. Exits non-zero when a chapter fails, after building the
@@ -18,7 +18,7 @@ import { serveBook } from "./book/serve.ts";
 const USAGE = `Build the book.
 
   deno task book [--profile quick|full] [--backend NAME] [--only 01,02] [--freeze|--verify]
-  deno task serve [--port 8080]
+  deno task serve [--port 8080] [--host 127.0.0.1]
 
   --profile   quick: tiny models (minutes); full: the published runs. Without it, frozen full
               results are used where they are current, and the quick profile elsewhere.
@@ -27,7 +27,10 @@ const USAGE = `Build the book.
   --freeze    keep the results in assets/frozen/ for the published book (implies --profile full).
   --verify    rerun the chapters in the full profile from the committed model artefacts and
               check that they reproduce their frozen results (what CI does).
-  --serve     serve the site with live reload after building.`;
+  --serve     serve the site with live reload after building.
+  --port      the port to serve on (default 8080).
+  --host      the address to listen on (default 127.0.0.1: this machine only); --host 0.0.0.0
+              serves the book to other machines too.`;
 
 async function main(): Promise<number> {
   const args = parseBookArgsOrExplain(Deno.args, USAGE);
@@ -45,7 +48,7 @@ async function main(): Promise<number> {
     quiet: args.quiet,
   };
   if (args.serve) {
-    await serveBook({ ...options, port: args.port });
+    await serveBook({ ...options, host: args.host, port: args.port });
     return 0;
   }
   const report = await buildBook(options);

@@ -15,6 +15,7 @@ import { chromium } from "playwright-core";
 import type { Browser, Page } from "playwright-core";
 import { buildBook } from "../scripts/book/build.ts";
 import { removeIfPresent } from "../scripts/book/results.ts";
+import { serveStatic } from "../scripts/book/static_server.ts";
 import { fixtureBook } from "./helpers.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
@@ -24,35 +25,6 @@ if (!hasChromium) {
   console.log(`site e2e: skipped, ${CHROMIUM} not found (install Debian's chromium to run it)`);
 }
 const SHOTS = Deno.env.get("BOOK_SCREENSHOTS");
-
-const TYPES: Record<string, string> = {
-  html: "text/html; charset=utf-8",
-  css: "text/css",
-  js: "text/javascript",
-  json: "application/json",
-  svg: "image/svg+xml",
-  png: "image/png",
-  gif: "image/gif",
-  woff2: "font/woff2",
-};
-
-/** A minimal static file server for a folder, on 127.0.0.1 and a free port. */
-function serveFolder(folder: string): Deno.HttpServer<Deno.NetAddr> {
-  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request) => {
-    let path = decodeURIComponent(new URL(request.url).pathname);
-    if (path.endsWith("/")) path += "index.html";
-    if (path.includes("..")) return new Response("bad path", { status: 400 });
-    try {
-      const body = await Deno.readFile(`${folder}${path}`);
-      const ext = path.slice(path.lastIndexOf(".") + 1);
-      return new Response(body, {
-        headers: { "content-type": TYPES[ext] ?? "application/octet-stream" },
-      });
-    } catch {
-      return new Response("not found", { status: 404 });
-    }
-  });
-}
 
 interface PageProblems {
   errors: string[];
@@ -150,7 +122,7 @@ async function checkTheme(page: Page): Promise<void> {
 }
 
 async function checkSite(browser: Browser, site: string, label: string): Promise<void> {
-  const server = serveFolder(site);
+  const server = serveStatic({ root: site, port: 0 });
   try {
     const base = `http://127.0.0.1:${server.addr.port}`;
     const names = await pageNames(site);

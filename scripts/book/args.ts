@@ -22,6 +22,8 @@ export interface BookArgs {
   verify: boolean;
   /** `--serve`. */
   serve: boolean;
+  /** `--host ADDRESS` for `--serve` (default 127.0.0.1, this machine only). */
+  host: string;
   /** `--port N` for `--serve` (default 8080). */
   port: number;
   /** `--quiet`. */
@@ -44,6 +46,7 @@ const CHAPTER_OPTIONS = {
 const BOOK_OPTIONS = {
   ...CHAPTER_OPTIONS,
   only: { type: "string" },
+  host: { type: "string" },
   port: { type: "string" },
   freeze: { type: "boolean", default: false },
   verify: { type: "boolean", default: false },
@@ -52,8 +55,8 @@ const BOOK_OPTIONS = {
 
 /**
  * Reads the builder's options (`command: "chapter"`: those of `deno task chapter ID`, which takes
- * one word, the chapter). Throws on an unknown option, a missing value, a bad profile or port, a
- * stray word, and options that contradict each other.
+ * one word, the chapter). Throws on an unknown option, a missing value, a bad profile, host or
+ * port, a stray word, and options that contradict each other.
  */
 export function parseBookArgs(
   args: readonly string[],
@@ -80,6 +83,8 @@ export function parseBookArgs(
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new Error("--port needs a port number");
   }
+  const host = values.host === undefined ? "127.0.0.1" : String(values.host).trim();
+  if (host === "") throw new Error("--host needs an address, e.g. --host 0.0.0.0");
   return {
     profile: values.profile as Profile | undefined,
     backend: values.backend as string | undefined,
@@ -87,6 +92,7 @@ export function parseBookArgs(
     freeze: values.freeze === true,
     verify: values.verify === true,
     serve: values.serve === true,
+    host,
     port,
     quiet: values.quiet === true,
     help: values.help === true,

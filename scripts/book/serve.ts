@@ -1,56 +1,47 @@
 /**
- * `deno task serve`: build the book, then serve `_site` with Eleventy's dev server and live
- * reload. Editing a chapter, a library module or an asset rebuilds what changed (re-running a
- * chapter only when its code or imports changed) and reloads the browser.
+ * `deno task serve`: build the book, then serve `_site` with the project's static server and
+ * live reload, on 127.0.0.1 unless a host is given. Editing a chapter, a library module or an
+ * asset rebuilds the book (re-running a chapter only when its code or imports changed) and
+ * reloads the browser; a failed rebuild keeps the last good site served.
  *
  * @module
  */
 
-import { type BookOptions, type BookReport, buildBook, failureReport, siteInput } from "./build.ts";
-import { discoverChapters } from "./chapters.ts";
-import { copyStatic, eleventyFor, writeSources } from "./site.ts";
-import { writeFileAtomic } from "../../lib/runtime/files.ts";
+import { type BookOptions, type BookReport, buildBook, failureReport } from "./build.ts";
+import { isLoopbackHost, serveStatic } from "./static_server.ts";
 
 /** Options of {@link serveBook}. */
 export interface ServeOptions extends BookOptions {
+  /** Interface to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface). */
+  host?: string;
   /** Port of the dev server (default 8080). */
   port?: number;
 }
 
-async function refresh(options: BookOptions, report: BookReport): Promise<BookReport> {
-  const next = await buildBook({ ...options, site: false });
-  const chapters = (await discoverChapters(next.dirs.chaptersDir)).filter((c) =>
-    next.chapters.some((r) => r.id === c.id)
-  );
-  const input = await siteInput(next.dirs, chapters, next.chapters);
-  await writeSources(input);
-  await copyStatic(input);
-  // A changed data file makes Eleventy rebuild every page and reload the browser.
-  await writeFileAtomic(
-    `${input.buildDir}/_data/build.json`,
-    JSON.stringify({ at: new Date().toISOString() }),
-  );
-  if (!next.ok) console.error(failureReport(next));
-  return next ?? report;
+/** Builds the book and its site, and says what failed. */
+async function build(options: BookOptions): Promise<BookReport> {
+  const report = await buildBook(options);
+  if (!report.ok) console.error(failureReport(report));
+  return report;
+}
+
+/** `host` as it is written in a URL (an IPv6 address in brackets). */
+function urlHost(host: string): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
 }
 
 /** Builds once, then serves with live reload until the process is stopped. */
 export async function serveBook(options: ServeOptions = {}): Promise<void> {
-  const port = options.port ?? 8080;
-  let report = await buildBook(options);
-  if (!report.ok) console.error(failureReport(report));
-  const chapters = (await discoverChapters(report.dirs.chaptersDir)).filter((c) =>
-    report.chapters.some((r) => r.id === c.id)
+  const { host = "127.0.0.1", port = 8080, ...bookOptions } = options;
+  const { dirs } = await build(bookOptions);
+  const server = serveStatic({ root: dirs.siteDir, hostname: host, port, liveReload: true });
+  console.log(
+    `Serving the book at http://${urlHost(host)}:${server.addr.port}/ (live reload; Ctrl+C stops)`,
   );
-  const input = await siteInput(report.dirs, chapters, report.chapters);
-  const eleventy = eleventyFor(input, "serve");
-  await eleventy.init();
-  await eleventy.watch();
-  await eleventy.serve(port);
-  await copyStatic(input);
-  console.log(`Serving the book at http://localhost:${port}/ (live reload; Ctrl+C stops)`);
+  if (!isLoopbackHost(host)) {
+    console.warn(`warning: listening on ${host}: the book is reachable from other machines`);
+  }
 
-  const { dirs } = report;
   const watched = [dirs.chaptersDir, `${dirs.root}/lib`, dirs.assetsDir];
   const ignored = (path: string) => {
     const name = path.slice(path.lastIndexOf("/") + 1);
@@ -68,7 +59,8 @@ export async function serveBook(options: ServeOptions = {}): Promise<void> {
     running = true;
     try {
       console.log("Change seen: rebuilding…");
-      report = await refresh(options, report);
+      await build(bookOptions);
+      server.reload();
     } catch (error) {
       console.error(`rebuild failed: ${(error as Error).message}`);
     } finally {

@@ -1,14 +1,15 @@
 /**
  * From chapter pages to a static site: writes the Markdown sources, layouts and data into the
  * build folder, runs Eleventy on it, and copies styles, widgets, KaTeX and chapter outputs beside
- * the pages. Every page sits at the top of the site and every link is relative, so the site works
- * from `file://` as well as from a server.
+ * the pages, all in a new folder that replaces the site only once it is complete. Every page sits
+ * at the top of the site and every link is relative, so the site works from `file://` as well as
+ * from a server.
  *
  * @module
  */
 
 import Eleventy from "@11ty/eleventy";
-import { writeFileAtomic } from "../../lib/runtime/files.ts";
+import { exists, writeFileAtomic } from "../../lib/runtime/files.ts";
 import { copyDir, removeIfPresent } from "./results.ts";
 
 /** A chapter as the site's navigation lists it. */
@@ -43,14 +44,20 @@ export interface SiteInput {
   data?: Record<string, unknown>;
 }
 
-async function listFiles(dir: string): Promise<string[]> {
-  const names: string[] = [];
+/** The entries of a folder; none when it does not exist. */
+async function listEntries(dir: string): Promise<Deno.DirEntry[]> {
+  const entries: Deno.DirEntry[] = [];
   try {
-    for await (const entry of Deno.readDir(dir)) if (entry.isFile) names.push(entry.name);
+    for await (const entry of Deno.readDir(dir)) entries.push(entry);
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
-  return names;
+  return entries;
+}
+
+/** The names of the files of a folder; none when it does not exist. */
+async function listFiles(dir: string): Promise<string[]> {
+  return (await listEntries(dir)).filter((e) => e.isFile).map((e) => e.name);
 }
 
 async function writeIfChanged(path: string, text: string): Promise<void> {
@@ -118,12 +125,11 @@ export async function copyStatic(input: SiteInput): Promise<void> {
   }
 }
 
-/** A configured Eleventy for the build folder, using `_site_config.ts` from the root. */
-export function eleventyFor(input: SiteInput, runMode: "build" | "serve" = "build"): Eleventy {
+/** An Eleventy from the build folder to the site folder, configured by `_site_config.ts`. */
+export function eleventyFor(input: SiteInput): Eleventy {
   return new Eleventy(input.buildDir, input.siteDir, {
     quietMode: true,
     configPath: `${input.root}/_site_config.ts`,
-    runMode,
   });
 }
 
@@ -157,17 +163,76 @@ export async function findMathErrors(siteDir: string): Promise<MathError[]> {
   return errors;
 }
 
+/** Suffixes of the site's sibling folders while a build swaps it in: the new site, the old one. */
+const INCOMING = ".incoming-";
+const OUTGOING = ".outgoing-";
+
+/** Removes the folders a killed build left beside `siteDir` (`*.incoming-*`, `*.outgoing-*`). */
+async function removeLeftovers(siteDir: string): Promise<void> {
+  const slash = siteDir.lastIndexOf("/");
+  const parent = slash < 0 ? "." : siteDir.slice(0, slash) || "/";
+  const base = siteDir.slice(slash + 1);
+  for (const { name } of await listEntries(parent)) {
+    if (name.startsWith(`${base}${INCOMING}`) || name.startsWith(`${base}${OUTGOING}`)) {
+      await removeIfPresent(`${parent}/${name}`);
+    }
+  }
+}
+
 /**
- * Writes sources, runs Eleventy once and copies static files. Returns the site's index.html and
- * the math KaTeX could not render (shown in red on the page).
+ * Puts the folder `incoming` in the place of `target` by renames: the old `target` (if any) is
+ * moved aside, `incoming` takes its name, and the old one is removed. If `incoming` cannot take
+ * the name, the old one is put back and the error thrown.
+ */
+async function swapIn(incoming: string, target: string): Promise<void> {
+  const aside = `${target}${OUTGOING}${crypto.randomUUID().slice(0, 8)}`;
+  let moved = true;
+  try {
+    await Deno.rename(target, aside);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    moved = false;
+  }
+  try {
+    await Deno.rename(incoming, target);
+  } catch (error) {
+    if (!moved) throw error;
+    try {
+      await Deno.rename(aside, target);
+    } catch {
+      throw new Error(`${(error as Error).message}; the previous site is left in ${aside}`);
+    }
+    throw error;
+  }
+  if (moved) await removeIfPresent(aside);
+}
+
+/**
+ * Writes sources, runs Eleventy once and copies static files, all into a new folder beside the
+ * site, which replaces the site only when everything succeeded: a failed build (a template error,
+ * a missing asset) throws and leaves the previous site as it was. Returns the site's index.html
+ * and the math KaTeX could not render (shown in red on the page).
  */
 export async function buildSite(
   input: SiteInput,
 ): Promise<{ index: string; mathErrors: MathError[] }> {
+  const { siteDir } = input;
   await writeSources(input);
-  await removeIfPresent(input.siteDir);
-  const eleventy = eleventyFor(input);
-  await eleventy.write();
-  await copyStatic(input);
-  return { index: `${input.siteDir}/index.html`, mathErrors: await findMathErrors(input.siteDir) };
+  await removeLeftovers(siteDir);
+  const hadSite = await exists(siteDir);
+  const incoming = { ...input, siteDir: `${siteDir}${INCOMING}${crypto.randomUUID().slice(0, 8)}` };
+  try {
+    await eleventyFor(incoming).write();
+    await copyStatic(incoming);
+    await swapIn(incoming.siteDir, siteDir);
+  } catch (error) {
+    await removeIfPresent(incoming.siteDir);
+    const message = `the site was not built: ${(error as Error).message}`;
+    if (!hadSite) {
+      throw new Error(`${message}; no site was written to ${siteDir}`, { cause: error });
+    }
+    if (!(await exists(siteDir))) throw new Error(message, { cause: error }); // it says where
+    throw new Error(`${message}; the previous site in ${siteDir} is unchanged`, { cause: error });
+  }
+  return { index: `${siteDir}/index.html`, mathErrors: await findMathErrors(siteDir) };
 }
