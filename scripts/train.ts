@@ -4,6 +4,7 @@
  * `assets/models/NAME/`, which the book's chapters load.
  *
  *   deno task train NAME [--profile full|quick] [--minutes M] [--backend NAME] [--restart]
+ *   deno task train NAME --resume-from STEP (go back to a kept checkpoint, e.g. after divergence)
  *   deno task train NAME --save-partial     (commit-ready state of an unfinished run)
  *
  * A model whose committed artefact is of today's spec is not trained again without
@@ -11,7 +12,9 @@
  *   deno task train --list
  *
  * With `--minutes`, training stops at the first checkpoint after the budget is spent, so nothing
- * is lost; without it, the run goes to its last step. `--restart` moves the old run aside.
+ * is lost; without it, the run goes to its last step. `--restart` moves the old run aside. A run
+ * keeps its last three checkpoints; `--resume-from STEP` goes back to one of them (the later ones
+ * are moved aside), and may do so under a changed training recipe in lib/zoo/specs.ts.
  *
  * @module
  */
@@ -21,9 +24,11 @@ import type { Profile } from "../lib/runtime/options.ts";
 import { exportArtefact, listModels } from "../lib/zoo/artefacts.ts";
 import { savePartial, trainModel } from "../lib/zoo/runs.ts";
 import { MODEL_SPECS } from "../lib/zoo/specs.ts";
+import { TrainingDivergedError } from "../lib/training/trainer.ts";
 
 const USAGE =
   `usage: deno task train NAME [--profile full|quick] [--minutes M] [--backend NAME] [--restart]
+       deno task train NAME --resume-from STEP [--minutes M]   (back to a kept checkpoint)
        deno task train NAME --save-partial
        deno task train --list
 models: ${[...MODEL_SPECS.keys()].join(", ")}`;
@@ -38,6 +43,7 @@ async function main(argv: string[]): Promise<number> {
         minutes: { type: "string" },
         backend: { type: "string" },
         restart: { type: "boolean", default: false },
+        "resume-from": { type: "string" },
         "save-partial": { type: "boolean", default: false },
         list: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
@@ -77,7 +83,21 @@ async function main(argv: string[]): Promise<number> {
     console.error(`train: --minutes must be a positive number\n${USAGE}`);
     return 2;
   }
-  if (values["save-partial"] && (profile !== "full" || values.restart || minutes !== undefined)) {
+  const resumeFrom = values["resume-from"] === undefined
+    ? undefined
+    : Number(values["resume-from"]);
+  if (resumeFrom !== undefined && !(Number.isInteger(resumeFrom) && resumeFrom >= 0)) {
+    console.error(`train: --resume-from needs a step number\n${USAGE}`);
+    return 2;
+  }
+  if (resumeFrom !== undefined && values.restart) {
+    console.error(`train: --resume-from continues the run and --restart starts over: choose one`);
+    return 2;
+  }
+  if (
+    values["save-partial"] &&
+    (profile !== "full" || values.restart || minutes !== undefined || resumeFrom !== undefined)
+  ) {
     console.error(`train: --save-partial saves a full run as it is, and takes no other option`);
     return 2;
   }
@@ -86,7 +106,21 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   await selectBackend({ requested: values.backend });
-  const run = await trainModel(name, { profile, minutes, restart: values.restart });
+  let run;
+  try {
+    run = await trainModel(name, { profile, minutes, restart: values.restart, resumeFrom });
+  } catch (error) {
+    if (!(error instanceof TrainingDivergedError)) throw error;
+    const again = `deno task train ${name}${profile === "quick" ? " --profile quick" : ""}`;
+    console.error(
+      `train: ${error.message}\n` +
+        (error.sane
+          ? `train: lower the learning rate of ${name} in lib/zoo/specs.ts, then ` +
+            `\`${again} --resume-from ${error.sane.step}\`.`
+          : `train: start over with \`${again} --restart\` (the run is moved aside).`),
+    );
+    return 1;
+  }
   if (run.upToDate) {
     console.error(
       `train: ${name} is trained (${run.steps} steps, assets/models/${name} is of today's spec); ` +
@@ -94,7 +128,13 @@ async function main(argv: string[]): Promise<number> {
     );
     return 0;
   }
-  if (run.movedAside) console.error(`train: the previous run was moved to ${run.movedAside}`);
+  if (run.movedAside) {
+    console.error(
+      resumeFrom === undefined
+        ? `train: the previous run was moved to ${run.movedAside}`
+        : `train: the checkpoints after step ${resumeFrom} were moved to ${run.movedAside}`,
+    );
+  }
   if (run.step < run.steps) {
     console.error(
       `train: ${run.dir}: step ${run.step} of ${run.steps}; continue with ` +

@@ -9,11 +9,13 @@ import {
   learningRateAt,
   type MetricsRecord,
   minSnrWeight,
+  train,
   Trainer,
   type TrainingData,
   TrainingDivergedError,
 } from "../lib/training/trainer.ts";
 import { loadCheckpoint } from "../lib/training/checkpoint.ts";
+import { listCheckpoints, saneCheckpoint } from "../lib/training/checkpoint_history.ts";
 import { formatDuration, ProgressBar } from "../lib/runtime/progress.ts";
 import { TINY_UNET } from "./helpers.ts";
 
@@ -198,6 +200,83 @@ describe("Trainer", () => {
     trainer.dispose();
     model.dispose();
     await Deno.remove(dir, { recursive: true });
+  });
+
+  it("keeps the last three checkpoints, names the newest sane one on divergence, and resumes from it", async () => {
+    const dir = await Deno.makeTempDir();
+    const data = tinyData(4);
+    const good = data.images.slice(2 * 192, 3 * 192);
+    data.images.fill(NaN, 2 * 192, 3 * 192); // image 2 is broken
+    const path = `${dir}/run.ckpt`;
+    const config = { steps: 40, batchSize: 1, checkpointPath: path, checkpointEvery: 1 };
+    // A killed write of another process, and one of a process still running (this one).
+    const dead = new Deno.Command("true").spawn();
+    await dead.status;
+    await Deno.writeTextFile(`${path}.${dead.pid}-abc.tmp`, "half a checkpoint");
+    await Deno.writeTextFile(`${path}.${Deno.pid}-abc.tmp`, "being written");
+    const model = new UNet(MODEL);
+    const trainer = new Trainer(model, data, schedule, config, { progress: false });
+    let bad = 0;
+    while (!trainer.batchIndices(bad).includes(2)) bad++;
+    assert.ok(bad >= 3, "the broken image should not come in the first three steps");
+    const error = await trainer.run().then(() => undefined, (e) => e);
+    assert.ok(error instanceof TrainingDivergedError, String(error));
+    assert.deepEqual(error.checkpoints.map((c) => c.step), [bad, bad - 1, bad - 2]);
+    assert.equal(error.sane?.step, bad);
+    assert.match(error.message, new RegExp(`newest with a sane loss is step ${bad}`));
+    assert.match(error.message, new RegExp(`resumeFrom: ${bad}`));
+    const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(
+      names,
+      [
+        "run.ckpt",
+        `run.ckpt.${Deno.pid}-abc.tmp`,
+        `run.step-${String(bad - 2).padStart(6, "0")}.ckpt`,
+        `run.step-${String(bad - 1).padStart(6, "0")}.ckpt`,
+      ].sort(),
+    );
+    trainer.dispose();
+    model.dispose();
+
+    // Going back one step moves the later checkpoint aside; with the image mended, it trains on.
+    data.images.set(good, 2 * 192);
+    const resumed = await train(new UNet(MODEL), data, schedule, { ...config, steps: bad + 2 }, {
+      resume: true,
+      resumeFrom: bad - 1,
+      progress: false,
+    });
+    assert.equal(resumed.step, bad + 2);
+    const aside = [...Deno.readDirSync(dir)].find((e) => e.name.startsWith("after-step-"));
+    assert.ok(aside, "the later checkpoint was moved aside");
+    assert.deepEqual([...Deno.readDirSync(`${dir}/${aside.name}`)].map((e) => e.name), [
+      "run.ckpt",
+    ]);
+    assert.equal((await loadCheckpoint(`${dir}/${aside.name}/run.ckpt`)).step, bad);
+    assert.deepEqual((await listCheckpoints(path)).map((c) => c.step), [bad + 2, bad + 1, bad]);
+    await assert.rejects(
+      train(new UNet(MODEL), data, schedule, config, { resume: true, resumeFrom: 1 }),
+      /no usable checkpoint of step 1 .*the run keeps step/,
+    );
+    resumed.model.dispose();
+    resumed.dispose();
+    await Deno.remove(dir, { recursive: true });
+  });
+
+  it("calls a checkpoint sane when its mean loss is within twice the run's best", () => {
+    const kept = (step: number, meanLoss: number, bestMeanLoss: number) => ({
+      step,
+      path: `c${step}`,
+      latest: false,
+      meanLoss,
+      bestMeanLoss,
+    });
+    assert.equal(
+      saneCheckpoint([kept(3, 5.1, 0.1), kept(2, 0.3, 0.1), kept(1, 0.15, 0.1)])?.step,
+      1,
+    );
+    assert.equal(saneCheckpoint([kept(3, 0.19, 0.1), kept(2, 0.3, 0.1)])?.step, 3);
+    assert.equal(saneCheckpoint([{ ...kept(3, 0.1, 0.1), problem: "damaged" }]), undefined);
+    assert.equal(saneCheckpoint([kept(3, 9, 0.2), kept(2, 8, 0.2)]), undefined);
   });
 
   it("writes metrics as JSON lines and hands sample grids from the EMA weights to a callback", async () => {

@@ -11,7 +11,7 @@
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const slash = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
   if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
-  const temporary = `${path}.${Deno.pid}-${Date.now().toString(36)}.tmp`; // *.tmp: git ignores it
+  const temporary = temporaryPath(path);
   try {
     if (typeof data === "string") await Deno.writeTextFile(temporary, data);
     else await Deno.writeFile(temporary, data);
@@ -20,6 +20,55 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
     await Deno.remove(temporary).catch(() => {});
     throw e;
   }
+}
+
+/**
+ * A temporary name beside `path` for a file being written: `path.PID-TIME.tmp` (git ignores
+ * `*.tmp`; the process id tells {@link removeStaleTemporaries} whose it is).
+ */
+export function temporaryPath(path: string): string {
+  return `${path}.${Deno.pid}-${Date.now().toString(36)}${
+    Math.random().toString(36).slice(2, 6)
+  }.tmp`;
+}
+
+/** Whether process `pid` is running, where the system says (Linux's /proc); else assumed so. */
+function running(pid: number): boolean {
+  if (pid === Deno.pid) return true;
+  try {
+    Deno.statSync("/proc/self");
+  } catch {
+    return true; // no /proc: cannot tell
+  }
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Remove the temporary files that writes of `path` killed mid-way left beside it (see
+ * {@link temporaryPath}), leaving those of processes still running. Returns the removed names.
+ */
+export async function removeStaleTemporaries(path: string): Promise<string[]> {
+  const slash = path.lastIndexOf("/");
+  const dir = slash >= 0 ? path.slice(0, slash) : ".";
+  const name = path.slice(slash + 1);
+  const removed: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      const match = entry.name.startsWith(`${name}.`) &&
+        /^(\d+)-[0-9a-z]+\.tmp$/.exec(entry.name.slice(name.length + 1));
+      if (!entry.isFile || !match || running(Number(match[1]))) continue;
+      await Deno.remove(`${dir}/${entry.name}`).catch(() => {});
+      removed.push(entry.name);
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return removed;
 }
 
 /** Hex SHA-256 of bytes or of a string's UTF-8. */

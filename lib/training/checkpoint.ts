@@ -69,7 +69,8 @@ interface TensorEntry {
   byteLength: number;
 }
 
-interface Header {
+/** The JSON header of a checkpoint file. */
+export interface CheckpointHeader {
   format: "diffusion-checkpoint";
   version: number;
   step: number;
@@ -153,7 +154,7 @@ export function encodeCheckpoint(checkpoint: Checkpoint, options: SaveOptions = 
     entries.push({ name, shape: t.shape, dtype, offset, byteLength: size * width });
     offset += pad8(size * width);
   }
-  const header: Header = {
+  const header: CheckpointHeader = {
     format: "diffusion-checkpoint",
     version: FORMAT_VERSION,
     step: checkpoint.step,
@@ -184,12 +185,15 @@ export function encodeCheckpoint(checkpoint: Checkpoint, options: SaveOptions = 
 }
 
 /**
- * Parse and verify checkpoint bytes. `source` (a path or URL) names the file in errors.
+ * Check checkpoint bytes and read their header, without decoding the tensors: integrity first
+ * (magic, header length, CRC-32 of the whole file), then the header's format and layout, so
+ * that a damaged byte is reported as damage, not as a strange format. Every tensor entry is
+ * checked to lie inside the payload before anything is allocated for it.
  *
- * @throws Error naming `source` when the bytes are not a checkpoint, are truncated, or fail
- *   the checksum.
+ * @throws Error naming `source` when the bytes are not a checkpoint, are truncated, corrupt or
+ *   of another format version.
  */
-export function decodeCheckpoint(bytes: Uint8Array, source = "checkpoint"): Checkpoint {
+export function verifyCheckpoint(bytes: Uint8Array, source = "checkpoint"): CheckpointHeader {
   const magic = new TextDecoder().decode(bytes.subarray(0, 8));
   if (bytes.length < 16 || magic !== MAGIC) {
     throw new Error(
@@ -201,13 +205,29 @@ export function decodeCheckpoint(bytes: Uint8Array, source = "checkpoint"): Chec
   const headerLength = view.getUint32(8, true);
   if (12 + headerLength > bytes.length) {
     throw new Error(
-      `${source} is truncated: its header alone needs ${
-        12 + headerLength
-      } bytes but the file has ` +
-        `${bytes.length}; it was probably cut off while being copied. Use an earlier checkpoint.`,
+      `${source} is truncated: its header alone needs ${12 + headerLength} bytes but the file ` +
+        `has ${bytes.length}; it was probably cut off while being copied. ${EARLIER}`,
     );
   }
-  let header: Header;
+  const payloadStart = pad8(12 + headerLength);
+  const stored = view.getUint32(bytes.length - 4, true);
+  const actual = crc32(bytes.subarray(0, bytes.length - 4));
+  if (stored !== actual) {
+    // A file cut short (or with bytes appended) fails the checksum too: say which it is.
+    const promised = promisedLength(bytes.subarray(12, 12 + headerLength), payloadStart);
+    if (promised !== undefined && promised !== bytes.length) {
+      throw new Error(
+        `${source} is ${bytes.length < promised ? "truncated" : "too long"}: the header ` +
+          `promises ${promised} bytes but the file has ${bytes.length}. It was probably cut off ` +
+          `while being copied or written. ${EARLIER}`,
+      );
+    }
+    throw new Error(
+      `${source} is corrupt: CRC-32 checksum mismatch (stored ${stored.toString(16)}, ` +
+        `computed ${actual.toString(16)}). The file was damaged after it was written. ${EARLIER}`,
+    );
+  }
+  let header: CheckpointHeader;
   try {
     header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + headerLength)));
   } catch (e) {
@@ -215,30 +235,81 @@ export function decodeCheckpoint(bytes: Uint8Array, source = "checkpoint"): Chec
       `${source} is corrupt: its header is not valid JSON (${(e as Error).message}).`,
     );
   }
-  if (header.format !== "diffusion-checkpoint" || header.version !== FORMAT_VERSION) {
+  if (
+    typeof header !== "object" || header === null || header.format !== "diffusion-checkpoint" ||
+    header.version !== FORMAT_VERSION
+  ) {
     throw new Error(
-      `${source} has format ${header.format} version ${header.version}; this library reads ` +
+      `${source} has format ${header?.format} version ${header?.version}; this library reads ` +
         `diffusion-checkpoint version ${FORMAT_VERSION}.`,
     );
   }
-  const payloadStart = pad8(12 + headerLength);
   const expected = payloadStart + header.payloadBytes + 4;
   if (bytes.length !== expected) {
     throw new Error(
       `${source} is ${bytes.length < expected ? "truncated" : "too long"}: the header promises ` +
-        `${expected} bytes but the file has ${bytes.length}. It was probably cut off while being ` +
-        `copied or written; use an earlier checkpoint.`,
+        `${expected} bytes but the file has ${bytes.length}. ${EARLIER}`,
     );
   }
-  const stored = view.getUint32(expected - 4, true);
-  const actual = crc32(bytes.subarray(0, expected - 4));
-  if (stored !== actual) {
-    throw new Error(
-      `${source} is corrupt: CRC-32 checksum mismatch (stored ${stored.toString(16)}, ` +
-        `computed ${actual.toString(16)}). The file was damaged after it was written; ` +
-        `use an earlier checkpoint.`,
-    );
+  checkLayout(header, source);
+  return header;
+}
+
+const EARLIER = "Use an earlier checkpoint (a run keeps the last few beside its latest).";
+
+/** The file length a header promises, when the header can be read at all. */
+function promisedLength(headerBytes: Uint8Array, payloadStart: number): number | undefined {
+  try {
+    const payload = JSON.parse(new TextDecoder().decode(headerBytes)).payloadBytes;
+    return Number.isSafeInteger(payload) && payload >= 0 ? payloadStart + payload + 4 : undefined;
+  } catch {
+    return undefined;
   }
+}
+
+/** Every tensor entry is well formed and inside the payload; the header's fields have their types. */
+function checkLayout(header: CheckpointHeader, source: string): void {
+  const bad = (what: string) => new Error(`${source} is corrupt: ${what}. ${EARLIER}`);
+  if (!Number.isSafeInteger(header.step) || header.step < 0) throw bad("its step is not a count");
+  if (!Array.isArray(header.tensors)) throw bad("its header lists no tensors");
+  if (typeof header.modelConfig !== "object" || header.modelConfig === null) {
+    throw bad("its header has no model configuration");
+  }
+  if (header.state !== undefined && (typeof header.state !== "object" || header.state === null)) {
+    throw bad("its header's state is not an object");
+  }
+  for (const entry of header.tensors) {
+    const name = typeof entry?.name === "string" ? entry.name : "?";
+    if (
+      typeof entry !== "object" || entry === null || typeof entry.name !== "string" ||
+      !Array.isArray(entry.shape) ||
+      !entry.shape.every((d: unknown) => Number.isSafeInteger(d) && (d as number) >= 0)
+    ) {
+      throw bad(`tensor "${name}" has a malformed entry`);
+    }
+    const width = entry.dtype === "float32" ? 4 : entry.dtype === "float16" ? 2 : 0;
+    if (width === 0) throw bad(`tensor "${name}" has unknown dtype "${entry.dtype}"`);
+    const size = entry.shape.reduce((a: number, b: number) => a * b, 1);
+    if (
+      !Number.isSafeInteger(entry.offset) || entry.offset < 0 || entry.offset % 8 !== 0 ||
+      entry.byteLength !== size * width || entry.offset + entry.byteLength > header.payloadBytes
+    ) {
+      throw bad(`tensor "${name}" [${entry.shape}] does not lie inside the file's payload`);
+    }
+  }
+}
+
+/**
+ * Parse and verify checkpoint bytes (see {@link verifyCheckpoint}). `source` (a path or URL)
+ * names the file in errors.
+ *
+ * @throws Error naming `source` when the bytes are not a checkpoint, are truncated, or fail
+ *   the checksum.
+ */
+export function decodeCheckpoint(bytes: Uint8Array, source = "checkpoint"): Checkpoint {
+  const header = verifyCheckpoint(bytes, source);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const payloadStart = pad8(12 + view.getUint32(8, true));
   const tensors = new Map<string, CheckpointTensor>();
   for (const entry of header.tensors) {
     const size = entry.shape.reduce((a, b) => a * b, 1);
@@ -246,10 +317,8 @@ export function decodeCheckpoint(bytes: Uint8Array, source = "checkpoint"): Chec
     const at = payloadStart + entry.offset;
     if (entry.dtype === "float32") {
       for (let i = 0; i < size; i++) values[i] = view.getFloat32(at + 4 * i, true);
-    } else if (entry.dtype === "float16") {
-      for (let i = 0; i < size; i++) values[i] = fromHalf(view.getUint16(at + 2 * i, true));
     } else {
-      throw new Error(`${source}: tensor "${entry.name}" has unknown dtype "${entry.dtype}".`);
+      for (let i = 0; i < size; i++) values[i] = fromHalf(view.getUint16(at + 2 * i, true));
     }
     tensors.set(entry.name, { shape: entry.shape, values });
   }
@@ -273,22 +342,35 @@ export async function saveCheckpoint(
   }
 }
 
-/**
- * Read and verify a checkpoint file.
- *
- * @throws Error naming the file when it is missing, not a checkpoint, truncated or corrupt.
- */
-export async function loadCheckpoint(path: string): Promise<Checkpoint> {
-  let bytes: Uint8Array;
+/** The bytes of a checkpoint file; errors name the file and say what to do. */
+async function readCheckpointFile(path: string): Promise<Uint8Array> {
   try {
-    bytes = await Deno.readFile(path);
+    return await Deno.readFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new Error(`Checkpoint ${path} does not exist; check the path or train first.`);
     }
     throw new Error(`Could not read checkpoint ${path}: ${(e as Error).message}`);
   }
-  return decodeCheckpoint(bytes, path);
+}
+
+/**
+ * Read and verify a checkpoint file.
+ *
+ * @throws Error naming the file when it is missing, not a checkpoint, truncated or corrupt.
+ */
+export async function loadCheckpoint(path: string): Promise<Checkpoint> {
+  return decodeCheckpoint(await readCheckpointFile(path), path);
+}
+
+/**
+ * Verify a checkpoint file whole and return its header (step, configuration, state), without
+ * decoding its tensors.
+ *
+ * @throws Error naming the file when it is missing, not a checkpoint, truncated or corrupt.
+ */
+export async function readCheckpointHeader(path: string): Promise<CheckpointHeader> {
+  return verifyCheckpoint(await readCheckpointFile(path), path);
 }
 
 /** Read variables' values (asynchronously: works on every backend) into checkpoint tensors. */

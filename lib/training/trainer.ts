@@ -35,15 +35,23 @@ import {
   type CheckpointTensor,
   loadCheckpoint,
   readVariables,
-  saveCheckpoint,
 } from "./checkpoint.ts";
+import {
+  DEFAULT_KEPT_CHECKPOINTS,
+  describeCheckpoints,
+  type KeptCheckpoint,
+  listCheckpoints,
+  rewindTo,
+  saneCheckpoint,
+  saveKeptCheckpoint,
+} from "./checkpoint_history.ts";
 import { activeBackendLabel } from "../runtime/backend.ts";
 import { ProgressBar } from "../runtime/progress.ts";
 import type { PredictionType } from "../core/parameterization.ts";
 import { DDIMScheduler } from "../core/samplers/ddim.ts";
 import { sample } from "../core/samplers/sample.ts";
 import { type DenoisingBatch, denoisingLoss } from "./objective.ts";
-import { exists, writeFileAtomic } from "../runtime/files.ts";
+import { exists, removeStaleTemporaries, writeFileAtomic } from "../runtime/files.ts";
 import { Adam, ExponentialMovingAverage, flatGradient, flatten, namedPieces } from "./optim.ts";
 
 /** Images to train on (an `EmojiDataset` fits). */
@@ -107,6 +115,11 @@ export interface TrainConfig {
   checkpointPath: string | null;
   /** Steps between checkpoints (and one at the end); null for the end only. */
   checkpointEvery: number | null;
+  /**
+   * Checkpoints kept, the latest included: the others lie beside it as
+   * `NAME.step-001200.EXT` (lib/training/checkpoint_history.ts), so a diverged run can go back.
+   */
+  keepCheckpoints: number;
   /** JSON-lines file of metrics; null for none. */
   metricsPath: string | null;
   /** Steps between sample grids (and one at the end); null for none. */
@@ -144,6 +157,7 @@ export const DEFAULT_TRAIN_CONFIG: Readonly<TrainConfig> = {
   timestepBuckets: 10,
   checkpointPath: null,
   checkpointEvery: null,
+  keepCheckpoints: DEFAULT_KEPT_CHECKPOINTS,
   metricsPath: null,
   sampleEvery: null,
   sampleCount: 16,
@@ -199,7 +213,11 @@ export interface TrainCallbacks {
   progress?: boolean;
 }
 
-/** Raised when the loss or the gradient becomes NaN or infinite. */
+/**
+ * Raised when the loss or the gradient becomes NaN or infinite. When the run keeps
+ * checkpoints, `checkpoints` lists them (newest first) and `sane` is the newest whose loss was
+ * still sane, the one to resume from with a lower learning rate.
+ */
 export class TrainingDivergedError extends Error {
   constructor(
     /** The step that produced the non-finite loss. */
@@ -207,6 +225,10 @@ export class TrainingDivergedError extends Error {
     /** The last finite loss (NaN if none). */
     readonly lastFiniteLoss: number,
     message: string,
+    /** The run's kept checkpoints, newest first. */
+    readonly checkpoints: readonly KeptCheckpoint[] = [],
+    /** The newest kept checkpoint with a sane loss. */
+    readonly sane?: KeptCheckpoint,
   ) {
     super(message);
     this.name = "TrainingDivergedError";
@@ -305,6 +327,9 @@ export class Trainer {
   readonly #contextDim: number;
   #step = 0;
   #lastFiniteLoss = NaN;
+  /** Sum and count of the losses since the last checkpoint, and the lowest mean of a window. */
+  #window = { sum: 0, count: 0 };
+  #bestMeanLoss = NaN;
   #permutation: { epoch: number; order: number[] } | null = null;
   #metricsReady = false;
 
@@ -404,6 +429,7 @@ export class Trainer {
       schedule?: { name: string; T: number };
       dataCount?: number;
       lastFiniteLoss?: number;
+      bestMeanLoss?: number;
     };
     if (!state.trainConfig || state.rngState === undefined || !state.schedule) {
       throw new Error(
@@ -442,6 +468,7 @@ export class Trainer {
       state.lastFiniteLoss ?? NaN,
       path,
     );
+    trainer.#bestMeanLoss = state.bestMeanLoss ?? NaN;
     return trainer;
   }
 
@@ -605,11 +632,17 @@ export class Trainer {
     for (const u of updates) u.value.dispose();
     this.#step = k;
     this.#lastFiniteLoss = loss;
+    this.#window.sum += loss;
+    this.#window.count++;
     this.losses.push(loss);
     return { step: k, loss, lr, gradNorm, timesteps, perSampleLoss: values.slice(0, B) };
   }
 
-  /** Write a checkpoint of the whole run (weights, EMA, moments, step, RNG, config). */
+  /**
+   * Write a checkpoint of the whole run (weights, EMA, moments, step, RNG, config, the mean
+   * loss since the last one). At the run's own checkpoint path the earlier ones are kept, up
+   * to `keepCheckpoints`.
+   */
   async saveCheckpoint(path = this.config.checkpointPath): Promise<void> {
     if (!path) {
       throw new Error("saveCheckpoint: no path given and the config has no checkpointPath.");
@@ -626,7 +659,13 @@ export class Trainer {
         tf.dispose(pieces.map((p) => p.variable));
       }
     }
-    await saveCheckpoint(path, {
+    const meanLoss = this.#window.count > 0 ? this.#window.sum / this.#window.count : NaN;
+    if (Number.isFinite(meanLoss) && !(this.#bestMeanLoss <= meanLoss)) {
+      this.#bestMeanLoss = meanLoss;
+    }
+    this.#window = { sum: 0, count: 0 };
+    const keep = path === this.config.checkpointPath ? this.config.keepCheckpoints : 1;
+    await saveKeptCheckpoint(path, {
       step: this.#step,
       modelConfig: this.model.config,
       state: {
@@ -635,10 +674,12 @@ export class Trainer {
         schedule: { name: this.schedule.name, T: this.schedule.T },
         dataCount: this.#data.count,
         lastFiniteLoss: this.#lastFiniteLoss,
+        meanLoss,
+        bestMeanLoss: this.#bestMeanLoss,
         backend: tf.getBackend(),
       },
       tensors,
-    });
+    }, keep);
   }
 
   /**
@@ -712,6 +753,9 @@ export class Trainer {
     const c = this.config;
     const end = Math.min(options.until ?? c.steps, c.steps);
     const deadline = performance.now() + (options.minutes ?? Infinity) * 60_000;
+    for (const path of [c.checkpointPath, c.metricsPath]) {
+      if (path) await removeStaleTemporaries(path);
+    }
     await this.#prepareMetricsFile();
     const progress = this.#callbacks.progress === false
       ? null
@@ -727,7 +771,7 @@ export class Trainer {
     const losses: number[] = [];
     while (this.#step < end) {
       let saved = false;
-      const result = await this.trainStep();
+      const result = await this.trainStep().catch((e) => this.#withCheckpoints(e));
       losses.push(result.loss);
       windowLoss += result.loss;
       windowSteps++;
@@ -784,6 +828,26 @@ export class Trainer {
     return { step: this.#step, losses };
   }
 
+  /** `error`, when it is a divergence, completed with the run's kept checkpoints; thrown. */
+  async #withCheckpoints(error: unknown): Promise<never> {
+    const path = this.config.checkpointPath;
+    if (!(error instanceof TrainingDivergedError) || !path) throw error;
+    const checkpoints = await listCheckpoints(path);
+    if (checkpoints.length === 0) throw error;
+    const sane = saneCheckpoint(checkpoints);
+    throw new TrainingDivergedError(
+      error.step,
+      error.lastFiniteLoss,
+      `${error.message} The run keeps ${describeCheckpoints(checkpoints)}. ` +
+        (sane
+          ? `The newest with a sane loss is step ${sane.step}: resume from it ` +
+            `(resumeFrom: ${sane.step}) with a lower learning rate.`
+          : `None has a sane loss (within twice the run's best): start the run over.`),
+      checkpoints,
+      sane,
+    );
+  }
+
   /** Free the EMA copy and the optimizer moments (the model stays with its owner). */
   dispose(): void {
     this.#ema.dispose();
@@ -798,7 +862,8 @@ function copyVariables(from: readonly NamedVariable[], to: readonly NamedVariabl
 
 /**
  * Train `model` on `data`, or continue from `config.checkpointPath` when `resume` is set and
- * the file exists. With `minutes`, stop at the first checkpoint after that wall-clock budget
+ * the file exists; `resumeFrom: STEP` first goes back to the run's kept checkpoint of that step
+ * (the later ones are moved aside, see `rewindTo`). With `minutes`, stop at the first checkpoint after that wall-clock budget
  * (see `Trainer.run`). Returns the trainer (sample from `trainer.ema`; dispose it when done).
  *
  * ```ts
@@ -812,11 +877,15 @@ export async function train(
   data: TrainingData,
   schedule: NoiseSchedule,
   config: Partial<TrainConfig> = {},
-  options: TrainCallbacks & { resume?: boolean; minutes?: number } = {},
+  options: TrainCallbacks & { resume?: boolean; resumeFrom?: number; minutes?: number } = {},
 ): Promise<Trainer> {
-  const { resume, minutes, ...callbacks } = options;
+  const { resume, resumeFrom, minutes, ...callbacks } = options;
   let trainer: Trainer;
   const path = config.checkpointPath;
+  if (resumeFrom !== undefined) {
+    if (!resume || !path) throw new Error("resumeFrom needs resume: true and a checkpointPath");
+    await rewindTo(path, resumeFrom, config.metricsPath ?? null);
+  }
   if (resume && path && await exists(path)) {
     trainer = await Trainer.resume(path!, data, { ...callbacks, model, schedule, config });
   } else {

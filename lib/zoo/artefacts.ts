@@ -12,52 +12,42 @@
  * @module
  */
 import type { Profile } from "../runtime/options.ts";
-import { assignVariables, loadCheckpoint, loadModel, saveModel } from "../training/checkpoint.ts";
+import {
+  assignVariables,
+  loadCheckpoint,
+  loadModel,
+  readCheckpointHeader,
+  saveModel,
+} from "../training/checkpoint.ts";
 import { loadEmojiDataset } from "../data/emoji.ts";
 import type { MetricsRecord } from "../training/trainer.ts";
 import { createModel } from "../core/models/mod.ts";
-import { computeFingerprint, type ModelFingerprint } from "./fingerprint.ts";
-import { artefactDir, runDir } from "./runs.ts";
+import { computeFingerprint } from "./fingerprint.ts";
+import { type ArtefactManifest, readManifest } from "./manifest.ts";
+import { artefactDir, runDir, type RunRecord } from "./runs.ts";
 import { MODEL_SPECS, type ModelSpec, modelSpec, profileSpec, specHash } from "./specs.ts";
 import { exists, sha256Hex, writeFileAtomic } from "../runtime/files.ts";
 
-/** The manifest of an artefact. */
-export interface ArtefactManifest {
-  /** The model's name. */
-  name: string;
-  /** What it is. */
-  description: string;
-  /** Profile the run trained (`full` for committed artefacts). */
-  profile: Profile;
-  /** Hash of the spec's profile (lib/zoo/specs.ts). */
-  specHash: string;
-  /** The spec's profile itself. */
-  spec: ReturnType<typeof profileSpec>;
-  /** The training images: count and SHA-256 of their float32 values. */
-  dataset: { count: number; sha256: string; licence: string };
-  /** Steps trained. */
-  steps: number;
-  /** Images per step. */
-  batchSize: number;
-  /** Wall time of the steps by where they ran (from the metrics records). */
-  training: { where: string; steps: number; seconds: number }[];
-  /** Mean loss of the last logged window. */
-  finalLoss: number;
-  /** Parameters of the network. */
-  parameters: number;
-  /** SHA-256 of each file of the artefact but the manifest. */
-  files: Record<string, string>;
-  /** Numbers today's code must reproduce (see lib/zoo/fingerprint.ts); `full` artefacts only. */
-  fingerprint?: ModelFingerprint;
-  /** Hash of the library that made a `quick` artefact ({@link libraryHash}). */
-  libraryHash?: string;
-}
+export { type ArtefactManifest, readManifest } from "./manifest.ts";
 
 /** The metrics records of a JSON-lines file. */
 export async function readMetrics(path: string): Promise<MetricsRecord[]> {
-  return (await Deno.readTextFile(path)).split("\n").filter((l) => l.trim()).map((l) =>
-    JSON.parse(l)
-  );
+  const lines = (await Deno.readTextFile(path)).split("\n");
+  const records: MetricsRecord[] = [];
+  lines.forEach((line, i) => {
+    if (!line.trim()) return;
+    let record: MetricsRecord;
+    try {
+      record = JSON.parse(line);
+    } catch (e) {
+      throw new Error(`${path}:${i + 1} is not a JSON record (${(e as Error).message})`);
+    }
+    if (typeof record !== "object" || record === null || !Number.isFinite(record.step)) {
+      throw new Error(`${path}:${i + 1} is not a metrics record (it has no step)`);
+    }
+    records.push(record);
+  });
+  return records;
 }
 
 /**
@@ -132,6 +122,10 @@ export async function exportArtefact(
     }
   }
   const metrics = await readMetrics(`${out}/metrics.jsonl`);
+  const record = await Deno.readTextFile(`${run}/run.json`).then(
+    (text) => JSON.parse(text) as RunRecord,
+    () => undefined,
+  );
   const dataset = await loadEmojiDataset(spec.data);
   const loaded = await loadModel(`${out}/weights.ckpt`);
   let manifest: ArtefactManifest;
@@ -153,6 +147,7 @@ export async function exportArtefact(
       finalLoss: metrics.at(-1)!.loss,
       parameters: loaded.parameterCount(),
       files,
+      ...(record?.lineage ? { lineage: record.lineage } : {}),
       // A full artefact is checked by its fingerprint; a quick one, made on demand, by the
       // library it was made with.
       ...(profile === "full"
@@ -195,16 +190,6 @@ export async function libraryHash(): Promise<string> {
   return (await sha256Hex(parts.join("\u0000"))).slice(0, 16);
 }
 
-/** The manifest in `dir`, or undefined when there is none. */
-export async function readManifest(dir: string): Promise<ArtefactManifest | undefined> {
-  try {
-    return JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`)) as ArtefactManifest;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw new Error(`${dir}/manifest.json is not readable JSON: ${(e as Error).message}`);
-  }
-}
-
 function minutes(seconds: number): string {
   return `${(seconds / 60).toFixed(1)} min`;
 }
@@ -232,7 +217,10 @@ export async function listModels(root = "."): Promise<string> {
     }
     for (const profile of ["full", "quick"] as const) {
       const run = runDir(spec.name, profile, root);
-      const local = await loadCheckpoint(`${run}/checkpoint.bin`).then((c) => c.step, () => null);
+      const local = await readCheckpointHeader(`${run}/checkpoint.bin`).then(
+        (c) => c.step,
+        () => null,
+      );
       if (local !== null) {
         state += `; local ${profile} run at step ${local} of ${spec.training[profile].steps}`;
       }

@@ -19,6 +19,8 @@ import { exists, writeFileAtomic } from "../runtime/files.ts";
 import { noiseSchedule } from "../core/schedules.ts";
 import { train, type Trainer } from "../training/trainer.ts";
 import { completeModelConfig, createModel } from "../core/models/mod.ts";
+import { readManifest, type RunLineage } from "./manifest.ts";
+import { rewindTo } from "../training/checkpoint_history.ts";
 import { canonicalJson, type ModelSpec, modelSpec, profileSpec, specHash } from "./specs.ts";
 
 /** The folder of the run of `name` in `profile`, relative to the project root. */
@@ -45,6 +47,8 @@ export interface RunRecord {
   specHash: string;
   /** The spec itself (its profile's part), to name differences. */
   spec: ReturnType<typeof profileSpec>;
+  /** Earlier specs of the run, when `--resume-from` changed its training recipe. */
+  lineage?: RunLineage[];
 }
 
 /** The keys of two JSON values that differ, as dotted paths. */
@@ -64,11 +68,18 @@ function differences(a: unknown, b: unknown, path = ""): string[] {
 }
 
 /**
- * Check that the run in `dir` trains `spec` (writing `run.json` for a new run).
+ * Check that the run in `dir` trains `spec` (writing `run.json` for a new run). A run that goes
+ * back to step `resumeFrom` may go on under a changed training recipe (learning rate, warm-up,
+ * clipping, steps: the spec's `training` part alone), recorded in its lineage.
  *
  * @throws Error naming both specs when the run trains another one
  */
-async function claimRun(dir: string, spec: ModelSpec, profile: Profile): Promise<void> {
+async function claimRun(
+  dir: string,
+  spec: ModelSpec,
+  profile: Profile,
+  resumeFrom?: number,
+): Promise<void> {
   const record: RunRecord = {
     specHash: await specHash(spec, profile),
     spec: profileSpec(spec, profile),
@@ -76,10 +87,23 @@ async function claimRun(dir: string, spec: ModelSpec, profile: Profile): Promise
   const path = `${dir}/run.json`;
   if (await exists(path)) {
     const stored = JSON.parse(await Deno.readTextFile(path)) as RunRecord;
+    const changed = differences(stored.spec, record.spec);
+    if (
+      stored.specHash !== record.specHash && resumeFrom !== undefined &&
+      changed.every((path) => path.startsWith("training."))
+    ) {
+      const lineage = [...stored.lineage ?? [], {
+        step: resumeFrom,
+        specHash: stored.specHash,
+        changed,
+      }];
+      await writeFileAtomic(path, JSON.stringify({ ...record, lineage }, null, 2) + "\n");
+      return;
+    }
     if (stored.specHash !== record.specHash) {
       throw new Error(
         `${dir} is a run of another spec of ${spec.name} (${stored.specHash}, today's is ` +
-          `${record.specHash}): ${differences(stored.spec, record.spec).join("; ")}. ` +
+          `${record.specHash}): ${changed.join("; ")}. ` +
           `Start over with \`deno task train ${spec.name} --profile ${profile} --restart\` ` +
           `(the old run is moved aside, not deleted).`,
       );
@@ -98,6 +122,11 @@ export interface TrainModelOptions {
   minutes?: number;
   /** Move the existing run aside and start over. */
   restart?: boolean;
+  /**
+   * Go back to the run's kept checkpoint of this step (the later ones are moved aside, not
+   * deleted) and continue from there, under today's training recipe.
+   */
+  resumeFrom?: number;
   /** Show the progress bar (default true). */
   progress?: boolean;
   /** Project root (default the working folder). */
@@ -112,7 +141,7 @@ export interface TrainModelResult {
   step: number;
   /** Steps of the spec. */
   steps: number;
-  /** Where an old run was moved by `restart`. */
+  /** Where an old run was moved by `restart`, or its later checkpoints by `resumeFrom`. */
   movedAside?: string;
   /** Nothing was trained: the committed artefact is of today's spec and there is no run. */
   upToDate?: boolean;
@@ -138,7 +167,7 @@ export async function trainModel(
   }
   const partial = `${artefactDir(name, root)}/partial`;
   if (profile === "full" && !options.restart && !(await exists(dir)) && !(await exists(partial))) {
-    const manifest = await readManifestIn(artefactDir(name, root));
+    const manifest = await readManifest(artefactDir(name, root));
     if (manifest?.specHash === await specHash(spec, profile)) {
       return { dir, step: manifest.steps, steps: manifest.steps, upToDate: true };
     }
@@ -149,7 +178,10 @@ export async function trainModel(
       await Deno.copyFile(`${partial}/${entry.name}`, `${dir}/${entry.name}`);
     }
   }
-  await claimRun(dir, spec, profile);
+  if (options.resumeFrom !== undefined && options.restart) {
+    throw new Error("--resume-from continues a run and --restart starts one over: choose one");
+  }
+  await claimRun(dir, spec, profile, options.resumeFrom);
   const dataset = await loadEmojiDataset(spec.data);
   const schedule = noiseSchedule(spec.schedule.name, spec.schedule.T);
   const model = createModel(completeModelConfig(spec.network[profile]));
@@ -159,6 +191,9 @@ export async function trainModel(
     checkpointPath: `${dir}/checkpoint.bin`,
     metricsPath: `${dir}/metrics.jsonl`,
   };
+  if (options.resumeFrom !== undefined) {
+    movedAside = await rewindTo(config.checkpointPath, options.resumeFrom, config.metricsPath);
+  }
   let trainer: Trainer;
   try {
     trainer = await train(model, dataset, schedule, config, {
@@ -177,15 +212,6 @@ export async function trainModel(
   return result;
 }
 
-/** The `specHash` and `steps` of the manifest in `dir` (lib/zoo/artefacts.ts writes it). */
-async function readManifestIn(dir: string): Promise<{ specHash: string; steps: number } | null> {
-  try {
-    return JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`));
-  } catch {
-    return null;
-  }
-}
-
 /**
  * Copy a run's files into `assets/models/NAME/partial/`, so that a later session (or another
  * machine) continues it with `deno task train NAME`.
@@ -197,8 +223,11 @@ export async function savePartial(name: string, root = "."): Promise<string> {
   }
   const to = `${artefactDir(name, root)}/partial`;
   await Deno.mkdir(to, { recursive: true });
+  // The latest checkpoint is what a continuation needs; the kept earlier ones stay local.
   for await (const entry of Deno.readDir(from)) {
-    if (entry.isFile) await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
+    if (entry.isFile && !/\.step-\d+\.bin$|\.tmp$/.test(entry.name)) {
+      await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
+    }
   }
   return to;
 }

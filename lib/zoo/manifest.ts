@@ -1,0 +1,90 @@
+/**
+ * The manifest of a zoo artefact (`assets/models/NAME/manifest.json`), its type and its reader.
+ *
+ * @module
+ */
+import type { Profile } from "../runtime/options.ts";
+import type { ModelFingerprint } from "./fingerprint.ts";
+import type { profileSpec } from "./specs.ts";
+
+/** The manifest of an artefact. */
+export interface ArtefactManifest {
+  /** The model's name. */
+  name: string;
+  /** What it is. */
+  description: string;
+  /** Profile the run trained (`full` for committed artefacts). */
+  profile: Profile;
+  /** Hash of the spec's profile (lib/zoo/specs.ts). */
+  specHash: string;
+  /** The spec's profile itself. */
+  spec: ReturnType<typeof profileSpec>;
+  /** The training images: count and SHA-256 of their float32 values. */
+  dataset: { count: number; sha256: string; licence: string };
+  /** Steps trained. */
+  steps: number;
+  /** Images per step. */
+  batchSize: number;
+  /** Wall time of the steps by where they ran (from the metrics records). */
+  training: { where: string; steps: number; seconds: number }[];
+  /** Mean loss of the last logged window. */
+  finalLoss: number;
+  /** Parameters of the network. */
+  parameters: number;
+  /** SHA-256 of each file of the artefact but the manifest. */
+  files: Record<string, string>;
+  /** Numbers today's code must reproduce (see lib/zoo/fingerprint.ts); `full` artefacts only. */
+  fingerprint?: ModelFingerprint;
+  /** Hash of the library that made a `quick` artefact (`libraryHash` in lib/zoo/artefacts.ts). */
+  libraryHash?: string;
+  /**
+   * The run's earlier specs, when it went back to a kept checkpoint under a changed training
+   * recipe (`deno task train NAME --resume-from STEP`): from which step, and what changed.
+   */
+  lineage?: RunLineage[];
+}
+
+/** A change of a run's training recipe at a step it went back to. */
+export interface RunLineage {
+  /** The step the run went back to. */
+  step: number;
+  /** The hash of the spec it had trained until then. */
+  specHash: string;
+  /** What changed, as dotted paths with old → new values. */
+  changed: string[];
+}
+
+/** The manifest in `dir`, or undefined when there is none. */
+export async function readManifest(dir: string): Promise<ArtefactManifest | undefined> {
+  const path = `${dir}/manifest.json`;
+  let manifest: ArtefactManifest;
+  try {
+    manifest = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new Error(`${path} is not readable JSON (${(e as Error).message}); ${RESTORE}`);
+  }
+  const problem = manifestProblem(manifest);
+  if (problem) throw new Error(`${path} is not a model manifest: ${problem}; ${RESTORE}`);
+  return manifest;
+}
+
+const RESTORE = "restore it with `git checkout -- assets/models` or export the model again";
+
+/** What is wrong with the shape of a parsed manifest, or undefined. */
+function manifestProblem(m: ArtefactManifest): string | undefined {
+  if (typeof m !== "object" || m === null || Array.isArray(m)) return "it is not an object";
+  if (typeof m.name !== "string" || typeof m.specHash !== "string") {
+    return "it has no name or specHash";
+  }
+  if (!Number.isSafeInteger(m.steps) || m.steps < 0) return "its steps are not a count";
+  if (!Array.isArray(m.training)) return "it has no training record";
+  for (const t of m.training) {
+    if (typeof t?.where !== "string" || !Number.isFinite(t.steps) || !Number.isFinite(t.seconds)) {
+      return "a training record lacks where, steps or seconds";
+    }
+  }
+  if (typeof m.files !== "object" || m.files === null) return "it lists no files";
+  if (typeof m.spec !== "object" || m.spec === null) return "it holds no spec";
+  return undefined;
+}
