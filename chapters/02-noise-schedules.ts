@@ -298,7 +298,10 @@ await book.table(
     "training time (s)": manifest.training.reduce((sum, t) => sum + t.seconds, 0),
     "where": manifest.training.map((t) => t.where).join(", "),
   })),
-  { caption: "How long each run took, and where (from the models' manifests)." },
+  {
+    caption: "How long each run took, and where (from the models' manifests).",
+    measuredColumns: ["training time (s)", "where"],
+  },
 );
 for (const { model } of trained) model.dispose();
 

@@ -49,6 +49,7 @@ import { DDIMScheduler } from "../lib/core/samplers/mod.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
 import { Trainer } from "../lib/training/trainer.ts";
 import { createModel, type DiffusionModel, unetConfig } from "../lib/core/models/mod.ts";
+import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const VENV = `${ROOT}/bench/.venv`;
@@ -728,10 +729,6 @@ async function main(args: string[]): Promise<void> {
 }
 
 if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (error) {
-    console.error(`bench: ${error instanceof Error ? error.message : error}`);
-    Deno.exit(1);
-  }
+  endUserErrorsInOneLine("bench");
+  await main(Deno.args);
 }

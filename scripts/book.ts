@@ -14,6 +14,7 @@
 import { parseBookArgsOrExplain } from "./book/args.ts";
 import { buildBook, failureReport } from "./book/build.ts";
 import { serveBook } from "./book/serve.ts";
+import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 
 const USAGE = `Build the book.
 
@@ -69,4 +70,7 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) {
+  endUserErrorsInOneLine("book");
+  Deno.exit(await main());
+}

@@ -14,6 +14,7 @@ import { ensureBackendSetup, resolveDirs } from "./book/build.ts";
 import { discoverChapters } from "./book/chapters.ts";
 import { fingerprint, resultKey } from "./book/cache.ts";
 import { runChapter } from "./book/run.ts";
+import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 
 const USAGE = `Run one chapter.
 
@@ -79,4 +80,7 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) {
+  endUserErrorsInOneLine("chapter");
+  Deno.exit(await main());
+}

@@ -26,6 +26,7 @@
  */
 import { createRequire } from "node:module";
 import { writeFileAtomic } from "../lib/runtime/files.ts";
+import { reinstallCommand } from "../lib/runtime/packages.ts";
 import {
   firstLine,
   isFile,
@@ -135,7 +136,8 @@ async function build(dir: string, say: (line: string) => void): Promise<Built> {
   if (!pkg) {
     return {
       ok: false,
-      reason: "the npm package @tensorflow/tfjs-node is not installed (deno install)",
+      reason: "the npm package @tensorflow/tfjs-node is not installed; restore it: " +
+        reinstallCommand(`${Deno.cwd()}/node_modules`, "@tensorflow/tfjs-node"),
     };
   }
   const log: string[] = [];
@@ -267,6 +269,7 @@ while todo:
     todo += [m.decode() for m in re.findall(rb'#include\s+"([^"]+)"', text)]
 print("extracted libtensorflow and", len(seen), "headers")
 `;
+import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 
 /** node-gyp's description of the binding: tfjs-node's sources, linked to the wheel's libraries. */
 function bindingGyp(dir: string): string {
@@ -512,6 +515,7 @@ async function copyDir(from: string, to: string): Promise<void> {
 }
 
 if (import.meta.main) {
+  endUserErrorsInOneLine("setup");
   const args = new Set(Deno.args);
   const unknown = [...args].filter((a) => a !== "--force" && a !== "--quiet");
   if (unknown.length) {

@@ -25,6 +25,7 @@ import { exportArtefact, listModels } from "../lib/zoo/artefacts.ts";
 import { savePartial, trainModel } from "../lib/zoo/runs.ts";
 import { MODEL_SPECS } from "../lib/zoo/specs.ts";
 import { TrainingDivergedError } from "../lib/training/trainer.ts";
+import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 
 const USAGE =
   `usage: deno task train NAME [--profile full|quick] [--minutes M] [--backend NAME] [--restart]
@@ -148,10 +149,6 @@ async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (error) {
-    console.error(`train: ${(error as Error).message}`);
-    Deno.exit(1);
-  }
+  endUserErrorsInOneLine("train");
+  Deno.exit(await main(Deno.args));
 }

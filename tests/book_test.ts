@@ -12,6 +12,7 @@ import { parseBookArgs } from "../scripts/book/args.ts";
 import { type BookReport, buildBook, failureReport } from "../scripts/book/build.ts";
 import { readResult, removeIfPresent } from "../scripts/book/results.ts";
 import { fixtureBook } from "./helpers.ts";
+import { exists } from "../lib/runtime/files.ts";
 import { relativeUrl, slugify, tableOfContents } from "../_site_config.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
@@ -297,7 +298,15 @@ describe("building the fixture book", () => {
 
   it("reports a failing chapter by name and keeps the others' outputs", async () => {
     await Deno.copyFile(`${FIXTURE}/failing/03-broken.ts`, `${work}/chapters/03-broken.ts`);
+    // A run killed before: its working folder is cleared; one of a live process is left be.
+    const gone = new Deno.Command("true").spawn();
+    await gone.status;
+    const abandoned = `${options.cacheDir}/03-broken/somekey.${gone.pid}.running`;
+    const live = `${options.cacheDir}/03-broken/otherkey.${Deno.pid}.running`;
+    for (const dir of [abandoned, live]) await Deno.mkdir(dir, { recursive: true });
     const report = await buildBook(options);
+    assert.equal(await exists(abandoned), false, "the killed run's folder was left");
+    assert.equal(await exists(live), true, "a live run's folder was removed");
     assert.equal(report.ok, false);
     assert.deepEqual(report.failures.map((f) => f.id), ["03-broken"]);
     assert.match(report.failures[0].meta!.error!, /fixture chapter 03 fails on purpose/);
@@ -310,6 +319,8 @@ describe("building the fixture book", () => {
     const page = await Deno.readTextFile(`${work}/site/03-broken.html`);
     assert.match(page, /This chapter failed to run/);
     assert.match(page, /before the failure/);
+    assert.doesNotMatch(report.failures[0].meta!.error!, /\x1b\[/, "terminal colour codes");
+    assert.doesNotMatch(page, /\x1b|\[0m|\[31m/, "terminal colour codes on the page");
     const plots = await Deno.readTextFile(`${work}/site/02-plots.html`);
     assert.match(plots, /<svg/);
     await Deno.remove(`${work}/chapters/03-broken.ts`);

@@ -124,6 +124,44 @@ describe("deno task train's runs", () => {
     }
   });
 
+  it("go back to a kept checkpoint under a changed recipe with --resume-from, recording it", async () => {
+    await Deno.mkdir(`${ROOT}/.cache`, { recursive: true });
+    const root = await Deno.makeTempDir({ dir: `${ROOT}/.cache` });
+    try {
+      await Deno.symlink(`${ROOT}/node_modules`, `${root}/node_modules`);
+      const options = { profile: "quick" as const, root, progress: false };
+      const spec = tinySpec({ steps: 4, checkpointEvery: 1 });
+      await trainModel(spec, options);
+      const gentler = tinySpec({ steps: 5, checkpointEvery: 1, learningRate: 1e-4 });
+      const rescued = await trainModel(gentler, { ...options, resumeFrom: 3 });
+      assert.equal(rescued.step, 5);
+      assert.match(rescued.movedAside!, /after-step-3-/);
+      const aside = (await loadModel(`${rescued.movedAside}/checkpoint.bin`)).parameterCount();
+      assert.ok(aside > 0, "the step-4 checkpoint was kept aside");
+      const record = JSON.parse(await Deno.readTextFile(`${rescued.dir}/run.json`));
+      assert.equal(record.specHash, await specHash(gentler, "quick"));
+      assert.deepEqual(record.lineage.map((l: { step: number }) => l.step), [3]);
+      assert.equal(record.lineage[0].specHash, await specHash(spec, "quick"));
+      assert.ok(
+        record.lineage[0].changed.some((c: string) => c.startsWith("training.learningRate")),
+      );
+      const manifest = (await readManifest(await exportArtefact(gentler, "quick", root)))!;
+      assert.deepEqual(manifest.lineage, record.lineage);
+      // Another network is another model: no going back for it.
+      const wider = tinySpec({ steps: 5, checkpointEvery: 1, learningRate: 1e-4 });
+      wider.network.quick = {
+        ...wider.network.quick,
+        baseChannels: 16,
+      } as typeof wider.network.quick;
+      await assert.rejects(
+        () => trainModel(wider, { ...options, resumeFrom: 4 }),
+        /another spec of tiny-test.*network\.baseChannels/s,
+      );
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  });
+
   it("a fingerprint moves when the network computes something else", async () => {
     const spec = tinySpec();
     const dataset = await loadEmojiDataset(spec.data);

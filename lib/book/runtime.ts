@@ -33,6 +33,7 @@ import {
 } from "../core/images.ts";
 import { writeFileAtomic } from "../runtime/files.ts";
 import { parseOptions, type Profile } from "../runtime/options.ts";
+import { endUserErrorsInOneLine } from "../runtime/main.ts";
 
 export type { Profile };
 
@@ -466,3 +467,4 @@ export type { BookRuntime };
  * code cell containing `line`.
  */
 export const book: BookRuntime = new BookRuntime();
+endUserErrorsInOneLine(book.chapterId);

@@ -45,9 +45,9 @@ export class Random {
     return out;
   }
 
-  /** A 31-bit integer to seed another generator (for example a tfjs op's `seed`). */
+  /** A 31-bit integer, never 0, to seed another generator (for example a tfjs op's, see {@link opSeed}). */
   nextSeed(): number {
-    return Math.floor(this.uniform() * 0x7fffffff);
+    return opSeed(Math.floor(this.uniform() * 0x7fffffff));
   }
 
   /** Shuffle `array` in place (Fisher–Yates) and return it. */
@@ -58,4 +58,16 @@ export class Random {
     }
     return array;
   }
+}
+
+const SEED_MODULUS = 0x7fffffff;
+
+/**
+ * A seed for TensorFlow.js's random ops (`randomNormal`, `randomUniform`, `dropout`), which read
+ * a seed of 0 as no seed at all, and draw new numbers on every run. Maps any integer into
+ * 1 … 2³¹ − 1, leaving every seed already there as it is (0 becomes 2³¹ − 1).
+ */
+export function opSeed(seed: number): number {
+  const s = ((Math.trunc(seed) % SEED_MODULUS) + SEED_MODULUS) % SEED_MODULUS;
+  return s === 0 ? SEED_MODULUS : s;
 }

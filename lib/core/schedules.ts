@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { UserError } from "./errors.ts";
 
 /** The schedules this module knows, by name. */
 export type ScheduleName = "linear" | "scaled-linear" | "quadratic" | "cosine" | "sigmoid";
@@ -115,14 +116,14 @@ function betasOf(name: ScheduleName, T: number): Float64Array {
  */
 export function noiseSchedule(name: string, T = 1000): NoiseSchedule {
   if (!(SCHEDULE_NAMES as readonly string[]).includes(name)) {
-    throw new Error(
+    throw new UserError(
       `Unknown noise schedule "${name}": use one of ${
         SCHEDULE_NAMES.map((n) => `"${n}"`).join(", ")
       }.`,
     );
   }
   if (typeof T !== "number" || !Number.isInteger(T) || T < 2) {
-    throw new Error(
+    throw new UserError(
       `A noise schedule needs an integer number of steps T >= 2, got T = ${T}: pass e.g. 1000.`,
     );
   }

@@ -16,7 +16,9 @@
  * @module
  */
 
-import { exists } from "../runtime/files.ts";
+import { exists, writeFileAtomic } from "../runtime/files.ts";
+import { reinstallCommand } from "../runtime/packages.ts";
+import { UserError } from "../core/errors.ts";
 import * as tf from "@tensorflow/tfjs";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
@@ -128,22 +130,27 @@ function packageName(vendor: EmojiVendor): string {
   return `emoji-datasource-${vendor}`;
 }
 
+/** The command that restores a vendor's package (lib/runtime/packages.ts). */
+function restore(packageRoot: string, vendor: EmojiVendor): string {
+  return reinstallCommand(packageRoot, packageName(vendor));
+}
+
 async function readEmojiJson(packageRoot: string, vendor: EmojiVendor): Promise<RawEntry[]> {
   const folder = join(packageRoot, packageName(vendor));
   const path = join(folder, "emoji.json");
   if (!(await exists(path))) {
-    throw new Error(
+    throw new UserError(
       `The emoji dataset package "${packageName(vendor)}" is not installed (no ${path}). ` +
-        "Run `deno install` in the repository root (deno.json pins it), and run chapters from there.",
+        `Restore it, in the repository root: ${restore(packageRoot, vendor)}`,
     );
   }
   let entries: unknown;
   try {
     entries = JSON.parse(await Deno.readTextFile(path));
   } catch (error) {
-    throw new Error(
+    throw new UserError(
       `${path} is not valid JSON (${(error as Error).message}); ` +
-        `reinstall the package: delete ${folder} and run \`deno install\``,
+        `restore the package, in the repository root: ${restore(packageRoot, vendor)}`,
     );
   }
   const valid = Array.isArray(entries) && entries.length > 0 &&
@@ -153,9 +160,9 @@ async function readEmojiJson(packageRoot: string, vendor: EmojiVendor): Promise<
       Number.isInteger(e.sheet_y) && typeof e.sort_order === "number"
     );
   if (!valid) {
-    throw new Error(
+    throw new UserError(
       `${path} does not hold emoji entries (unified, category, sheet_x, sheet_y, sort_order); ` +
-        `reinstall the package: delete ${folder} and run \`deno install\``,
+        `restore the package, in the repository root: ${restore(packageRoot, vendor)}`,
     );
   }
   return entries as RawEntry[];
@@ -195,14 +202,7 @@ async function writeCache(path: string, size: number, sheetBytes: number, sheet:
   view.setUint32(24, sheetBytes, true);
   view.setUint32(28, checksum(sheet.cells), true);
   bytes.set(sheet.cells, HEADER_BYTES);
-  const temporary = `${path}.${Deno.pid}.${crypto.randomUUID()}.tmp`;
-  try {
-    await Deno.writeFile(temporary, bytes);
-    await Deno.rename(temporary, path);
-  } catch (error) {
-    await Deno.remove(temporary).catch(() => {});
-    throw error;
-  }
+  await writeFileAtomic(path, bytes);
 }
 
 async function loadSheet(
@@ -216,9 +216,9 @@ async function loadSheet(
   try {
     sheetBytes = (await Deno.stat(sheetPath)).size;
   } catch {
-    throw new Error(
-      `The sprite sheet ${sheetPath} is missing. Reinstall "${packageName(vendor)}": ` +
-        "run `deno install` in the repository root.",
+    throw new UserError(
+      `The sprite sheet ${sheetPath} is missing. Restore "${packageName(vendor)}", in the ` +
+        `repository root: ${restore(packageRoot, vendor)}`,
     );
   }
   const cachePath = join(cacheDir, `${vendor}-${size}.bin`);
@@ -233,16 +233,16 @@ async function loadSheet(
   try {
     decoded = decodePng(await Deno.readFile(sheetPath));
   } catch (error) {
-    throw new Error(
+    throw new UserError(
       `The sprite sheet ${sheetPath} cannot be decoded (${(error as Error).message}); ` +
-        `reinstall "${packageName(vendor)}" with \`deno install\``,
+        `restore it, in the repository root: ${restore(packageRoot, vendor)}`,
     );
   }
   const cell = size + 2;
   if (decoded.width % cell !== 0 || decoded.height % cell !== 0) {
-    throw new Error(
+    throw new UserError(
       `The sprite sheet ${sheetPath} is ${decoded.width}×${decoded.height}, not a grid of ` +
-        `${cell} px cells; reinstall "${packageName(vendor)}" with \`deno install\``,
+        `${cell} px cells; restore it, in the repository root: ${restore(packageRoot, vendor)}`,
     );
   }
   const columns = decoded.width / cell, rows = decoded.height / cell;
@@ -385,9 +385,12 @@ export async function loadEmojiDataset(options: EmojiDatasetOptions = {}): Promi
     const sheet = await loadSheet(packageRoot, vendor, size, cacheDir);
     for (const item of items) {
       if (item.sheetX >= sheet.columns || item.sheetY >= sheet.rows) {
-        throw new Error(
+        throw new UserError(
           `${item.meta.unified} sits at (${item.sheetX}, ${item.sheetY}) outside the ` +
-            `${sheet.columns}×${sheet.rows} sheet of "${packageName(vendor)}": reinstall it`,
+            `${sheet.columns}×${sheet.rows} sheet of "${
+              packageName(vendor)
+            }": restore it, in the ` +
+            `repository root: ${restore(packageRoot, vendor)}`,
         );
       }
       const n = meta.length;

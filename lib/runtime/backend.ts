@@ -22,6 +22,7 @@ import { registerCpuGradientKernels } from "./kernels/cpu_gradients.ts";
 import { registerWasmGradientKernels } from "./kernels/wasm_gradients.ts";
 import { registerWasmFastPaths } from "./kernels/wasm_fast_paths.ts";
 import { registerNativeFastPaths } from "./kernels/native_fast_paths.ts";
+import { UserError } from "../core/errors.ts";
 
 /** A TensorFlow.js backend the book knows how to start. */
 export type BackendName = "tensorflow" | "webgpu" | "wasm" | "cpu";
@@ -117,6 +118,23 @@ interface Request {
   source: string;
 }
 
+/**
+ * The backend a name asks for (`raw` as typed: case and spaces do not matter; empty is auto).
+ *
+ * @throws UserError naming `source` and the known backends for any other name
+ */
+export function backendName(raw: string | undefined, source: string): BackendName | "auto" {
+  const name = (raw ?? "").trim().toLowerCase();
+  if (name === "" || name === "auto") return "auto";
+  if (!(BACKEND_NAMES as readonly string[]).includes(name)) {
+    throw new UserError(
+      `unknown backend "${raw}" (from ${source}): choose one of ${BACKEND_NAMES.join(", ")}, ` +
+        `or auto`,
+    );
+  }
+  return name as BackendName;
+}
+
 function resolveRequest(options: SelectBackendOptions): Request {
   let raw: string | undefined;
   let source = "";
@@ -131,15 +149,7 @@ function resolveRequest(options: SelectBackendOptions): Request {
       source = `$${BACKEND_ENV}`;
     }
   }
-  const name = (raw ?? "").trim().toLowerCase();
-  if (name === "" || name === "auto") return { name: "auto", source };
-  if (!(BACKEND_NAMES as readonly string[]).includes(name)) {
-    throw new Error(
-      `unknown backend "${raw}" (from ${source}): choose one of ${BACKEND_NAMES.join(", ")}, ` +
-        `or auto`,
-    );
-  }
-  return { name: name as BackendName, source };
+  return { name: backendName(raw, source), source };
 }
 
 async function choose(request: Request): Promise<BackendReport> {

@@ -33,7 +33,7 @@ export function temporaryPath(path: string): string {
 }
 
 /** Whether process `pid` is running, where the system says (Linux's /proc); else assumed so. */
-function running(pid: number): boolean {
+export function processRunning(pid: number): boolean {
   if (pid === Deno.pid) return true;
   try {
     Deno.statSync("/proc/self");
@@ -61,7 +61,7 @@ export async function removeStaleTemporaries(path: string): Promise<string[]> {
     for await (const entry of Deno.readDir(dir)) {
       const match = entry.name.startsWith(`${name}.`) &&
         /^(\d+)-[0-9a-z]+\.tmp$/.exec(entry.name.slice(name.length + 1));
-      if (!entry.isFile || !match || running(Number(match[1]))) continue;
+      if (!entry.isFile || !match || processRunning(Number(match[1]))) continue;
       await Deno.remove(`${dir}/${entry.name}`).catch(() => {});
       removed.push(entry.name);
     }

@@ -6,6 +6,7 @@
  * @module
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { UserError } from "../core/errors.ts";
 
 /** Which size of a chapter runs: `quick` (tiny models, minutes on a CPU) or `full` (the published book). */
 export type Profile = "quick" | "full";
@@ -35,7 +36,7 @@ export function parseOptions<O extends OptionSpecs>(
     });
   } catch (error) {
     const message = (error as Error).message.replace(/\.?\s*(To specify|Did you forget).*$/s, "");
-    throw new Error(usage ? `${message}; ${usage}` : message);
+    throw new UserError(usage ? `${message}; ${usage}` : message);
   }
 }
 
@@ -53,7 +54,7 @@ export function optionValue(
   if (i < 0) return undefined;
   const value = args[i] === name ? args[i + 1] : args[i].slice(name.length + 1);
   if (value === undefined || value === "" || value.startsWith("--")) {
-    throw new Error(`${name} needs a value; ${usage}`);
+    throw new UserError(`${name} needs a value; ${usage}`);
   }
   return value;
 }

@@ -28,6 +28,7 @@ import {
   type DiffusionModel,
   type ModelConfigBase,
 } from "../core/models/mod.ts";
+import { UserError } from "../core/errors.ts";
 
 const MAGIC = "DIFFCKPT";
 const FORMAT_VERSION = 1;
@@ -196,7 +197,7 @@ export function encodeCheckpoint(checkpoint: Checkpoint, options: SaveOptions = 
 export function verifyCheckpoint(bytes: Uint8Array, source = "checkpoint"): CheckpointHeader {
   const magic = new TextDecoder().decode(bytes.subarray(0, 8));
   if (bytes.length < 16 || magic !== MAGIC) {
-    throw new Error(
+    throw new UserError(
       `${source} is not a diffusion checkpoint (it does not start with "${MAGIC}"); ` +
         `pass a file written by saveCheckpoint or the training loop.`,
     );
@@ -204,7 +205,7 @@ export function verifyCheckpoint(bytes: Uint8Array, source = "checkpoint"): Chec
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLength = view.getUint32(8, true);
   if (12 + headerLength > bytes.length) {
-    throw new Error(
+    throw new UserError(
       `${source} is truncated: its header alone needs ${12 + headerLength} bytes but the file ` +
         `has ${bytes.length}; it was probably cut off while being copied. ${EARLIER}`,
     );
@@ -216,13 +217,13 @@ export function verifyCheckpoint(bytes: Uint8Array, source = "checkpoint"): Chec
     // A file cut short (or with bytes appended) fails the checksum too: say which it is.
     const promised = promisedLength(bytes.subarray(12, 12 + headerLength), payloadStart);
     if (promised !== undefined && promised !== bytes.length) {
-      throw new Error(
+      throw new UserError(
         `${source} is ${bytes.length < promised ? "truncated" : "too long"}: the header ` +
           `promises ${promised} bytes but the file has ${bytes.length}. It was probably cut off ` +
           `while being copied or written. ${EARLIER}`,
       );
     }
-    throw new Error(
+    throw new UserError(
       `${source} is corrupt: CRC-32 checksum mismatch (stored ${stored.toString(16)}, ` +
         `computed ${actual.toString(16)}). The file was damaged after it was written. ${EARLIER}`,
     );
@@ -231,7 +232,7 @@ export function verifyCheckpoint(bytes: Uint8Array, source = "checkpoint"): Chec
   try {
     header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + headerLength)));
   } catch (e) {
-    throw new Error(
+    throw new UserError(
       `${source} is corrupt: its header is not valid JSON (${(e as Error).message}).`,
     );
   }
@@ -239,14 +240,14 @@ export function verifyCheckpoint(bytes: Uint8Array, source = "checkpoint"): Chec
     typeof header !== "object" || header === null || header.format !== "diffusion-checkpoint" ||
     header.version !== FORMAT_VERSION
   ) {
-    throw new Error(
+    throw new UserError(
       `${source} has format ${header?.format} version ${header?.version}; this library reads ` +
         `diffusion-checkpoint version ${FORMAT_VERSION}.`,
     );
   }
   const expected = payloadStart + header.payloadBytes + 4;
   if (bytes.length !== expected) {
-    throw new Error(
+    throw new UserError(
       `${source} is ${bytes.length < expected ? "truncated" : "too long"}: the header promises ` +
         `${expected} bytes but the file has ${bytes.length}. ${EARLIER}`,
     );
@@ -269,7 +270,7 @@ function promisedLength(headerBytes: Uint8Array, payloadStart: number): number |
 
 /** Every tensor entry is well formed and inside the payload; the header's fields have their types. */
 function checkLayout(header: CheckpointHeader, source: string): void {
-  const bad = (what: string) => new Error(`${source} is corrupt: ${what}. ${EARLIER}`);
+  const bad = (what: string) => new UserError(`${source} is corrupt: ${what}. ${EARLIER}`);
   if (!Number.isSafeInteger(header.step) || header.step < 0) throw bad("its step is not a count");
   if (!Array.isArray(header.tensors)) throw bad("its header lists no tensors");
   if (typeof header.modelConfig !== "object" || header.modelConfig === null) {
@@ -348,9 +349,9 @@ async function readCheckpointFile(path: string): Promise<Uint8Array> {
     return await Deno.readFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
-      throw new Error(`Checkpoint ${path} does not exist; check the path or train first.`);
+      throw new UserError(`Checkpoint ${path} does not exist; check the path or train first.`);
     }
-    throw new Error(`Could not read checkpoint ${path}: ${(e as Error).message}`);
+    throw new UserError(`Could not read checkpoint ${path}: ${(e as Error).message}`);
   }
 }
 

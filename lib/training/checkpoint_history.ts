@@ -18,6 +18,7 @@
 
 import { type Checkpoint, readCheckpointHeader, saveCheckpoint } from "./checkpoint.ts";
 import { exists, temporaryPath } from "../runtime/files.ts";
+import { UserError } from "../core/errors.ts";
 
 /** How many checkpoints a run keeps by default: the latest and the two before it. */
 export const DEFAULT_KEPT_CHECKPOINTS = 3;
@@ -125,7 +126,7 @@ export async function saveKeptCheckpoint(
   options: Parameters<typeof saveCheckpoint>[2] = {},
 ): Promise<void> {
   if (!(Number.isInteger(keep) && keep >= 1)) {
-    throw new Error(`keepCheckpoints must be a whole number ≥ 1 (it is ${keep})`);
+    throw new UserError(`keepCheckpoints must be a whole number ≥ 1 (it is ${keep})`);
   }
   if (keep > 1 && await exists(path)) {
     const previous = await describe(path, true);
@@ -193,7 +194,7 @@ export async function rewindTo(
   const checkpoints = await listCheckpoints(path);
   const chosen = checkpoints.find((c) => c.step === step && !c.problem);
   if (!chosen) {
-    throw new Error(
+    throw new UserError(
       `there is no usable checkpoint of step ${step} in ${split(path).dir}; the run keeps ` +
         (checkpoints.length ? describeCheckpoints(checkpoints) : "none"),
     );

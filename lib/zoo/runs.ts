@@ -20,8 +20,9 @@ import { noiseSchedule } from "../core/schedules.ts";
 import { train, type Trainer } from "../training/trainer.ts";
 import { completeModelConfig, createModel } from "../core/models/mod.ts";
 import { readManifest, type RunLineage } from "./manifest.ts";
-import { rewindTo } from "../training/checkpoint_history.ts";
+import { listCheckpoints, rewindTo } from "../training/checkpoint_history.ts";
 import { canonicalJson, type ModelSpec, modelSpec, profileSpec, specHash } from "./specs.ts";
+import { UserError } from "../core/errors.ts";
 
 /** The folder of the run of `name` in `profile`, relative to the project root. */
 export function runDir(name: string, profile: Profile, root = "."): string {
@@ -101,11 +102,17 @@ async function claimRun(
       return;
     }
     if (stored.specHash !== record.specHash) {
-      throw new Error(
+      const restart = `deno task train ${spec.name} --profile ${profile} --restart`;
+      const kept = (await listCheckpoints(`${dir}/checkpoint.bin`)).filter((c) => !c.problem);
+      const remedy = changed.every((path) => path.startsWith("training.")) && kept.length > 0
+        ? `To go on under the new training recipe from one of the run's checkpoints (steps ` +
+          `${kept.map((c) => c.step).join(", ")}), add \`--resume-from STEP\`; to start over, ` +
+          `\`${restart}\``
+        : `Start over with \`${restart}\``;
+      throw new UserError(
         `${dir} is a run of another spec of ${spec.name} (${stored.specHash}, today's is ` +
-          `${record.specHash}): ${changed.join("; ")}. ` +
-          `Start over with \`deno task train ${spec.name} --profile ${profile} --restart\` ` +
-          `(the old run is moved aside, not deleted).`,
+          `${record.specHash}): ${changed.join("; ")}. ${remedy} (the old run is moved aside, ` +
+          `not deleted).`,
       );
     }
     return;
@@ -179,7 +186,7 @@ export async function trainModel(
     }
   }
   if (options.resumeFrom !== undefined && options.restart) {
-    throw new Error("--resume-from continues a run and --restart starts one over: choose one");
+    throw new UserError("--resume-from continues a run and --restart starts one over: choose one");
   }
   await claimRun(dir, spec, profile, options.resumeFrom);
   const dataset = await loadEmojiDataset(spec.data);

@@ -15,6 +15,7 @@ import type { EmojiDatasetOptions } from "../data/emoji.ts";
 import type { PredictionType } from "../core/parameterization.ts";
 import type { TrainConfig } from "../training/trainer.ts";
 import type { ModelConfig } from "../core/models/mod.ts";
+import { UserError } from "../core/errors.ts";
 
 /** The training options a spec fixes (paths and callbacks are the zoo's business). */
 export type SpecTraining = Omit<
@@ -148,7 +149,7 @@ export function modelSpec(name: string | ModelSpec): ModelSpec {
   if (typeof name !== "string") return name;
   const spec = MODEL_SPECS.get(name);
   if (!spec) {
-    throw new Error(
+    throw new UserError(
       `unknown model "${name}"; the zoo has ${[...MODEL_SPECS.keys()].join(", ")} ` +
         `(deno task train --list)`,
     );

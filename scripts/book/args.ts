@@ -7,6 +7,8 @@
 
 import type { Profile } from "../../lib/runtime/options.ts";
 import { parseOptions } from "../../lib/runtime/options.ts";
+import { UserError } from "../../lib/core/errors.ts";
+import { backendName } from "../../lib/runtime/backend.ts";
 
 /** Parsed arguments. */
 export interface BookArgs {
@@ -71,20 +73,27 @@ export function parseBookArgs(
     { allowPositionals: chapter },
   ) as { values: Record<string, string | boolean | undefined>; positionals: string[] };
   if (values.profile !== undefined && values.profile !== "quick" && values.profile !== "full") {
-    throw new Error(`unknown profile "${values.profile}": use --profile quick or --profile full`);
+    throw new UserError(
+      `unknown profile "${values.profile}": use --profile quick or --profile full`,
+    );
   }
+  if (values.backend !== undefined) backendName(values.backend as string, "--backend");
   if (values.verify && values.freeze) {
-    throw new Error("--verify checks the frozen results and --freeze replaces them: choose one");
+    throw new UserError(
+      "--verify checks the frozen results and --freeze replaces them: choose one",
+    );
   }
   if (values.verify && values.profile === "quick") {
-    throw new Error("--verify reruns the full profile, whose results are frozen; drop --profile");
+    throw new UserError(
+      "--verify reruns the full profile, whose results are frozen; drop --profile",
+    );
   }
   const port = values.port === undefined ? 8080 : Number(values.port);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new Error("--port needs a port number");
+    throw new UserError("--port needs a port number");
   }
   const host = values.host === undefined ? "127.0.0.1" : String(values.host).trim();
-  if (host === "") throw new Error("--host needs an address, e.g. --host 0.0.0.0");
+  if (host === "") throw new UserError("--host needs an address, e.g. --host 0.0.0.0");
   return {
     profile: values.profile as Profile | undefined,
     backend: values.backend as string | undefined,

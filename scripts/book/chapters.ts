@@ -5,6 +5,7 @@
  */
 
 import { type Cell, chapterTitle, splitCells } from "./cells.ts";
+import { UserError } from "../../lib/core/errors.ts";
 
 /** A chapter's source, split into cells. */
 export interface Chapter {
@@ -71,7 +72,7 @@ export function selectChapters(chapters: Chapter[], only: string[]): Chapter[] {
   const unmatched = wanted.filter((w) => !chapters.some((c) => c.id.startsWith(w)));
   if (unmatched.length > 0) {
     const ids = chapters.map((c) => c.id).join(", ") || "(none)";
-    throw new Error(`no chapter matches ${unmatched.join(", ")}; the chapters are: ${ids}`);
+    throw new UserError(`no chapter matches ${unmatched.join(", ")}; the chapters are: ${ids}`);
   }
   return chosen;
 }

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { writeFileAtomic } from "../../lib/runtime/files.ts";
+import { processRunning, writeFileAtomic } from "../../lib/runtime/files.ts";
 import type { OutputRecord, Profile } from "../../lib/book/runtime.ts";
 import type { Dependency } from "../../lib/runtime/dependencies.ts";
 import { type Cell, codeCellOfLine } from "./cells.ts";
@@ -96,17 +96,40 @@ export async function copyDir(from: string, to: string): Promise<void> {
 /** Replaces folder `to` by a copy of `from`: copied beside it first, then swapped in by renames. */
 export async function replaceDirWithCopy(from: string, to: string): Promise<void> {
   const staging = `${to}.${Deno.pid}.incoming`;
-  const old = `${to}.${Deno.pid}.old`;
   await removeIfPresent(staging);
   await copyDir(from, staging);
-  await removeIfPresent(old);
+  await swapIn(staging, to);
+}
+
+/** The suffix of the folder {@link swapIn} moves the old one to (a killed swap may leave it). */
+export const OUTGOING = ".outgoing-";
+
+/**
+ * Puts the folder `incoming` in the place of `target` by renames: the old `target` (if any) is
+ * moved aside, `incoming` takes its name, and the old one is removed. If `incoming` cannot take
+ * the name, the old one is put back and the error thrown.
+ */
+export async function swapIn(incoming: string, target: string): Promise<void> {
+  const aside = `${target}${OUTGOING}${crypto.randomUUID().slice(0, 8)}`;
+  let moved = true;
   try {
-    await Deno.rename(to, old);
+    await Deno.rename(target, aside);
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
+    moved = false;
   }
-  await Deno.rename(staging, to);
-  await removeIfPresent(old);
+  try {
+    await Deno.rename(incoming, target);
+  } catch (error) {
+    if (!moved) throw error;
+    try {
+      await Deno.rename(aside, target);
+    } catch {
+      throw new Error(`${(error as Error).message}; the previous folder is left in ${aside}`);
+    }
+    throw error;
+  }
+  if (moved) await removeIfPresent(aside);
 }
 
 /**
@@ -127,6 +150,25 @@ export async function compactFrozen(dir: string): Promise<void> {
   await removeIfPresent(`${dir}/outputs.json`);
   await removeIfPresent(`${dir}/dependencies.jsonl`); // kept in result.json's dependencies
   await writeFileAtomic(`${dir}/result.json`, `${JSON.stringify(meta, null, 2)}\n`);
+}
+
+/**
+ * Removes the `KEY.PID.running` folders of runs whose process is gone (a chapter killed
+ * mid-run, or a builder stopped with Ctrl+C), leaving those of runs still going.
+ */
+export async function removeAbandonedRuns(chapterCache: string): Promise<string[]> {
+  const removed: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(chapterCache)) {
+      const pid = /^[^.]+\.(\d+)\.running$/.exec(entry.name)?.[1];
+      if (!entry.isDirectory || !pid || processRunning(Number(pid))) continue;
+      await removeIfPresent(`${chapterCache}/${entry.name}`);
+      removed.push(entry.name);
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return removed;
 }
 
 /** Keeps the `keep` most recently written result folders of a chapter's cache, removing the rest. */

@@ -15,6 +15,7 @@ import {
   placeOutputs,
   pruneCache,
   readManifest,
+  removeAbandonedRuns,
   removeIfPresent,
   type ResultMeta,
 } from "./results.ts";
@@ -39,6 +40,12 @@ export interface RunOptions {
   log?: (line: string) => void;
   /** Prefix of streamed lines (default `[<chapterId>] `). */
   prefix?: string;
+}
+
+/** `text` without ANSI escape sequences (colours, cursor moves) that only a terminal reads. */
+export function withoutAnsi(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/\x1b\[[0-9;?]*[ -\/]*[@-~]|\x1b\][^\x07]*\x07/g, "");
 }
 
 /** What running a chapter gave. */
@@ -79,6 +86,7 @@ export function cachePath(cacheDir: string, chapterId: string, key: string): str
 export async function runChapter(chapter: Chapter, options: RunOptions): Promise<RunOutcome> {
   const chapterCache = `${options.cacheDir}/${chapter.id}`;
   const working = `${chapterCache}/${options.key}.${Deno.pid}.running`;
+  await removeAbandonedRuns(chapterCache);
   await removeIfPresent(working);
   await Deno.mkdir(working, { recursive: true });
   const prefix = options.prefix ?? `[${chapter.id}] `;
@@ -114,7 +122,7 @@ export async function runChapter(chapter: Chapter, options: RunOptions): Promise
     pump(child.stdout, (line) => log(prefix + line)),
     pump(child.stderr, (line) => {
       log(prefix + line);
-      tail.push(line);
+      tail.push(withoutAnsi(line)); // the page shows it: no terminal colour codes
       if (tail.length > TAIL_LINES) tail.shift();
     }),
   ]);

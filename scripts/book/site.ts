@@ -10,7 +10,7 @@
 
 import Eleventy from "@11ty/eleventy";
 import { exists, writeFileAtomic } from "../../lib/runtime/files.ts";
-import { copyDir, removeIfPresent } from "./results.ts";
+import { copyDir, OUTGOING, removeIfPresent, swapIn } from "./results.ts";
 
 /** A chapter as the site's navigation lists it. */
 export interface NavEntry {
@@ -163,9 +163,8 @@ export async function findMathErrors(siteDir: string): Promise<MathError[]> {
   return errors;
 }
 
-/** Suffixes of the site's sibling folders while a build swaps it in: the new site, the old one. */
+/** The suffix of the new site's folder while it is built (the old one goes to `OUTGOING`). */
 const INCOMING = ".incoming-";
-const OUTGOING = ".outgoing-";
 
 /** Removes the folders a killed build left beside `siteDir` (`*.incoming-*`, `*.outgoing-*`). */
 async function removeLeftovers(siteDir: string): Promise<void> {
@@ -177,34 +176,6 @@ async function removeLeftovers(siteDir: string): Promise<void> {
       await removeIfPresent(`${parent}/${name}`);
     }
   }
-}
-
-/**
- * Puts the folder `incoming` in the place of `target` by renames: the old `target` (if any) is
- * moved aside, `incoming` takes its name, and the old one is removed. If `incoming` cannot take
- * the name, the old one is put back and the error thrown.
- */
-async function swapIn(incoming: string, target: string): Promise<void> {
-  const aside = `${target}${OUTGOING}${crypto.randomUUID().slice(0, 8)}`;
-  let moved = true;
-  try {
-    await Deno.rename(target, aside);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-    moved = false;
-  }
-  try {
-    await Deno.rename(incoming, target);
-  } catch (error) {
-    if (!moved) throw error;
-    try {
-      await Deno.rename(aside, target);
-    } catch {
-      throw new Error(`${(error as Error).message}; the previous site is left in ${aside}`);
-    }
-    throw error;
-  }
-  if (moved) await removeIfPresent(aside);
 }
 
 /**

@@ -110,13 +110,32 @@ async function textOf(output: PlacedOutput, dir: string): Promise<string> {
   return JSON.stringify(output.data ?? null);
 }
 
-/** Compares a rebuilt result (in `rebuiltDir`) with the frozen one (in `frozenDir`). */
+/** Where two texts first differ, or null when they are equal. */
+function exactText(a: string, b: string): string | null {
+  if (a === b) return null;
+  const at = [...a].findIndex((c, i) => c !== [...b][i]);
+  return `text differs at character ${at}: "${a.slice(Math.max(0, at - 30), at + 30)}"`;
+}
+
+/** Whether two files hold the same bytes. */
+function exactBytes(a: Uint8Array, b: Uint8Array): string | null {
+  if (a.length === b.length && a.every((x, i) => x === b[i])) return null;
+  return `the files differ (${a.length} and ${b.length} bytes)`;
+}
+
+/**
+ * Compares a rebuilt result (in `rebuiltDir`) with the frozen one (in `frozenDir`): within
+ * the tolerances of the module comment, or, with `exact`, byte for byte (two runs on the same
+ * machine and backend), measured outputs still aside.
+ */
 export async function compareResults(
   frozen: ResultMeta,
   frozenDir: string,
   rebuilt: ResultMeta,
   rebuiltDir: string,
+  options: { exact?: boolean } = {},
 ): Promise<Difference[]> {
+  const text = options.exact ? exactText : sameText;
   const differences: Difference[] = [];
   if (!rebuilt.ok) return [{ output: -1, message: `the chapter failed: ${rebuilt.error}` }];
   const kinds = (m: ResultMeta) => m.outputs.map((o) => o.kind).join(", ");
@@ -129,18 +148,18 @@ export async function compareResults(
     const where = (message: string) => differences.push({ output: i, message });
     // A table with measured columns says in its caption where it was measured.
     const measuredTable = (a.data as { measuredColumns?: string[] } | undefined)?.measuredColumns;
-    const captions = measuredTable ? null : sameText(a.caption ?? "", b.caption ?? "");
+    const captions = measuredTable ? null : text(a.caption ?? "", b.caption ?? "");
     if (captions) where(`caption: ${captions}`);
     let problem: string | null;
     if (a.kind === "images" || a.kind === "animation") {
-      problem = compareImages(
+      problem = (options.exact ? exactBytes : compareImages)(
         await Deno.readFile(`${frozenDir}/${a.file}`),
         await Deno.readFile(`${rebuiltDir}/${b.file}`),
       );
     } else if (a.kind === "figure" || a.kind === "widget") {
-      problem = sameText(await textOf(a, frozenDir), await textOf(b, rebuiltDir));
+      problem = text(await textOf(a, frozenDir), await textOf(b, rebuiltDir));
     } else {
-      problem = sameText(JSON.stringify(unmeasured(a.data)), JSON.stringify(unmeasured(b.data)));
+      problem = text(JSON.stringify(unmeasured(a.data)), JSON.stringify(unmeasured(b.data)));
     }
     if (problem) where(`${a.kind}: ${problem}`);
   }

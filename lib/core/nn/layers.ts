@@ -15,7 +15,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
-import { Random } from "../random.ts";
+import { opSeed, Random } from "../random.ts";
 import { upsampleNearest2x } from "./upsample.ts";
 import { groupNormSiLU } from "./group_norm_silu.ts";
 
@@ -154,7 +154,7 @@ export function dropout(
   layer: LayerRecord,
 ): tf.Tensor {
   if (!ctx.training || rate <= 0) return x;
-  return tf.dropout(x, rate, undefined, (ctx.seed + 7919 * (layer.index + 1)) % 2147483647);
+  return tf.dropout(x, rate, undefined, opSeed(ctx.seed + 7919 * (layer.index + 1)));
 }
 
 /** Options of {@link Conv2d}. */
