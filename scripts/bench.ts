@@ -50,6 +50,7 @@ import { noiseSchedule } from "../lib/core/schedules.ts";
 import { Trainer } from "../lib/training/trainer.ts";
 import { createModel, type DiffusionModel, unetConfig } from "../lib/core/models/mod.ts";
 import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
+import { UserError } from "../lib/core/errors.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const VENV = `${ROOT}/bench/.venv`;
@@ -528,15 +529,15 @@ async function main(args: string[]): Promise<void> {
     value?.split(",").map((s) => s.trim()).filter(Boolean) ?? all;
   const sizes = list(values.sizes, ["16", "32"]).map(Number);
   if (sizes.some((s) => !(s >= 4 && s % 4 === 0))) {
-    throw new Error(`--sizes takes multiples of 4 (the U-Net halves twice), got ${sizes}`);
+    throw new UserError(`--sizes takes multiples of 4 (the U-Net halves twice), got ${sizes}`);
   }
   const backends = list(values.backends, ALL_BACKENDS);
   const unknownBackend = backends.find((b) => !ALL_BACKENDS.includes(b));
-  if (unknownBackend) throw new Error(`unknown backend ${unknownBackend}; one of ${ALL_BACKENDS}`);
+  if (unknownBackend) throw new UserError(`unknown backend ${unknownBackend}; one of ${ALL_BACKENDS}`);
   const peers = list(values.peers, ALL_PEERS).filter((p) => p !== "none");
   const device = values.device;
   if (device !== "cpu" && device !== "cuda") {
-    throw new Error(`--device is cpu or cuda (where PyTorch runs), got ${device}`);
+    throw new UserError(`--device is cpu or cuda (where PyTorch runs), got ${device}`);
   }
   const python = values.python;
   const out = values.out ??
