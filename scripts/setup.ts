@@ -10,8 +10,8 @@
  * Layout of `.native/`: `lib/` (libtensorflow_cc.so.2 and libtensorflow_framework.so.2, ~850 MB),
  * `include/` (the C API headers the binding includes), `tfjs_binding.node` (its run path finds
  * `lib/`), `setup.json` (what was built, or why it failed), `setup.log` (the last build's output),
- * and `libdiffusion_ops.so`, the project's fused GroupNorm + SiLU ops compiled from
- * lib/runtime/kernels/group_norm_silu.c with the machine's C compiler (`ops.json` records for which
+ * and `libdiffusion_ops.so`, the project's fused ops (GroupNorm + SiLU, the Adam step) compiled from
+ * lib/runtime/kernels/group_norm_silu.c and adam_step.c with the machine's C compiler (`ops.json` records for which
  * version of the source; optional: without it those layers are composed of TensorFlow's ops).
  * The binding is also copied to where tfjs-node's own loader looks, so that
  * `import "@tensorflow/tfjs-node"` works too.
@@ -295,7 +295,11 @@ function bindingGyp(dir: string): string {
 }
 
 /** The project's own TensorFlow ops, compiled beside the binding (see lib/runtime/native.ts). */
-const OPS_SOURCE = new URL("../lib/runtime/kernels/group_norm_silu.c", import.meta.url).pathname;
+const OPS_SOURCES = ["group_norm_silu.c", "adam_step.c"].map((name) =>
+  new URL(`../lib/runtime/kernels/${name}`, import.meta.url).pathname
+);
+/** What they include (a change to it rebuilds them). */
+const OPS_HEADER = new URL("../lib/runtime/kernels/tf_kernel_api.h", import.meta.url).pathname;
 /**
  * The compiler's flags: AVX2 and FMA where the CPU has them (the kernels' eight-lane vectors are
  * one AVX register), else the x86-64 baseline (two SSE registers). Not `-march=native`, so that
@@ -324,7 +328,10 @@ async function ensureProjectOps(
   force: boolean | undefined,
   say: (line: string) => void,
 ): Promise<void> {
-  const source = await Deno.readFile(OPS_SOURCE);
+  const parts = await Promise.all(
+    [...OPS_SOURCES, OPS_HEADER].map((path) => Deno.readTextFile(path)),
+  );
+  const source = new TextEncoder().encode(parts.join("\u0000"));
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", source));
   const hash = Array.from(digest.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
   const pkg = await tfjsNodePackage();
@@ -332,7 +339,8 @@ async function ensureProjectOps(
     .map((lib) => `${lib}/libtensorflow_framework.so.2`)
     .find(isFile);
   const flags = opsFlags();
-  const key = `group_norm_silu.c ${hash}, ${flags.join(" ")}, ${framework}`;
+  const key = `${OPS_SOURCES.map((p) => p.slice(p.lastIndexOf("/") + 1)).join(" ")} ${hash}, ` +
+    `${flags.join(" ")}, ${framework}`;
   const target = `${dir}/${PROJECT_OPS_LIBRARY}`;
   try {
     const marker = JSON.parse(Deno.readTextFileSync(`${dir}/ops.json`));
@@ -345,7 +353,7 @@ async function ensureProjectOps(
   if (!framework) reason = "libtensorflow_framework.so.2 not found beside the binding";
   else {
     const frameworkDir = framework.replace(/\/[^/]*$/, "");
-    const args = [...flags, OPS_SOURCE, "-o", `${target}.tmp`, framework];
+    const args = [...flags, ...OPS_SOURCES, "-o", `${target}.tmp`, framework];
     const built = await run("cc", [...args, `-Wl,-rpath,${frameworkDir}`, "-lm"], { log });
     if (built.ok) await Deno.rename(`${target}.tmp`, target);
     else {
@@ -361,8 +369,8 @@ async function ensureProjectOps(
   await writeFileAtomic(`${dir}/ops.json`, JSON.stringify({ key, ok, reason }, null, 2) + "\n");
   say(
     ok
-      ? `built the fused GroupNorm + SiLU ops (${PROJECT_OPS_LIBRARY})`
-      : `fused GroupNorm + SiLU ops not built (${reason}); the native backend composes them ` +
+      ? `built the project's fused ops, GroupNorm + SiLU and the Adam step (${PROJECT_OPS_LIBRARY})`
+      : `the project's fused ops were not built (${reason}); the native backend composes them ` +
         `from TensorFlow's ops`,
   );
 }

@@ -3,6 +3,11 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { loadNativeBackend, nativeDir, projectOpsStatus } from "../lib/runtime/native.ts";
 import { GROUP_NORM_SILU, groupNormSiLU } from "../lib/core/nn/group_norm_silu.ts";
+import { ADAM_STEP } from "../lib/runtime/kernels/native_fast_paths.ts";
+import { UNet } from "../lib/core/models/mod.ts";
+import { Trainer } from "../lib/training/trainer.ts";
+import { noiseSchedule } from "../lib/core/schedules.ts";
+import { TINY_UNET } from "./helpers.ts";
 import { registerNativeFastPaths } from "../lib/runtime/kernels/native_fast_paths.ts";
 
 /** Runs `lib/runtime/native.ts`'s loader in a fresh process with `env` and returns its result. */
@@ -203,6 +208,43 @@ describe("the native backend, when set up", () => {
   });
 
   whenSetUp(
+    "runs the input gradient of a wide convolution as a forward one, within rounding of TensorFlow's",
+    async () => {
+      await tf.setBackend("tensorflow");
+      const stock = tf.getKernel("Conv2DBackpropInput", "tensorflow")!;
+      const dxOf = (stride: 1 | 2, pad: "same" | "valid", [n, h, ci, co]: number[]) =>
+        tf.tidy(() => {
+          const w = tf.tensor4d(
+            Array.from({ length: 9 * ci * co }, (_, i) => Math.cos(i * 0.7)),
+            [3, 3, ci, co],
+          );
+          const out = tf.conv2d(tf.zeros([n, h, h, ci]) as tf.Tensor4D, w, stride, pad).shape;
+          const dy = tf.tensor4d(
+            Array.from({ length: out.reduce((a, b) => a * b) }, (_, i) => Math.sin(i * 0.3)),
+            out as [number, number, number, number],
+          );
+          return tf.conv2dTranspose(dy, w, [n, h, h, ci], stride, pad).dataSync() as Float32Array;
+        });
+      const cases = [[1, "same", [2, 8, 16, 8]], [2, "same", [2, 8, 24, 16]], [
+        2,
+        "valid",
+        [1, 9, 16, 16],
+      ], [1, "valid", [2, 6, 32, 4]]] as const;
+      registerNativeFastPaths();
+      const ours = cases.map(([s, p, shape]) => dxOf(s, p, [...shape]));
+      const fast = tf.getKernel("Conv2DBackpropInput", "tensorflow")!;
+      tf.unregisterKernel("Conv2DBackpropInput", "tensorflow");
+      tf.registerKernel(stock);
+      const theirs = cases.map(([s, p, shape]) => dxOf(s, p, [...shape]));
+      tf.unregisterKernel("Conv2DBackpropInput", "tensorflow");
+      tf.registerKernel(fast);
+      cases.forEach(([s, p, shape], i) =>
+        assertClose(ours[i], theirs[i], `∂x of a ${shape} conv, stride ${s}, ${p}`)
+      );
+    },
+  );
+
+  whenSetUp(
     "runs GroupNorm + SiLU as the project's fused ops, equal to the composite",
     async () => {
       assert.ok(projectOpsStatus().loaded, `fused ops not loaded: ${projectOpsStatus().reason}`);
@@ -251,6 +293,53 @@ describe("the native backend, when set up", () => {
         /do not split into 3/,
       );
       nan.dispose();
+    },
+  );
+
+  whenSetUp(
+    "runs the optimiser step as the project's fused op, equal to the composite",
+    async () => {
+      assert.ok(projectOpsStatus().loaded, `fused ops not loaded: ${projectOpsStatus().reason}`);
+      await tf.setBackend("tensorflow");
+      registerNativeFastPaths();
+      const fused = tf.getKernel(ADAM_STEP, "tensorflow");
+      assert.ok(fused, "the fused kernel is registered");
+      const data = {
+        images: Float32Array.from({ length: 6 * 8 * 8 * 3 }, (_, i) => Math.sin(i * 0.37)),
+        count: 6,
+      };
+      // Clipping at work (a norm of 0.05), warm-up, the EMA's warm-up, Adam's and AdamW's decay.
+      const runs = [
+        { optimizer: "adam" as const, weightDecay: 0.01, gradClipNorm: 0.05 },
+        { optimizer: "adamw" as const, weightDecay: 0.1, gradClipNorm: null },
+      ];
+      for (const settings of runs) {
+        const weights = async () => {
+          const model = new UNet({ ...TINY_UNET, middleAttention: false });
+          const trainer = new Trainer(model, data, noiseSchedule("cosine", 50), {
+            steps: 4,
+            batchSize: 3,
+            learningRate: 3e-3,
+            warmupSteps: 2,
+            ...settings,
+          }, { progress: false });
+          const { losses } = await trainer.run();
+          const values = [...model.parameters, ...trainer.ema.parameters].map((p) =>
+            p.variable.dataSync() as Float32Array
+          );
+          trainer.dispose();
+          model.dispose();
+          return { losses, values };
+        };
+        const actual = await weights();
+        tf.unregisterKernel(ADAM_STEP, "tensorflow");
+        const expected = await weights();
+        tf.registerKernel(fused);
+        assertClose(Float32Array.from(actual.losses), Float32Array.from(expected.losses), "losses");
+        actual.values.forEach((v, i) =>
+          assertClose(v, expected.values[i], `${settings.optimizer}: tensor ${i}`)
+        );
+      }
     },
   );
 });

@@ -17,6 +17,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { NamedVariable } from "../core/nn/layers.ts";
+import { ADAM_STEP } from "../runtime/kernels/native_fast_paths.ts";
 
 /** Adam's settings. */
 export interface AdamOptions {
@@ -144,6 +145,12 @@ export class ExponentialMovingAverage {
     this.#stale = true;
   }
 
+  /** θ̄ ← `average`, computed elsewhere (the fused step): it becomes the variable's value. */
+  replace(average: tf.Tensor): void {
+    this.average.assign(average);
+    this.#stale = true;
+  }
+
   /** Write θ̄ into the target variables, if it changed since the last time. */
   sync(): void {
     if (!this.#stale) return;
@@ -161,4 +168,127 @@ export class ExponentialMovingAverage {
   dispose(): void {
     this.average.dispose();
   }
+}
+
+/** What a step's update needs besides the gradients. */
+export interface UpdateSettings {
+  /** The learning rate η of this step. */
+  lr: number;
+  /** The step k, 1-based (Adam's bias corrections). */
+  k: number;
+  /** Clip ∇θ to this global norm; null for no clipping. */
+  clipNorm: number | null;
+  /** The EMA's decay d for this step. */
+  emaDecay: number;
+}
+
+/**
+ * A step's update, computed as far as it can be before ‖g‖ is known on the host: the caller
+ * reads ‖g‖ (with the loss, in one transfer), then commits the update or discards it.
+ */
+export interface ProposedUpdate {
+  /** ‖∇θ‖ before clipping, a scalar tensor. */
+  readonly norm: tf.Scalar;
+  /** Apply it: the new θ into the parameters, the new m, v and θ̄. `norm` is ‖g‖ as read. */
+  commit(norm: number): void;
+  /** Drop it (the loss or ‖g‖ was not finite): nothing changes. */
+  discard(): void;
+}
+
+/**
+ * The update of one training step from `tf.variableGrads`' gradients of `parameters` (Adam's
+ * and the EMA's list): clip to `clipNorm`, Adam, θ̄ ← d θ̄ + (1 − d) θ.
+ *
+ * Where the backend has the project's fused step (the native backend with its ops built:
+ * lib/runtime/kernels/adam_step.c), all of it is one kernel, run before ‖g‖ is read; elsewhere
+ * the composite above, whose clipping factor C/(‖g‖ + 10⁻⁶) needs ‖g‖ on the host first. Both
+ * round every product and sum alike; only ‖g‖ is summed in another order.
+ */
+export function proposeUpdate(
+  adam: Adam,
+  average: ExponentialMovingAverage,
+  grads: tf.NamedTensorMap,
+  settings: UpdateSettings,
+): ProposedUpdate {
+  return tf.getKernel(ADAM_STEP, tf.getBackend()) === undefined
+    ? compositeUpdate(adam, average, grads, settings)
+    : fusedUpdate(adam, average, grads, settings);
+}
+
+function compositeUpdate(
+  adam: Adam,
+  average: ExponentialMovingAverage,
+  grads: tf.NamedTensorMap,
+  { lr, k, clipNorm, emaDecay }: UpdateSettings,
+): ProposedUpdate {
+  const g = flatGradient(grads, adam.parameters);
+  const norm = tf.tidy(() => tf.sqrt(tf.sum(tf.square(g)))) as tf.Scalar;
+  return {
+    norm,
+    commit(gradNorm) {
+      const clip = clipNorm !== null && gradNorm > clipNorm ? clipNorm / (gradNorm + 1e-6) : 1;
+      tf.tidy(() => {
+        const gk = (clip !== 1 ? tf.mul(g, clip) : g) as tf.Tensor1D;
+        average.update(adam.update(gk, lr, k), emaDecay);
+      });
+      tf.dispose([g, norm]);
+    },
+    discard: () => tf.dispose([g, norm]),
+  };
+}
+
+function fusedUpdate(
+  adam: Adam,
+  average: ExponentialMovingAverage,
+  grads: tf.NamedTensorMap,
+  { lr, k, clipNorm, emaDecay }: UpdateSettings,
+): ProposedUpdate {
+  const { beta1, beta2, epsilon, optimizer, weightDecay } = adam.options;
+  const parameters = adam.parameters;
+  // The scalars as the composite multiplies by them: each computed in double, then float32.
+  const hyper = tf.tensor1d([
+    beta1,
+    1 - beta1,
+    beta2,
+    1 - beta2,
+    1 - beta1 ** k,
+    1 - beta2 ** k,
+    epsilon,
+    lr,
+    weightDecay,
+    lr * weightDecay,
+    optimizer === "adamw" ? 1 : 0,
+    emaDecay,
+    1 - emaDecay,
+    clipNorm ?? 0,
+  ]);
+  const outputs = tf.tidy(() => {
+    const gradients = parameters.map((p) => grads[p.variable.name] ?? tf.zerosLike(p.variable));
+    const inputs = [
+      ...gradients,
+      ...parameters.map((p) => p.variable),
+      adam.m,
+      adam.v,
+      average.average,
+      hyper,
+    ];
+    return tf.engine().runKernel(
+      ADAM_STEP,
+      inputs as unknown as tf.NamedTensorMap,
+      { n: parameters.length },
+    ) as tf.Tensor[];
+  });
+  hyper.dispose();
+  const n = parameters.length;
+  return {
+    norm: outputs[n + 3] as tf.Scalar,
+    commit() {
+      parameters.forEach((p, i) => p.variable.assign(outputs[i]));
+      adam.m.assign(outputs[n]);
+      adam.v.assign(outputs[n + 1]);
+      average.replace(outputs[n + 2]);
+      tf.dispose(outputs);
+    },
+    discard: () => tf.dispose(outputs),
+  };
 }

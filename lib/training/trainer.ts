@@ -52,7 +52,7 @@ import { DDIMScheduler } from "../core/samplers/ddim.ts";
 import { sample } from "../core/samplers/sample.ts";
 import { type DenoisingBatch, denoisingLoss } from "./objective.ts";
 import { exists, removeStaleTemporaries, writeFileAtomic } from "../runtime/files.ts";
-import { Adam, ExponentialMovingAverage, flatGradient, flatten, namedPieces } from "./optim.ts";
+import { Adam, ExponentialMovingAverage, flatten, namedPieces, proposeUpdate } from "./optim.ts";
 
 /** Images to train on (an `EmojiDataset` fits). */
 export interface TrainingData {
@@ -587,12 +587,17 @@ export class Trainer {
       perSample = tf.keep(ps);
       return loss;
     }, parameters.map((p) => p.variable));
-    const g = flatGradient(grads, parameters);
-    tf.dispose(Object.values(grads));
-    const readback = tf.tidy(() => {
-      const norm = tf.sqrt(tf.sum(tf.square(g)));
-      return tf.concat([perSample!, tf.reshape(value, [1]), tf.reshape(norm, [1])]);
+    const k = s + 1;
+    const update = proposeUpdate(this.#adam, this.#average, grads, {
+      lr,
+      k,
+      clipNorm: c.gradClipNorm,
+      emaDecay: c.emaWarmup ? Math.min(c.emaDecay, (1 + k) / (10 + k)) : c.emaDecay,
     });
+    tf.dispose(Object.values(grads));
+    const readback = tf.tidy(() =>
+      tf.concat([perSample!, tf.reshape(value, [1]), tf.reshape(update.norm, [1])])
+    );
     const values = await readback.data() as Float32Array;
     readback.dispose();
     value.dispose();
@@ -600,7 +605,7 @@ export class Trainer {
     const loss = values[B];
     const gradNorm = values[B + 1];
     if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-      g.dispose();
+      update.discard();
       for (const u of updates) u.value.dispose();
       const what = Number.isFinite(loss)
         ? `the gradient norm is ${gradNorm}`
@@ -614,21 +619,13 @@ export class Trainer {
           `gradients (gradClipNorm).`,
       );
     }
-    const clip = c.gradClipNorm !== null && gradNorm > c.gradClipNorm
-      ? c.gradClipNorm / (gradNorm + 1e-6)
-      : 1;
-    const k = s + 1;
+    update.commit(gradNorm);
     tf.tidy(() => {
-      const gk = (clip !== 1 ? tf.mul(g, clip) : g) as tf.Tensor1D;
-      const newTheta = this.#adam.update(gk, lr, k);
       for (const u of updates) u.variable.assign(u.value);
-      const decay = c.emaWarmup ? Math.min(c.emaDecay, (1 + k) / (10 + k)) : c.emaDecay;
-      this.#average.update(newTheta, decay);
       this.#ema.buffers.forEach((e, i) =>
         e.variable.assign(tf.clone(this.model.buffers[i].variable))
       );
     });
-    g.dispose();
     for (const u of updates) u.value.dispose();
     this.#step = k;
     this.#lastFiniteLoss = loss;

@@ -19,61 +19,12 @@
  * The ops register themselves with TensorFlow's C API when the library is loaded (a
  * constructor, which also pins the library so that it is never loaded twice), as
  * DiffusionGroupNormSiLU and DiffusionGroupNormSiLUGrad. Only TensorFlow's
- * stable C ABI is used, declared below as in tensorflow/c/{tf_status,tf_tensor,kernels,ops}.h,
- * so the library builds with a C compiler and libtensorflow_framework alone.
+ * stable C ABI is used (tf_kernel_api.h), so the library builds with a C compiler and
+ * libtensorflow_framework alone.
  */
 
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-typedef struct TF_Status TF_Status;
-typedef struct TF_Tensor TF_Tensor;
-typedef struct TF_OpKernelConstruction TF_OpKernelConstruction;
-typedef struct TF_OpKernelContext TF_OpKernelContext;
-typedef struct TF_KernelBuilder TF_KernelBuilder;
-typedef struct TF_OpDefinitionBuilder TF_OpDefinitionBuilder;
-typedef struct TF_ShapeInferenceContext TF_ShapeInferenceContext;
-
-enum { TF_FLOAT = 1 };
-enum { TF_OK = 0, TF_INVALID_ARGUMENT = 3 };
-
-extern TF_Status* TF_NewStatus(void);
-extern void TF_DeleteStatus(TF_Status*);
-extern int TF_GetCode(const TF_Status*);
-extern const char* TF_Message(const TF_Status*);
-extern void TF_SetStatus(TF_Status*, int code, const char* message);
-extern void* TF_TensorData(const TF_Tensor*);
-extern int TF_NumDims(const TF_Tensor*);
-extern int64_t TF_Dim(const TF_Tensor*, int index);
-extern int64_t TF_TensorElementCount(const TF_Tensor*);
-extern void TF_DeleteTensor(TF_Tensor*);
-extern void TF_GetInput(TF_OpKernelContext*, int i, TF_Tensor** tensor, TF_Status*);
-extern TF_Tensor* TF_AllocateOutput(TF_OpKernelContext*, int index, int dtype, const int64_t* dims,
-                                    int num_dims, size_t len, TF_Status*);
-extern void TF_OpKernelContext_Failure(TF_OpKernelContext*, TF_Status*);
-extern void TF_OpKernelConstruction_GetAttrInt32(TF_OpKernelConstruction*, const char* name,
-                                                 int32_t* value, TF_Status*);
-extern void TF_OpKernelConstruction_GetAttrFloat(TF_OpKernelConstruction*, const char* name,
-                                                 float* value, TF_Status*);
-extern void TF_OpKernelConstruction_Failure(TF_OpKernelConstruction*, TF_Status*);
-extern TF_KernelBuilder* TF_NewKernelBuilder(const char* op_name, const char* device_name,
-                                             void* (*create)(TF_OpKernelConstruction*),
-                                             void (*compute)(void*, TF_OpKernelContext*),
-                                             void (*destroy)(void*));
-extern void TF_RegisterKernelBuilder(const char* kernel_name, TF_KernelBuilder*, TF_Status*);
-extern TF_OpDefinitionBuilder* TF_NewOpDefinitionBuilder(const char* op_name);
-extern void TF_OpDefinitionBuilderAddInput(TF_OpDefinitionBuilder*, const char* spec);
-extern void TF_OpDefinitionBuilderAddOutput(TF_OpDefinitionBuilder*, const char* spec);
-extern void TF_OpDefinitionBuilderAddAttr(TF_OpDefinitionBuilder*, const char* spec);
-extern void TF_OpDefinitionBuilderSetShapeInferenceFunction(
-    TF_OpDefinitionBuilder*, void (*fn)(TF_ShapeInferenceContext*, TF_Status*));
-extern void TF_ShapeInferenceContextSetUnknownShape(TF_ShapeInferenceContext*, TF_Status*);
-extern void TF_RegisterOpDefinition(TF_OpDefinitionBuilder*, TF_Status*);
+#include "tf_kernel_api.h"
 
 /*
  * e^x to about 1e-7 relative (Cephes' expf: e^x = 2^k e^r, |r| ≤ ln2/2, a degree-6 polynomial
@@ -384,30 +335,6 @@ done:
   TF_DeleteStatus(status);
 }
 
-static void unknown_shapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
-  TF_ShapeInferenceContextSetUnknownShape(ctx, status);
-}
-
-static void define(const char* name, const char* const* inputs, const char* const* outputs,
-                   void (*compute)(void*, TF_OpKernelContext*)) {
-  TF_Status* status = TF_NewStatus();
-  TF_OpDefinitionBuilder* op = TF_NewOpDefinitionBuilder(name);
-  for (; *inputs; inputs++) TF_OpDefinitionBuilderAddInput(op, *inputs);
-  for (; *outputs; outputs++) TF_OpDefinitionBuilderAddOutput(op, *outputs);
-  TF_OpDefinitionBuilderAddAttr(op, "groups: int >= 1");
-  TF_OpDefinitionBuilderAddAttr(op, "epsilon: float");
-  TF_OpDefinitionBuilderSetShapeInferenceFunction(op, unknown_shapes);
-  TF_RegisterOpDefinition(op, status);
-  if (TF_GetCode(status) == TF_OK) {
-    TF_KernelBuilder* kernel = TF_NewKernelBuilder(name, "CPU", create, compute, destroy);
-    TF_RegisterKernelBuilder(name, kernel, status);
-  }
-  if (TF_GetCode(status) != TF_OK) {
-    fprintf(stderr, "group_norm_silu: registering %s failed: %s\n", name, TF_Message(status));
-  }
-  TF_DeleteStatus(status);
-}
-
 __attribute__((constructor)) static void register_ops(void) {
   /* TensorFlow aborts on an op registered twice, which a second load after an unload would do
    * (Deno closes a library its program no longer holds): pin this one in the process. */
@@ -420,6 +347,9 @@ __attribute__((constructor)) static void register_ops(void) {
   static const char* const backward_inputs[] = {"dz: float",    "x: float",    "gamma: float",
                                                 "beta: float",  "mean: float", "rstd: float", 0};
   static const char* const backward_outputs[] = {"dx: float", "dgamma: float", "dbeta: float", 0};
-  define("DiffusionGroupNormSiLU", forward_inputs, forward_outputs, forward);
-  define("DiffusionGroupNormSiLUGrad", backward_inputs, backward_outputs, backward);
+  static const char* const attrs[] = {"groups: int >= 1", "epsilon: float", 0};
+  define_op("DiffusionGroupNormSiLU", forward_inputs, forward_outputs, attrs, create, forward,
+            destroy);
+  define_op("DiffusionGroupNormSiLUGrad", backward_inputs, backward_outputs, attrs, create,
+            backward, destroy);
 }
