@@ -4,6 +4,7 @@ import * as tf from "@tensorflow/tfjs";
 import { loadNativeBackend, nativeDir, projectOpsStatus } from "../lib/runtime/native.ts";
 import { GROUP_NORM_SILU, groupNormSiLU } from "../lib/core/nn/group_norm_silu.ts";
 import { ADAM_STEP } from "../lib/runtime/kernels/native_fast_paths.ts";
+import { LINEAR, linear, LINEAR_GRAD } from "../lib/core/nn/linear.ts";
 import { UNet } from "../lib/core/models/mod.ts";
 import { Trainer } from "../lib/training/trainer.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
@@ -243,6 +244,40 @@ describe("the native backend, when set up", () => {
       );
     },
   );
+
+  whenSetUp("runs a 2-D affine map in five dispatches, equal to fused.matMul", async () => {
+    await tf.setBackend("tensorflow");
+    registerNativeFastPaths();
+    const x = tf.tensor2d(Array.from({ length: 7 * 5 }, (_, i) => Math.sin(i)), [7, 5]);
+    const w = tf.tensor2d(Array.from({ length: 5 * 3 }, (_, i) => Math.cos(i)), [5, 3]);
+    const b = tf.tensor1d([0.5, -1, 2]);
+    const outputs = () =>
+      tf.tidy(() => {
+        const f = (...ts: tf.Tensor[]) =>
+          tf.sum(
+            tf.square(linear(ts[0] as tf.Tensor2D, ts[1] as tf.Tensor2D, ts[2] as tf.Tensor1D)),
+          );
+        return [linear(x, w, b), ...tf.grads(f)([x, w, b])].map((t) =>
+          t.dataSync() as Float32Array
+        );
+      });
+    const kernels = (await tf.profile(() =>
+      tf.grads((a: tf.Tensor) =>
+        tf.sum(linear(a as tf.Tensor2D, w, b))
+      )([x])
+    )).kernels
+      .map((k) => k.name).filter((name) => name !== "Identity");
+    assert.ok(kernels.includes(LINEAR) && kernels.includes(LINEAR_GRAD), kernels.join(" "));
+    const fused = [LINEAR, LINEAR_GRAD].map((name) => tf.getKernel(name, "tensorflow")!);
+    const actual = outputs();
+    fused.forEach((k) => tf.unregisterKernel(k.kernelName, "tensorflow"));
+    const expected = outputs();
+    fused.forEach((k) => tf.registerKernel(k));
+    for (const [i, what] of ["y", "∂x", "∂W", "∂b"].entries()) {
+      assertClose(actual[i], expected[i], what);
+    }
+    tf.dispose([x, w, b]);
+  });
 
   whenSetUp(
     "runs GroupNorm + SiLU as the project's fused ops, equal to the composite",

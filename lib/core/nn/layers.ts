@@ -18,6 +18,7 @@ import * as tf from "@tensorflow/tfjs";
 import { opSeed, Random } from "../random.ts";
 import { upsampleNearest2x } from "./upsample.ts";
 import { groupNormSiLU } from "./group_norm_silu.ts";
+import { linear } from "./linear.ts";
 
 export { groupNormSiLU };
 
@@ -289,12 +290,14 @@ export class Linear {
     ctx?: ForwardContext,
     activation: "linear" | "relu" = "linear",
   ): tf.Tensor2D {
-    const y = tf.fused.matMul({
-      a: x,
-      b: this.weight as tf.Tensor2D,
-      bias: this.bias,
-      activation,
-    }) as tf.Tensor2D;
+    const y = activation === "linear"
+      ? linear(x, this.weight as tf.Tensor2D, this.bias as tf.Tensor1D)
+      : tf.fused.matMul({
+        a: x,
+        b: this.weight as tf.Tensor2D,
+        bias: this.bias,
+        activation,
+      }) as tf.Tensor2D;
     record(ctx, this.name, y);
     return y;
   }

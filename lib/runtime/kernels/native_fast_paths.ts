@@ -19,6 +19,7 @@ import * as tf from "@tensorflow/tfjs";
 import { conv2DBackpropInputAsConv, convGeometry } from "./conv_gradients.ts";
 import { type FastPath, registerFastPaths, replaceKernel } from "./registry.ts";
 import { GROUP_NORM_SILU, GROUP_NORM_SILU_GRAD } from "../../core/nn/group_norm_silu.ts";
+import { LINEAR, LINEAR_GRAD } from "../../core/nn/linear.ts";
 import { projectOpsStatus } from "../native.ts";
 
 /** What TensorFlow returns for an output of an op. */
@@ -272,6 +273,60 @@ const ADAM_STEP_KERNEL: tf.KernelConfig = {
   },
 };
 
+/** MatMul of 2-D operands, either transposed. */
+function matMul2d(
+  b: NodeBackend,
+  x: tf.TensorInfo,
+  y: tf.TensorInfo,
+  transposeA: boolean,
+  transposeB: boolean,
+): tf.TensorInfo {
+  const { TF_ATTR_BOOL } = b.binding;
+  return execute(b, "MatMul", [
+    { name: "transpose_a", type: TF_ATTR_BOOL, value: transposeA },
+    { name: "transpose_b", type: TF_ATTR_BOOL, value: transposeB },
+    typeAttr(b, "T", "float32"),
+  ], [x, y])[0];
+}
+
+const dataFormat = (b: NodeBackend): OpAttr => ({
+  name: "data_format",
+  type: b.binding.TF_ATTR_STRING,
+  value: "NHWC",
+});
+
+/** The 2-D affine map of lib/core/nn/linear.ts: y = x W + b, and ∂x, ∂W, ∂b. */
+const LINEAR_KERNELS: tf.KernelConfig[] = [
+  {
+    kernelName: LINEAR,
+    backendName: "tensorflow",
+    kernelFunc: ({ inputs, backend }) => {
+      const b = backend as unknown as NodeBackend;
+      const { x, weight, bias } = inputs as Record<string, tf.TensorInfo>;
+      const product = matMul2d(b, x, weight, false, false);
+      const y = execute(b, "BiasAdd", [typeAttr(b, "T", "float32"), dataFormat(b)], [
+        product,
+        bias,
+      ])[0];
+      (backend as unknown as { disposeData(id: object): void }).disposeData(product.dataId);
+      return y;
+    },
+  },
+  {
+    kernelName: LINEAR_GRAD,
+    backendName: "tensorflow",
+    kernelFunc: ({ inputs, backend }) => {
+      const b = backend as unknown as NodeBackend;
+      const { dy, x, weight } = inputs as Record<string, tf.TensorInfo>;
+      return [
+        matMul2d(b, dy, weight, false, true),
+        matMul2d(b, x, dy, true, false),
+        execute(b, "BiasAddGrad", [typeAttr(b, "T", "float32"), dataFormat(b)], [dy])[0],
+      ];
+    },
+  },
+];
+
 /** The replacements, by kernel name. */
 const FAST_PATHS: [string, FastPath][] = [
   ["Reshape", reshape],
@@ -288,6 +343,7 @@ const FAST_PATHS: [string, FastPath][] = [
  * kernels are registered.
  */
 export function registerNativeFastPaths(): void {
+  LINEAR_KERNELS.forEach(replaceKernel);
   if (projectOpsStatus().loaded) [...GROUP_NORM_KERNELS, ADAM_STEP_KERNEL].forEach(replaceKernel);
   registerFastPaths("tensorflow", FAST_PATHS);
 }

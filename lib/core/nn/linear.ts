@@ -1,0 +1,38 @@
+/**
+ * The affine map of a fully connected layer, y = x W + b for x [B, in], W [in, out], b [out],
+ * with its gradient
+ *
+ *   ∂x = ∂y Wᵀ,   ∂W = xᵀ ∂y,   ∂b = Σ_B ∂y.
+ *
+ * TensorFlow.js's `fused.matMul` works on batches of matrices: it reshapes both operands to 3-D
+ * and back, and on the native backend adds the bias as a separate op, about 15 dispatches
+ * forward and backward for one layer. Where the backend has the project's kernels for the
+ * 2-D product (lib/runtime/kernels/native_fast_paths.ts registers them), the layer costs two
+ * forward and three backward; elsewhere it is `fused.matMul`.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+
+/** Kernel names of the 2-D forward (x, w, b → y) and backward (∂y, x, w → ∂x, ∂w, ∂b). */
+export const LINEAR = "DiffusionLinear";
+export const LINEAR_GRAD = "DiffusionLinearGrad";
+
+/** y = x W + b, through the backend's 2-D kernels where it has them. */
+export function linear(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor1D): tf.Tensor2D {
+  if (tf.getKernel(LINEAR, tf.getBackend()) === undefined) {
+    return tf.fused.matMul({ a: x, b: weight, bias }) as tf.Tensor2D;
+  }
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [input, w, b] = args as tf.Tensor[];
+    const save = args[3] as tf.GradSaveFunc;
+    const y = tf.engine().runKernel(LINEAR, { x: input, weight: w, bias: b }, {}) as tf.Tensor;
+    save([input, w]);
+    const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [x, w] = saved;
+      return tf.engine().runKernel(LINEAR_GRAD, { dy, x, weight: w }, {}) as tf.Tensor[];
+    };
+    return { value: y, gradFunc };
+  });
+  return op(x, weight, bias) as tf.Tensor2D;
+}
