@@ -16,9 +16,14 @@ times (ms) of every measured training and sampling step. With --serve it first p
 object without results, then answers each request line {"size": S, "steps": N, "warmup": W}
 on standard input with one line {"size", "params", "train_ms", "sample_ms"}, keeping each
 size's model between requests (scripts/bench.ts interleaves the runtimes this way, so that a
-change in the machine's load falls on all of them alike). A request with "network": "book",
-"config" (a lib/core/models/unet.ts UNetConfig) and "batch" times the book's own U-Net instead, in PyTorch
-only (book_torch_runner).
+change in the machine's load falls on all of them alike). The PyTorch server's first line also
+lists its "ports". A request with "network": "zoo", "config" (a complete lib/core/models config),
+"batch", "T", "gradClipNorm" and "emaDecay" times one of the model zoo's networks instead, in
+PyTorch only, through the port of its kind (PORTS, zoo_torch_runner).
+
+--list-ports prints the network kinds that have a PyTorch port, as a JSON list, without importing
+PyTorch; --count-parameters reads a JSON list of complete configs on standard input and prints
+their ports' parameter counts (tests/bench_test.ts compares them with lib/core/models').
 """
 
 import argparse
@@ -147,33 +152,51 @@ def torch_runner(size, batch, sample_batch, device="cpu"):
     return params, train_step, ddim_step
 
 
-def book_torch_runner(config, batch, sample_batch, device="cpu"):
-    """The book's U-Net (lib/core/models/unet.ts, configured by `config`, the TS UNetConfig) in PyTorch,
-    trained the way lib/training/trainer.ts trains it: eps-MSE, gradient norm clipped to 1, Adam, and an EMA
-    of the weights (decay 0.999); sampling is one DDIM step. Returns the parameter count, a
-    training step and a DDIM step."""
+def class_context(labels, classes, null):
+    """c = onehot(y) for a label y >= 0 and c = c_null (a learned vector, or zeros when `null` is
+    None) for y = -1, as lib/core/nn/embeddings.ts classContext."""
+    import torch.nn.functional as F
+
+    known = (labels >= 0).float()[:, None]
+    one_hot = F.one_hot(labels.clamp(min=0), classes).float() * known
+    return one_hot if null is None else one_hot + (1 - known) * null[None, :]
+
+
+def unet_torch(config):
+    """The zoo's U-Net (lib/core/models/unet.ts, `config` its complete UNetConfig) in PyTorch:
+
+        emb = MLP(sinusoidal(t)) [+ MLP(c)]
+        h0 = Conv(x);  encoder: h_i = Res(h_{i-1}, emb) [-> Attn], Down at the end of each level
+        middle: Res -> Attn -> Res;  decoder: Res([h, skip], emb) [-> Attn], Up between levels
+        eps = Conv(SiLU(GN(h)))
+
+    A module whose forward(x, t, labels) takes NCHW images, timesteps and class labels (None for
+    an unconditional network), with `context_dim` the size of its class context."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
     groups, tdim, base = config["groups"], config["timeEmbeddingDim"], config["baseChannels"]
+    context_dim = config["contextDim"]
 
     class ResidualBlock(nn.Module):
-        """h = conv1(SiLU(GN(x))) + P SiLU(e); y = skip(x) + conv2(SiLU(GN(h)))."""
+        """h = conv1(SiLU(GN(x))) + P SiLU(e); y = skip(x) + conv2(Dropout(SiLU(GN(h))))."""
 
         def __init__(self, cin, cout):
             super().__init__()
             self.norm1, self.conv1 = nn.GroupNorm(groups, cin), nn.Conv2d(cin, cout, 3, padding=1)
             self.embedding = nn.Linear(tdim, cout)
             self.norm2, self.conv2 = nn.GroupNorm(groups, cout), nn.Conv2d(cout, cout, 3, padding=1)
+            self.dropout = nn.Dropout(config["dropout"])
             self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
         def forward(self, x, e):
             h = self.conv1(F.silu(self.norm1(x))) + self.embedding(F.silu(e))[:, :, None, None]
-            return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+            return self.skip(x) + self.conv2(self.dropout(F.silu(self.norm2(h))))
 
     class SelfAttention(nn.Module):
-        """y = x + W_o softmax(Q K^T / sqrt(d)) V over the pixels, [Q, K, V] = GN(x) W_qkv."""
+        """y = x + W_o softmax(Q K^T / sqrt(d)) V over the pixels, [Q, K, V] = GN(x) W_qkv
+        (one matrix for the three: as many parameters as separate q, k and v layers)."""
 
         def __init__(self, channels):
             super().__init__()
@@ -191,9 +214,16 @@ def book_torch_runner(config, batch, sample_batch, device="cpu"):
     class UNet(nn.Module):
         def __init__(self):
             super().__init__()
+            self.context_dim = context_dim
             mults, size = config["channelMultipliers"], config["imageSize"]
             attn_at, blocks = config["attentionResolutions"], config["resBlocksPerLevel"]
             self.time = nn.Sequential(nn.Linear(base, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+            self.context = (
+                nn.Sequential(nn.Linear(context_dim, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+                if context_dim > 0 else None
+            )
+            learned = context_dim > 0 and config["nullContext"] == "learned"
+            self.null = nn.Parameter(torch.zeros(context_dim)) if learned else None
             self.conv_in = nn.Conv2d(config["inChannels"], base, 3, padding=1)
             self.down, skips, ch = nn.ModuleList(), [base], base
             for level, m in enumerate(mults):
@@ -219,9 +249,13 @@ def book_torch_runner(config, batch, sample_batch, device="cpu"):
             half = base // 2
             self.register_buffer("omega", torch.exp(-math.log(10000) * torch.arange(half) / half))
 
-        def forward(self, x, t):
+        def forward(self, x, t, labels=None):
             angles = t.float()[:, None] * self.omega[None, :]
             e = self.time(torch.cat([torch.cos(angles), torch.sin(angles)], 1))
+            if self.context is not None:
+                if labels is None:
+                    labels = torch.full((x.shape[0],), -1, device=x.device)
+                e = e + self.context(class_context(labels, self.context_dim, self.null))
             h = self.conv_in(x)
             skips = [h]
             for layer in self.down:
@@ -235,35 +269,150 @@ def book_torch_runner(config, batch, sample_batch, device="cpu"):
                     h = layer(h)
             return self.conv_out(F.silu(self.norm_out(h)))
 
+    return UNet()
+
+
+def context_unet_torch(config):
+    """The DeepLearning.AI course's ContextUnet (lib/core/models/context_unet.ts, `config` its
+    complete ContextUNetConfig) in PyTorch, with that module's fix: the initial block's 1x1
+    shortcut is a trained layer, not one re-created at every call.
+
+        x0 = RCB_res(x);  d1 = Down(x0);  d2 = Down(d1);  v = GELU(AvgPool_4(d2))
+        u1 = ReLU(GN(ConvT(v)));  u2 = Up(c1 * u1 + t1, d2);  u3 = Up(c2 * u2 + t2, d1)
+        eps = Conv(ReLU(GN(Conv([u3, x0]))))
+
+    with t_{1,2} = EmbedFC((t + 1)/T), c_{1,2} = EmbedFC(c); RCB = 2 x (Conv 3x3 -> BatchNorm ->
+    GELU), residual: (shortcut(x) + h) / 1.414; Down = 2 RCB then max pool 2; Up = ConvT(2, 2) on
+    [x, skip] then 2 RCB. A module as unet_torch's."""
+    import torch
+    import torch.nn as nn
+
+    n, classes, size, channels = config["nFeat"], config["nCFeat"], config["imageSize"], config["inChannels"]
+
+    class ResidualConvBlock(nn.Module):
+        def __init__(self, cin, cout, residual=False):
+            super().__init__()
+            self.residual = residual
+            self.conv1 = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.GELU())
+            self.conv2 = nn.Sequential(nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.GELU())
+            self.shortcut = nn.Conv2d(cin, cout, 1) if residual and cin != cout else nn.Identity()
+
+        def forward(self, x):
+            h = self.conv2(self.conv1(x))
+            return (self.shortcut(x) + h) / 1.414 if self.residual else h
+
+    def embed_fc(cin, cout):
+        return nn.Sequential(nn.Linear(cin, cout), nn.GELU(), nn.Linear(cout, cout))
+
+    class ContextUnet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.context_dim = classes
+            self.init_conv = ResidualConvBlock(channels, n, residual=True)
+            self.down1 = nn.Sequential(ResidualConvBlock(n, n), ResidualConvBlock(n, n), nn.MaxPool2d(2))
+            self.down2 = nn.Sequential(ResidualConvBlock(n, 2 * n), ResidualConvBlock(2 * n, 2 * n), nn.MaxPool2d(2))
+            self.to_vec = nn.Sequential(nn.AvgPool2d(4), nn.GELU())
+            self.time1, self.time2 = embed_fc(1, 2 * n), embed_fc(1, n)
+            self.context1, self.context2 = embed_fc(classes, 2 * n), embed_fc(classes, n)
+            self.up0 = nn.Sequential(nn.ConvTranspose2d(2 * n, 2 * n, size // 4, size // 4), nn.GroupNorm(8, 2 * n), nn.ReLU())
+            self.up1 = nn.Sequential(nn.ConvTranspose2d(4 * n, n, 2, 2), ResidualConvBlock(n, n), ResidualConvBlock(n, n))
+            self.up2 = nn.Sequential(nn.ConvTranspose2d(2 * n, n, 2, 2), ResidualConvBlock(n, n), ResidualConvBlock(n, n))
+            self.out = nn.Sequential(nn.Conv2d(2 * n, n, 3, padding=1), nn.GroupNorm(8, n), nn.ReLU(), nn.Conv2d(n, channels, 3, padding=1))
+            learned = config["nullContext"] == "learned"
+            self.null = nn.Parameter(torch.zeros(classes)) if learned else None
+
+        def forward(self, x, t, labels=None):
+            batch = x.shape[0]
+            if labels is None:
+                labels = torch.full((batch,), -1, device=x.device)
+            c = class_context(labels, classes, self.null)
+            time = ((t.float() + 1) / config["T"])[:, None]
+            vec = lambda e, ch: e.view(batch, ch, 1, 1)
+            x0 = self.init_conv(x)
+            d1 = self.down1(x0)
+            d2 = self.down2(d1)
+            u1 = self.up0(self.to_vec(d2))
+            u2 = self.up1(torch.cat([vec(self.context1(c), 2 * n) * u1 + vec(self.time1(time), 2 * n), d2], 1))
+            u3 = self.up2(torch.cat([vec(self.context2(c), n) * u2 + vec(self.time2(time), n), d1], 1))
+            return self.out(torch.cat([u3, x0], 1))
+
+    return ContextUnet()
+
+
+# The PyTorch port of each network kind of lib/core/models (the registry's `kind`), by kind: a
+# function from the kind's complete configuration to the module. A new kind in the zoo needs one
+# here, with exactly the parameter count of createModel(config).parameterCount() (scripts/bench.ts
+# checks it; tests/bench_test.ts checks that every kind the zoo uses has a port).
+PORTS = {"unet": unet_torch, "contextUnet": context_unet_torch}
+
+
+def no_port(kind):
+    """The message for a network kind without a port."""
+    return (f'the zoo\'s network kind "{kind}" has no PyTorch port: add one to PORTS in '
+            f"bench/reference_unet.py (ports exist for {', '.join(sorted(PORTS))})")
+
+
+def port(config):
+    """The PyTorch module of a zoo network, by its kind."""
+    if config["kind"] not in PORTS:
+        raise SystemExit(no_port(config["kind"]))
+    return PORTS[config["kind"]](config)
+
+
+def zoo_torch_runner(request, sample_batch, device="cpu"):
+    """A zoo network (`request["config"]`, a complete lib/core/models config of any kind in
+    PORTS) trained the way lib/training/trainer.ts trains it, at `request["batch"]`: eps-MSE,
+    the gradient norm clipped to `request["gradClipNorm"]` (None: no clipping), Adam, and an EMA
+    of the weights (decay `request["emaDecay"]`, BatchNorm statistics copied); class labels
+    y = i mod K for a conditional network. Sampling is one DDIM step with x0_hat clipped, the
+    BatchNorm layers on their running statistics. The linear schedule over `request["T"]` steps
+    stands in for the spec's: its values do not change what a step costs. Returns the parameter
+    count, a training step and a DDIM step."""
+    import torch
+    import torch.nn.functional as F
+
+    config, batch, steps = request["config"], request["batch"], request["T"]
+    clip, decay = request["gradClipNorm"], request["emaDecay"]
     torch.manual_seed(0)
-    host_abar = alpha_bar()
+    host_abar = alpha_bar(steps)
     abar = torch.tensor(host_abar, device=device)
-    model = UNet().to(device)
+    model = port(config).to(device)
     params = sum(p.numel() for p in model.parameters())
     parameters = list(model.parameters())
     ema = [p.detach().clone() for p in parameters]
+    buffers = list(model.buffers())
+    ema_buffers = [b.detach().clone() for b in buffers]
     optimizer = torch.optim.Adam(parameters, lr=1e-3)
     size, channels = config["imageSize"], config["inChannels"]
+    labels_of = lambda n: torch.arange(n, device=device) % model.context_dim if model.context_dim else None
     x0 = torch.rand(batch, channels, size, size, device=device) * 2 - 1
+    labels = labels_of(batch)
 
     def train_step():
-        t = torch.randint(0, 1000, (batch,), device=device)
+        model.train()
+        t = torch.randint(0, steps, (batch,), device=device)
         eps = torch.randn_like(x0)
         a = abar[t][:, None, None, None]
-        loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t), eps)
+        loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, labels), eps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, clip)
         optimizer.step()
         with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in parameters], 1 - 0.999)
+            torch._foreach_lerp_(ema, [p.detach() for p in parameters], 1 - decay)
+            for e, b in zip(ema_buffers, buffers):
+                e.copy_(b)
         return loss.item()
 
     xs = torch.randn(sample_batch, channels, size, size, device=device)
+    sample_labels = labels_of(sample_batch)
+    t, t_prev = steps // 2, steps // 2 - steps // 50
 
-    def ddim_step(t=500, t_prev=480):
+    def ddim_step():
+        model.eval()
         with torch.no_grad():
-            eps = model(xs, torch.full((sample_batch,), t, device=device))
+            eps = model(xs, torch.full((sample_batch,), t, device=device), sample_labels)
             a, a_prev = host_abar[t], host_abar[t_prev]
             x0_hat = ((xs - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
             out = math.sqrt(a_prev) * x0_hat + math.sqrt(1 - a_prev) * eps
@@ -375,7 +524,7 @@ def check(framework, params):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("framework", choices=sorted(RUNTIMES))
+    parser.add_argument("framework", nargs="?", choices=sorted(RUNTIMES))
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--sample-batch", type=int, default=64)
@@ -384,25 +533,40 @@ def main():
     parser.add_argument("--serve", action="store_true")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="where PyTorch runs (Keras runs where TensorFlow puts it)")
+    parser.add_argument("--list-ports", action="store_true",
+                        help="print the network kinds with a PyTorch port (JSON), importing nothing")
+    parser.add_argument("--count-parameters", action="store_true",
+                        help="read a JSON list of complete configs, print their ports' parameter counts")
     args = parser.parse_args()
+    if args.list_ports:
+        print(json.dumps(sorted(PORTS)))
+        return
+    if args.count_parameters:
+        configs = json.load(sys.stdin)
+        print(json.dumps([sum(p.numel() for p in port(c).parameters()) for c in configs]))
+        return
+    if args.framework is None:
+        parser.error("name a framework (torch or keras), or pass --list-ports")
     describe, make = RUNTIMES[args.framework]
     report = describe(args.device)
     if args.serve:
+        if args.framework == "torch":
+            report["ports"] = sorted(PORTS)
         print(json.dumps(report), flush=True)
         runners = {}
         for line in sys.stdin:
             request = json.loads(line)
             size = request["size"]
             network = request.get("network", "reference")
-            key = (network, size)
-            if key not in runners:
-                if network == "book":
-                    if args.framework != "torch":
-                        raise SystemExit(f"{args.framework}: no port of the book's network")
-                    runners[key] = book_torch_runner(
-                        request["config"], request["batch"], args.sample_batch, args.device
-                    )
-                else:
+            if network == "zoo":
+                if args.framework != "torch":
+                    raise SystemExit(f"{args.framework}: the zoo's networks have PyTorch ports only")
+                key = (network, json.dumps(request["config"], sort_keys=True), request["batch"])
+                if key not in runners:
+                    runners[key] = zoo_torch_runner(request, args.sample_batch, args.device)
+            else:
+                key = (network, size)
+                if key not in runners:
                     runners[key] = make(size, args.batch, args.sample_batch, args.device)
                     check(args.framework, runners[key][0])
             params, train_step, sample_step = runners[key]

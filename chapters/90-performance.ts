@@ -12,9 +12,10 @@
 // each time is the median of the rounds. The ratios are ours ÷ the peer's: 1 is as fast, 2 is
 // twice as slow.
 //
-// The benchmark also times the network this book actually trains (chapter 4's U-Net, with
-// attention, 1.1 M parameters) through the library's own training loop, clipping and EMA
-// included, beside a PyTorch port of it (`bench/reference_unet.py`) trained the same way.
+// The benchmark also times every network the book actually trains, each spec of the model zoo
+// (chapter 4's U-Net with attention, 1.1 M parameters; chapter 2's half-width one), through the
+// library's own training loop, clipping and EMA included, beside a PyTorch port of its kind
+// (`bench/reference_unet.py`, with exactly the same parameter count) trained the same way.
 //
 // The tables below are read from the files the benchmark wrote (`assets/bench/bench.json` on a
 // CPU machine, `assets/bench/bench-gpu.json` on a GPU machine); rerun `deno task bench` and
@@ -29,7 +30,6 @@ import gpuReport from "../assets/bench/bench-gpu.json" with { type: "json" };
 /** The parts of a `deno task bench` report this page shows. */
 interface BenchReport {
   generated: string;
-  warning?: string;
   machine: { cpu: string; cores: number; gpu?: string };
   versions: Record<string, string>;
   rows: {
@@ -42,8 +42,16 @@ interface BenchReport {
     trainRatio?: Record<string, number>;
     sampleRatio?: Record<string, number>;
   }[];
-  /** The book's own network through lib/training/trainer.ts (runs since it was added). */
-  bookRows?: BenchReport["rows"];
+  /** The zoo's networks through lib/training/trainer.ts, each beside its PyTorch port. */
+  networkRows?: (BenchReport["rows"][number] & {
+    specs: string[];
+    kind: string;
+    parameters: number;
+    trainBatch: number;
+  })[];
+  /** Set when other work loaded the machine during the run (scripts/bench/load.ts). */
+  busy?: boolean;
+  busyReason?: string;
 }
 
 const machines = [
@@ -87,14 +95,18 @@ for (const { name, report } of machines) {
     caption: `${name}, the reference U-Net: ${describeMachine(report)}; measured ` +
       `${report.generated.slice(0, 10)}. ${versions}`,
   });
-  if (report.bookRows?.length) {
-    await book.table(tableOf(report.bookRows), {
-      caption: `${name}, the book's own network (chapter 4's U-Net, 1.1 M parameters), trained ` +
-        "by lib/training/trainer.ts at batch 64 (with gradient clipping and the EMA), beside a PyTorch port " +
-        "trained the same way.",
+  const networks = Map.groupBy(report.networkRows ?? [], (r) => r.specs.join(", "));
+  for (const [specs, rows] of networks) {
+    const { kind, parameters, trainBatch } = rows[0];
+    await book.table(tableOf(rows), {
+      caption: `${name}, the zoo's ${specs} (${kind}, ${parameters.toLocaleString("en")} ` +
+        `parameters), trained by lib/training/trainer.ts at its spec's batch of ${trainBatch} ` +
+        "(with gradient clipping and the EMA), beside a PyTorch port trained the same way.",
     });
   }
-  if (report.warning) await book.text(`Note on the ${name} tables: ${report.warning}.`);
+  if (report.busy) {
+    await book.text(`Note on the ${name} tables: taken on a busy machine (${report.busyReason}).`);
+  }
 }
 
 // %% [markdown]

@@ -1,25 +1,41 @@
 /**
  * The benchmark: the reference U-Net (`bench/reference_unet.ts`, 522,048 parameters) trained and
  * sampled on every available TensorFlow.js backend, beside PyTorch (eager) and Keras (on
- * TensorFlow) running the same network in the same run.
+ * TensorFlow) running the same network in the same run; then every network of the model zoo
+ * (lib/zoo/specs.ts) trained through lib/training/trainer.ts beside its PyTorch port.
  *
  * For each image size (16×16 and 32×32): the median time of a DDPM training step at batch 32
  * and of a DDIM sampling step (one forward pass and the update) at batch 64, after warm-up;
  * images per second; achieved GFLOP/s, from the analytic FLOP count of the network (a training
  * step counted as three forward passes); and each time as a ratio to PyTorch's and Keras'.
  *
+ * The zoo's networks: every spec of `MODEL_SPECS`, its `full` network (completed by
+ * `completeModelConfig`) at its `full` training batch, one row per distinct network and batch
+ * (specs that share both share a row, named by all of them: scripts/bench/zoo.ts). Each network
+ * kind has a PyTorch port in `bench/reference_unet.py` (`PORTS`), which must have exactly the
+ * parameter count of `createModel(config).parameterCount()`; a kind without a port fails the run.
+ *
  * The runtimes take turns: each round times a few steps of every runtime in a rotating order
  * (the peers are long-lived Python processes serving requests), so that a change in the
  * machine's load falls on all of them alike; the medians are over all rounds. The pure-JS cpu
- * backend, seconds a step, runs once at 16×16 after the rounds. The load average at the start
- * and end is recorded: on a busy machine PyTorch's OpenMP threads in particular slow down by
- * orders of magnitude, and no table taken then is worth reading.
+ * backend, seconds a step, runs once at 16×16 after the rounds.
+ *
+ * Other work on the machine is measured in windows (an idle one before the rounds, every round,
+ * an idle one after) from the CPU time of the processes that are not the benchmark's, beside the
+ * load average (scripts/bench/load.ts): on a busy machine PyTorch's OpenMP threads in particular
+ * slow down by orders of magnitude, and no table taken then is worth reading. A busy run is
+ * marked `busy: true` with its reason and written beside the output, `bench-busy.json` for
+ * `bench.json`, so that the output (which the book's appendix shows) keeps the last idle run. A
+ * full idle run to the default output also rewrites the tables of README.md's "Performance"
+ * section (scripts/bench/tables.ts); `--readme` rewrites them from `assets/bench/bench.json`
+ * alone, timing nothing.
  *
  * The peers run from `bench/.venv`, created once from the pip index with
  * `bench/requirements.txt`; where that cannot be done, they are skipped with one line.
  *
  * Usage: `deno task bench [--quick] [--sizes 16,32] [--backends tensorflow,wasm,cpu,webgpu]
- *         [--peers torch,keras] [--python PATH] [--device cpu|cuda] [--out PATH] [--profile]`
+ *         [--peers torch,keras] [--python PATH] [--device cpu|cuda] [--out PATH] [--profile]
+ *         [--readme]`
  *
  * `--python PATH` runs the peers with that interpreter and its installed packages instead of
  * `bench/.venv` (a machine whose PyTorch has CUDA, say); `--device cuda` puts PyTorch on the GPU,
@@ -44,33 +60,55 @@ import {
   ReferenceTrainer,
   ReferenceUNet,
 } from "../bench/reference_unet.ts";
-import { EMOJI16_UNET } from "../lib/zoo/specs.ts";
+import { MODEL_SPECS } from "../lib/zoo/specs.ts";
 import { DDIMScheduler } from "../lib/core/samplers/mod.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
 import { Trainer } from "../lib/training/trainer.ts";
-import { createModel, type DiffusionModel, unetConfig } from "../lib/core/models/mod.ts";
+import { createModel, type DiffusionModel, type ModelConfigBase } from "../lib/core/models/mod.ts";
 import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 import { UserError } from "../lib/core/errors.ts";
+import {
+  missingPortError,
+  type ZooNetwork,
+  zooNetworkKey,
+  zooNetworkName,
+  zooNetworks,
+} from "./bench/zoo.ts";
+import {
+  BUSY_SHARE,
+  busyPath,
+  busyVerdict,
+  IDLE_WINDOW_SECONDS,
+  loadAverage,
+  LoadMeter,
+} from "./bench/load.ts";
+import {
+  type BenchReport,
+  type BenchRow,
+  type NetworkRow,
+  networkTable,
+  referenceTable,
+  replaceReadmeTables,
+} from "./bench/tables.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const VENV = `${ROOT}/bench/.venv`;
+const DEFAULT_OUT = `${ROOT}/assets/bench/bench.json`;
+const README = `${ROOT}/README.md`;
 const TRAIN_BATCH = 32;
 const SAMPLE_BATCH = 64;
-/** The book's network (lib/zoo/specs.ts) trains at its own batch, through lib/training/trainer.ts. */
-const BOOK_CONFIG = unetConfig(EMOJI16_UNET);
-const BOOK_BATCH = 64;
 const ALL_BACKENDS = ["tensorflow", "webgpu", "wasm", "cpu"];
 const ALL_PEERS = ["torch", "keras"];
 
-let bookParameters: number | undefined;
-/** Parameters of the book's network, as lib/core/models/unet.ts builds it. */
-function bookParameterCount(): number {
-  if (bookParameters === undefined) {
-    const model = createModel(BOOK_CONFIG);
-    bookParameters = model.parameterCount();
+const parameterCounts = new WeakMap<ModelConfigBase, number>();
+/** Trainable parameters of a network as lib/core/models builds it (built once per config). */
+function parameterCount(config: ModelConfigBase): number {
+  if (!parameterCounts.has(config)) {
+    const model = createModel(config);
+    parameterCounts.set(config, model.parameterCount());
     model.dispose();
   }
-  return bookParameters;
+  return parameterCounts.get(config)!;
 }
 
 /** Steps measured (after warm-up) for one runtime. */
@@ -79,48 +117,23 @@ interface Plan {
   warmup: number;
 }
 
-/** One line of the table: a runtime at one image size. */
-export interface BenchRow {
-  size: number;
-  /** `tfjs tensorflow`, `tfjs wasm`, …, `pytorch`, `keras`. */
-  runtime: string;
-  /** Backend detail or framework version. */
-  detail: string;
-  trainMs: number;
-  sampleMs: number;
-  trainImagesPerSecond: number;
-  sampleImagesPerSecond: number;
-  /** Achieved GFLOP/s (reference network only: its FLOPs are counted analytically). */
-  trainGflops?: number;
-  sampleGflops?: number;
-  /** This runtime's time ÷ the peer's, by peer (tfjs rows only). */
-  trainRatio?: Record<string, number>;
-  sampleRatio?: Record<string, number>;
-  /** Steps timed after warm-up. */
-  steps: number;
-  /** Every measured time (ms), training then sampling. */
-  trainSamples: number[];
-  sampleSamples: number[];
-}
-
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
+/** The row of a runtime's measured times; `flops` per image's forward pass where counted. */
 function row(
   size: number,
   runtime: string,
   detail: string,
-  trainTimes: number[],
-  sampleTimes: number[],
-  network: "reference" | "book" = "reference",
+  { train, sample }: Samples,
+  trainBatch: number,
+  flops?: number,
 ): BenchRow {
-  const trainMs = median(trainTimes), sampleMs = median(sampleTimes);
+  const trainMs = median(train), sampleMs = median(sample);
   const round = (x: number, digits = 1) => Number(x.toFixed(digits));
-  const trainBatch = network === "book" ? BOOK_BATCH : TRAIN_BATCH;
-  const flops = network === "reference" ? forwardFlops(size) : undefined;
   return {
     size,
     runtime,
@@ -133,13 +146,13 @@ function row(
       trainGflops: round(3 * flops * trainBatch / trainMs / 1e6),
       sampleGflops: round(flops * SAMPLE_BATCH / sampleMs / 1e6),
     }),
-    steps: trainTimes.length,
-    trainSamples: trainTimes.map((t) => round(t)),
-    sampleSamples: sampleTimes.map((t) => round(t)),
+    steps: train.length,
+    trainSamples: train.map((t) => round(t)),
+    sampleSamples: sample.map((t) => round(t)),
   };
 }
 
-/** Measured step times (ms) of one runtime at one size, gathered over the rounds. */
+/** Measured step times (ms) of one runtime at one workload, gathered over the rounds. */
 interface Samples {
   train: number[];
   sample: number[];
@@ -150,16 +163,21 @@ interface Runtime {
   name: string;
   detail: string;
   run(size: number, steps: number, warmup: number): Promise<Samples>;
-  /** The same for the book's network, where this runtime has it. */
-  runBook?(steps: number, warmup: number): Promise<Samples>;
+  /** The same for one of the zoo's networks, where this runtime has them. */
+  runNetwork?(network: ZooNetwork, steps: number, warmup: number): Promise<Samples>;
+  /** The network kinds this runtime has ports of (the PyTorch peer). */
+  ports?: readonly string[];
+  /** The id of the runtime's own process (the peers), whose CPU time is the benchmark's. */
+  pid?: number;
   /** Kernel counts and times of one training step (tfjs runtimes, after `run` at that size). */
   profile?(size: number): Promise<string>;
   close(): Promise<void>;
 }
 
 /**
- * A tfjs backend. Its model, optimizer state and inputs per size are created on first use while
- * the backend is active and kept for later rounds (tensors stay on the backend that made them).
+ * A tfjs backend. Its models, optimizer states and inputs (per size of the reference network, per
+ * zoo network) are created on first use while the backend is active and kept for later rounds
+ * (tensors stay on the backend that made them).
  */
 async function tfjsRuntime(name: string): Promise<Runtime | string> {
   let detail: string;
@@ -190,7 +208,13 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
     noise.dispose();
     return loss;
   };
-  let book: { trainer: Trainer; ddim: DDIMScheduler; xs: tf.Tensor4D } | undefined;
+  /** The zoo's networks by {@link zooNetworkKey}, each with its trainer and sampling state. */
+  const networks = new Map<string, {
+    trainer: Trainer;
+    ddim: DDIMScheduler;
+    xs: tf.Tensor4D;
+    labels?: tf.Tensor1D;
+  }>();
   const timed = async (steps: number, warmup: number, step: () => Promise<unknown>) => {
     for (let i = 0; i < warmup; i++) await step();
     const times: number[] = [];
@@ -233,31 +257,41 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
       });
       return { train, sample };
     },
-    async runBook(steps, warmup) {
+    async runNetwork(network, steps, warmup) {
       await selectBackend({ requested: name, quiet: true });
-      if (!book) {
+      const key = zooNetworkKey(network.config, network.trainBatch);
+      if (!networks.has(key)) {
         // Random images stand in for the emoji: the step's cost does not depend on the pixels.
         const random = new Random(7);
-        const [s, c] = [BOOK_CONFIG.imageSize, BOOK_CONFIG.inChannels];
-        const count = 4 * BOOK_BATCH;
+        const model = createModel(network.config);
+        const [s, c] = [network.config.imageSize, network.config.inChannels];
+        const count = 4 * network.trainBatch;
         const images = Float32Array.from(random.normals(count * s * s * c), (v) => Math.tanh(v));
-        const schedule = noiseSchedule("cosine", 1000);
-        const trainer = new Trainer(createModel(BOOK_CONFIG), { images, count }, schedule, {
-          steps: 1_000_000,
-          batchSize: BOOK_BATCH,
-        }, { progress: false });
+        // A conditional network trains on labels y = i mod K, as its PyTorch port does.
+        const classes = model.contextDim;
+        const labelsOf = (n: number) => Int32Array.from({ length: n }, (_, i) => i % classes);
+        const schedule = noiseSchedule(network.schedule.name, network.schedule.T);
+        const trainer = new Trainer(
+          model,
+          { images, count, ...(classes > 0 ? { labels: labelsOf(count) } : {}) },
+          schedule,
+          { ...network.training, steps: 1_000_000, batchSize: network.trainBatch },
+          { progress: false },
+        );
         const ddim = new DDIMScheduler(schedule);
         ddim.setTimesteps(50);
         const xs = tf.tensor4d(random.normals(SAMPLE_BATCH * s * s * c), [SAMPLE_BATCH, s, s, c]);
-        book = { trainer, ddim, xs };
+        const labels = classes > 0 ? tf.tensor1d(labelsOf(SAMPLE_BATCH), "int32") : undefined;
+        networks.set(key, { trainer, ddim, xs, labels });
       }
-      const { trainer, ddim, xs } = book;
+      const { trainer, ddim, xs, labels } = networks.get(key)!;
       const train = await timed(steps, warmup, () => trainer.trainStep());
       const model: DiffusionModel = trainer.ema;
       const t = ddim.timesteps[25];
       const sample = await timed(steps, warmup, async () => {
         const [next, x0] = tf.tidy(() => {
-          const eps = model.apply(xs, tf.fill([SAMPLE_BATCH], t) as tf.Tensor1D);
+          const timesteps = tf.fill([SAMPLE_BATCH], t) as tf.Tensor1D;
+          const eps = model.apply(xs, timesteps, { classLabels: labels });
           const { prevSample, predOriginalSample } = ddim.step(eps as tf.Tensor4D, t, xs);
           return [prevSample, predOriginalSample];
         });
@@ -296,11 +330,11 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
         trainer.dispose();
         model.dispose();
       }
-      if (book) {
+      for (const { trainer, xs, labels } of networks.values()) {
         await selectBackend({ requested: name, quiet: true });
-        book.xs.dispose();
-        book.trainer.model.dispose();
-        book.trainer.dispose();
+        tf.dispose([xs, ...(labels ? [labels] : [])]);
+        trainer.model.dispose();
+        trainer.dispose();
       }
     },
   };
@@ -379,7 +413,7 @@ async function peerRuntime(
     }
     return JSON.parse(line.value);
   };
-  let info: { label: string; version: string; threads: number };
+  let info: { label: string; version: string; threads: number; ports?: string[] };
   try {
     info = await next();
   } catch (error) {
@@ -393,30 +427,37 @@ async function peerRuntime(
       const reply = await next();
       return { train: reply.train_ms, sample: reply.sample_ms };
     },
-    // The book's network has a PyTorch port (bench/reference_unet.py), not a Keras one.
+    // The zoo's networks have PyTorch ports (bench/reference_unet.py), not Keras ones.
     ...(framework === "torch"
       ? {
-        async runBook(steps: number, warmup: number) {
+        ports: info.ports ?? [],
+        async runNetwork(network: ZooNetwork, steps: number, warmup: number) {
           const request = {
-            network: "book",
-            config: BOOK_CONFIG,
-            size: BOOK_CONFIG.imageSize,
-            batch: BOOK_BATCH,
+            network: "zoo",
+            config: network.config,
+            size: network.config.imageSize,
+            batch: network.trainBatch,
+            T: network.schedule.T,
+            gradClipNorm: network.gradClipNorm,
+            emaDecay: network.emaDecay,
             steps,
             warmup,
           };
           await writer.write(new TextEncoder().encode(JSON.stringify(request) + "\n"));
           const reply = await next();
-          const count = bookParameterCount();
+          const count = parameterCount(network.config);
           if (reply.params !== count) {
             throw new Error(
-              `the PyTorch port has ${reply.params} parameters, lib/core/models/unet.ts ${count}`,
+              `the PyTorch port of the network kind "${network.kind}" (bench/reference_unet.py, ` +
+                `for ${zooNetworkName(network)}) has ${reply.params} parameters, ` +
+                `createModel(config).parameterCount() ${count}: make the port match lib/core/models`,
             );
           }
           return { train: reply.train_ms, sample: reply.sample_ms };
         },
       }
       : {}),
+    pid: process.pid,
     async close() {
       await writer.close().catch(() => {});
       await process.status;
@@ -437,11 +478,6 @@ async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<st
     }
   }
   if (buffer) yield buffer;
-}
-
-async function loadAverage(): Promise<number | undefined> {
-  const text = await Deno.readTextFile("/proc/loadavg").catch(() => "");
-  return text ? Number(text.split(" ")[0]) : undefined;
 }
 
 async function cpuModel(): Promise<string> {
@@ -474,44 +510,38 @@ async function gpuModel(): Promise<string | undefined> {
     : undefined;
 }
 
-function markdownTable(rows: BenchRow[], peers: string[]): string {
-  const head = [
-    "size",
-    "runtime",
-    "train ms",
-    "train img/s",
-    "train GFLOP/s",
-    "DDIM step ms",
-    "DDIM GFLOP/s",
-    ...peers.map((p) => `train ÷ ${p}`),
-    ...peers.map((p) => `DDIM ÷ ${p}`),
-  ];
-  const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => " --- ").join("|")}|`];
+/** Each tfjs row's time ÷ each peer's at the same workload (`trainRatio`, `sampleRatio`). */
+function addPeerRatios<R extends BenchRow>(rows: R[]): R[] {
+  const peerRows = rows.filter((r) => !r.runtime.startsWith("tfjs"));
   for (const r of rows) {
-    const ratio = (values: Record<string, number> | undefined, p: string) =>
-      values?.[p] !== undefined ? `${values[p].toFixed(2)}×` : "";
-    lines.push(
-      `| ${
-        [
-          `${r.size}×${r.size}`,
-          r.runtime,
-          r.trainMs,
-          r.trainImagesPerSecond,
-          r.trainGflops ?? "",
-          r.sampleMs,
-          r.sampleGflops ?? "",
-          ...peers.map((p) => ratio(r.trainRatio, p)),
-          ...peers.map((p) => ratio(r.sampleRatio, p)),
-        ].join(" | ")
-      } |`,
-    );
+    if (!r.runtime.startsWith("tfjs")) continue;
+    r.trainRatio = {};
+    r.sampleRatio = {};
+    for (const p of peerRows) {
+      r.trainRatio[p.runtime] = Number((r.trainMs / p.trainMs).toFixed(2));
+      r.sampleRatio[p.runtime] = Number((r.sampleMs / p.sampleMs).toFixed(2));
+    }
   }
-  return lines.join("\n");
+  return rows;
+}
+
+/**
+ * Rewrite the tables of README.md's "Performance" section from an idle report, then format the
+ * file as `deno fmt` does (its prose is wrapped at the project's line width).
+ */
+async function writeReadme(report: BenchReport): Promise<void> {
+  await Deno.writeTextFile(README, replaceReadmeTables(await Deno.readTextFile(README), report));
+  const fmt = await new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--quiet", "--config", `${ROOT}/deno.json`, README],
+    stdout: "null",
+    stderr: "inherit",
+  }).output();
+  if (!fmt.success) throw new Error("deno fmt README.md failed after writing the bench tables");
 }
 
 const USAGE = "usage: deno task bench [--quick] [--sizes 16,32] " +
   "[--backends tensorflow,wasm,cpu,webgpu] [--peers torch,keras] [--python PATH] " +
-  "[--device cpu|cuda] [--out PATH] [--profile]";
+  "[--device cpu|cuda] [--out PATH] [--profile] [--readme]";
 
 async function main(args: string[]): Promise<void> {
   const { values } = parseOptions(args, {
@@ -523,7 +553,14 @@ async function main(args: string[]): Promise<void> {
     device: { type: "string", default: "cpu" },
     out: { type: "string" },
     profile: { type: "boolean", default: false },
+    readme: { type: "boolean", default: false },
   }, USAGE);
+  const say = (line: string) => console.error(`bench: ${line}`);
+  if (values.readme) {
+    await writeReadme(JSON.parse(await Deno.readTextFile(DEFAULT_OUT)));
+    say(`wrote the tables of README.md from ${DEFAULT_OUT.replace(`${ROOT}/`, "")}`);
+    return;
+  }
   const quick = values.quick;
   const list = (value: string | undefined, all: string[]) =>
     value?.split(",").map((s) => s.trim()).filter(Boolean) ?? all;
@@ -533,26 +570,24 @@ async function main(args: string[]): Promise<void> {
   }
   const backends = list(values.backends, ALL_BACKENDS);
   const unknownBackend = backends.find((b) => !ALL_BACKENDS.includes(b));
-  if (unknownBackend) throw new UserError(`unknown backend ${unknownBackend}; one of ${ALL_BACKENDS}`);
+  if (unknownBackend) {
+    throw new UserError(`unknown backend ${unknownBackend}; one of ${ALL_BACKENDS}`);
+  }
   const peers = list(values.peers, ALL_PEERS).filter((p) => p !== "none");
   const device = values.device;
   if (device !== "cpu" && device !== "cuda") {
     throw new UserError(`--device is cpu or cuda (where PyTorch runs), got ${device}`);
   }
   const python = values.python;
-  const out = values.out ??
-    (quick ? `${ROOT}/.cache/bench/bench-quick.json` : `${ROOT}/assets/bench/bench.json`);
+  const out = values.out ?? (quick ? `${ROOT}/.cache/bench/bench-quick.json` : DEFAULT_OUT);
   // Rounds × steps per round = measured steps; warm-up only in a runtime's first round.
   const plan = quick ? { rounds: 3, steps: 1, warmup: 1 } : { rounds: 5, steps: 2, warmup: 3 };
   const cpuPlan: Plan = quick ? { steps: 1, warmup: 1 } : { steps: 3, warmup: 1 };
-  const say = (line: string) => console.error(`bench: ${line}`);
-  const loadBefore = await loadAverage();
   const cores = navigator.hardwareConcurrency;
-  if (loadBefore !== undefined && loadBefore > cores / 2) {
-    say(
-      `the machine is busy (load average ${loadBefore} on ${cores} cores): timings will be noisy`,
-    );
-  }
+  const runtimes: Runtime[] = [];
+  let cpu: Runtime | undefined;
+  const meter = new LoadMeter(() => runtimes.flatMap((r) => r.pid === undefined ? [] : [r.pid]));
+  const startLoadAverage = await loadAverage();
 
   if (backends.includes("tensorflow")) await ensureNativeBackend();
   const skipped: string[] = [];
@@ -560,7 +595,6 @@ async function main(args: string[]): Promise<void> {
     if (!skipped.includes(reason)) skipped.push(reason);
     say(`skipped ${reason}`);
   };
-  const runtimes: Runtime[] = [];
   if (peers.length) {
     try {
       const interpreter = python ?? await peerPython(say);
@@ -573,45 +607,78 @@ async function main(args: string[]): Promise<void> {
       skip(`PyTorch and Keras: bench/.venv could not be set up (${(error as Error).message})`);
     }
   }
-  let cpu: Runtime | undefined;
   for (const backend of backends) {
     const runtime = await tfjsRuntime(backend);
     if (typeof runtime === "string") skip(runtime);
     else if (backend === "cpu") cpu = runtime; // pure JS, seconds a step: once, 16×16 only.
     else runtimes.push(runtime);
   }
+  const all = [...runtimes, ...(cpu ? [cpu] : [])];
+  const networks = zooNetworks(MODEL_SPECS.values());
+  const noPort = runtimes.map((r) => r.ports && missingPortError(networks, r.ports, r.name))
+    .find(Boolean);
+  if (noPort) {
+    for (const runtime of all) await runtime.close();
+    throw noPort;
+  }
 
-  const samples = new Map<string, Samples>();
-  /** Samples by workload: a size of the reference network, or the book's network. */
-  const add = (runtime: Runtime, size: number | "book", more: Samples) => {
-    const key = `${size} ${runtime.name}`;
-    const all = samples.get(key) ?? { train: [], sample: [] };
-    all.train.push(...more.train);
-    all.sample.push(...more.sample);
-    samples.set(key, all);
-  };
-  for (const size of sizes) {
-    for (let round = 0; round < plan.rounds; round++) {
-      say(`${size}×${size}, round ${round + 1} of ${plan.rounds}`);
-      for (let k = 0; k < runtimes.length; k++) {
-        const runtime = runtimes[(k + round) % runtimes.length];
-        add(runtime, size, await runtime.run(size, plan.steps, round === 0 ? plan.warmup : 0));
-      }
+  say(`measuring other work for ${IDLE_WINDOW_SECONDS} s before the rounds`);
+  await meter.mark();
+  await new Promise((resolve) => setTimeout(resolve, IDLE_WINDOW_SECONDS * 1000));
+  const endWindow = async (at: string) => {
+    const { otherCores } = await meter.sample(at);
+    if (otherCores !== undefined && otherCores > BUSY_SHARE * cores) {
+      say(`other processes took ${otherCores} of ${cores} cores during ${at}`);
     }
+  };
+  await endWindow("before");
+
+  /** Measured times by workload (a size of the reference network, or a zoo network's key). */
+  const samples = new Map<string, Samples>();
+  const add = (runtime: Runtime, workload: string, more: Samples) => {
+    const key = `${workload} ${runtime.name}`;
+    const sofar = samples.get(key) ?? { train: [], sample: [] };
+    sofar.train.push(...more.train);
+    sofar.sample.push(...more.sample);
+    samples.set(key, sofar);
+  };
+  /** The runtimes measured at a workload, tfjs first, with their samples. */
+  const measured = (workload: string) =>
+    all.filter((r) => samples.has(`${workload} ${r.name}`))
+      .sort((a, b) => Number(!a.name.startsWith("tfjs")) - Number(!b.name.startsWith("tfjs")))
+      .map((r) => ({ runtime: r, times: samples.get(`${workload} ${r.name}`)! }));
+  /** `plan.rounds` rounds of `step` on every runtime of `among`, in a rotating order. */
+  const rounds = async (
+    label: string,
+    among: Runtime[],
+    step: (runtime: Runtime, warmup: number) => Promise<void>,
+  ) => {
+    for (let round = 0; round < plan.rounds; round++) {
+      say(`${label}, round ${round + 1} of ${plan.rounds}`);
+      for (let k = 0; k < among.length; k++) {
+        await step(among[(k + round) % among.length], round === 0 ? plan.warmup : 0);
+      }
+      await endWindow(`${label} round ${round + 1}`);
+    }
+  };
+
+  for (const size of sizes) {
+    await rounds(`${size}×${size}`, runtimes, async (runtime, warmup) => {
+      add(runtime, String(size), await runtime.run(size, plan.steps, warmup));
+    });
     if (cpu && size === 16) {
       say("16×16 on tfjs cpu");
-      add(cpu, size, await cpu.run(size, cpuPlan.steps, cpuPlan.warmup));
+      add(cpu, String(size), await cpu.run(size, cpuPlan.steps, cpuPlan.warmup));
+      await endWindow("16×16 tfjs cpu");
     }
   }
-  // The book's network (16×16, batch 64) on every runtime that has it, in rounds the same way.
-  const bookRuntimes = runtimes.filter((r) => r.runBook);
-  for (let round = 0; round < plan.rounds; round++) {
-    say(`the book's network, round ${round + 1} of ${plan.rounds}`);
-    for (let k = 0; k < bookRuntimes.length; k++) {
-      const runtime = bookRuntimes[(k + round) % bookRuntimes.length];
-      const warmup = round === 0 ? plan.warmup : 0;
-      add(runtime, "book", await runtime.runBook!(plan.steps, warmup));
-    }
+  // The zoo's networks, each at its spec's batch, on every runtime that has them.
+  const networkRuntimes = runtimes.filter((r) => r.runNetwork);
+  for (const network of networks) {
+    const workload = zooNetworkKey(network.config, network.trainBatch);
+    await rounds(zooNetworkName(network), networkRuntimes, async (runtime, warmup) => {
+      add(runtime, workload, await runtime.runNetwork!(network, plan.steps, warmup));
+    });
   }
   const profiles: string[] = [];
   if (values.profile) {
@@ -619,53 +686,55 @@ async function main(args: string[]): Promise<void> {
       for (const size of sizes) if (runtime.profile) profiles.push(await runtime.profile(size));
     }
   }
-  for (const runtime of [...runtimes, ...(cpu ? [cpu] : [])]) await runtime.close();
-  const loadAfter = await loadAverage();
+  for (const runtime of all) await runtime.close();
+  say(`measuring other work for ${IDLE_WINDOW_SECONDS} s after the rounds`);
+  await meter.mark();
+  await new Promise((resolve) => setTimeout(resolve, IDLE_WINDOW_SECONDS * 1000));
+  await endWindow("after");
 
-  /** The rows measured for a workload (a size, or the book's network), with ratios to the peers. */
-  const tableRows = (key: number | "book"): BenchRow[] => {
-    const network = key === "book" ? "book" : "reference";
-    const size = key === "book" ? BOOK_CONFIG.imageSize : key;
-    const measured = [...runtimes, ...(cpu ? [cpu] : [])]
-      .filter((r) => samples.has(`${key} ${r.name}`))
-      .sort((a, b) => Number(!a.name.startsWith("tfjs")) - Number(!b.name.startsWith("tfjs")))
-      .map((r) => {
-        const { train, sample } = samples.get(`${key} ${r.name}`)!;
-        return row(size, r.name, r.detail, train, sample, network);
-      });
-    const peerRows = measured.filter((r) => !r.runtime.startsWith("tfjs"));
-    for (const r of measured) {
-      if (!r.runtime.startsWith("tfjs")) continue;
-      r.trainRatio = {};
-      r.sampleRatio = {};
-      for (const p of peerRows) {
-        r.trainRatio[p.runtime] = Number((r.trainMs / p.trainMs).toFixed(2));
-        r.sampleRatio[p.runtime] = Number((r.sampleMs / p.sampleMs).toFixed(2));
-      }
-    }
-    return measured;
-  };
-  const rows = sizes.flatMap((size) => tableRows(size));
-  const bookRows = tableRows("book");
+  const rows = sizes.flatMap((size) =>
+    addPeerRatios(
+      measured(String(size)).map(({ runtime, times }) =>
+        row(size, runtime.name, runtime.detail, times, TRAIN_BATCH, forwardFlops(size))
+      ),
+    )
+  );
+  const networkRows: NetworkRow[] = networks.flatMap((network) =>
+    addPeerRatios(
+      measured(zooNetworkKey(network.config, network.trainBatch)).map(({ runtime, times }) => ({
+        specs: network.specs,
+        kind: network.kind,
+        parameters: parameterCount(network.config),
+        trainBatch: network.trainBatch,
+        sampleBatch: SAMPLE_BATCH,
+        ...row(
+          network.config.imageSize,
+          runtime.name,
+          runtime.detail,
+          times,
+          network.trainBatch,
+        ),
+      })),
+    )
+  );
   const peerVersions = Object.fromEntries(
     runtimes.filter((r) => !r.name.startsWith("tfjs")).map((r) => [r.name, r.detail]),
   );
-
-  const peerNames = [
-    ...new Set(rows.filter((r) => !r.runtime.startsWith("tfjs")).map((r) => r.runtime)),
+  const peerNames = (of: BenchRow[]) => [
+    ...new Set(of.filter((r) => !r.runtime.startsWith("tfjs")).map((r) => r.runtime)),
   ];
   const gpu = await gpuModel();
-  // Only the load before the run tells of other work: the bench's own runtimes load the machine
-  // while it runs, so the load after is high on an idle machine too.
-  const busy = loadBefore !== undefined && loadBefore > cores / 2;
+  const verdict = busyVerdict(meter.samples, cores);
+  const cpuSeconds = meter.cpuSeconds();
   const report = {
     generated: new Date().toISOString(),
     profile: quick ? "quick" : "full",
-    ...(busy
+    busy: verdict.busy,
+    ...(verdict.busy
       ? {
-        warning: `taken on a busy machine (load average ${loadBefore} on ${cores} ` +
-          "cores): the times are not representative, PyTorch's OpenMP threads least of all " +
-          "(they slow down by orders of magnitude when a core is taken); rerun on an idle machine",
+        busyReason: `${verdict.reason}: the times are not representative, PyTorch's OpenMP ` +
+          "threads least of all (they slow down by orders of magnitude when a core is taken); " +
+          "rerun on an idle machine",
       }
       : {}),
     machine: {
@@ -673,14 +742,21 @@ async function main(args: string[]): Promise<void> {
       cores,
       ...(gpu ? { gpu } : {}),
       os: `${Deno.build.os} ${Deno.build.arch}`,
-      loadAverage: { before: loadBefore, after: loadAfter },
+    },
+    load: {
+      method: "cores' worth of CPU time that processes other than the benchmark's used in each " +
+        "window, from /proc/stat and /proc/PID/stat (scripts/bench/load.ts); a run is busy " +
+        `when it exceeds ${BUSY_SHARE} of the cores in any window`,
+      busyAbove: BUSY_SHARE * cores,
+      startLoadAverage,
+      samples: meter.samples,
+      cpuSeconds,
     },
     versions: {
       deno: Deno.version.deno,
       tfjs: tf.version.tfjs,
       ...Object.fromEntries(
-        [...runtimes, ...(cpu ? [cpu] : [])].filter((r) => r.name.startsWith("tfjs"))
-          .map((r) => [r.name, r.detail]),
+        all.filter((r) => r.name.startsWith("tfjs")).map((r) => [r.name, r.detail]),
       ),
       ...peerVersions,
     },
@@ -694,39 +770,63 @@ async function main(args: string[]): Promise<void> {
     },
     plan: { ...plan, interleaved: true, cpu: cpuPlan },
     rows,
-    bookNetwork: {
-      name: "the book's U-Net (lib/zoo/specs.ts EMOJI16_UNET), trained by lib/training/trainer.ts",
-      parameters: bookParameterCount(),
-      trainBatch: BOOK_BATCH,
+    zoo: {
+      name: "the model zoo's networks (lib/zoo/specs.ts MODEL_SPECS), each at its spec's full " +
+        "training batch, trained by lib/training/trainer.ts beside its PyTorch port",
       sampleBatch: SAMPLE_BATCH,
-      step: "ε-MSE, gradient clipped to norm 1, Adam, EMA; DDIM step with x̂₀ clipped",
+      step: "ε-MSE, the spec's gradient clip, Adam, EMA; DDIM step with x̂₀ clipped",
+      networks: networks.map((n) => ({
+        specs: n.specs,
+        kind: n.kind,
+        parameters: parameterCount(n.config),
+        size: n.config.imageSize,
+        trainBatch: n.trainBatch,
+        config: n.config,
+      })),
     },
-    bookRows,
+    networkRows,
     skipped,
   };
-  const table = markdownTable(rows, peerNames);
   const where = gpu ? `${report.machine.cpu} and ${gpu}` : report.machine.cpu;
+  const others = meter.samples.map((s) => s.otherCores ?? 0);
+  const loads = meter.samples.map((s) => s.loadAverage ?? NaN);
   console.log(
     `\nReference U-Net (${REFERENCE_PARAMETER_COUNT.toLocaleString("en")} parameters), ` +
       `train batch ${TRAIN_BATCH}, DDIM batch ${SAMPLE_BATCH}; ${where}, ` +
       `${cores} cores; medians of ${plan.rounds * plan.steps} steps in ${plan.rounds} ` +
-      `interleaved rounds after ${plan.warmup} warm-up; load average ${loadBefore} → ${loadAfter}\n`,
+      `interleaved rounds after ${plan.warmup} warm-up\n`,
   );
-  console.log(table);
-  if (bookRows.length > 0) {
+  console.log(referenceTable(rows, peerNames(rows)));
+  if (networkRows.length > 0) {
     console.log(
-      `\nThe book's network (${bookParameterCount().toLocaleString("en")} parameters, ` +
-        `lib/training/trainer.ts), train batch ${BOOK_BATCH}, DDIM batch ${SAMPLE_BATCH}, 16×16\n`,
+      `\nThe zoo's networks (lib/zoo/specs.ts), trained by lib/training/trainer.ts at each ` +
+        `spec's batch, DDIM batch ${SAMPLE_BATCH}\n`,
     );
-    console.log(markdownTable(bookRows, peerNames));
+    console.log(networkTable(networkRows, peerNames(networkRows)));
   }
+  console.log(
+    `\nload: other processes took at most ${Math.max(...others).toFixed(2)} of ${cores} cores ` +
+      `in a window (busy above ${BUSY_SHARE * cores}); 1-minute load average ` +
+      `${startLoadAverage} at the start, ${loads.join(" → ")} after the windows; the benchmark ` +
+      `used ${cpuSeconds.bench} CPU s (its peers ${cpuSeconds.peers} s) in ${cpuSeconds.wall} s`,
+  );
   for (const line of skipped) console.log(`skipped: ${line}`);
-  if (report.warning) console.log(`warning: ${report.warning}`);
   for (const profile of profiles) console.log(`\n${profile}`);
-  await Deno.mkdir(out.replace(/\/[^/]*$/, ""), { recursive: true });
-  await Deno.writeTextFile(`${out}.tmp`, JSON.stringify(report, null, 2) + "\n");
-  await Deno.rename(`${out}.tmp`, out);
-  console.log(`\nwrote ${out.replace(`${ROOT}/`, "")}`);
+  const written = verdict.busy ? busyPath(out) : out;
+  await Deno.mkdir(written.replace(/\/[^/]*$/, ""), { recursive: true });
+  await Deno.writeTextFile(`${written}.tmp`, JSON.stringify(report, null, 2) + "\n");
+  await Deno.rename(`${written}.tmp`, written);
+  const shown = (path: string) => path.replace(`${ROOT}/`, "");
+  if (verdict.busy) {
+    console.log(`\nbusy: ${report.busyReason}`);
+    console.log(`wrote ${shown(written)}; ${shown(out)} keeps the last idle run`);
+  } else {
+    console.log(`\nwrote ${shown(written)}`);
+    if (!quick && out === DEFAULT_OUT) {
+      await writeReadme(report);
+      console.log("wrote the tables of README.md's Performance section");
+    }
+  }
 }
 
 if (import.meta.main) {
