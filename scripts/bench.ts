@@ -35,7 +35,11 @@
  *
  * Usage: `deno task bench [--quick] [--sizes 16,32] [--backends tensorflow,wasm,cpu,webgpu]
  *         [--peers torch,keras] [--python PATH] [--device cpu|cuda] [--out PATH] [--profile]
- *         [--readme]`
+ *         [--readme] [--fast-paths [--network NAME]]`
+ *
+ * `--fast-paths` times one zoo network's training step (default emoji16-unet) on the native
+ * backend with the project's own kernels switched on one after another
+ * (scripts/bench/fast_paths.ts), and prints what each saves; it writes nothing.
  *
  * `--python PATH` runs the peers with that interpreter and its installed packages instead of
  * `bench/.venv` (a machine whose PyTorch has CUDA, say); `--device cuda` puts PyTorch on the GPU,
@@ -60,7 +64,8 @@ import {
   ReferenceTrainer,
   ReferenceUNet,
 } from "../bench/reference_unet.ts";
-import { MODEL_SPECS } from "../lib/zoo/specs.ts";
+import { MODEL_SPECS, modelSpec } from "../lib/zoo/specs.ts";
+import { timeFastPaths } from "./bench/fast_paths.ts";
 import { DDIMScheduler } from "../lib/core/samplers/mod.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
 import { Trainer } from "../lib/training/trainer.ts";
@@ -83,6 +88,7 @@ import {
   LoadMeter,
 } from "./bench/load.ts";
 import {
+  alignedTable,
   type BenchReport,
   type BenchRow,
   type NetworkRow,
@@ -541,7 +547,7 @@ async function writeReadme(report: BenchReport): Promise<void> {
 
 const USAGE = "usage: deno task bench [--quick] [--sizes 16,32] " +
   "[--backends tensorflow,wasm,cpu,webgpu] [--peers torch,keras] [--python PATH] " +
-  "[--device cpu|cuda] [--out PATH] [--profile] [--readme]";
+  "[--device cpu|cuda] [--out PATH] [--profile] [--readme] [--fast-paths [--network NAME]]";
 
 async function main(args: string[]): Promise<void> {
   const { values } = parseOptions(args, {
@@ -554,11 +560,30 @@ async function main(args: string[]): Promise<void> {
     out: { type: "string" },
     profile: { type: "boolean", default: false },
     readme: { type: "boolean", default: false },
+    "fast-paths": { type: "boolean", default: false },
+    network: { type: "string", default: "emoji16-unet" },
   }, USAGE);
   const say = (line: string) => console.error(`bench: ${line}`);
   if (values.readme) {
     await writeReadme(JSON.parse(await Deno.readTextFile(DEFAULT_OUT)));
     say(`wrote the tables of README.md from ${DEFAULT_OUT.replace(`${ROOT}/`, "")}`);
+    return;
+  }
+  if (values["fast-paths"]) {
+    await ensureNativeBackend();
+    await selectBackend({ requested: "tensorflow", quiet: true });
+    const spec = modelSpec(values.network);
+    const rows = await timeFastPaths(
+      spec,
+      values.quick ? { rounds: 2, steps: 2 } : { rounds: 6, steps: 3 },
+    );
+    console.log(
+      `${spec.name}, training step on the native backend, batch ${spec.training.full.batchSize}:\n`,
+    );
+    console.log(alignedTable(
+      ["variant", "median ms", "fastest ms", "kernels (Identity aside)"],
+      rows.map((r) => [r.variant, r.medianMs, r.fastestMs, r.kernels]),
+    ));
     return;
   }
   const quick = values.quick;
