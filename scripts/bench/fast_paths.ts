@@ -40,7 +40,7 @@ const INPUT_GRADIENT = "Conv2DBackpropInput";
 /** tfjs-node's own kernel for the input gradient, which the fast path replaces. */
 async function stockInputGradient(): Promise<tf.KernelConfig> {
   const module = await import(
-    "npm:@tensorflow/tfjs-node@4.22.0/dist/kernels/Conv2DBackpropInput.js"
+    "@tensorflow/tfjs-node/dist/kernels/Conv2DBackpropInput.js"
   ) as { conv2DBackpropInputConfig: tf.KernelConfig };
   return module.conv2DBackpropInputConfig;
 }
