@@ -45,8 +45,9 @@
  * `bench/.venv` (a machine whose PyTorch has CUDA, say); `--device cuda` puts PyTorch on the GPU,
  * the peer to set beside the webgpu backend.
  *
- * `--profile` also prints, per tfjs backend and size, the kernels of one training step by time
- * (tf.profile), the way the hot path was tuned.
+ * `--profile` also prints, per tfjs backend, the kernels of one training step by time
+ * (tf.profile) for the reference network at each size and for each zoo network, the way the hot
+ * path was tuned.
  *
  * Writes `assets/bench/bench.json` (a `--quick` run writes `.cache/bench/bench-quick.json`).
  *
@@ -177,7 +178,34 @@ interface Runtime {
   pid?: number;
   /** Kernel counts and times of one training step (tfjs runtimes, after `run` at that size). */
   profile?(size: number): Promise<string>;
+  /** The same for a zoo network (after `runNetwork` on it). */
+  profileNetwork?(network: ZooNetwork): Promise<string>;
   close(): Promise<void>;
+}
+
+/** The kernels of one profiled step by total time: calls, time inside kernels, the top 15. */
+async function kernelSummary(
+  label: string,
+  info: Awaited<ReturnType<typeof tf.profile>>,
+): Promise<string> {
+  const byKernel = new Map<string, { count: number; ms: number }>();
+  for (const kernel of info.kernels) {
+    // customGrad scopes time the kernels inside them again: count those once.
+    if (kernel.name === "unnamed scope") continue;
+    const entry = byKernel.get(kernel.name) ?? { count: 0, ms: 0 };
+    entry.count++;
+    entry.ms += await kernel.kernelTimeMs as number;
+    byKernel.set(kernel.name, entry);
+  }
+  const entries = [...byKernel].sort((a, b) => b[1].ms - a[1].ms);
+  const total = entries.reduce((sum, [, e]) => sum + e.ms, 0);
+  const calls = entries.reduce((sum, [, e]) => sum + e.count, 0);
+  return [
+    `${label}: one training step, ${calls} kernel calls, ${total.toFixed(1)} ms inside kernels`,
+    ...entries.slice(0, 15).map(([kernel, e]) =>
+      `  ${e.ms.toFixed(1).padStart(7)} ms ${String(e.count).padStart(4)}× ${kernel}`
+    ),
+  ].join("\n");
 }
 
 /**
@@ -309,25 +337,17 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
     async profile(size) {
       await selectBackend({ requested: name, quiet: true });
       const info = await tf.profile(() => referenceStep(size));
-      const byKernel = new Map<string, { count: number; ms: number }>();
-      for (const kernel of info.kernels) {
-        // customGrad scopes time the kernels inside them again: count those once.
-        if (kernel.name === "unnamed scope") continue;
-        const entry = byKernel.get(kernel.name) ?? { count: 0, ms: 0 };
-        entry.count++;
-        entry.ms += await kernel.kernelTimeMs as number;
-        byKernel.set(kernel.name, entry);
-      }
-      const entries = [...byKernel].sort((a, b) => b[1].ms - a[1].ms);
-      const total = entries.reduce((sum, [, e]) => sum + e.ms, 0);
-      const calls = entries.reduce((sum, [, e]) => sum + e.count, 0);
-      return [
-        `tfjs ${name} at ${size}×${size}: one training step, ${calls} kernel calls, ` +
-        `${total.toFixed(1)} ms inside kernels`,
-        ...entries.slice(0, 15).map(([kernel, e]) =>
-          `  ${e.ms.toFixed(1).padStart(7)} ms ${String(e.count).padStart(4)}× ${kernel}`
-        ),
-      ].join("\n");
+      return await kernelSummary(`tfjs ${name}, the reference U-Net at ${size}×${size}`, info);
+    },
+    async profileNetwork(network) {
+      await selectBackend({ requested: name, quiet: true });
+      const state = networks.get(zooNetworkKey(network.config, network.trainBatch));
+      if (!state) return `tfjs ${name}: ${zooNetworkName(network)} was not timed`;
+      const info = await tf.profile(async () => {
+        await state.trainer.trainStep();
+        return [];
+      });
+      return await kernelSummary(`tfjs ${name}, ${zooNetworkName(network)}`, info);
     },
     async close() {
       for (const { model, trainer, x0, xs } of states.values()) {
@@ -709,6 +729,9 @@ async function main(args: string[]): Promise<void> {
   if (values.profile) {
     for (const runtime of runtimes) {
       for (const size of sizes) if (runtime.profile) profiles.push(await runtime.profile(size));
+      for (const network of networks) {
+        if (runtime.profileNetwork) profiles.push(await runtime.profileNetwork(network));
+      }
     }
   }
   for (const runtime of all) await runtime.close();
