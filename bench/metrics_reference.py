@@ -327,6 +327,8 @@ def build():
     isc.append(is_case("random", post, 5, logits=logits))
     isc.append(is_case("uniform", np.full((50, 10), 0.1), 5))
     isc.append(is_case("one-hot-balanced", np.eye(5)[np.arange(50) % 5], 1))
+    # 97 images in 5 splits: parts of 19 or 20 at torch-fidelity's floor boundaries.
+    isc.append(is_case("uneven-splits", post[:97], 5, logits=logits[:97]))
 
     pr = []
     real = rng.standard_normal((150, 4))

@@ -111,6 +111,16 @@ describe("building the site", () => {
     assert.match(third, /Third text\./);
     assert.doesNotMatch(third, /First text/);
     assert.deepEqual(await leftovers(work), []);
+
+    // Killed between the swap's two renames: the old site, moved aside, is put back, and a
+    // failing build then leaves it as it was.
+    const before = await filesOf(`${work}/site`);
+    await Deno.rename(`${work}/site`, `${work}/site.outgoing-killed`);
+    await Deno.writeTextFile(base, `${goodLayout}\n{% for x in book %}\n`);
+    await assert.rejects(buildSite(input("Fourth text.")), /previous site .* is unchanged/);
+    assert.deepEqual(await filesOf(`${work}/site`), before, "the site caught mid-swap is back");
+    assert.deepEqual(await leftovers(work), []);
+    await Deno.writeTextFile(base, goodLayout);
   });
 
   it("says when a failed first build wrote no site at all", async () => {

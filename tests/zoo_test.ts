@@ -147,6 +147,14 @@ describe("deno task train's runs", () => {
       );
       const manifest = (await readManifest(await exportArtefact(gentler, "quick", root)))!;
       assert.deepEqual(manifest.lineage, record.lineage);
+      // A step the run does not keep is an error that changes nothing, run.json included.
+      const before = await Deno.readTextFile(`${rescued.dir}/run.json`);
+      const other = tinySpec({ steps: 6, checkpointEvery: 1, learningRate: 5e-5 });
+      await assert.rejects(
+        () => trainModel(other, { ...options, resumeFrom: 1 }),
+        /no usable checkpoint of step 1/,
+      );
+      assert.equal(await Deno.readTextFile(`${rescued.dir}/run.json`), before);
       // Another network is another model: no going back for it.
       const wider = tinySpec({ steps: 5, checkpointEvery: 1, learningRate: 1e-4 });
       wider.network.quick = {

@@ -279,6 +279,8 @@ function checkLayout(header: CheckpointHeader, source: string): void {
   if (header.state !== undefined && (typeof header.state !== "object" || header.state === null)) {
     throw bad("its header's state is not an object");
   }
+  const names = new Set<string>();
+  let end = 0; // entries lie one after another: none overlaps another, so none is read twice
   for (const entry of header.tensors) {
     const name = typeof entry?.name === "string" ? entry.name : "?";
     if (
@@ -297,6 +299,11 @@ function checkLayout(header: CheckpointHeader, source: string): void {
     ) {
       throw bad(`tensor "${name}" [${entry.shape}] does not lie inside the file's payload`);
     }
+    if (entry.offset < end || names.has(entry.name)) {
+      throw bad(`tensor "${name}" overlaps another or repeats its name`);
+    }
+    names.add(entry.name);
+    end = entry.offset + entry.byteLength;
   }
 }
 

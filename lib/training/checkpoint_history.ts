@@ -154,7 +154,7 @@ export async function saveKeptCheckpoint(
 
 /**
  * The newest checkpoint whose loss was still sane: readable, with a finite mean loss at most
- * twice the run's best up to it. A run that diverges usually ruins its weights a few hundred
+ * twice the run's best (the lowest `bestMeanLoss` any of them records). A run that diverges usually ruins its weights a few hundred
  * steps before its loss turns NaN, and its mean loss shows it.
  */
 export function saneCheckpoint(checkpoints: readonly KeptCheckpoint[]): KeptCheckpoint | undefined {
@@ -199,11 +199,13 @@ export async function rewindTo(
         (checkpoints.length ? describeCheckpoints(checkpoints) : "none"),
     );
   }
-  const later = checkpoints.filter((c) => c.step > step);
+  // Every kept file after `step`, straight from the folder (a kept copy of the latest too,
+  // which listCheckpoints shows once).
+  const { dir } = split(path);
+  const later = (await namesIn(dir)).filter((name) => (keptStep(path, name) ?? -1) > step);
+  const latestStep = checkpoints.find((c) => c.latest)?.step;
   if (chosen.latest && later.length === 0) return undefined;
-  const aside = `${split(path).dir}/after-step-${step}-${
-    new Date().toISOString().replace(/[:.]/g, "-")
-  }`;
+  const aside = `${dir}/after-step-${step}-${new Date().toISOString().replace(/[:.]/g, "-")}`;
   await Deno.mkdir(aside, { recursive: true });
   if (metricsPath && await exists(metricsPath)) {
     await Deno.copyFile(
@@ -211,17 +213,19 @@ export async function rewindTo(
       `${aside}/${split(metricsPath).stem}${split(metricsPath).extension}`,
     );
   }
-  // The chosen one first becomes the latest (a copy: the latest stays whole throughout).
+  // The latest is kept in the folder first (a link, else a copy; a failure stops the rewind),
+  // then the chosen one replaces it atomically: the run has a whole latest throughout.
   const latestName = `${split(path).stem}${split(path).extension}`;
   if (!chosen.latest) {
-    await Deno.copyFile(path, `${aside}/${latestName}`).catch(() => {});
+    if (latestStep !== undefined && latestStep > step) {
+      await Deno.link(path, `${aside}/${latestName}`).catch(() =>
+        Deno.copyFile(path, `${aside}/${latestName}`)
+      );
+    }
     const staged = temporaryPath(path);
     await Deno.copyFile(chosen.path, staged);
     await Deno.rename(staged, path);
   }
-  for (const c of later) {
-    if (c.latest) continue; // moved above, as a copy
-    await Deno.rename(c.path, `${aside}/${c.path.slice(c.path.lastIndexOf("/") + 1)}`);
-  }
+  for (const name of later) await Deno.rename(`${dir}/${name}`, `${aside}/${name}`);
   return aside;
 }

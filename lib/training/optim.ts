@@ -260,7 +260,7 @@ function fusedUpdate(
     optimizer === "adamw" ? 1 : 0,
     emaDecay,
     1 - emaDecay,
-    clipNorm ?? 0,
+    clipNorm ?? -1, // < 0: no clipping
   ]);
   const outputs = tf.tidy(() => {
     const gradients = parameters.map((p) => grads[p.variable.name] ?? tf.zerosLike(p.variable));

@@ -32,9 +32,11 @@ import { createModel, type DiffusionModel } from "../core/models/mod.ts";
 import {
   assignVariables,
   checkArchitecture,
+  type Checkpoint,
   type CheckpointTensor,
   loadCheckpoint,
   readVariables,
+  saveCheckpoint,
 } from "./checkpoint.ts";
 import {
   DEFAULT_KEPT_CHECKPOINTS,
@@ -661,8 +663,11 @@ export class Trainer {
       this.#bestMeanLoss = meanLoss;
     }
     this.#window = { sum: 0, count: 0 };
-    const keep = path === this.config.checkpointPath ? this.config.keepCheckpoints : 1;
-    await saveKeptCheckpoint(path, {
+    // The run's own checkpoint keeps its history; a copy elsewhere is one file, and touches none.
+    const save = path === this.config.checkpointPath
+      ? (c: Checkpoint) => saveKeptCheckpoint(path, c, this.config.keepCheckpoints)
+      : (c: Checkpoint) => saveCheckpoint(path, c);
+    await save({
       step: this.#step,
       modelConfig: this.model.config,
       state: {
@@ -676,7 +681,7 @@ export class Trainer {
         backend: tf.getBackend(),
       },
       tensors,
-    }, keep);
+    });
   }
 
   /**

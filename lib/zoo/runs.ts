@@ -70,8 +70,9 @@ function differences(a: unknown, b: unknown, path = ""): string[] {
 
 /**
  * Check that the run in `dir` trains `spec` (writing `run.json` for a new run). A run that goes
- * back to step `resumeFrom` may go on under a changed training recipe (learning rate, warm-up,
- * clipping, steps: the spec's `training` part alone), recorded in its lineage.
+ * back to a kept checkpoint (`rewind`, which does it and throws when there is no such step) may
+ * go on under a changed training recipe (learning rate, warm-up, clipping, steps: the spec's
+ * `training` part alone), recorded in its lineage once the rewind is done.
  *
  * @throws Error naming both specs when the run trains another one
  */
@@ -79,7 +80,7 @@ async function claimRun(
   dir: string,
   spec: ModelSpec,
   profile: Profile,
-  resumeFrom?: number,
+  rewind?: { step: number; run: () => Promise<void> },
 ): Promise<void> {
   const record: RunRecord = {
     specHash: await specHash(spec, profile),
@@ -90,11 +91,12 @@ async function claimRun(
     const stored = JSON.parse(await Deno.readTextFile(path)) as RunRecord;
     const changed = differences(stored.spec, record.spec);
     if (
-      stored.specHash !== record.specHash && resumeFrom !== undefined &&
+      stored.specHash !== record.specHash && rewind !== undefined &&
       changed.every((path) => path.startsWith("training."))
     ) {
+      await rewind.run(); // first: a step that is not kept leaves run.json as it was
       const lineage = [...stored.lineage ?? [], {
-        step: resumeFrom,
+        step: rewind.step,
         specHash: stored.specHash,
         changed,
       }];
@@ -115,8 +117,10 @@ async function claimRun(
           `not deleted).`,
       );
     }
+    await rewind?.run();
     return;
   }
+  await rewind?.run(); // a new run has nothing to go back to: this throws
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(path, JSON.stringify(record, null, 2) + "\n");
 }
@@ -188,19 +192,29 @@ export async function trainModel(
   if (options.resumeFrom !== undefined && options.restart) {
     throw new UserError("--resume-from continues a run and --restart starts one over: choose one");
   }
-  await claimRun(dir, spec, profile, options.resumeFrom);
+  const checkpointPath = `${dir}/checkpoint.bin`;
+  const metricsPath = `${dir}/metrics.jsonl`;
+  const resumeFrom = options.resumeFrom;
+  await claimRun(
+    dir,
+    spec,
+    profile,
+    resumeFrom === undefined ? undefined : {
+      step: resumeFrom,
+      run: async () => {
+        movedAside = await rewindTo(checkpointPath, resumeFrom, metricsPath);
+      },
+    },
+  );
   const dataset = await loadEmojiDataset(spec.data);
   const schedule = noiseSchedule(spec.schedule.name, spec.schedule.T);
   const model = createModel(completeModelConfig(spec.network[profile]));
   const config = {
     ...spec.training[profile],
     ...spec.objective,
-    checkpointPath: `${dir}/checkpoint.bin`,
-    metricsPath: `${dir}/metrics.jsonl`,
+    checkpointPath,
+    metricsPath,
   };
-  if (options.resumeFrom !== undefined) {
-    movedAside = await rewindTo(config.checkpointPath, options.resumeFrom, config.metricsPath);
-  }
   let trainer: Trainer;
   try {
     trainer = await train(model, dataset, schedule, config, {

@@ -166,16 +166,29 @@ export async function findMathErrors(siteDir: string): Promise<MathError[]> {
 /** The suffix of the new site's folder while it is built (the old one goes to `OUTGOING`). */
 const INCOMING = ".incoming-";
 
-/** Removes the folders a killed build left beside `siteDir` (`*.incoming-*`, `*.outgoing-*`). */
+/**
+ * Tidies up after a build killed mid-way: a site caught between the two renames of the swap
+ * (no `siteDir`, its old version in `*.outgoing-*`) is put back, and every other leftover
+ * folder beside `siteDir` (`*.incoming-*`, `*.outgoing-*`) is removed.
+ */
 async function removeLeftovers(siteDir: string): Promise<void> {
   const slash = siteDir.lastIndexOf("/");
   const parent = slash < 0 ? "." : siteDir.slice(0, slash) || "/";
   const base = siteDir.slice(slash + 1);
-  for (const { name } of await listEntries(parent)) {
-    if (name.startsWith(`${base}${INCOMING}`) || name.startsWith(`${base}${OUTGOING}`)) {
-      await removeIfPresent(`${parent}/${name}`);
-    }
+  const leftovers = (await listEntries(parent)).map((e) => e.name)
+    .filter((name) =>
+      name.startsWith(`${base}${INCOMING}`) || name.startsWith(`${base}${OUTGOING}`)
+    );
+  const outgoing = leftovers.filter((name) => name.startsWith(`${base}${OUTGOING}`));
+  if (!(await exists(siteDir)) && outgoing.length > 0) {
+    const times = await Promise.all(
+      outgoing.map(async (name) => (await Deno.stat(`${parent}/${name}`)).mtime?.getTime() ?? 0),
+    );
+    const newest = outgoing[times.indexOf(Math.max(...times))];
+    await Deno.rename(`${parent}/${newest}`, siteDir);
+    leftovers.splice(leftovers.indexOf(newest), 1);
   }
+  for (const name of leftovers) await removeIfPresent(`${parent}/${name}`);
 }
 
 /**

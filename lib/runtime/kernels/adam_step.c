@@ -8,13 +8,14 @@
  * concatenated, a dozen element-wise ops over the 1.1 M values, and the new values split and
  * reshaped back. This op reads the tensors where they are and writes the new ones in one pass:
  *
- *   ‖g‖ = √(Σ g²),  c = min(1, C/(‖g‖ + 10⁻⁶)) (C ≤ 0: no clipping),  g ← c g  (+ λθ for Adam),
+ *   ‖g‖ = √(Σ g²),  c = C/(‖g‖ + 10⁻⁶) when ‖g‖ > C (C < 0: no clipping),  g ← c g  (+ λθ, Adam),
  *   m ← β₁ m + (1 − β₁) g,  v ← β₂ v + (1 − β₂) g²,
  *   θ ← θ − η (m/c₁)/(√(v/c₂) + ε)  (− η λ θ for AdamW),   θ̄ ← d θ̄ + (1 − d) θ,
  *
  * with every scalar coming in as the float32 the composite multiplies by (`hyper`), and each
  * product and sum rounded to float32 in the composite's order (no fused multiply-add), so that
- * the result is the composite's to the last bit, but for ‖g‖, summed here in double. The op does
+ * the result is the composite's to the last bit, but for ‖g‖, summed here in double, and the
+ * clipping factor, from C as a float32 (the composite divides the double C). The op does
  * not decide whether the step is taken: the caller reads ‖g‖ and keeps or drops the outputs.
  *
  * Inputs: grads (N tensors), params (N tensors of the same shapes), m, v, average (flat, Σ sizes),
@@ -109,7 +110,7 @@ static void compute(void* kernel, TF_OpKernelContext* ctx) {
   const float norm = sqrtf((float)squares);
   *(float*)TF_TensorData(out[n + 3]) = norm;
   /* The composite's c: C/(‖g‖ + 10⁻⁶) in double, multiplied in as a float32. */
-  const int clip = h[CLIP_NORM] > 0 && norm > h[CLIP_NORM];
+  const int clip = h[CLIP_NORM] >= 0 && norm > h[CLIP_NORM]; /* C < 0: no clipping */
   const float c = clip ? (float)((double)h[CLIP_NORM] / ((double)norm + 1e-6)) : 1.0f;
   const int coupled = h[DECOUPLED] == 0 && h[WEIGHT_DECAY] > 0;
   const int decoupled = h[DECOUPLED] != 0 && h[WEIGHT_DECAY] > 0;
