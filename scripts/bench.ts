@@ -68,12 +68,12 @@ import {
 import { MODEL_SPECS, modelSpec } from "../lib/zoo/specs.ts";
 import { timeFastPaths } from "./bench/fast_paths.ts";
 import { DDIMScheduler } from "../lib/core/samplers/mod.ts";
-import { noiseSchedule } from "../lib/core/schedules.ts";
 import { Trainer } from "../lib/training/trainer.ts";
 import { createModel, type DiffusionModel, type ModelConfigBase } from "../lib/core/models/mod.ts";
 import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 import { UserError } from "../lib/core/errors.ts";
 import {
+  benchmarkTrainer,
   missingPortError,
   type ZooNetwork,
   zooNetworkKey,
@@ -295,24 +295,10 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
       await selectBackend({ requested: name, quiet: true });
       const key = zooNetworkKey(network.config, network.trainBatch);
       if (!networks.has(key)) {
-        // Random images stand in for the emoji: the step's cost does not depend on the pixels.
-        const random = new Random(7);
-        const model = createModel(network.config);
+        const { trainer, labelsOf, random } = benchmarkTrainer(network);
         const [s, c] = [network.config.imageSize, network.config.inChannels];
-        const count = 4 * network.trainBatch;
-        const images = Float32Array.from(random.normals(count * s * s * c), (v) => Math.tanh(v));
-        // A conditional network trains on labels y = i mod K, as its PyTorch port does.
-        const classes = model.contextDim;
-        const labelsOf = (n: number) => Int32Array.from({ length: n }, (_, i) => i % classes);
-        const schedule = noiseSchedule(network.schedule.name, network.schedule.T);
-        const trainer = new Trainer(
-          model,
-          { images, count, ...(classes > 0 ? { labels: labelsOf(count) } : {}) },
-          schedule,
-          { ...network.training, steps: 1_000_000, batchSize: network.trainBatch },
-          { progress: false },
-        );
-        const ddim = new DDIMScheduler(schedule);
+        const classes = trainer.model.contextDim;
+        const ddim = new DDIMScheduler(trainer.schedule);
         ddim.setTimesteps(50);
         const xs = tf.tensor4d(random.normals(SAMPLE_BATCH * s * s * c), [SAMPLE_BATCH, s, s, c]);
         const labels = classes > 0 ? tf.tensor1d(labelsOf(SAMPLE_BATCH), "int32") : undefined;

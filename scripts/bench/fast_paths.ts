@@ -18,11 +18,8 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { Random } from "../../lib/core/random.ts";
-import { noiseSchedule } from "../../lib/core/schedules.ts";
-import { Trainer } from "../../lib/training/trainer.ts";
-import { completeModelConfig, createModel } from "../../lib/core/models/mod.ts";
 import type { ModelSpec } from "../../lib/zoo/specs.ts";
+import { benchmarkTrainer, zooNetworks } from "./zoo.ts";
 import { ADAM_STEP } from "../../lib/runtime/kernels/native_fast_paths.ts";
 import { LINEAR, LINEAR_GRAD } from "../../lib/core/nn/linear.ts";
 import { UserError } from "../../lib/core/errors.ts";
@@ -82,23 +79,7 @@ export async function timeFastPaths(
     ],
     ["+ 2-D dense layers (all)", () => use(...Object.values(ours))],
   ];
-  const config = completeModelConfig(spec.network.full);
-  const batch = spec.training.full.batchSize ?? 32;
-  const [size, channels] = [config.imageSize, config.inChannels];
-  const random = new Random(7);
-  const count = 4 * batch;
-  const images = Float32Array.from(random.normals(count * size * size * channels), Math.tanh);
-  const trainer = new Trainer(
-    createModel(config),
-    { images, count },
-    noiseSchedule(spec.schedule.name, spec.schedule.T),
-    {
-      ...spec.training.full,
-      ...spec.objective,
-      steps: 1_000_000,
-    },
-    { progress: false },
-  );
+  const { trainer } = benchmarkTrainer(zooNetworks([spec])[0]);
   const times = new Map<string, number[]>();
   const kernels = new Map<string, number>();
   try {

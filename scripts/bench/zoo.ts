@@ -6,8 +6,14 @@
  * @module
  */
 import { canonicalJson, type ModelSpec, type SpecTraining } from "../../lib/zoo/specs.ts";
-import { completeModelConfig, type ModelConfigBase } from "../../lib/core/models/mod.ts";
-import { DEFAULT_TRAIN_CONFIG } from "../../lib/training/trainer.ts";
+import {
+  completeModelConfig,
+  createModel,
+  type ModelConfigBase,
+} from "../../lib/core/models/mod.ts";
+import { DEFAULT_TRAIN_CONFIG, Trainer } from "../../lib/training/trainer.ts";
+import { Random } from "../../lib/core/random.ts";
+import { noiseSchedule } from "../../lib/core/schedules.ts";
 import { UserError } from "../../lib/core/errors.ts";
 
 /** One network of the zoo at one training batch, and the specs that train it so. */
@@ -67,6 +73,33 @@ export function zooNetworks(specs: Iterable<ModelSpec>): ZooNetwork[] {
     });
   }
   return [...byKey.values()];
+}
+
+/**
+ * A training run of `network` as the benchmark times it: random images (tanh of normals: a
+ * step's cost does not depend on the pixels) four batches' worth, labels y = i mod K for a
+ * conditional network (as its PyTorch port draws them), the spec's schedule and training options.
+ * Returns the trainer, the labels of n images, and the generator as the images left it (for
+ * the sampling step's inputs).
+ */
+export function benchmarkTrainer(
+  network: ZooNetwork,
+): { trainer: Trainer; labelsOf: (n: number) => Int32Array; random: Random } {
+  const random = new Random(7);
+  const model = createModel(network.config);
+  const [s, c] = [network.config.imageSize, network.config.inChannels];
+  const count = 4 * network.trainBatch;
+  const images = Float32Array.from(random.normals(count * s * s * c), (v) => Math.tanh(v));
+  const classes = model.contextDim;
+  const labelsOf = (n: number) => Int32Array.from({ length: n }, (_, i) => i % classes);
+  const trainer = new Trainer(
+    model,
+    { images, count, ...(classes > 0 ? { labels: labelsOf(count) } : {}) },
+    noiseSchedule(network.schedule.name, network.schedule.T),
+    { ...network.training, steps: 1_000_000, batchSize: network.trainBatch },
+    { progress: false },
+  );
+  return { trainer, labelsOf, random };
 }
 
 /** A row's name: its specs, comma-separated. */
