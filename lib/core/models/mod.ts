@@ -8,6 +8,8 @@ export * from "./network.ts";
 export { completeModelConfig, createModel, type ModelKind, registerModelKind } from "./registry.ts";
 export * from "./unet.ts";
 export * from "./context_unet.ts";
+export * from "./classifier.ts";
+export * from "./perceptual.ts";
 
 import type { ContextUNetConfig } from "./context_unet.ts";
 import type { UNetConfig } from "./unet.ts";
