@@ -26,13 +26,14 @@ import { savePartial, trainModel } from "../lib/zoo/runs.ts";
 import { MODEL_SPECS } from "../lib/zoo/specs.ts";
 import { TrainingDivergedError } from "../lib/training/trainer.ts";
 import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
+import { FEATURE_NETWORK_SPECS, trainFeatureNetwork } from "../lib/zoo/feature_networks.ts";
 
 const USAGE =
   `usage: deno task train NAME [--profile full|quick] [--minutes M] [--backend NAME] [--restart]
        deno task train NAME --resume-from STEP [--minutes M]   (back to a kept checkpoint)
        deno task train NAME --save-partial
        deno task train --list
-models: ${[...MODEL_SPECS.keys()].join(", ")}`;
+models: ${[...MODEL_SPECS.keys(), ...FEATURE_NETWORK_SPECS.keys()].join(", ")}`;
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -70,7 +71,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const [name] = positionals;
-  if (!MODEL_SPECS.has(name)) {
+  if (!MODEL_SPECS.has(name) && !FEATURE_NETWORK_SPECS.has(name)) {
     console.error(`train: unknown model "${name}"\n${USAGE}`);
     return 2;
   }
@@ -105,6 +106,18 @@ async function main(argv: string[]): Promise<number> {
   if (values["save-partial"]) {
     console.error(`train: ${name}'s run state is in ${await savePartial(name)}; commit it there`);
     return 0;
+  }
+  if (FEATURE_NETWORK_SPECS.has(name)) {
+    if (values["save-partial"] || resumeFrom !== undefined) {
+      console.error(`train: ${name} is a feature network: it takes --profile, --minutes, --restart`);
+      return 2;
+    }
+    await selectBackend({ requested: values.backend });
+    return reportFeatureRun(
+      name,
+      profile,
+      await trainFeatureNetwork(name, { profile, minutes, restart: values.restart }),
+    );
   }
   await selectBackend({ requested: values.backend });
   let run;
@@ -145,6 +158,25 @@ async function main(argv: string[]): Promise<number> {
   }
   const artefact = await exportArtefact(name, profile);
   console.error(`train: ${name} finished (${run.steps} steps); its artefact is ${artefact}`);
+  return 0;
+}
+
+function reportFeatureRun(
+  name: string,
+  profile: Profile,
+  run: Awaited<ReturnType<typeof trainFeatureNetwork>>,
+): number {
+  if (run.movedAside) console.error(`train: the previous run was moved to ${run.movedAside}`);
+  if (run.upToDate) {
+    console.error(`train: ${name} is made and of today's spec; \`--restart\` makes it again.`);
+  } else if (run.artefact) {
+    console.error(`train: ${name} finished; its artefact is ${run.artefact}`);
+  } else {
+    console.error(
+      `train: ${run.dir}: step ${run.step} of ${run.steps}; continue with ` +
+        `\`deno task train ${name}${profile === "quick" ? " --profile quick" : ""}\``,
+    );
+  }
   return 0;
 }
 

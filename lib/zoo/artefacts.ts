@@ -27,6 +27,7 @@ import { type ArtefactManifest, readManifest } from "./manifest.ts";
 import { artefactDir, runDir, type RunRecord } from "./runs.ts";
 import { MODEL_SPECS, type ModelSpec, modelSpec, profileSpec, specHash } from "./specs.ts";
 import { exists, sha256Hex, writeFileAtomic } from "../runtime/files.ts";
+import { FEATURE_NETWORK_SPECS, featureSpecHash } from "./feature_networks.ts";
 
 export { type ArtefactManifest, readManifest } from "./manifest.ts";
 
@@ -195,7 +196,7 @@ function minutes(seconds: number): string {
 }
 
 /**
- * One line a model: trained (steps, wall time, where), stale (its spec changed since), partial
+ * Two lines a model (the feature networks last): trained (steps, wall time, where), stale (its spec changed since), partial
  * (a committed, unfinished run) or missing; and the state of a local run, if any.
  */
 export async function listModels(root = "."): Promise<string> {
@@ -225,6 +226,17 @@ export async function listModels(root = "."): Promise<string> {
         state += `; local ${profile} run at step ${local} of ${spec.training[profile].steps}`;
       }
     }
+    lines.push(`${spec.name.padEnd(18)} ${state}\n${"".padEnd(18)} ${spec.description}`);
+  }
+  for (const spec of FEATURE_NETWORK_SPECS.values()) {
+    const manifest = await readManifest(artefactDir(spec.name, root));
+    const state = !manifest
+      ? "missing: deno task train " + spec.name
+      : manifest.specHash === await featureSpecHash(spec, "full")
+      ? `made: ${manifest.steps} steps in ${
+        minutes(manifest.training.reduce((s, t) => s + t.seconds, 0))
+      }`
+      : `stale: the spec changed since it was made; deno task train ${spec.name} --restart`;
     lines.push(`${spec.name.padEnd(18)} ${state}\n${"".padEnd(18)} ${spec.description}`);
   }
   return lines.join("\n");

@@ -5,7 +5,6 @@
  */
 import type { Profile } from "../runtime/options.ts";
 import type { ModelFingerprint } from "./fingerprint.ts";
-import type { profileSpec } from "./specs.ts";
 
 /** The manifest of an artefact. */
 export interface ArtefactManifest {
@@ -17,8 +16,8 @@ export interface ArtefactManifest {
   profile: Profile;
   /** Hash of the spec's profile (lib/zoo/specs.ts). */
   specHash: string;
-  /** The spec's profile itself. */
-  spec: ReturnType<typeof profileSpec>;
+  /** The spec's profile itself (`profileSpec`, or a feature network's `classifierProfile`). */
+  spec: Record<string, unknown>;
   /** The training images: count and SHA-256 of their float32 values. */
   dataset: { count: number; sha256: string; licence: string };
   /** Steps trained. */
@@ -33,6 +32,8 @@ export interface ArtefactManifest {
   parameters: number;
   /** SHA-256 of each file of the artefact but the manifest. */
   files: Record<string, string>;
+  /** A classifier's top-1 accuracy on images it never trained on, by head. */
+  heldOutAccuracy?: Record<string, number>;
   /** Numbers today's code must reproduce (see lib/zoo/fingerprint.ts); `full` artefacts only. */
   fingerprint?: ModelFingerprint;
   /** Hash of the library that made a `quick` artefact (`libraryHash` in lib/zoo/artefacts.ts). */
