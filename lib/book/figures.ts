@@ -5,6 +5,7 @@
  */
 import * as Plot from "@observablehq/plot";
 import type { MetricsRecord } from "../training/trainer.ts";
+import type { SampleQuality } from "../metrics/evaluate.ts";
 
 /** Options of {@link lossCurve}. */
 export interface LossCurveOptions {
@@ -49,5 +50,57 @@ export function lossCurve(
     x: { label: "step" },
     y: { label: options.yLabel ?? "MSE on ε", type: "log", grid: true },
     marks: [Plot.lineY(rows, { x: "step", y: "loss", stroke: "curve" })],
+  };
+}
+
+/**
+ * The columns every quality table of the book shows for a sample set (chapter 7's metrics on the
+ * emoji classifier's features): FID, KID × 10³ with its spread over subsets, precision, recall.
+ */
+export function qualityColumns(q: SampleQuality): Record<string, string> {
+  return {
+    FID: q.fid.toFixed(2),
+    "KID × 10³": `${(1000 * q.kid.mean).toFixed(2)} ± ${(1000 * q.kid.std).toFixed(2)}`,
+    precision: q.precision.toFixed(3),
+    recall: q.recall.toFixed(3),
+  };
+}
+
+/** A row of {@link panelLines}: a point of one series in one panel. */
+export interface PanelPoint {
+  x: number;
+  value: number;
+  /** The panel (facet) it is drawn in. */
+  panel: string;
+  /** The series (colour) within the panel; one series when absent. */
+  series?: string;
+}
+
+/**
+ * Lines with dots side by side in panels that share the x axis and not the y axis' meaning
+ * (loss and accuracy, FID and KID): one panel per `panel`, one colour per `series`.
+ */
+export function panelLines(
+  points: readonly PanelPoint[],
+  options: { xLabel: string; logX?: boolean; height?: number },
+): Plot.PlotOptions {
+  const several = points.some((p) => p.series !== undefined);
+  return {
+    width: 720,
+    height: options.height ?? 240,
+    fx: { label: null },
+    x: { label: options.xLabel, ...(options.logX ? { type: "log" } : {}) },
+    y: { grid: true, label: null },
+    ...(several ? { color: { legend: true } } : {}),
+    facet: { data: points as PanelPoint[], x: "panel" },
+    marks: [
+      Plot.lineY(points as PanelPoint[], {
+        x: "x",
+        y: "value",
+        fx: "panel",
+        marker: "dot",
+        ...(several ? { stroke: "series" } : {}),
+      }),
+    ],
   };
 }

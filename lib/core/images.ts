@@ -131,6 +131,47 @@ export async function toRgbaImages(images: tf.Tensor4D | ImageBatch): Promise<Rg
 }
 
 /**
+ * The inverse of {@link imageGrid}: the first `count` cells of a grid of `size`×`size` images laid
+ * out with `options`, as NHWC RGB in [−1, 1] (x = byte/127.5 − 1; the top-left pixel of each
+ * scaled cell). A grid saved during training is the only record of its samples.
+ */
+export function gridCells(
+  grid: RgbaImage,
+  size: number,
+  count: number,
+  options: ImageGridOptions = {},
+): Float32Array {
+  const columns = options.columns ?? Math.ceil(Math.sqrt(count));
+  const padding = options.padding ?? 1;
+  const scale = options.scale ?? 1;
+  const rows = Math.ceil(count / columns);
+  const expected = [
+    columns * size * scale + (columns + 1) * padding,
+    rows * size * scale + (rows + 1) * padding,
+  ];
+  if (grid.width !== expected[0] || grid.height < expected[1]) {
+    throw new Error(
+      `gridCells: a grid of ${count} ${size}px images in ${columns} columns at ${scale}× is ` +
+        `${expected[0]}×${expected[1]}, not ${grid.width}×${grid.height}`,
+    );
+  }
+  const out = new Float32Array(count * size * size * 3);
+  for (let i = 0; i < count; i++) {
+    const x0 = padding + (i % columns) * (size * scale + padding);
+    const y0 = padding + Math.floor(i / columns) * (size * scale + padding);
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        const from = ((y0 + y * scale) * grid.width + x0 + x * scale) * 4;
+        for (let k = 0; k < 3; k++) {
+          out[((i * size + y) * size + x) * 3 + k] = grid.data[from + k] / 127.5 - 1;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/**
  * Lays equal-sized images out in a grid. With `columns` C, rows R = ⌈n / C⌉, cell size
  * (w·s) × (h·s) and padding p, the grid is `C·w·s + (C + 1)·p` wide and `R·h·s + (R + 1)·p` high.
  */

@@ -100,6 +100,18 @@ export function shift(
   return out;
 }
 
+/** The image mirrored left to right. */
+export function horizontalFlip(image: Float32Array, shape: ImageShape): Float32Array {
+  const [H, W, C] = shape;
+  const out = new Float32Array(image.length);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      out.set(image.subarray((y * W + W - 1 - x) * C, (y * W + W - x) * C), (y * W + x) * C);
+    }
+  }
+  return out;
+}
+
 /** Apply `distortion` (the noise drawn from `rng`). */
 export function distort(
   image: Float32Array,

@@ -15,3 +15,15 @@ export {
 export { type KernelDistance, kernelDistance, meanAndStd, mmd2, type MmdEstimator } from "./kid.ts";
 export { type InceptionScore, inceptionScore } from "./inception_score.ts";
 export { precisionRecall } from "./precision_recall.ts";
+export {
+  classifierFeatures,
+  embed,
+  type Embedding,
+  type FeatureExtractor,
+  type MeasuredSamples,
+  measureSamples,
+  type QualityOptions,
+  type SampleQuality,
+  sampleQuality,
+  subset,
+} from "./evaluate.ts";

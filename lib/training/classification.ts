@@ -28,6 +28,7 @@ import {
 } from "./checkpoint.ts";
 import { Adam, flatGradient, namedPieces } from "./optim.ts";
 import { learningRateAt } from "./trainer.ts";
+import { horizontalFlip, shift } from "../data/distortions.ts";
 
 /** Labelled images, and which of them train. */
 export interface LabelledImages {
@@ -138,10 +139,9 @@ function augmentedBatch(
   config: ClassifierTraining,
   rng: Random,
 ): { x: Float32Array; labels: Int32Array[] } {
-  const [H, W, C] = shape;
-  const size = H * W * C;
+  const size = shape[0] * shape[1] * shape[2];
   const B = config.batchSize;
-  const x = new Float32Array(B * size).fill(1); // the white background fills shifted borders
+  const x = new Float32Array(B * size);
   const labels = data.labels.map(() => new Int32Array(B));
   for (let b = 0; b < B; b++) {
     const i = data.train[rng.int(0, data.train.length)];
@@ -149,17 +149,7 @@ function augmentedBatch(
     const dy = rng.int(-config.maxShift, config.maxShift + 1);
     const dx = rng.int(-config.maxShift, config.maxShift + 1);
     const image = data.images.subarray(i * size, (i + 1) * size);
-    for (let y = 0; y < H; y++) {
-      const sy = y - dy;
-      if (sy < 0 || sy >= H) continue;
-      for (let xx = 0; xx < W; xx++) {
-        let sx = xx - dx;
-        if (sx < 0 || sx >= W) continue;
-        if (flip) sx = W - 1 - sx;
-        const from = (sy * W + sx) * C;
-        x.set(image.subarray(from, from + C), b * size + (y * W + xx) * C);
-      }
-    }
+    x.set(shift(flip ? horizontalFlip(image, shape) : image, shape, dy, dx), b * size);
     data.labels.forEach((l, h) => labels[h][b] = l[i]);
   }
   return { x, labels };

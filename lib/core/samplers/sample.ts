@@ -166,3 +166,47 @@ export async function sampleImageGrid(
     images.dispose();
   }
 }
+
+/** Options of {@link sampleMany}. */
+export interface SampleManyOptions {
+  /** How many images. */
+  count: number;
+  /** Images per batch (default 64). */
+  batchSize?: number;
+  /** Image side and channels of the network. */
+  imageSize: number;
+  channels?: number;
+  /** Sampling steps (`scheduler.setTimesteps`). */
+  steps: number;
+  /** Seed of the first batch; batch b uses seed + b (default 0). */
+  seed?: number;
+  /** Called after each batch with the images done so far. */
+  onBatch?: (done: number) => void;
+}
+
+/**
+ * `count` samples in batches, as one NHWC Float32Array in [−1, 1]: what a metric over many
+ * samples (chapter 7's FID) needs, without holding every batch as a tensor.
+ */
+export async function sampleMany(
+  model: Denoiser,
+  scheduler: Scheduler,
+  options: SampleManyOptions,
+): Promise<Float32Array> {
+  const s = options.imageSize;
+  const c = options.channels ?? 3;
+  const batch = options.batchSize ?? 64;
+  const out = new Float32Array(options.count * s * s * c);
+  for (let start = 0, b = 0; start < options.count; start += batch, b++) {
+    const n = Math.min(batch, options.count - start);
+    const { images } = await sample(model, scheduler, {
+      shape: [n, s, s, c],
+      seed: (options.seed ?? 0) + b,
+      steps: options.steps,
+    });
+    out.set(await images.data() as Float32Array, start * s * s * c);
+    images.dispose();
+    options.onBatch?.(start + n);
+  }
+  return out;
+}
