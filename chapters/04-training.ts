@@ -23,7 +23,7 @@ import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { book } from "../lib/book/runtime.ts";
-import { lossCurve } from "../lib/book/figures.ts";
+import { lossCurve, panelLines, type PanelPoint, qualityColumns } from "../lib/book/figures.ts";
 import { loadEmojiDataset } from "../lib/data/emoji.ts";
 import { Random } from "../lib/core/random.ts";
 import { DDIMScheduler, sampleImageGrid } from "../lib/core/samplers/mod.ts";
@@ -34,6 +34,9 @@ import { Trainer } from "../lib/training/trainer.ts";
 import { createModel, unetConfig } from "../lib/core/models/mod.ts";
 import { trainingTime } from "../lib/zoo/artefacts.ts";
 import { loadPretrained } from "../lib/zoo/pretrained.ts";
+import { loadClassifierArtefact } from "../lib/zoo/feature_networks.ts";
+import { embed, measureSamples, sampleQuality } from "../lib/metrics/mod.ts";
+import { gridCells } from "../lib/core/images.ts";
 
 await selectBackend();
 const dataset = await loadEmojiDataset({ size: 16 });
@@ -232,7 +235,62 @@ await book.images(emaComparison, {
   caption:
     "Left: the last step's weights θ. Right: their EMA θ̄. 50 DDIM steps from the same noise.",
 });
+
+// %% [markdown]
+// Chapter 7 builds the measuring stick for "nearly the same": FID and KID on the features of a
+// classifier trained on the real emoji, with precision (are the samples like real emoji?) and
+// recall (do they cover them?). Here are both sets of weights, each measured on the same number
+// of samples from the same noises, against all 3,812 real emoji:
+
+// %%
+const { classifier } = await loadClassifierArtefact({ profile: book.profile });
+const realEmbedding = await embed(classifier, dataset.images, dataset.count);
+const qualityCount = book.pick({ quick: 64, full: 384 });
+const qualityOptions = {
+  count: qualityCount,
+  imageSize: 16,
+  steps: 50,
+  seed: 2000,
+  kidSubsets: 20,
+};
+const weightRows = [];
+for (
+  const [weights, network] of [["θ, last step", lastWeights], ["θ̄, EMA", emoji16.model]] as const
+) {
+  const { quality } = await measureSamples(
+    classifier,
+    realEmbedding,
+    network,
+    ddim,
+    qualityOptions,
+  );
+  weightRows.push({ weights, ...qualityColumns(quality) });
+}
+await book.table(weightRows, {
+  caption:
+    `${qualityCount} samples each (50 DDIM steps, the same noises) against the real emoji, ` +
+    `on the emoji classifier's features (chapter 7). KID over 20 subsets.`,
+});
 lastWeights.dispose();
+
+// %% [markdown]
+// The grids the run saved on its way tell the same story over time. Each holds only 32 samples,
+// so their FID is far above that of a large set (FID is biased upwards at small N, chapter 7),
+// but every grid has the same 32 noises and the same N: the curve compares like with like.
+
+// %%
+const gridQuality: PanelPoint[] = [];
+for (const { step, image } of allGrids) {
+  // The grids are laid out as the zoo's sampleGridWriter writes them: 8 columns at 2×.
+  const cells = gridCells(image, 16, 32, { columns: 8, scale: 2 });
+  const q = sampleQuality(realEmbedding, await embed(classifier, cells, 32), { kidSubsets: 10 });
+  gridQuality.push({ x: step, panel: "FID (N = 32)", value: q.fid });
+  gridQuality.push({ x: step, panel: "KID × 10³ (N = 32)", value: 1000 * q.kid.mean });
+}
+await book.figure(panelLines(gridQuality, { xLabel: "step" }), {
+  caption: "FID and KID of the run's saved sample grids against the real emoji, by training step.",
+});
+classifier.dispose();
 
 // %% [markdown]
 // ## Stopping and resuming
