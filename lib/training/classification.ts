@@ -28,6 +28,7 @@ import {
 } from "./checkpoint.ts";
 import { Adam, flatGradient, namedPieces } from "./optim.ts";
 import { learningRateAt } from "./trainer.ts";
+import { keepRecordsUpTo } from "./metrics_log.ts";
 import { horizontalFlip, shift } from "../data/distortions.ts";
 
 /** Labelled images, and which of them train. */
@@ -107,7 +108,7 @@ export async function heldOutAccuracy(
   indices: readonly number[],
   batchSize = 256,
 ): Promise<Record<string, number>> {
-  const [H, W, C] = [classifier.config.imageSize, classifier.config.imageSize, 3];
+  const { imageSize: H, imageSize: W, inChannels: C } = classifier.config;
   const size = H * W * C;
   const heads = classifier.config.heads;
   const correct = new Float64Array(heads.length);
@@ -209,6 +210,13 @@ export async function trainClassifier(
     }
     if (await exists(options.checkpointPath)) {
       const checkpoint = await loadCheckpoint(options.checkpointPath);
+      const stored = JSON.stringify([checkpoint.modelConfig, checkpoint.state.training]);
+      if (stored !== JSON.stringify([classifier.config, training])) {
+        throw new UserError(
+          `${options.checkpointPath} is a run of another classifier or recipe ` +
+            `(${stored}); train into another folder, or move that run aside to start over.`,
+        );
+      }
       assignVariables(classifier.parameters, checkpoint.tensors, "params/", options.checkpointPath);
       for (const key of ["m", "v"] as const) {
         const pieces = namedPieces(adam[key], classifier.parameters);
@@ -219,6 +227,7 @@ export async function trainClassifier(
       rng.state = checkpoint.state.rngState as number;
       step = checkpoint.step;
     }
+    await keepRecordsUpTo(options.metricsPath, step);
     const s = classifier.config.imageSize;
     const shape: [number, number, number] = [s, s, classifier.config.inChannels];
     const progress = options.progress === false

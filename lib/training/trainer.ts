@@ -49,11 +49,12 @@ import {
 } from "./checkpoint_history.ts";
 import { activeBackendLabel } from "../runtime/backend.ts";
 import { ProgressBar } from "../runtime/progress.ts";
+import { keepRecordsUpTo } from "./metrics_log.ts";
 import type { PredictionType } from "../core/parameterization.ts";
 import { DDIMScheduler } from "../core/samplers/ddim.ts";
 import { sample } from "../core/samplers/sample.ts";
 import { type DenoisingBatch, denoisingLoss } from "./objective.ts";
-import { exists, removeStaleTemporaries, writeFileAtomic } from "../runtime/files.ts";
+import { exists, removeStaleTemporaries } from "../runtime/files.ts";
 import { Adam, ExponentialMovingAverage, flatten, namedPieces, proposeUpdate } from "./optim.ts";
 
 /** Images to train on (an `EmojiDataset` fits). */
@@ -721,26 +722,7 @@ export class Trainer {
     const path = this.config.metricsPath;
     if (this.#metricsReady || !path) return;
     this.#metricsReady = true;
-    let kept = "";
-    if (this.#step > 0) {
-      try {
-        const lines = (await Deno.readTextFile(path)).split("\n").filter((l) =>
-          l.trim().length > 0
-        );
-        kept = lines.filter((l) => {
-          try {
-            return JSON.parse(l).step <= this.#step;
-          } catch {
-            return false;
-          }
-        }).map((l) => l + "\n").join("");
-      } catch (e) {
-        if (!(e instanceof Deno.errors.NotFound)) throw e;
-      }
-    }
-    const slash = path.lastIndexOf("/");
-    if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
-    await writeFileAtomic(path, kept);
+    await keepRecordsUpTo(path, this.#step);
   }
 
   /**
