@@ -137,7 +137,7 @@ export const STRENGTHS = [0, 1 / 3, 2 / 3, 1] as const;
 /**
  * A distortion of `kind` at strength `s` ∈ [0, 1] (0 mildest, 1 strongest): blur σ 0.4–2.4 px,
  * noise σ 0.03–0.5, quantisation 12 → 2 levels, shift 1–4 px in direction `direction` (0–7, the
- * eight neighbours clockwise from below).
+ * eight neighbours anticlockwise on screen, from below).
  */
 export function distortionAt(
   kind: typeof DISTORTION_KINDS[number],

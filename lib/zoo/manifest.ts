@@ -16,7 +16,7 @@ export interface ArtefactManifest {
   profile: Profile;
   /** Hash of the spec's profile (lib/zoo/specs.ts). */
   specHash: string;
-  /** The spec's profile itself (`profileSpec`, or a feature network's `classifierProfile`). */
+  /** The spec's profile itself (`profileSpec`, or a feature network's `featureProfile`). */
   spec: Record<string, unknown>;
   /** The training images: count and SHA-256 of their float32 values. */
   dataset: { count: number; sha256: string; licence: string };

@@ -12,7 +12,7 @@
  * the features are the last stage's spatial mean φ(x) = mean_{i,j} h_S[i, j, :] (the
  * penultimate layer, as Inception's 2048-d pool is FID's), and each head is a linear map of
  * φ(x) to class logits, p(y | x) = softmax(W φ(x) + b). The stage outputs h_s are the feature
- * maps of the learned perceptual distance (lib/metrics/perceptual.ts).
+ * maps of the learned perceptual distance (lib/core/models/perceptual.ts).
  *
  * @module
  */
