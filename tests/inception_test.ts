@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { loadGraphFeatures } from "../lib/metrics/inception.ts";
-import { embed, sampleQuality } from "../lib/metrics/mod.ts";
+import { embed, inceptionScore, sampleQuality } from "../lib/metrics/mod.ts";
 
 await selectBackend({ quiet: true });
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -112,14 +112,16 @@ describe("a graph model with Inception's interface", () => {
     // input is (c + 1)/2 exactly, and φ = ((c + 1)/2) · W.
     const colour = [-1, 0, 0.5];
     const x = tf.tidy(() => tf.mul(tf.ones([2, 16, 16, 3]), tf.tensor1d(colour)) as tf.Tensor4D);
-    const phi = await network.features(x).data();
+    const out = network.apply(x);
+    const phi = await out.features.data();
     const pooled = colour.map((c) => (c + 1) / 2);
     const expected = [0, 1, 2, 3].map((j) => pooled.reduce((s, p, i) => s + p * W[i][j], 0));
     for (let j = 0; j < 4; j++) assert.ok(Math.abs(phi[j] - expected[j]) < 1e-6, `φ_${j}`);
-    const p = Array.from(await network.posteriors(x)!.data());
+    const p = Array.from(await out.posteriors!.data());
+    tf.dispose([out.features, out.posteriors!]);
     assert.ok(Math.abs(p.slice(0, 5).reduce((a, b) => a + b, 0) - 1) < 1e-6, "posteriors sum to 1");
 
-    // A ramp tells the pinned resize (half-pixel centres) from the other one.
+    // A ramp tells the pinned resize (TensorFlow 1's: no half-pixel centres) from the other one.
     const ramp = tf.tidy(() =>
       tf.tile(tf.reshape(tf.linspace(-1, 1, 16), [1, 1, 16, 1]), [1, 16, 1, 3]) as tf.Tensor4D
     );
@@ -128,8 +130,10 @@ describe("a graph model with Inception's interface", () => {
         tf.mean(tf.add(tf.mul(tf.image.resizeBilinear(ramp, [12, 12], false, halfPixel), 0.5), 0.5))
           .dataSync()[0]
       );
-    const rampFeature = (await network.features(ramp).data())[0]; // φ₀ = pooled red
-    assert.ok(Math.abs(rampFeature - pooledBy(true)) < 1e-6, "bilinear with half-pixel centres");
+    const rampOut = network.apply(ramp);
+    const rampFeature = (await rampOut.features.data())[0]; // φ₀ = pooled red
+    tf.dispose([rampOut.features, rampOut.posteriors!]);
+    assert.ok(Math.abs(rampFeature - pooledBy(false)) < 1e-6, "bilinear, TensorFlow 1's sampling");
     assert.ok(Math.abs(pooledBy(true) - pooledBy(false)) > 1e-3, "the two resizes differ here");
     ramp.dispose();
 
@@ -139,7 +143,8 @@ describe("a graph model with Inception's interface", () => {
     assert.equal(e.dim, 4);
     const q = sampleQuality(e, e, { kidSubsets: 2, kidSubsetSize: 20 });
     assert.ok(Math.abs(q.fid) < 1e-9);
-    assert.ok(q.inceptionScore.mean >= 1);
+    assert.equal(q.inceptionScore.mean, inceptionScore(e.posteriors, 5, 10).mean);
+    assert.ok(e.posteriors.some((v) => Math.abs(v - 0.2) > 1e-3), "posteriors are not uniform");
     tf.dispose([x, images]);
     network.dispose();
   });

@@ -13,6 +13,7 @@ import {
   gaussianStatistics,
   inceptionScore,
   kernelDistance,
+  kernelDistanceDifference,
   mmd2,
   precisionRecall,
 } from "../lib/metrics/mod.ts";
@@ -149,5 +150,21 @@ describe("the metrics match numpy and scipy", () => {
       const result = precisionRecall(flat(c.real), flat(c.fake), dim, c.k);
       assert.deepEqual(result, { precision: c.precision, recall: c.recall }, `P/R ${c.name}`);
     }
+  });
+});
+
+describe("KID differences over paired subsets", () => {
+  it("do not separate two draws of one distribution, and do separate a shifted one", () => {
+    const rng = new Random(21);
+    const dim = 8;
+    const reference = normals(rng, 400, dim);
+    const a = normals(rng, 200, dim);
+    const b = normals(rng, 200, dim);
+    const shifted = normals(rng, 200, dim, 0.5);
+    const same = kernelDistanceDifference(a, b, reference, dim, { subsets: 30 });
+    assert.ok(Math.abs(same.mean) <= 2 * same.std, `same: ${same.mean} ± ${same.std}`);
+    assert.equal(same.subsetSize, 100, "half of the smaller set by default");
+    const apart = kernelDistanceDifference(shifted, a, reference, dim, { subsets: 30 });
+    assert.ok(apart.mean > 2 * apart.std, `shifted: ${apart.mean} ± ${apart.std}`);
   });
 });

@@ -14,13 +14,13 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import type { FeatureClassifier } from "../core/models/classifier.ts";
+import { FeatureClassifier } from "../core/models/classifier.ts";
 import { type Denoiser, sampleMany, type SampleManyOptions } from "../core/samplers/sample.ts";
 import type { Scheduler } from "../core/samplers/scheduler.ts";
 import { frechetDistance, gaussianStatistics } from "./fid.ts";
 import { kernelDistance } from "./kid.ts";
 import { inceptionScore } from "./inception_score.ts";
-import { precisionRecall } from "./precision_recall.ts";
+import { kthNeighbourRadii, precisionRecall } from "./precision_recall.ts";
 
 /** Images as the classifier sees them: features and category posteriors, row by row. */
 export interface Embedding {
@@ -35,9 +35,17 @@ export interface Embedding {
   posteriors: Float32Array;
 }
 
+/** One batch as a feature network sees it. */
+export interface BatchFeatures {
+  /** φ(x) [N, d]. */
+  features: tf.Tensor2D;
+  /** p(y | x) [N, K], or null when the network has no classes. */
+  posteriors: tf.Tensor2D | null;
+}
+
 /**
  * What the metrics look through: a network's features φ(x) and, for IS, its class posteriors
- * p(y | x), of images [N, H, W, 3] in [−1, 1]. The emoji classifier is one
+ * p(y | x), of images [N, H, W, 3] in [−1, 1], in one forward pass. The emoji classifier is one
  * ({@link classifierFeatures}); a real InceptionV3 is another (lib/metrics/inception.ts).
  */
 export interface FeatureExtractor {
@@ -45,9 +53,8 @@ export interface FeatureExtractor {
   readonly featureDim: number;
   /** K, the number of classes of p(y | x) (0 when there are none). */
   readonly classes: number;
-  features(x: tf.Tensor4D): tf.Tensor2D;
-  /** p(y | x), or null when the network has no classes. */
-  posteriors(x: tf.Tensor4D): tf.Tensor2D | null;
+  /** φ(x) and p(y | x) of a batch (the caller disposes them). */
+  apply(x: tf.Tensor4D): BatchFeatures;
 }
 
 /** The emoji classifier as a feature extractor: φ(x), and its first head's (category) posteriors. */
@@ -55,8 +62,13 @@ export function classifierFeatures(classifier: FeatureClassifier): FeatureExtrac
   return {
     featureDim: classifier.featureDim,
     classes: classifier.config.heads[0].classes,
-    features: (x) => classifier.features(x),
-    posteriors: (x) => tf.tidy(() => tf.softmax(classifier.logits(classifier.features(x))[0])),
+    apply: (x) => {
+      const [features, posteriors] = tf.tidy(() => {
+        const phi = classifier.features(x);
+        return [phi, tf.softmax(classifier.logits(phi)[0]) as tf.Tensor2D];
+      });
+      return { features, posteriors };
+    },
   };
 }
 
@@ -70,7 +82,7 @@ export async function embed(
   count?: number,
   batchSize = 256,
 ): Promise<Embedding> {
-  const extractor = "config" in network ? classifierFeatures(network) : network;
+  const extractor = network instanceof FeatureClassifier ? classifierFeatures(network) : network;
   const values = images instanceof Float32Array ? images : await images.data() as Float32Array;
   const n = images instanceof Float32Array ? count : images.shape[0];
   if (n === undefined || !(n > 0)) throw new Error("embed: say how many images the array holds");
@@ -85,11 +97,12 @@ export async function embed(
   for (let start = 0; start < n; start += batchSize) {
     const b = Math.min(batchSize, n - start);
     const x = tf.tensor4d(values.subarray(start * size, (start + b) * size), [b, s, s, 3]);
-    const phi = extractor.features(x);
-    const p = classes > 0 ? extractor.posteriors(x) : null;
-    features.set(await phi.data() as Float32Array, start * dim);
-    if (p) posteriors.set(await p.data() as Float32Array, start * classes);
-    tf.dispose([x, phi, ...(p ? [p] : [])]);
+    const out = extractor.apply(x);
+    features.set(await out.features.data() as Float32Array, start * dim);
+    if (out.posteriors) {
+      posteriors.set(await out.posteriors.data() as Float32Array, start * classes);
+    }
+    tf.dispose([x, out.features, ...(out.posteriors ? [out.posteriors] : [])]);
   }
   return { count: n, dim, features, classes, posteriors };
 }
@@ -119,7 +132,21 @@ export interface QualityOptions {
   /** k of precision and recall (default 3). */
   k?: number;
   /** Seed of KID's subsets (default 0). */
-  seed?: number;
+  kidSeed?: number;
+}
+
+const RADII = new WeakMap<Embedding, Map<number, Float64Array>>();
+
+/** The reference's k-NN radii, computed once per embedding and k (a reference meets many sets). */
+function referenceRadii(reference: Embedding, k: number): Float64Array {
+  const byK = RADII.get(reference) ?? new Map<number, Float64Array>();
+  RADII.set(reference, byK);
+  let radii = byK.get(k);
+  if (!radii) {
+    radii = kthNeighbourRadii(reference.features, reference.count, reference.dim, k);
+    byK.set(k, radii);
+  }
+  return radii;
 }
 
 /** Compare `samples` with `reference` (see the module comment). */
@@ -137,17 +164,19 @@ export function sampleQuality(
   const kid = kernelDistance(samples.features, reference.features, dim, {
     subsets,
     subsetSize: options.kidSubsetSize,
-    seed: options.seed ?? 0,
+    seed: options.kidSeed ?? 0,
   });
   const splits = Math.min(options.splits ?? 10, samples.count);
   const is = samples.classes > 0
     ? inceptionScore(samples.posteriors, samples.classes, splits)
     : { mean: NaN, std: NaN };
+  const k = options.k ?? 3;
   const { precision, recall } = precisionRecall(
     reference.features,
     samples.features,
     dim,
-    options.k ?? 3,
+    k,
+    referenceRadii(reference, k),
   );
   return {
     count: samples.count,
@@ -198,4 +227,45 @@ export async function measureSamples(
   const seconds = (performance.now() - started) / 1000;
   const embedding = await embed(network, images, options.count);
   return { quality: sampleQuality(reference, embedding, options), images, embedding, seconds };
+}
+
+/** A query's nearest row of a pool: its index and Euclidean distance. */
+export interface Neighbour {
+  index: number;
+  distance: number;
+}
+
+/**
+ * For each row of `query`, the nearest row of `pool` in feature space (Euclidean), skipping the
+ * pairs `exclude(q, p)` says to (a real image's own twin, when real images are the query): the
+ * memorisation test of chapter 7.
+ */
+export function nearestNeighbours(
+  query: Embedding,
+  pool: Embedding,
+  exclude: (q: number, p: number) => boolean = () => false,
+): Neighbour[] {
+  const d = query.dim;
+  return Array.from({ length: query.count }, (_, a) => {
+    let best = Infinity;
+    let index = -1;
+    for (let b = 0; b < pool.count; b++) {
+      if (exclude(a, b)) continue;
+      let s = 0;
+      for (let k = 0; k < d; k++) s += (query.features[a * d + k] - pool.features[b * d + k]) ** 2;
+      if (s < best) [best, index] = [s, b];
+    }
+    return { index, distance: Math.sqrt(best) };
+  });
+}
+
+/**
+ * Spearman's rank correlation ρ = 1 − 6 Σ (r_i − s_i)² / (n (n² − 1)) of two lists without ties:
+ * 1 when they order their items alike, −1 when in reverse.
+ */
+export function spearmanRho(a: readonly number[], b: readonly number[]): number {
+  const ranks = (v: readonly number[]) => v.map((x) => v.filter((y) => y < x).length);
+  const [ra, rb] = [ranks(a), ranks(b)];
+  const n = a.length;
+  return 1 - (6 * ra.reduce((s, r, i) => s + (r - rb[i]) ** 2, 0)) / (n * (n * n - 1));
 }

@@ -6,16 +6,18 @@
  * {@link loadGraphFeatures} at the folder with its `model.json` and weight shards.
  *
  * The preprocessing is pinned, since FID moves with it: images in [−1, 1] are resized to the
- * model's input size with bilinear interpolation (`tf.image.resizeBilinear`, half-pixel
- * centres, no antialiasing: what TF-Hub's Inception and torch-fidelity's resize do, and not
- * pytorch-fid's, whose numbers therefore differ slightly), then mapped linearly to the model's
- * input range (TF-Hub's Inception takes [0, 1]). The features are the output named
- * `featuresNode` (Inception's 2048-d pool), the posteriors the softmax of `logitsNode`.
+ * model's input size with TensorFlow 1's bilinear interpolation (`tf.image.resizeBilinear`
+ * without corner alignment or half-pixel centres, no antialiasing), as the original FID graph's
+ * ResizeBilinear does and torch-fidelity reproduces (`interpolate_bilinear_2d_like_tensorflow1x`);
+ * pytorch-fid's `F.interpolate` samples at half-pixel centres, so its numbers differ slightly.
+ * Then they are mapped linearly to the model's input range ([0, 1] by default, as TF-Hub's
+ * InceptionV3 takes). The features are the output named `featuresNode` (Inception's 2048-d
+ * pool), the posteriors the softmax of `logitsNode`.
  *
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import type { FeatureExtractor } from "./evaluate.ts";
+import type { BatchFeatures, FeatureExtractor } from "./evaluate.ts";
 
 /** Where the graph model is, and how to feed and read it. */
 export interface GraphFeatureOptions {
@@ -116,24 +118,27 @@ export class GraphFeatures implements FeatureExtractor {
     const { inputSize, inputRange: [low, high] } = this.options;
     const resized = x.shape[1] === inputSize && x.shape[2] === inputSize
       ? x
-      : tf.image.resizeBilinear(x, [inputSize, inputSize], false, true);
+      : tf.image.resizeBilinear(x, [inputSize, inputSize], false, false);
     return tf.add(tf.mul(tf.add(resized, 1), (high - low) / 2), low) as tf.Tensor4D;
   }
 
-  features(x: tf.Tensor4D): tf.Tensor2D {
-    return tf.tidy(() => {
-      const out = this.model.execute(this.#input(x), this.options.featuresNode) as tf.Tensor;
-      return tf.reshape(out, [x.shape[0], this.featureDim]) as tf.Tensor2D;
+  /** φ(x) and p(y | x) of a batch, from one run of the graph. */
+  apply(x: tf.Tensor4D): BatchFeatures {
+    const { featuresNode, logitsNode } = this.options;
+    const n = x.shape[0];
+    const [features, posteriors] = tf.tidy(() => {
+      const outputs = [this.model.execute(this.#input(x), [
+        featuresNode,
+        ...(logitsNode ? [logitsNode] : []),
+      ])].flat() as tf.Tensor[];
+      return [
+        tf.reshape(outputs[0], [n, this.featureDim]) as tf.Tensor2D,
+        ...(logitsNode
+          ? [tf.softmax(tf.reshape(outputs[1], [n, this.classes])) as tf.Tensor2D]
+          : []),
+      ];
     });
-  }
-
-  posteriors(x: tf.Tensor4D): tf.Tensor2D | null {
-    const node = this.options.logitsNode;
-    if (!node) return null;
-    return tf.tidy(() => {
-      const out = this.model.execute(this.#input(x), node) as tf.Tensor;
-      return tf.softmax(tf.reshape(out, [x.shape[0], this.classes])) as tf.Tensor2D;
-    });
+    return { features, posteriors: posteriors ?? null };
   }
 
   dispose(): void {

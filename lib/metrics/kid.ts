@@ -111,3 +111,45 @@ export function kernelDistance(
   }
   return { ...meanAndStd(values), subsets: values, subsetSize: size };
 }
+
+/** KID(a) − KID(b) over paired subsets: see {@link kernelDistanceDifference}. */
+export interface KernelDistanceDifference {
+  /** Mean and standard deviation of the per-subset differences. */
+  mean: number;
+  std: number;
+  subsets: number;
+  /** Rows each subset drew from a and from b. */
+  subsetSize: number;
+}
+
+/**
+ * Whether two sample sets a and b differ in KID against one reference r, by more than the draw
+ * of their samples: on each of `subsets` subsets, MMD²(a_s, r_s) − MMD²(b_s, r_s), with a_s and
+ * b_s drawn without replacement from a and b (half of the smaller set by default, so that the
+ * subsets differ in their samples) and r_s shared by both (the reference's draw cancels).
+ * A mean beyond about twice the differences' spread is a difference of these models, not of
+ * these draws.
+ */
+export function kernelDistanceDifference(
+  a: Rows,
+  b: Rows,
+  reference: Rows,
+  dim: number,
+  options: { subsets?: number; subsetSize?: number; seed?: number } = {},
+): KernelDistanceDifference {
+  const [na, nb, nr] = [a.length / dim, b.length / dim, reference.length / dim];
+  const size = Math.min(options.subsetSize ?? Math.floor(Math.min(na, nb) / 2), na, nb, nr);
+  if (size < 2) throw new Error(`kernelDistanceDifference: subsets of ${size} rows are too small`);
+  const random = new Random(options.seed ?? 0);
+  const draw = (count: number) =>
+    random.shuffle(Array.from({ length: count }, (_, i) => i)).slice(0, size);
+  const differences: number[] = [];
+  for (let s = 0; s < (options.subsets ?? 50); s++) {
+    const ri = draw(nr);
+    differences.push(
+      mmd2(a, reference, dim, { xi: draw(na), yi: ri }) -
+        mmd2(b, reference, dim, { xi: draw(nb), yi: ri }),
+    );
+  }
+  return { ...meanAndStd(differences), subsets: differences.length, subsetSize: size };
+}

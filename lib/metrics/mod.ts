@@ -12,7 +12,15 @@ export {
   type GaussianStatistics,
   gaussianStatistics,
 } from "./fid.ts";
-export { type KernelDistance, kernelDistance, meanAndStd, mmd2, type MmdEstimator } from "./kid.ts";
+export {
+  type KernelDistance,
+  kernelDistance,
+  type KernelDistanceDifference,
+  kernelDistanceDifference,
+  meanAndStd,
+  mmd2,
+  type MmdEstimator,
+} from "./kid.ts";
 export { type InceptionScore, inceptionScore } from "./inception_score.ts";
 export { precisionRecall } from "./precision_recall.ts";
 export {
@@ -22,8 +30,11 @@ export {
   type FeatureExtractor,
   type MeasuredSamples,
   measureSamples,
+  nearestNeighbours,
+  type Neighbour,
   type QualityOptions,
   type SampleQuality,
   sampleQuality,
+  spearmanRho,
   subset,
 } from "./evaluate.ts";

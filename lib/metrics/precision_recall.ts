@@ -21,7 +21,7 @@ function squaredDistance(a: Rows, i: number, b: Rows, j: number, dim: number): n
 }
 
 /** The squared distance of each row to its k-th nearest other row of the same set. */
-function kthNeighbourRadii(rows: Rows, count: number, dim: number, k: number): Float64Array {
+export function kthNeighbourRadii(rows: Rows, count: number, dim: number, k: number): Float64Array {
   if (count <= k) throw new Error(`a ${k}-NN radius needs more than ${k} vectors, got ${count}`);
   const radii = new Float64Array(count);
   const distances = new Float64Array(count - 1);
@@ -50,14 +50,18 @@ function coverage(queries: Rows, manifold: Rows, radii: Float64Array, dim: numbe
   return inside / q;
 }
 
-/** Precision and recall of `fake` against `real` (rows of `dim` values), k-NN manifolds. */
+/**
+ * Precision and recall of `fake` against `real` (rows of `dim` values), k-NN manifolds. The real
+ * set's radii may be passed in (`realRadii`, from {@link kthNeighbourRadii} with the same k): a
+ * reference scored against many sample sets needs them once.
+ */
 export function precisionRecall(
   real: Rows,
   fake: Rows,
   dim: number,
   k = 3,
+  realRadii: Float64Array = kthNeighbourRadii(real, real.length / dim, dim, k),
 ): { precision: number; recall: number } {
-  const realRadii = kthNeighbourRadii(real, real.length / dim, dim, k);
   const fakeRadii = kthNeighbourRadii(fake, fake.length / dim, dim, k);
   return {
     precision: coverage(fake, real, realRadii, dim),
