@@ -96,6 +96,20 @@ async function main(argv: string[]): Promise<number> {
     console.error(`train: --resume-from continues the run and --restart starts over: choose one`);
     return 2;
   }
+  if (FEATURE_NETWORK_SPECS.has(name)) {
+    if (values["save-partial"] || resumeFrom !== undefined) {
+      console.error(
+        `train: ${name} is a feature network: it takes --profile, --minutes, --restart`,
+      );
+      return 2;
+    }
+    await selectBackend({ requested: values.backend });
+    return reportFeatureRun(
+      name,
+      profile,
+      await trainFeatureNetwork(name, { profile, minutes, restart: values.restart }),
+    );
+  }
   if (
     values["save-partial"] &&
     (profile !== "full" || values.restart || minutes !== undefined || resumeFrom !== undefined)
@@ -106,18 +120,6 @@ async function main(argv: string[]): Promise<number> {
   if (values["save-partial"]) {
     console.error(`train: ${name}'s run state is in ${await savePartial(name)}; commit it there`);
     return 0;
-  }
-  if (FEATURE_NETWORK_SPECS.has(name)) {
-    if (values["save-partial"] || resumeFrom !== undefined) {
-      console.error(`train: ${name} is a feature network: it takes --profile, --minutes, --restart`);
-      return 2;
-    }
-    await selectBackend({ requested: values.backend });
-    return reportFeatureRun(
-      name,
-      profile,
-      await trainFeatureNetwork(name, { profile, minutes, restart: values.restart }),
-    );
   }
   await selectBackend({ requested: values.backend });
   let run;

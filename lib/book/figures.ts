@@ -6,6 +6,7 @@
 import * as Plot from "@observablehq/plot";
 import type { MetricsRecord } from "../training/trainer.ts";
 import type { SampleQuality } from "../metrics/evaluate.ts";
+import type { KernelDistanceDifference } from "../metrics/kid.ts";
 
 /** Options of {@link lossCurve}. */
 export interface LossCurveOptions {
@@ -102,5 +103,24 @@ export function panelLines(
         ...(several ? { stroke: "series" } : {}),
       }),
     ],
+  };
+}
+
+/**
+ * `book.metric`'s value and caption for KID(a) − KID(b) over paired subsets
+ * (`kernelDistanceDifference`): the difference × 10³ with its spread, and what it says.
+ */
+export function kidComparison(
+  a: string,
+  b: string,
+  d: KernelDistanceDifference,
+): { value: string; caption: string } {
+  const verdict = Math.abs(d.mean) <= 2 * d.std
+    ? "within twice its spread: this run does not tell the two apart"
+    : `beyond twice its spread: ${d.mean > 0 ? b : a} is the better by KID`;
+  return {
+    value: `${(1000 * d.mean).toFixed(1)} ± ${(1000 * d.std).toFixed(1)}`,
+    caption: `KID × 10³ of ${a} minus that of ${b}, over ${d.subsets} paired subsets of ` +
+      `${d.subsetSize} samples each; ${verdict}`,
   };
 }

@@ -14,6 +14,7 @@
 import type { Profile } from "../runtime/options.ts";
 import { exists, sha256Hex, writeFileAtomic } from "../runtime/files.ts";
 import { recordDependency } from "../runtime/dependencies.ts";
+import { activeBackendLabel } from "../runtime/backend.ts";
 import { UserError } from "../core/errors.ts";
 import { Random } from "../core/random.ts";
 import type { ClassifierConfig, FeatureClassifier } from "../core/models/classifier.ts";
@@ -71,7 +72,7 @@ export interface PerceptualSpec {
 
 /**
  * The classifier of chapter 7: stages of 32, 64 and 128 channels at 16, 8 and 4 px, 128-d
- * features, a category head (9) and a subcategory head (98); about 290 k parameters.
+ * features, a category head (9) and a subcategory head (98); about 0.3 M parameters.
  */
 export const EMOJI_CLASSIFIER: ClassifierSpec = {
   name: "emoji-classifier",
@@ -375,7 +376,14 @@ async function artefactOf(
   profile: Profile,
   root: string,
 ): Promise<{ dir: string; manifest: ArtefactManifest }> {
-  const spec = FEATURE_NETWORK_SPECS.get(name)!;
+  const spec = FEATURE_NETWORK_SPECS.get(name);
+  if (!spec) {
+    throw new UserError(
+      `unknown feature network "${name}"; the zoo has ${
+        [...FEATURE_NETWORK_SPECS.keys()].join(", ")
+      }`,
+    );
+  }
   const dir = folderOf(name, profile, root);
   const hash = await featureSpecHash(spec, profile);
   let manifest = await readManifest(dir);
@@ -544,7 +552,7 @@ async function calibratePerceptual(
       modelConfig: classifier.config,
       state: {
         classifier: spec.classifier,
-        classifierSpecHash: classifierManifest.specHash,
+        classifierWeights: classifierManifest.files["weights.ckpt"],
         losses,
       },
       tensors: new Map([["weights", { shape: [weights.length], values: weights }]]),
@@ -559,7 +567,7 @@ async function calibratePerceptual(
       steps: spec.calibration[profile].steps,
       batchSize: spec.triplets[profile].calibration,
       training: [{
-        where: classifierManifest.training[0]?.where ?? "unrecorded",
+        where: activeBackendLabel(),
         steps: spec.calibration[profile].steps,
         seconds: Math.round(seconds),
       }],
@@ -589,17 +597,30 @@ export async function loadPerceptualArtefact(
 ): Promise<LoadedPerceptual> {
   const profile = options.profile ?? "full";
   const root = options.root ?? ".";
-  const { dir, manifest } = await artefactOf(EMOJI_PERCEPTUAL.name, profile, root);
+  let { dir, manifest } = await artefactOf(EMOJI_PERCEPTUAL.name, profile, root);
   const classifier = await loadClassifierArtefact({
     name: EMOJI_PERCEPTUAL.classifier,
     profile,
     root,
   });
-  const checkpoint = await loadCheckpoint(`${dir}/weights.ckpt`);
-  if (checkpoint.state.classifierSpecHash !== classifier.manifest.specHash) {
+  const weights = classifier.manifest.files["weights.ckpt"];
+  let checkpoint = await loadCheckpoint(`${dir}/weights.ckpt`);
+  if (checkpoint.state.classifierWeights !== weights && profile === "quick") {
+    // The quick classifier was made again since (a restart): calibrate on the new one.
+    await trainFeatureNetwork(EMOJI_PERCEPTUAL.name, {
+      profile,
+      root,
+      restart: true,
+      progress: false,
+    });
+    ({ dir, manifest } = await artefactOf(EMOJI_PERCEPTUAL.name, profile, root));
+    checkpoint = await loadCheckpoint(`${dir}/weights.ckpt`);
+  }
+  if (checkpoint.state.classifierWeights !== weights) {
     classifier.classifier.dispose();
     throw new UserError(
-      `${dir} was calibrated on another ${EMOJI_PERCEPTUAL.classifier}; calibrate it again with ` +
+      `${dir} was calibrated on other weights of ${EMOJI_PERCEPTUAL.classifier} than ` +
+        `${classifier.manifest.name}'s of today; calibrate it again with ` +
         `\`deno task train ${EMOJI_PERCEPTUAL.name} --restart\`.`,
     );
   }

@@ -29,10 +29,13 @@ export function runDir(name: string, profile: Profile, root = "."): string {
   return `${root}/.cache/runs/${name}-${profile}`;
 }
 
+/** How a run's sample grids are laid out (`gridCells` reads them back with it). */
+export const SAMPLE_GRID_LAYOUT = { columns: 8, scale: 2 } as const;
+
 /** An `onSamples` callback that writes each grid as `dir/samples-000500.png` (8 columns, 2×). */
 export function sampleGridWriter(dir: string): NonNullable<TrainCallbacks["onSamples"]> {
   return async ({ step, images }) => {
-    const grid = imageGrid(await toRgbaImages(images), { columns: 8, scale: 2 });
+    const grid = imageGrid(await toRgbaImages(images), SAMPLE_GRID_LAYOUT);
     await writeFileAtomic(`${dir}/samples-${String(step).padStart(6, "0")}.png`, encodePng(grid));
   };
 }
