@@ -23,8 +23,13 @@ import { addNoise } from "../lib/core/forward.ts";
 import { Random } from "../lib/core/random.ts";
 import { DDIMScheduler, sampleImageGrid } from "../lib/core/samplers/mod.ts";
 import { type NoiseSchedule, noiseSchedule, SCHEDULE_NAMES } from "../lib/core/schedules.ts";
-import { lossCurve, qualityColumns } from "../lib/book/figures.ts";
-import { embed, measureSamples, type SampleQuality } from "../lib/metrics/mod.ts";
+import { kidComparison, lossCurve, qualityColumns } from "../lib/book/figures.ts";
+import {
+  embed,
+  kernelDistanceDifference,
+  type MeasuredSamples,
+  measureSamples,
+} from "../lib/metrics/mod.ts";
 import { loadClassifierArtefact } from "../lib/zoo/feature_networks.ts";
 import { loadPretrained } from "../lib/zoo/pretrained.ts";
 
@@ -290,16 +295,16 @@ await book.figure({
 const { classifier } = await loadClassifierArtefact({ profile: book.profile });
 const realEmbedding = await embed(classifier, emoji.images, emoji.count);
 const qualityCount = book.pick({ quick: 64, full: 384 });
-const quality: SampleQuality[] = [];
+const measured: MeasuredSamples[] = [];
 for (const { schedule, model } of trained) {
-  quality.push(
-    (await measureSamples(classifier, realEmbedding, model, new DDIMScheduler(schedule), {
+  measured.push(
+    await measureSamples(classifier, realEmbedding, model, new DDIMScheduler(schedule), {
       count: qualityCount,
       imageSize: 16,
       steps: 50,
       seed: 3000,
       kidSubsets: 20,
-    })).quality,
+    }),
   );
 }
 classifier.dispose();
@@ -308,14 +313,27 @@ await book.table(
     schedule: schedule.name,
     "mean ε-MSE over the levels": (errorRows.filter((r) => r.schedule === schedule.name)
       .reduce((sum, r) => sum + r.mse, 0) / levels.length).toFixed(4),
-    ...qualityColumns(quality[i]),
+    ...qualityColumns(measured[i].quality),
   })),
   {
     caption: `The two runs, side by side: the error of the predicted noise, and ${qualityCount} ` +
-      `samples each (50 DDIM steps, the same noises) against the 3,812 real emoji (chapter 7's ` +
+      `samples each (50 DDIM steps, the same noises) against the ${
+        emoji.count.toLocaleString("en")
+      } real emoji (chapter 7's ` +
       `FID and KID on the emoji classifier's features; KID over 20 subsets).`,
   },
 );
+const comparison = kidComparison(
+  "linear",
+  "cosine",
+  kernelDistanceDifference(
+    measured[0].embedding.features,
+    measured[1].embedding.features,
+    realEmbedding.features,
+    realEmbedding.dim,
+  ),
+);
+await book.metric("KID, linear − cosine", comparison.value, { caption: comparison.caption });
 await book.table(
   trained.map(({ schedule, manifest }) => ({
     schedule: schedule.name,

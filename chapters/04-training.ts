@@ -23,7 +23,13 @@ import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { book } from "../lib/book/runtime.ts";
-import { lossCurve, panelLines, type PanelPoint, qualityColumns } from "../lib/book/figures.ts";
+import {
+  kidComparison,
+  lossCurve,
+  panelLines,
+  type PanelPoint,
+  qualityColumns,
+} from "../lib/book/figures.ts";
 import { loadEmojiDataset } from "../lib/data/emoji.ts";
 import { Random } from "../lib/core/random.ts";
 import { DDIMScheduler, sampleImageGrid } from "../lib/core/samplers/mod.ts";
@@ -34,8 +40,15 @@ import { Trainer } from "../lib/training/trainer.ts";
 import { createModel, unetConfig } from "../lib/core/models/mod.ts";
 import { trainingTime } from "../lib/zoo/artefacts.ts";
 import { loadPretrained } from "../lib/zoo/pretrained.ts";
+import { SAMPLE_GRID_LAYOUT } from "../lib/zoo/runs.ts";
 import { loadClassifierArtefact } from "../lib/zoo/feature_networks.ts";
-import { embed, measureSamples, sampleQuality } from "../lib/metrics/mod.ts";
+import {
+  embed,
+  type Embedding,
+  kernelDistanceDifference,
+  measureSamples,
+  sampleQuality,
+} from "../lib/metrics/mod.ts";
 import { gridCells } from "../lib/core/images.ts";
 
 await selectBackend();
@@ -254,10 +267,11 @@ const qualityOptions = {
   kidSubsets: 20,
 };
 const weightRows = [];
+const weightEmbeddings: Embedding[] = [];
 for (
   const [weights, network] of [["θ, last step", lastWeights], ["θ̄, EMA", emoji16.model]] as const
 ) {
-  const { quality } = await measureSamples(
+  const { quality, embedding } = await measureSamples(
     classifier,
     realEmbedding,
     network,
@@ -265,12 +279,24 @@ for (
     qualityOptions,
   );
   weightRows.push({ weights, ...qualityColumns(quality) });
+  weightEmbeddings.push(embedding);
 }
 await book.table(weightRows, {
   caption:
     `${qualityCount} samples each (50 DDIM steps, the same noises) against the real emoji, ` +
     `on the emoji classifier's features (chapter 7). KID over 20 subsets.`,
 });
+const comparison = kidComparison(
+  "θ",
+  "θ̄",
+  kernelDistanceDifference(
+    weightEmbeddings[0].features,
+    weightEmbeddings[1].features,
+    realEmbedding.features,
+    realEmbedding.dim,
+  ),
+);
+await book.metric("KID, last weights θ − EMA θ̄", comparison.value, { caption: comparison.caption });
 lastWeights.dispose();
 
 // %% [markdown]
@@ -281,8 +307,7 @@ lastWeights.dispose();
 // %%
 const gridQuality: PanelPoint[] = [];
 for (const { step, image } of allGrids) {
-  // The grids are laid out as the zoo's sampleGridWriter writes them: 8 columns at 2×.
-  const cells = gridCells(image, 16, 32, { columns: 8, scale: 2 });
+  const cells = gridCells(image, 16, 32, SAMPLE_GRID_LAYOUT);
   const q = sampleQuality(realEmbedding, await embed(classifier, cells, 32), { kidSubsets: 10 });
   gridQuality.push({ x: step, panel: "FID (N = 32)", value: q.fid });
   gridQuality.push({ x: step, panel: "KID × 10³ (N = 32)", value: 1000 * q.kid.mean });
