@@ -649,31 +649,45 @@ await book.table(qualityRows, {
 });
 const longest = book.pick({ quick: 100, full: 1000 });
 const ddpmEmbedding = embeddingOf.get(`DDPM (σ² = β̃) ${longest}`)!;
-const matching = ddimStepCounts.find((steps) => {
-  const d = kernelDistanceDifference(
+const differences = ddimStepCounts.map((steps) => ({
+  steps,
+  d: kernelDistanceDifference(
     embeddingOf.get(`DDIM (η = 0) ${steps}`)!.features,
     ddpmEmbedding.features,
     realEmbedding.features,
     realEmbedding.dim,
-  );
-  return d.mean <= 2 * d.std; // DDIM not worse than DDPM beyond twice the draws' spread
-});
-await book.metric(
-  `fewest DDIM steps whose KID DDPM-${longest} does not beat`,
-  matching === undefined ? `none up to ${ddimStepCounts.at(-1)}` : matching,
+  ),
+}));
+await book.table(
+  differences.map(({ steps, d }) => ({
+    "DDIM (η = 0) steps": steps,
+    [`KID × 10³, DDIM − DDPM-${longest}`]: `${(1000 * d.mean).toFixed(1)} ± ${
+      (1000 * d.std).toFixed(1)
+    }`,
+    "beyond twice its spread?": d.mean > 2 * d.std ? "yes: DDPM is the better" : "no",
+  })),
   {
-    caption: `KID of DDIM minus KID of DDPM at ${longest} steps over 50 paired subsets of ` +
-      `${qualityCount / 2} samples, against the real emoji: the first DDIM row whose difference ` +
-      `is not above twice its spread; measured in this run`,
+    caption: `Each DDIM row against DDPM at ${longest} steps, over 50 paired subsets of ` +
+      `${differences[0].d.subsetSize} of their ${qualityCount} samples (the reference's subset ` +
+      `shared), against the real emoji.`,
   },
+);
+// DDIM is "not beaten" when its excess KID is within twice the draws' spread.
+const matching = differences.find(({ d }) => d.mean <= 2 * d.std)?.steps;
+await book.metric(
+  `fewest DDIM steps whose KID DDPM-${longest} does not beat beyond twice the spread`,
+  matching === undefined ? `none up to ${ddimStepCounts.at(-1)}` : matching,
+  { caption: "from the table above; measured in this run" },
 );
 
 // %% [markdown]
 // The number above is this run's answer to the paper's question, on a 16×16 emoji model rather
-// than CIFAR-10. It compares rows over paired subsets of the samples, since the table's ± is the
-// spread of the reference's subsets alone and says little about how far two rows must be apart
-// to differ at this N. The wall-time column is the other half of the trade: every DDIM row costs
-// a fraction of DDPM's many steps.
+// than CIFAR-10. It compares rows over paired subsets of the samples, since the first table's ±
+// is the spread of the reference's subsets alone and says little about how far two rows must be
+// apart to differ. At this N the test is weak: a difference has to be large to stand out of
+// subsets of half the samples, so "not beaten" means "not shown worse", and the table of
+// differences says by how much. The wall-time column is the other half of the trade: every DDIM
+// row costs a fraction of DDPM's many steps.
 
 // %% [markdown]
 // ## The score-based view
