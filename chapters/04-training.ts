@@ -312,9 +312,12 @@ for (const { step, image } of allGrids) {
   gridQuality.push({ x: step, panel: "FID (N = 32)", value: q.fid });
   gridQuality.push({ x: step, panel: "KID × 10³ (N = 32)", value: 1000 * q.kid.mean });
 }
-await book.figure(panelLines(gridQuality, { xLabel: "step" }), {
-  caption: "FID and KID of the run's saved sample grids against the real emoji, by training step.",
-});
+for (const metric of ["FID (N = 32)", "KID × 10³ (N = 32)"]) {
+  await book.figure(
+    panelLines(gridQuality.filter((p) => p.panel === metric), { xLabel: "step", height: 200 }),
+    { caption: `${metric} of the run's saved sample grids against the real emoji, by step.` },
+  );
+}
 classifier.dispose();
 
 // %% [markdown]

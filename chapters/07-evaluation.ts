@@ -109,9 +109,13 @@ const curves: PanelPoint[] = records.flatMap((r) => [
     series: head,
   })),
 ]);
-await book.figure(panelLines(curves, { xLabel: "step" }), {
-  caption: "The classifier's run: its loss, and its accuracy on the held-out emoji at each " +
-    "checkpoint.",
+// One figure each: loss and accuracy have scales of their own.
+const onPanel = (points: PanelPoint[], panel: string) => points.filter((p) => p.panel === panel);
+await book.figure(panelLines(onPanel(curves, "training loss (both heads)"), { xLabel: "step" }), {
+  caption: "The classifier's run: its training loss, the sum of both heads' cross-entropies.",
+});
+await book.figure(panelLines(onPanel(curves, "held-out accuracy"), { xLabel: "step" }), {
+  caption: "Its top-1 accuracy on the held-out emoji at each checkpoint, by head.",
 });
 
 // %% [markdown]
@@ -217,13 +221,15 @@ for (const N of Ns) {
     }
   }
 }
-await book.figure(
-  panelLines(curveRows, { xLabel: "N (images in the set)", logX: true, height: 280 }),
-  {
-    caption: `FID and KID of N images against one half of the real emoji (${realA.count} ` +
-      `images): the other half (the real-vs-real floor) and the model's samples.`,
-  },
-);
+for (const metric of ["FID", "KID × 10³"]) {
+  await book.figure(
+    panelLines(onPanel(curveRows, metric), { xLabel: "N (images in the set)", logX: true }),
+    {
+      caption: `${metric} of N images against one half of the real emoji (${realA.count} ` +
+        `images): the other half (the real-vs-real floor) and the model's samples.`,
+    },
+  );
+}
 const fidAt = (set: string, N: number) =>
   curveRows.find((r) => r.series === set && r.x === N && r.panel === "FID")!.value;
 const [smallN, largeN] = [Ns[0], Ns.at(-1)!];
