@@ -10,9 +10,10 @@
  * Layout of `.native/`: `lib/` (libtensorflow_cc.so.2 and libtensorflow_framework.so.2, ~850 MB),
  * `include/` (the C API headers the binding includes), `tfjs_binding.node` (its run path finds
  * `lib/`), `setup.json` (what was built, or why it failed), `setup.log` (the last build's output),
- * and `libdiffusion_ops.so`, the project's fused ops (GroupNorm + SiLU, the Adam step) compiled from
- * lib/runtime/kernels/group_norm_silu.c and adam_step.c with the machine's C compiler (`ops.json` records for which
- * version of the source; optional: without it those layers are composed of TensorFlow's ops).
+ * and `libdiffusion_ops.so`, the project's own ops (GroupNorm + SiLU, the Adam step, the stride-1
+ * convolution and its filter gradient) compiled from lib/runtime/kernels/group_norm_silu.c,
+ * adam_step.c and conv2d.c with the machine's C compiler (`ops.json` records for which version of
+ * the source; optional: without it the native backend runs TensorFlow's own ops for them).
  * The binding is also copied to where tfjs-node's own loader looks, so that
  * `import "@tensorflow/tfjs-node"` works too.
  *
@@ -295,11 +296,13 @@ function bindingGyp(dir: string): string {
 }
 
 /** The project's own TensorFlow ops, compiled beside the binding (see lib/runtime/native.ts). */
-const OPS_SOURCES = ["group_norm_silu.c", "adam_step.c"].map((name) =>
+const OPS_SOURCES = ["group_norm_silu.c", "adam_step.c", "conv2d.c"].map((name) =>
   new URL(`../lib/runtime/kernels/${name}`, import.meta.url).pathname
 );
-/** What they include (a change to it rebuilds them). */
-const OPS_HEADER = new URL("../lib/runtime/kernels/tf_kernel_api.h", import.meta.url).pathname;
+/** What they include (a change to one rebuilds them). */
+const OPS_HEADERS = ["tf_kernel_api.h", "parallel.h"].map((name) =>
+  new URL(`../lib/runtime/kernels/${name}`, import.meta.url).pathname
+);
 /**
  * The compiler's flags: AVX2 and FMA where the CPU has them (the kernels' eight-lane vectors are
  * one AVX register), else the x86-64 baseline (two SSE registers). Not `-march=native`, so that
@@ -318,10 +321,10 @@ function opsFlags(): string[] {
 }
 
 /**
- * Compile lib/runtime/kernels/group_norm_silu.c into `.native/libdiffusion_ops.so` against the
- * libtensorflow the binding uses, once per version of the source (`.native/ops.json`). Optional:
- * without a C compiler the native backend composes GroupNorm + SiLU from TensorFlow's ops, so a
- * failure is one line, never an error.
+ * Compile the project's ops (`OPS_SOURCES`) into `.native/libdiffusion_ops.so` against the
+ * libtensorflow the binding uses, once per version of the sources (`.native/ops.json`). Optional:
+ * without a C compiler the native backend runs TensorFlow's own ops in their place, so a failure
+ * is one line, never an error.
  */
 async function ensureProjectOps(
   dir: string,
@@ -329,7 +332,7 @@ async function ensureProjectOps(
   say: (line: string) => void,
 ): Promise<void> {
   const parts = await Promise.all(
-    [...OPS_SOURCES, OPS_HEADER].map((path) => Deno.readTextFile(path)),
+    [...OPS_SOURCES, ...OPS_HEADERS].map((path) => Deno.readTextFile(path)),
   );
   const source = new TextEncoder().encode(parts.join("\u0000"));
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", source));
@@ -354,7 +357,9 @@ async function ensureProjectOps(
   else {
     const frameworkDir = framework.replace(/\/[^/]*$/, "");
     const args = [...flags, ...OPS_SOURCES, "-o", `${target}.tmp`, framework];
-    const built = await run("cc", [...args, `-Wl,-rpath,${frameworkDir}`, "-lm"], { log });
+    const built = await run("cc", [...args, `-Wl,-rpath,${frameworkDir}`, "-lm", "-pthread"], {
+      log,
+    });
     if (built.ok) await Deno.rename(`${target}.tmp`, target);
     else {
       const lines = built.output.split("\n").map((l) => l.trim()).filter((l) => l !== "");
@@ -369,9 +374,10 @@ async function ensureProjectOps(
   await writeFileAtomic(`${dir}/ops.json`, JSON.stringify({ key, ok, reason }, null, 2) + "\n");
   say(
     ok
-      ? `built the project's fused ops, GroupNorm + SiLU and the Adam step (${PROJECT_OPS_LIBRARY})`
-      : `the project's fused ops were not built (${reason}); the native backend composes them ` +
-        `from TensorFlow's ops`,
+      ? `built the project's own ops: GroupNorm + SiLU, the Adam step and the stride-1 ` +
+        `convolutions (${PROJECT_OPS_LIBRARY})`
+      : `the project's own ops were not built (${reason}); the native backend runs TensorFlow's ` +
+        `ops in their place`,
   );
 }
 

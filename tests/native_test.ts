@@ -2,7 +2,13 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { loadNativeBackend, nativeDir, projectOpsStatus } from "../lib/runtime/native.ts";
-import { GROUP_NORM_SILU, groupNormSiLU } from "../lib/core/nn/group_norm_silu.ts";
+import {
+  GROUP_NORM_SILU,
+  GROUP_NORM_SILU_GRAD,
+  groupNormSiLU,
+} from "../lib/core/nn/group_norm_silu.ts";
+import { CONV2D, CONV2D_GRAD, conv2dSame } from "../lib/core/nn/conv.ts";
+import { GroupNorm, ParameterStore } from "../lib/core/nn/layers.ts";
 import { ADAM_STEP } from "../lib/runtime/kernels/native_fast_paths.ts";
 import { LINEAR, linear, LINEAR_GRAD } from "../lib/core/nn/linear.ts";
 import { UNet } from "../lib/core/models/mod.ts";
@@ -247,6 +253,76 @@ describe("the native backend, when set up", () => {
       );
     },
   );
+
+  whenSetUp("runs stride-1 convolutions as the project's ops, equal to cpu's", async () => {
+    assert.ok(projectOpsStatus().loaded, `project ops not loaded: ${projectOpsStatus().reason}`);
+    await tf.setBackend("tensorflow");
+    registerNativeFastPaths();
+    const conv = (a: tf.Tensor, w: tf.Tensor, b: tf.Tensor) =>
+      conv2dSame(a as tf.Tensor4D, w as tf.Tensor4D, b as tf.Tensor1D);
+    // [N, H, W, C_in], k, C_out: the project's ops both ways, with a partial block of pixels and a
+    // last block of 8 output channels; a 1×1 filter; C_in = 3 (its own forward, TensorFlow's
+    // gradients); C_out = 3 (TensorFlow's kernels both ways).
+    const cases = [[[2, 5, 7, 16], 3, 24], [[3, 4, 4, 8], 1, 8], [[2, 6, 6, 3], 3, 8], [
+      [2, 6, 6, 16],
+      3,
+      3,
+    ]] as const;
+    for (const [shape, k, out] of cases) {
+      const size = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
+      const filterShape = [k, k, shape[3], out];
+      const x = Array.from({ length: size(shape) }, (_, i) => Math.sin(i * 0.37));
+      const w = Array.from({ length: size(filterShape) }, (_, i) => Math.cos(i * 0.11) * 0.3);
+      const b = Array.from({ length: out }, (_, i) => Math.sin(2 * i));
+      const shapes = [[...shape], filterShape, [out]];
+      const expected = await valueAndGrads("cpu", conv, [x, w, b], shapes);
+      const actual = await valueAndGrads("tensorflow", conv, [x, w, b], shapes);
+      for (const [i, what] of ["value", "∂x", "∂W", "∂b"].entries()) {
+        assertClose(actual[i], expected[i], `${what} of ${shape} * ${k}×${k} → ${out}`);
+      }
+    }
+    await tf.setBackend("tensorflow");
+    const kernels = (await tf.profile(() => {
+      const [x, w, b] = [tf.ones([1, 4, 4, 8]), tf.ones([3, 3, 8, 8]), tf.zeros([8])];
+      return tf.grads((a: tf.Tensor) => tf.sum(conv(a, w, b)))([x]);
+    })).kernels.map((k) => k.name);
+    assert.ok(kernels.includes(CONV2D) && kernels.includes(CONV2D_GRAD), kernels.join(" "));
+  });
+
+  whenSetUp("runs GroupNorm alone as the fused ops without their SiLU", () => {
+    tf.setBackend("tensorflow");
+    registerNativeFastPaths();
+    const norm = new GroupNorm(new ParameterStore(0), "norm", 16, 4);
+    norm.gamma.assign(tf.tensor1d(Array.from({ length: 16 }, (_, i) => 1 + Math.cos(i))));
+    norm.beta.assign(tf.tensor1d(Array.from({ length: 16 }, (_, i) => Math.sin(3 * i))));
+    const x = tf.tensor4d(
+      Array.from({ length: 2 * 3 * 5 * 16 }, (_, i) => 2 + Math.sin(i * 0.61)),
+      [
+        2,
+        3,
+        5,
+        16,
+      ],
+    );
+    const loss = (a: tf.Tensor) => tf.sum(tf.square(tf.sin(norm.apply(a as tf.Tensor4D))));
+    const outputs = () =>
+      tf.tidy(() => {
+        const { grads } = tf.variableGrads(() => loss(x) as tf.Scalar, [norm.gamma, norm.beta]);
+        return [norm.apply(x), tf.grad(loss)(x), grads[norm.gamma.name], grads[norm.beta.name]]
+          .map((t) => t.dataSync() as Float32Array);
+      });
+    const fused = [GROUP_NORM_SILU, GROUP_NORM_SILU_GRAD].map((name) =>
+      tf.getKernel(name, "tensorflow")!
+    );
+    const actual = outputs();
+    fused.forEach((k) => tf.unregisterKernel(k.kernelName, "tensorflow"));
+    const expected = outputs();
+    fused.forEach((k) => tf.registerKernel(k));
+    for (const [i, what] of ["value", "∂x", "∂γ", "∂β"].entries()) {
+      assertClose(actual[i], expected[i], `GroupNorm ${what}`);
+    }
+    tf.dispose([x, norm.gamma, norm.beta]);
+  });
 
   whenSetUp("runs a 2-D affine map in five dispatches, equal to fused.matMul", async () => {
     await tf.setBackend("tensorflow");

@@ -102,15 +102,15 @@ async function load(): Promise<NativeBackendResult> {
   };
 }
 
-/** The file `scripts/setup.ts` builds from lib/runtime/kernels/group_norm_silu.c. */
+/** The file `scripts/setup.ts` builds from the project's ops in lib/runtime/kernels/ (*.c). */
 export const PROJECT_OPS_LIBRARY = "libdiffusion_ops.so";
 
 let projectOps: { library?: Deno.DynamicLibrary<Record<never, never>>; reason?: string } = {};
 
 /**
- * Loads the project's own TensorFlow ops (the fused GroupNorm + SiLU of
- * lib/runtime/kernels/group_norm_silu.c), which register themselves with libtensorflow as the library
- * loads. Without them the native backend runs those layers as composites of TensorFlow ops.
+ * Loads the project's own TensorFlow ops (lib/runtime/kernels/*.c: the fused GroupNorm + SiLU, the
+ * Adam step, the stride-1 convolutions), which register themselves with libtensorflow as the
+ * library loads. Without them the native backend runs TensorFlow's own ops in their place.
  */
 function loadProjectOps(): void {
   const path = `${nativeDir()}/${PROJECT_OPS_LIBRARY}`;

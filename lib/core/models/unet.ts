@@ -307,11 +307,13 @@ export class UNet extends StoredNetwork<UNetConfig> {
     } else if (conditioning.classLabels || conditioning.context) {
       throw new Error("UNet: this network is unconditional (contextDim 0); pass no conditioning.");
     }
+    const embActivated = silu(emb) as tf.Tensor2D; // SiLU(emb), which every block projects
     let h = this.#convIn.apply(x, ctx);
     const skips: tf.Tensor4D[] = [h];
     for (const { module, skip } of this.#stages) {
       if (module instanceof ResidualBlock) {
-        h = module.apply(skip === "pop" ? tf.concat([h, skips.pop()!], 3) : h, emb, ctx);
+        const input = skip === "pop" ? tf.concat([h, skips.pop()!], 3) : h;
+        h = module.apply(input, embActivated, ctx);
       } else {
         h = module.apply(h, ctx);
       }

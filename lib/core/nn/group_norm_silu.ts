@@ -28,18 +28,38 @@ export function groupNormSiLU(
 ): tf.Tensor4D {
   return tf.getKernel(GROUP_NORM_SILU, tf.getBackend()) === undefined
     ? composite(x, gamma, beta, groups, epsilon)
-    : fused(x, gamma, beta, groups, epsilon);
+    : fused(x, gamma, beta, groups, epsilon, true);
 }
 
-/** One kernel forward, one backward; the statistics μ and r go from the first to the second. */
+/**
+ * GroupNorm(x) alone (y = γ x̂ + β) through the same fused kernels with their SiLU switched off,
+ * or undefined where the backend has none (the caller composes it: lib/core/nn/layers.ts).
+ */
+export function fusedGroupNorm(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  groups: number,
+  epsilon = 1e-5,
+): tf.Tensor4D | undefined {
+  return tf.getKernel(GROUP_NORM_SILU, tf.getBackend()) === undefined
+    ? undefined
+    : fused(x, gamma, beta, groups, epsilon, false);
+}
+
+/**
+ * One kernel forward, one backward; the statistics μ and r go from the first to the second.
+ * Without `silu`, z = y.
+ */
 function fused(
   x: tf.Tensor4D,
   gamma: tf.Tensor,
   beta: tf.Tensor,
   groups: number,
   epsilon: number,
+  silu: boolean,
 ): tf.Tensor4D {
-  const attrs = { groups, epsilon };
+  const attrs = { groups, epsilon, silu };
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [input, g, b] = args as tf.Tensor[];
     const save = args[3] as tf.GradSaveFunc;

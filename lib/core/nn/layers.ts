@@ -17,8 +17,9 @@
 import * as tf from "@tensorflow/tfjs";
 import { opSeed, Random } from "../random.ts";
 import { upsampleNearest2x } from "./upsample.ts";
-import { groupNormSiLU } from "./group_norm_silu.ts";
+import { fusedGroupNorm, groupNormSiLU } from "./group_norm_silu.ts";
 import { linear } from "./linear.ts";
+import { conv2dSame } from "./conv.ts";
 
 export { groupNormSiLU };
 
@@ -198,20 +199,26 @@ export class Conv2d {
     this.bias = store.parameter(layer, "bias", [outChannels], init);
   }
 
-  /** y = act(conv(x, W) + b). */
+  /**
+   * y = act(conv(x, W) + b): at stride 1 without an activation through conv.ts (one kernel each
+   * way where the backend has it), else TensorFlow.js's fused convolution.
+   */
   apply(
     x: tf.Tensor4D,
     ctx?: ForwardContext,
     activation: "linear" | "relu" = "linear",
   ): tf.Tensor4D {
-    const y = tf.fused.conv2d({
-      x,
-      filter: this.filter as tf.Tensor4D,
-      bias: this.bias,
-      strides: this.#stride,
-      pad: "same",
-      activation,
-    });
+    const filter = this.filter as tf.Tensor4D;
+    const y = this.#stride === 1 && activation === "linear"
+      ? conv2dSame(x, filter, this.bias as tf.Tensor1D)
+      : tf.fused.conv2d({
+        x,
+        filter,
+        bias: this.bias,
+        strides: this.#stride,
+        pad: "same",
+        activation,
+      });
     record(ctx, this.name, y);
     return y;
   }
@@ -335,10 +342,10 @@ export class GroupNorm {
     this.beta = store.parameter(layer, "beta", [channels], { constant: 0 });
   }
 
-  /** Normalise x [N, H, W, C]. */
+  /** Normalise x [N, H, W, C]: one kernel each way where the backend has the fused ones. */
   apply(x: tf.Tensor4D, ctx?: ForwardContext): tf.Tensor4D {
     const [n, h, w, c] = x.shape;
-    const y = tf.tidy(() => {
+    const y = fusedGroupNorm(x, this.gamma, this.beta, this.groups, this.epsilon) ?? tf.tidy(() => {
       const xg = tf.reshape(x, [n, h * w, this.groups, c / this.groups]);
       const { mean, variance } = tf.moments(xg, [1, 3], true);
       const normalised = tf.mul(tf.sub(xg, mean), tf.rsqrt(tf.add(variance, this.epsilon)));
@@ -467,11 +474,14 @@ export class ResidualBlock {
       : new Conv2d(store, `${name}.skip`, inChannels, outChannels, { kernelSize: 1 });
   }
 
-  /** x [N, H, W, in], emb [N, embeddingDim] → [N, H, W, out]. */
-  apply(x: tf.Tensor4D, emb: tf.Tensor2D, ctx: ForwardContext): tf.Tensor4D {
+  /**
+   * x [N, H, W, in] and SiLU(emb) [N, embeddingDim] → [N, H, W, out]. The caller applies the
+   * SiLU, once for all of a network's blocks (the same values as each block's own, in one op).
+   */
+  apply(x: tf.Tensor4D, embActivated: tf.Tensor2D, ctx: ForwardContext): tf.Tensor4D {
     return tf.tidy(() => {
       let h = this.conv1.apply(this.norm1.applySiLU(x, ctx), ctx);
-      const e = this.embedding.apply(silu(emb) as tf.Tensor2D, ctx);
+      const e = this.embedding.apply(embActivated, ctx);
       h = tf.add(h, tf.reshape(e, [-1, 1, 1, this.outChannels]));
       h = this.norm2.applySiLU(h, ctx);
       h = this.conv2.apply(

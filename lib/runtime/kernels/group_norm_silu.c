@@ -1,5 +1,6 @@
 /*
- * SiLU(GroupNorm(x)) and its gradient as two TensorFlow ops, for the native backend.
+ * SiLU(GroupNorm(x)) and its gradient as two TensorFlow ops, for the native backend; with the
+ * attribute silu = false, GroupNorm(x) alone (attention's normalisation), z = y and ∂y = ∂z.
  *
  * Composed of TensorFlow's own ops, the pair at the start of every residual block costs about
  * 47 op dispatches a training step (20 forward, 27 backward), 18 of them over the whole
@@ -113,7 +114,13 @@ static void silu_grad_row(const float* x, const float* dz, const float* a, const
 typedef struct {
   int32_t groups;
   float epsilon;
+  unsigned char silu;
 } Attrs;
+
+/* z = y = x a + b for one row of c channels (GroupNorm without the SiLU). */
+static void affine_row(const float* x, const float* a, const float* b, float* z, int64_t c) {
+  for (int64_t ch = 0; ch < c; ch++) z[ch] = x[ch] * a[ch] + b[ch];
+}
 
 static void* create(TF_OpKernelConstruction* ctx) {
   Attrs* attrs = calloc(1, sizeof(Attrs));
@@ -121,6 +128,9 @@ static void* create(TF_OpKernelConstruction* ctx) {
   TF_OpKernelConstruction_GetAttrInt32(ctx, "groups", &attrs->groups, status);
   if (TF_GetCode(status) == TF_OK) {
     TF_OpKernelConstruction_GetAttrFloat(ctx, "epsilon", &attrs->epsilon, status);
+  }
+  if (TF_GetCode(status) == TF_OK) {
+    TF_OpKernelConstruction_GetAttrBool(ctx, "silu", &attrs->silu, status);
   }
   if (TF_GetCode(status) != TF_OK) TF_OpKernelConstruction_Failure(ctx, status);
   TF_DeleteStatus(status);
@@ -231,7 +241,9 @@ static void forward(void* kernel, TF_OpKernelContext* ctx) {
         b[ch] = beta[ch] - mu * a[ch];
       }
     }
-    for (int64_t p = 0; p < hw; p++) silu_row(xn + p * c, a, b, zn + p * c, c);
+    for (int64_t p = 0; p < hw; p++) {
+      (attrs->silu ? silu_row : affine_row)(xn + p * c, a, b, zn + p * c, c);
+    }
   }
   free(sums);
 done:
@@ -289,7 +301,8 @@ static void backward(void* kernel, TF_OpKernelContext* ctx) {
     /* ∂y (kept in ∂x for the second pass) and its sums Σ∂y, Σ∂y·x̂ per channel. */
     for (int64_t p = 0; p < hw; p++) {
       const int64_t row = p * c;
-      silu_grad_row(xn + row, dzn + row, a, b, dxn + row, c);
+      if (attrs->silu) silu_grad_row(xn + row, dzn + row, a, b, dxn + row, c);
+      else memcpy(dxn + row, dzn + row, c * sizeof(float));
       for (int64_t ch = 0; ch < c; ch++) {
         sdy[ch] += dxn[row + ch];
         sdyx[ch] += dxn[row + ch] * (xn[row + ch] * r[ch] - mr[ch]);
@@ -347,7 +360,7 @@ __attribute__((constructor)) static void register_ops(void) {
   static const char* const backward_inputs[] = {"dz: float",    "x: float",    "gamma: float",
                                                 "beta: float",  "mean: float", "rstd: float", 0};
   static const char* const backward_outputs[] = {"dx: float", "dgamma: float", "dbeta: float", 0};
-  static const char* const attrs[] = {"groups: int >= 1", "epsilon: float", 0};
+  static const char* const attrs[] = {"groups: int >= 1", "epsilon: float", "silu: bool = true", 0};
   define_op("DiffusionGroupNormSiLU", forward_inputs, forward_outputs, attrs, create, forward,
             destroy);
   define_op("DiffusionGroupNormSiLUGrad", backward_inputs, backward_outputs, attrs, create,

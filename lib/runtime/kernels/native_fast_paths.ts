@@ -10,14 +10,23 @@
  * sees tens of distinct shapes, a few bytes each). Everything else about the op, and its
  * result, is unchanged.
  *
- * Also here: the kernels of the project's own fused ops, GroupNorm + SiLU and the Adam step.
+ * Also here: the kernels of the project's own ops, GroupNorm + SiLU, the Adam step, and the
+ * stride-1 convolutions (forward, and the filter gradient; the input gradient runs as a forward
+ * convolution), which stand in for TensorFlow's where the ops are loaded.
  *
  * @module
  */
 
 import * as tf from "@tensorflow/tfjs";
 import { conv2DBackpropInputAsConv, convGeometry } from "./conv_gradients.ts";
-import { type FastPath, registerFastPaths, replaceKernel } from "./registry.ts";
+import {
+  type FastPath,
+  type KernelBackend,
+  KernelRunner,
+  registerFastPaths,
+  replaceKernel,
+} from "./registry.ts";
+import { CONV2D, CONV2D_GRAD } from "../../core/nn/conv.ts";
 import { GROUP_NORM_SILU, GROUP_NORM_SILU_GRAD } from "../../core/nn/group_norm_silu.ts";
 import { LINEAR, LINEAR_GRAD } from "../../core/nn/linear.ts";
 import { projectOpsStatus } from "../native.ts";
@@ -148,10 +157,128 @@ const sum: FastPath = () => ({ inputs, backend, attrs }) => {
   return execute(b, "Sum", attributes, [x, int32(b, axes)])[0];
 };
 
+/**
+ * The kernel size k of a convolution that the project's own op (lib/runtime/kernels/conv2d.c)
+ * computes: NHWC, stride and dilation 1, a square odd filter, the output as large as the input
+ * (padding (k − 1)/2 on every side, "same" or explicit) and a multiple of 8 output channels;
+ * undefined for any other, which TensorFlow's kernels run.
+ */
+function ownConvolution(
+  kernelName: string,
+  xShape: number[],
+  filterShape: number[],
+  attrs: tf.NamedAttrMap,
+): number | undefined {
+  if (!projectOpsStatus().loaded) return undefined;
+  const { dataFormat, dilations } = attrs as { dataFormat?: string; dilations?: number | number[] };
+  if (dataFormat === "NCHW" || [dilations ?? 1].flat().some((d) => d !== 1)) return undefined;
+  const [kh, kw, , co] = filterShape;
+  const info = convGeometry(kernelName, xShape, filterShape, attrs);
+  const { top, bottom, left, right } = info.padInfo;
+  const p = (kh - 1) / 2;
+  const same = [top, bottom, left, right].every((side) => side === p) &&
+    info.outHeight === info.inHeight && info.outWidth === info.inWidth;
+  const unit = info.strideHeight === 1 && info.strideWidth === 1;
+  return kh === kw && kh % 2 === 1 && same && unit && co % 8 === 0 ? kh : undefined;
+}
+
+/** y = conv(x, w) (+ bias) through the project's op; see {@link ownConvolution}. */
+function ownConv2D(b: NodeBackend, x: tf.TensorInfo, filter: tf.TensorInfo, bias?: tf.TensorInfo) {
+  const attributes = [{ name: "N", type: b.binding.TF_ATTR_INT, value: bias ? 1 : 0 }];
+  return execute(b, "DiffusionConv2D", attributes, bias ? [x, filter, bias] : [x, filter])[0];
+}
+
+const conv2D: FastPath = (stock) => (args) => {
+  const { x, filter } = args.inputs as { x: tf.TensorInfo; filter: tf.TensorInfo };
+  if (ownConvolution("Conv2D", x.shape, filter.shape, args.attrs ?? {}) === undefined) {
+    return stock(args);
+  }
+  return ownConv2D(args.backend as unknown as NodeBackend, x, filter);
+};
+
+/** A fused convolution with a bias (or none) and no activation runs as the project's op. */
+const fusedConv2D: FastPath = (stock) => (args) => {
+  const { x, filter, bias, preluActivationWeights } = args.inputs as Record<
+    string,
+    tf.TensorInfo | undefined
+  >;
+  const { activation } = args.attrs as { activation?: string };
+  const linear = (activation ?? "linear") === "linear" && !preluActivationWeights;
+  if (
+    !linear ||
+    ownConvolution("FusedConv2D", x!.shape, filter!.shape, args.attrs ?? {}) === undefined
+  ) {
+    return stock(args);
+  }
+  return ownConv2D(args.backend as unknown as NodeBackend, x!, filter!, bias);
+};
+
+/** The attributes of a stride-1 "same" convolution, as TensorFlow.js's kernels take them. */
+const SAME_CONVOLUTION = {
+  strides: 1,
+  pad: "same",
+  dataFormat: "NHWC",
+  dilations: 1,
+  dimRoundingMode: undefined,
+  activation: "linear",
+} as unknown as tf.NamedAttrMap;
+
+/**
+ * The layer convolution of lib/core/nn/conv.ts: forward and backward each one op of the
+ * project's where {@link ownConvolution} takes the shape (the backward also wants C_in a multiple
+ * of 8), else the backend's own kernels (the fused convolution; the two gradients and a sum).
+ */
+const CONV2D_KERNELS: tf.KernelConfig[] = [
+  {
+    kernelName: CONV2D,
+    backendName: "tensorflow",
+    kernelFunc: ({ inputs, backend }) => {
+      const { x, filter, bias } = inputs as Record<string, tf.TensorInfo>;
+      if (ownConvolution(CONV2D, x.shape, filter.shape, SAME_CONVOLUTION) !== undefined) {
+        return ownConv2D(backend as unknown as NodeBackend, x, filter, bias);
+      }
+      const runner = new KernelRunner("tensorflow", backend as unknown as KernelBackend);
+      return runner.run("FusedConv2D", { x, filter, bias }, SAME_CONVOLUTION);
+    },
+  },
+  {
+    kernelName: CONV2D_GRAD,
+    backendName: "tensorflow",
+    kernelFunc: ({ inputs, backend }) => {
+      const { dy, x, filter } = inputs as Record<string, tf.TensorInfo>;
+      const own = ownConvolution(CONV2D_GRAD, x.shape, filter.shape, SAME_CONVOLUTION);
+      if (own !== undefined && filter.shape[2] % 8 === 0) {
+        return execute(backend as unknown as NodeBackend, "DiffusionConv2DGrad", [], [
+          dy,
+          x,
+          filter,
+        ], 3);
+      }
+      const runner = new KernelRunner("tensorflow", backend as unknown as KernelBackend);
+      return [
+        runner.run("Conv2DBackpropInput", { dy, filter }, {
+          ...SAME_CONVOLUTION,
+          inputShape: x.shape,
+        }),
+        runner.run("Conv2DBackpropFilter", { x, dy }, {
+          ...SAME_CONVOLUTION,
+          filterShape: filter.shape,
+        }),
+        runner.run("Sum", { x: dy }, { axis: [0, 1, 2], keepDims: false }),
+      ];
+    },
+  },
+];
+
 const conv2DBackpropFilter: FastPath = (stock) => (args) => {
   const b = args.backend as unknown as NodeBackend;
   const { x, dy } = args.inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
   const { filterShape } = args.attrs as unknown as { filterShape: number[] };
+  const k = ownConvolution("Conv2DBackpropFilter", x.shape, filterShape, args.attrs ?? {});
+  if (k !== undefined) {
+    const attributes = [{ name: "k", type: b.binding.TF_ATTR_INT, value: k }];
+    return execute(b, "DiffusionConv2DBackpropFilter", attributes, [x, dy])[0];
+  }
   const info = convInfo("Conv2DBackpropFilter", x.shape, filterShape, args.attrs ?? {});
   if (info === undefined) return stock(args);
   const attributes = convGradientAttrs(b, info);
@@ -224,10 +351,15 @@ const concat: FastPath = (stock) => (args) => {
 function groupNormKernel(op: string, inputs: string[]): tf.KernelFunc {
   return ({ inputs: given, backend, attrs }) => {
     const b = backend as unknown as NodeBackend;
-    const { groups, epsilon } = attrs as unknown as { groups: number; epsilon: number };
+    const { groups, epsilon, silu } = attrs as unknown as {
+      groups: number;
+      epsilon: number;
+      silu?: boolean;
+    };
     const attributes = [
       { name: "groups", type: b.binding.TF_ATTR_INT, value: groups },
       { name: "epsilon", type: b.binding.TF_ATTR_FLOAT, value: epsilon },
+      { name: "silu", type: b.binding.TF_ATTR_BOOL, value: silu ?? true },
     ];
     const operands = inputs.map((name) => (given as Record<string, tf.TensorInfo>)[name]);
     return execute(b, op, attributes, operands, 3);
@@ -331,6 +463,8 @@ const LINEAR_KERNELS: tf.KernelConfig[] = [
 const FAST_PATHS: [string, FastPath][] = [
   ["Reshape", reshape],
   ["Sum", sum],
+  ["Conv2D", conv2D],
+  ["FusedConv2D", fusedConv2D],
   ["Conv2DBackpropFilter", conv2DBackpropFilter],
   ["Conv2DBackpropInput", conv2DBackpropInput],
   ["SplitV", splitV],
@@ -344,6 +478,8 @@ const FAST_PATHS: [string, FastPath][] = [
  */
 export function registerNativeFastPaths(): void {
   LINEAR_KERNELS.forEach(replaceKernel);
-  if (projectOpsStatus().loaded) [...GROUP_NORM_KERNELS, ADAM_STEP_KERNEL].forEach(replaceKernel);
+  if (projectOpsStatus().loaded) {
+    [...GROUP_NORM_KERNELS, ADAM_STEP_KERNEL, ...CONV2D_KERNELS].forEach(replaceKernel);
+  }
   registerFastPaths("tensorflow", FAST_PATHS);
 }

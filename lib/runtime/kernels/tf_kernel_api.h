@@ -45,6 +45,8 @@ extern void TF_OpKernelConstruction_GetAttrInt32(TF_OpKernelConstruction*, const
                                                  int32_t* value, TF_Status*);
 extern void TF_OpKernelConstruction_GetAttrFloat(TF_OpKernelConstruction*, const char* name,
                                                  float* value, TF_Status*);
+extern void TF_OpKernelConstruction_GetAttrBool(TF_OpKernelConstruction*, const char* name,
+                                                unsigned char* value, TF_Status*);
 extern int TF_NumInputs(TF_OpKernelContext*);
 extern int TF_NumOutputs(TF_OpKernelContext*);
 extern void TF_OpKernelConstruction_Failure(TF_OpKernelConstruction*, TF_Status*);
