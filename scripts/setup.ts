@@ -11,8 +11,9 @@
  * `include/` (the C API headers the binding includes), `tfjs_binding.node` (its run path finds
  * `lib/`), `setup.json` (what was built, or why it failed), `setup.log` (the last build's output),
  * and `libdiffusion_ops.so`, the project's own ops (GroupNorm + SiLU, the Adam step, the stride-1
- * convolution and its filter gradient) compiled from lib/runtime/kernels/group_norm_silu.c,
- * adam_step.c and conv2d.c with the machine's C compiler (`ops.json` records for which version of
+ * convolution and its filter gradient, the attention core) compiled from
+ * lib/runtime/kernels/group_norm_silu.c, adam_step.c, conv2d.c and attention.c with the machine's
+ * C compiler (`ops.json` records for which version of
  * the source; optional: without it the native backend runs TensorFlow's own ops for them).
  * The binding is also copied to where tfjs-node's own loader looks, so that
  * `import "@tensorflow/tfjs-node"` works too.
@@ -296,11 +297,11 @@ function bindingGyp(dir: string): string {
 }
 
 /** The project's own TensorFlow ops, compiled beside the binding (see lib/runtime/native.ts). */
-const OPS_SOURCES = ["group_norm_silu.c", "adam_step.c", "conv2d.c"].map((name) =>
-  new URL(`../lib/runtime/kernels/${name}`, import.meta.url).pathname
-);
+const OPS_SOURCES = ["group_norm_silu.c", "adam_step.c", "conv2d.c", "attention.c"].map((
+  name,
+) => new URL(`../lib/runtime/kernels/${name}`, import.meta.url).pathname);
 /** What they include (a change to one rebuilds them). */
-const OPS_HEADERS = ["tf_kernel_api.h", "parallel.h"].map((name) =>
+const OPS_HEADERS = ["tf_kernel_api.h", "parallel.h", "vector8.h"].map((name) =>
   new URL(`../lib/runtime/kernels/${name}`, import.meta.url).pathname
 );
 /**
@@ -374,8 +375,8 @@ async function ensureProjectOps(
   await writeFileAtomic(`${dir}/ops.json`, JSON.stringify({ key, ok, reason }, null, 2) + "\n");
   say(
     ok
-      ? `built the project's own ops: GroupNorm + SiLU, the Adam step and the stride-1 ` +
-        `convolutions (${PROJECT_OPS_LIBRARY})`
+      ? `built the project's own ops: GroupNorm + SiLU, the Adam step, the stride-1 ` +
+        `convolutions and the attention core (${PROJECT_OPS_LIBRARY})`
       : `the project's own ops were not built (${reason}); the native backend runs TensorFlow's ` +
         `ops in their place`,
   );

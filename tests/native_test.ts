@@ -8,6 +8,7 @@ import {
   groupNormSiLU,
 } from "../lib/core/nn/group_norm_silu.ts";
 import { CONV2D, CONV2D_GRAD, conv2dSame } from "../lib/core/nn/conv.ts";
+import { ATTENTION, ATTENTION_GRAD, attentionCore } from "../lib/core/nn/attention.ts";
 import { GroupNorm, ParameterStore } from "../lib/core/nn/layers.ts";
 import { ADAM_STEP } from "../lib/runtime/kernels/native_fast_paths.ts";
 import { LINEAR, linear, LINEAR_GRAD } from "../lib/core/nn/linear.ts";
@@ -287,6 +288,44 @@ describe("the native backend, when set up", () => {
       return tf.grads((a: tf.Tensor) => tf.sum(conv(a, w, b)))([x]);
     })).kernels.map((k) => k.name);
     assert.ok(kernels.includes(CONV2D) && kernels.includes(CONV2D_GRAD), kernels.join(" "));
+  });
+
+  whenSetUp("runs the attention core as the project's fused ops, equal to the composite", () => {
+    tf.setBackend("tensorflow");
+    registerNativeFastPaths();
+    const fused = [ATTENTION, ATTENTION_GRAD].map((name) => tf.getKernel(name, "tensorflow")!);
+    assert.ok(fused.every((k) => k !== undefined), "the fused attention kernels are registered");
+    // Self-attention over 16 tokens in 4 heads; cross-attention, 6 queries to 5 keys in 2 heads.
+    for (const [batch, lq, lk, c, heads] of [[3, 16, 16, 16, 4], [2, 6, 5, 8, 2]]) {
+      const values = (rows: number, seed: number) =>
+        tf.tensor2d(
+          Array.from({ length: rows * c }, (_, i) => Math.sin(i * 0.37 + seed)),
+          [rows, c],
+        );
+      const [q, k, v] = [values(batch * lq, 0), values(batch * lk, 1), values(batch * lk, 2)];
+      const weights = values(batch * lq, 3);
+      const f = (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) =>
+        tf.sum(
+          tf.mul(
+            attentionCore(a as tf.Tensor2D, b as tf.Tensor2D, d as tf.Tensor2D, batch, heads),
+            weights,
+          ),
+        );
+      const outputs = () =>
+        tf.tidy(() =>
+          [attentionCore(q, k, v, batch, heads), ...tf.grads(f)([q, k, v])].map((t) =>
+            t.dataSync() as Float32Array
+          )
+        );
+      const actual = outputs();
+      fused.forEach((kernel) => tf.unregisterKernel(kernel.kernelName, "tensorflow"));
+      const expected = outputs();
+      fused.forEach((kernel) => tf.registerKernel(kernel));
+      for (const [i, what] of ["value", "∂q", "∂k", "∂v"].entries()) {
+        assertClose(actual[i], expected[i], `attention ${what} at ${[batch, lq, lk, c, heads]}`);
+      }
+      tf.dispose([q, k, v, weights]);
+    }
   });
 
   whenSetUp("runs GroupNorm alone as the fused ops without their SiLU", () => {

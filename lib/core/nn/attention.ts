@@ -7,6 +7,74 @@
 import * as tf from "@tensorflow/tfjs";
 import { type ForwardContext, GroupNorm, Linear, type ParameterStore, record } from "./layers.ts";
 
+/** Kernel names of the fused core (q, k, v → O, P) and its backward (q, k, v, P, ∂O → ∂q, ∂k, ∂v). */
+export const ATTENTION = "DiffusionAttention";
+export const ATTENTION_GRAD = "DiffusionAttentionGrad";
+
+/**
+ * The core of multi-head attention for `batch` samples: q [N·L_q, C] and k, v [N·L_k, C] (each
+ * sample's tokens in consecutive rows, each head h its d = C/heads columns) →
+ * concat_h(softmax(Q_h K_hᵀ/√d) V_h) [N·L_q, C]. One kernel each way where the backend has the
+ * fused ones (the native backend: lib/runtime/kernels/attention.c), else the composite of
+ * reshapes, transposes, batched products and a softmax.
+ */
+export function attentionCore(
+  q: tf.Tensor2D,
+  k: tf.Tensor2D,
+  v: tf.Tensor2D,
+  batch: number,
+  heads: number,
+): tf.Tensor2D {
+  if (tf.getKernel(ATTENTION, tf.getBackend()) === undefined) {
+    return compositeAttention(q, k, v, batch, heads);
+  }
+  const attrs = { heads, batch };
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [qs, ks, vs] = args as tf.Tensor[];
+    const save = args[3] as tf.GradSaveFunc;
+    const [out, probs] = tf.engine().runKernel(
+      ATTENTION,
+      { q: qs, k: ks, v: vs },
+      attrs,
+    ) as tf.Tensor[];
+    save([qs, ks, vs, probs]);
+    const gradFunc = (dout: tf.Tensor, saved: tf.Tensor[]) => {
+      const [q, k, v, probs] = saved;
+      return tf.engine().runKernel(ATTENTION_GRAD, { q, k, v, probs, dout }, attrs) as tf.Tensor[];
+    };
+    return { value: out, gradFunc };
+  });
+  return op(q, k, v) as tf.Tensor2D;
+}
+
+/** {@link attentionCore} composed of TensorFlow.js ops. */
+function compositeAttention(
+  q: tf.Tensor2D,
+  k: tf.Tensor2D,
+  v: tf.Tensor2D,
+  batch: number,
+  heads: number,
+): tf.Tensor2D {
+  return tf.tidy(() => {
+    const c = q.shape[1], d = c / heads;
+    const [lq, lk] = [q.shape[0] / batch, k.shape[0] / batch];
+    // [N·L, C] → [N·heads, L, d]
+    const splitHeads = (t: tf.Tensor2D, l: number) =>
+      tf.reshape(tf.transpose(tf.reshape(t, [batch, l, heads, d]), [0, 2, 1, 3]), [
+        batch * heads,
+        l,
+        d,
+      ]) as tf.Tensor3D;
+    const [qh, kh, vh] = [splitHeads(q, lq), splitHeads(k, lk), splitHeads(v, lk)];
+    const weights = tf.softmax(tf.mul(tf.matMul(qh, kh, false, true), 1 / Math.sqrt(d)));
+    const attended = tf.matMul(weights, vh); // [N·heads, L_q, d]
+    return tf.reshape(
+      tf.transpose(tf.reshape(attended, [batch, heads, lq, d]), [0, 2, 1, 3]),
+      [batch * lq, c],
+    ) as tf.Tensor2D;
+  });
+}
+
 /**
  * Multi-head attention over the pixels of a feature map, with a residual connection (Vaswani et
  * al., 2017; the DDPM U-Net's self-attention, Stable Diffusion's cross-attention):
@@ -56,7 +124,6 @@ export class Attention {
   apply(x: tf.Tensor4D, ctx: ForwardContext, context?: tf.Tensor3D): tf.Tensor4D {
     const [n, h, w, c] = x.shape;
     const heads = this.heads;
-    const d = c / heads;
     if ((this.contextDim === null) !== (context === undefined)) {
       throw new Error(
         this.contextDim === null
@@ -70,22 +137,13 @@ export class Attention {
       const source = context
         ? tf.reshape(context, [n * length, this.contextDim!]) as tf.Tensor2D
         : tokens;
-      // [N·L, C] → [N·heads, L, d]
-      const splitHeads = (t: tf.Tensor2D, l: number) =>
-        tf.reshape(tf.transpose(tf.reshape(t, [n, l, heads, d]), [0, 2, 1, 3]), [
-          n * heads,
-          l,
-          d,
-        ]) as tf.Tensor3D;
-      const q = splitHeads(this.q.apply(tokens, ctx), h * w);
-      const k = splitHeads(this.k.apply(source, ctx), length);
-      const v = splitHeads(this.v.apply(source, ctx), length);
-      const weights = tf.softmax(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(d)));
-      const attended = tf.matMul(weights, v); // [N·heads, HW, d]
-      const merged = tf.reshape(
-        tf.transpose(tf.reshape(attended, [n, heads, h * w, d]), [0, 2, 1, 3]),
-        [n * h * w, c],
-      ) as tf.Tensor2D;
+      const merged = attentionCore(
+        this.q.apply(tokens, ctx),
+        this.k.apply(source, ctx),
+        this.v.apply(source, ctx),
+        n,
+        heads,
+      );
       return tf.add(x, tf.reshape(this.out.apply(merged, ctx), [n, h, w, c])) as tf.Tensor4D;
     });
     record(ctx, this.name, y);

@@ -17,6 +17,8 @@
  * the result is the composite's to the last bit, but for ‖g‖, summed here in double, and the
  * clipping factor, from C as a float32 (the composite divides the double C). The op does
  * not decide whether the step is taken: the caller reads ‖g‖ and keeps or drops the outputs.
+ * The update is element-wise, so its chunks run on the machine's cores (parallel.h) with the
+ * same result.
  *
  * Inputs: grads (N tensors), params (N tensors of the same shapes), m, v, average (flat, Σ sizes),
  * hyper (the 14 scalars of `enum Hyper`). Outputs: new params (N), new m, v, average, and ‖g‖.
@@ -24,6 +26,7 @@
 #pragma GCC optimize("fp-contract=off")
 #define _GNU_SOURCE
 #include "tf_kernel_api.h"
+#include "parallel.h"
 
 enum Hyper {
   BETA1, ONE_MINUS_BETA1, BETA2, ONE_MINUS_BETA2, CORRECTION1, CORRECTION2, EPSILON,
@@ -49,6 +52,55 @@ static void destroy(void* attrs) { free(attrs); }
 static int fail(TF_Status* status, const char* message) {
   TF_SetStatus(status, TF_INVALID_ARGUMENT, message);
   return 0;
+}
+
+/* Values a thread updates at a time: the update splits the flat parameter vector into these. */
+enum { CHUNK = 1 << 14 };
+
+/* What update_chunks reads: the op's tensors, each parameter's offset in the flat vectors. */
+typedef struct {
+  int n;
+  TF_Tensor** in;
+  TF_Tensor** out;
+  const int64_t* offsets; /* [n + 1] */
+  const float* h;
+  float c;
+  int clip, coupled, decoupled;
+} Update;
+
+/* The update of the module comment for the values of chunks [begin, end). */
+static void update_chunks(void* context, int64_t begin, int64_t end) {
+  const Update* u = context;
+  const int n = u->n;
+  const float* h = u->h;
+  const int64_t first = begin * CHUNK, last = end * CHUNK;
+  const float *m0 = TF_TensorData(u->in[2 * n]), *v0 = TF_TensorData(u->in[2 * n + 1]);
+  const float* a0 = TF_TensorData(u->in[2 * n + 2]);
+  float *m1 = TF_TensorData(u->out[n]), *v1 = TF_TensorData(u->out[n + 1]);
+  float* a1 = TF_TensorData(u->out[n + 2]);
+  for (int i = 0; i < n; i++) {
+    const int64_t from = u->offsets[i] > first ? u->offsets[i] : first;
+    const int64_t to = u->offsets[i + 1] < last ? u->offsets[i + 1] : last;
+    if (from >= to) continue;
+    const float* g = TF_TensorData(u->in[i]);
+    const float* theta = TF_TensorData(u->in[n + i]);
+    float* next = TF_TensorData(u->out[i]);
+    for (int64_t at = from; at < to; at++) {
+      const int64_t j = at - u->offsets[i];
+      float gj = u->clip ? g[j] * u->c : g[j];
+      if (u->coupled) gj = gj + theta[j] * h[WEIGHT_DECAY];
+      const float mj = m0[at] * h[BETA1] + gj * h[ONE_MINUS_BETA1];
+      const float vj = v0[at] * h[BETA2] + (gj * gj) * h[ONE_MINUS_BETA2];
+      const float step = ((mj / h[CORRECTION1]) / (sqrtf(vj / h[CORRECTION2]) + h[EPSILON])) *
+                         h[LEARNING_RATE];
+      float t = theta[j] - step;
+      if (u->decoupled) t = t - theta[j] * h[LR_TIMES_DECAY];
+      m1[at] = mj;
+      v1[at] = vj;
+      next[j] = t;
+      a1[at] = a0[at] * h[EMA_DECAY] + t * h[ONE_MINUS_EMA_DECAY];
+    }
+  }
 }
 
 static void compute(void* kernel, TF_OpKernelContext* ctx) {
@@ -112,31 +164,17 @@ static void compute(void* kernel, TF_OpKernelContext* ctx) {
   /* The composite's c: C/(‖g‖ + 10⁻⁶) in double, multiplied in as a float32. */
   const int clip = h[CLIP_NORM] >= 0 && norm > h[CLIP_NORM]; /* C < 0: no clipping */
   const float c = clip ? (float)((double)h[CLIP_NORM] / ((double)norm + 1e-6)) : 1.0f;
-  const int coupled = h[DECOUPLED] == 0 && h[WEIGHT_DECAY] > 0;
-  const int decoupled = h[DECOUPLED] != 0 && h[WEIGHT_DECAY] > 0;
-  const float *m0 = TF_TensorData(m), *v0 = TF_TensorData(v), *a0 = TF_TensorData(average);
-  float *m1 = TF_TensorData(out[n]), *v1 = TF_TensorData(out[n + 1]);
-  float* a1 = TF_TensorData(out[n + 2]);
-  int64_t at = 0;
-  for (int i = 0; i < n; i++) {
-    const float* g = TF_TensorData(in[i]);
-    const float* theta = TF_TensorData(in[n + i]);
-    float* next = TF_TensorData(out[i]);
-    for (int64_t j = 0, size = TF_TensorElementCount(in[i]); j < size; j++, at++) {
-      float gj = clip ? g[j] * c : g[j];
-      if (coupled) gj = gj + theta[j] * h[WEIGHT_DECAY];
-      const float mj = m0[at] * h[BETA1] + gj * h[ONE_MINUS_BETA1];
-      const float vj = v0[at] * h[BETA2] + (gj * gj) * h[ONE_MINUS_BETA2];
-      const float step = ((mj / h[CORRECTION1]) / (sqrtf(vj / h[CORRECTION2]) + h[EPSILON])) *
-                         h[LEARNING_RATE];
-      float t = theta[j] - step;
-      if (decoupled) t = t - theta[j] * h[LR_TIMES_DECAY];
-      m1[at] = mj;
-      v1[at] = vj;
-      next[j] = t;
-      a1[at] = a0[at] * h[EMA_DECAY] + t * h[ONE_MINUS_EMA_DECAY];
-    }
+  int64_t* offsets = malloc((n + 1) * sizeof(int64_t));
+  if (!offsets) {
+    fail(status, "AdamStep: out of memory");
+    goto done;
   }
+  offsets[0] = 0;
+  for (int i = 0; i < n; i++) offsets[i + 1] = offsets[i] + TF_TensorElementCount(in[i]);
+  Update update = {n, in, out, offsets, h, c, clip, h[DECOUPLED] == 0 && h[WEIGHT_DECAY] > 0,
+                   h[DECOUPLED] != 0 && h[WEIGHT_DECAY] > 0};
+  parallel_for((total + CHUNK - 1) / CHUNK, update_chunks, &update);
+  free(offsets);
 done:
   if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
   for (int i = 0; i < 2 * n + 4; i++) if (in[i]) TF_DeleteTensor(in[i]);

@@ -29,18 +29,7 @@
 #define _GNU_SOURCE
 #include "tf_kernel_api.h"
 #include "parallel.h"
-
-typedef float v8 __attribute__((vector_size(32)));
-
-static inline v8 load8(const float* p) {
-  v8 v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
-
-static inline void store8(float* p, v8 v) { memcpy(p, &v, sizeof v); }
-
-static inline v8 splat(float f) { return (v8){f, f, f, f, f, f, f, f}; }
+#include "vector8.h"
 
 /* Output pixels a forward block computes, and input channels a filter-gradient block holds. */
 enum { PIXELS = 6, CHANNELS = 6 };
@@ -116,9 +105,9 @@ static inline __attribute__((always_inline)) void forward_block(const Forward* f
                                                                const int V) {
   const Geometry* g = &f->g;
   const int64_t pixels = g->n * g->h * g->w, c = g->c, taps = g->k * g->k;
-  v8 acc[PIXELS][2];
+  v8f acc[PIXELS][2];
   for (int v = 0; v < V; v++) {
-    const v8 b = f->bias ? load8(f->bias + 8 * (t + v)) : splat(0);
+    const v8f b = f->bias ? load8(f->bias + 8 * (t + v)) : splat(0);
     for (int j = 0; j < PIXELS; j++) acc[j][v] = b;
   }
   for (int64_t a = 0; a < g->k; a++) {
@@ -129,11 +118,11 @@ static inline __attribute__((always_inline)) void forward_block(const Forward* f
       const float* w0 = f->wq + ((t * taps + a * g->k + b) * c) * 8;
       const float* w1 = w0 + taps * c * 8;
       for (int64_t ci = 0; ci < c; ci++) {
-        const v8 f0 = load8(w0 + ci * 8);
-        const v8 f1 = V > 1 ? load8(w1 + ci * 8) : f0;
+        const v8f f0 = load8(w0 + ci * 8);
+        const v8f f1 = V > 1 ? load8(w1 + ci * 8) : f0;
 #pragma GCC unroll 6
         for (int j = 0; j < PIXELS; j++) {
-          const v8 xv = splat(xs[j][ci]);
+          const v8f xv = splat(xs[j][ci]);
           acc[j][0] += xv * f0;
           if (V > 1) acc[j][1] += xv * f1;
         }
@@ -210,7 +199,7 @@ typedef struct {
   const float* xp; /* x̃ */
   const float* dy; /* [N, H, W, O] */
   float* dw;       /* [k, k, C, O], zeroed */
-  int64_t blocks;  /* channel blocks of CHANNELS per tap */
+  int64_t blocks;  /* channel blocks per tap, of CHANNELS − 1 or CHANNELS channels */
 } FilterGradient;
 
 /* ∂w[tap, c0 .. c0 + R, 8·t .. 8·(t + V)] += the sums over images n0 … n1 − 1. */
@@ -220,7 +209,7 @@ static inline __attribute__((always_inline)) void filter_block(const FilterGradi
                                                               const int V) {
   const Geometry* g = &f->g;
   float* out = f->dw + (tap * g->c + c0) * g->o + 8 * t;
-  v8 acc[CHANNELS][2];
+  v8f acc[CHANNELS][2];
   for (int r = 0; r < R; r++) {
     for (int u = 0; u < V; u++) acc[r][u] = load8(out + r * g->o + 8 * u);
   }
@@ -230,11 +219,11 @@ static inline __attribute__((always_inline)) void filter_block(const FilterGradi
     const float* xs = f->xp + ((n * g->hp + i + a) * g->wp + b) * c + c0;
     const float* ds = f->dy + row * g->w * o + 8 * t;
     for (int64_t j = 0; j < g->w; j++) {
-      const v8 d0 = load8(ds + j * o);
-      const v8 d1 = V > 1 ? load8(ds + j * o + 8) : d0;
+      const v8f d0 = load8(ds + j * o);
+      const v8f d1 = V > 1 ? load8(ds + j * o + 8) : d0;
 #pragma GCC unroll 6
       for (int r = 0; r < R; r++) {
-        const v8 xv = splat(xs[j * c + r]);
+        const v8f xv = splat(xs[j * c + r]);
         acc[r][0] += xv * d0;
         if (V > 1) acc[r][1] += xv * d1;
       }
@@ -268,8 +257,11 @@ static void filter_range(void* context, int64_t begin, int64_t end) {
   for (int64_t n0 = 0; n0 < f->g.n; n0 += group) {
     const int64_t n1 = n0 + group < f->g.n ? n0 + group : f->g.n;
     for (int64_t unit = begin; unit < end; unit++) {
-      const int64_t tap = unit / f->blocks, c0 = (unit % f->blocks) * CHANNELS;
-      switch (f->g.c - c0 < CHANNELS ? f->g.c - c0 : CHANNELS) {
+      /* The channels split into blocks of CHANNELS − 1 or CHANNELS: a block of a few channels
+       * would leave too few sums in flight to keep the multiply-adds busy. */
+      const int64_t tap = unit / f->blocks, block = unit % f->blocks;
+      const int64_t c0 = block * f->g.c / f->blocks, c1 = (block + 1) * f->g.c / f->blocks;
+      switch (c1 - c0) {
         case 1: filter_unit(f, n0, n1, tap, c0, 1); break;
         case 2: filter_unit(f, n0, n1, tap, c0, 2); break;
         case 3: filter_unit(f, n0, n1, tap, c0, 3); break;

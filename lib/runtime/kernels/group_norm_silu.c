@@ -6,7 +6,8 @@
  * 47 op dispatches a training step (20 forward, 27 backward), 18 of them over the whole
  * activation; a dispatch costs ~10 µs, one over a [32, 16, 16, 32] activation ~100 µs, mostly
  * handing work to a second thread and back. These two ops do the same arithmetic in two or
- * three passes over the activation each, on the calling thread.
+ * three passes over the activation each, the samples split over the machine's cores
+ * (parallel.h; ∂γ and ∂β are summed in sample order, so the result does not depend on how).
  *
  * Forward, per sample n and channel group g of M = H·W·C/G values (NHWC):
  *
@@ -26,46 +27,8 @@
 
 #define _GNU_SOURCE
 #include "tf_kernel_api.h"
-
-/*
- * e^x to about 1e-7 relative (Cephes' expf: e^x = 2^k e^r, |r| ≤ ln2/2, a degree-6 polynomial
- * for e^r), on eight lanes at once with GCC's vector extensions, which compile to AVX (or to
- * two SSE halves) without intrinsics; compilers do not vectorise expf or floorf in a loop.
- */
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-
-static inline v8f splat(float value) { return (v8f){value, value, value, value, value, value, value, value}; }
-
-static inline v8f blend(v8i mask, v8f yes, v8f no) {
-  return (v8f)(((v8i)yes & mask) | ((v8i)no & ~mask));
-}
-
-static inline v8f exp8(v8f x) {
-  x = blend(x < splat(-87.0f), splat(-87.0f), x);
-  x = blend(x > splat(88.0f), splat(88.0f), x);
-  const v8f t = x * splat(1.44269504088896341f) + splat(0.5f);
-  v8i k = __builtin_convertvector(t, v8i); /* toward zero; then down to ⌊t⌋ */
-  k += (v8i)(__builtin_convertvector(k, v8f) > t);
-  const v8f kf = __builtin_convertvector(k, v8f);
-  const v8f r = x - kf * splat(0.693359375f) + kf * splat(2.12194440e-4f);
-  v8f p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  p = p * r * r + r + splat(1.0f);
-  return p * (v8f)((k + 127) << 23);
-}
-
-static inline v8f load8(const float* p) {
-  v8f v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
-
-static inline void store8(float* p, v8f v) { memcpy(p, &v, sizeof v); }
+#include "parallel.h"
+#include "vector8.h"
 
 /* σ(y) of eight values; of n < 8 values through a padded copy. */
 static inline v8f sigmoid8(v8f y) { return splat(1.0f) / (splat(1.0f) + exp8(-y)); }
@@ -183,32 +146,26 @@ static TF_Tensor* output(TF_OpKernelContext* ctx, int index, const int64_t* dims
                            status);
 }
 
-/* Inputs x, γ, β; outputs z (like x), μ and r ([N, G]). */
-static void forward(void* kernel, TF_OpKernelContext* ctx) {
-  const Attrs* attrs = kernel;
-  TF_Status* status = TF_NewStatus();
-  TF_Tensor* in[3] = {0};
-  TF_Tensor* out[3] = {0};
+/* The forward's inputs and outputs, for forward_samples. */
+typedef struct {
+  const Attrs* attrs;
   Shape s;
-  if (!read_inputs(ctx, attrs, 3, in, &s, status)) goto done;
-  const int64_t dims[4] = {TF_Dim(in[0], 0), TF_Dim(in[0], 1), TF_Dim(in[0], 2), s.c};
-  const int64_t stat_dims[2] = {s.n, s.groups};
-  out[0] = output(ctx, 0, dims, 4, s.n * s.hw * s.c, status);
-  if (out[0]) out[1] = output(ctx, 1, stat_dims, 2, s.n * s.groups, status);
-  if (out[1]) out[2] = output(ctx, 2, stat_dims, 2, s.n * s.groups, status);
-  if (TF_GetCode(status) != TF_OK) goto done;
+  const float *x, *gamma, *beta;
+  float *z, *mean, *rstd;
+} ForwardPass;
 
-  const float* x = TF_TensorData(in[0]);
-  const float* gamma = TF_TensorData(in[1]);
-  const float* beta = TF_TensorData(in[2]);
-  float* z = TF_TensorData(out[0]);
-  float* mean = TF_TensorData(out[1]);
-  float* rstd = TF_TensorData(out[2]);
+/* The forward for samples [begin, end). */
+static void forward_samples(void* context, int64_t begin, int64_t end) {
+  const ForwardPass* f = context;
+  const Attrs* attrs = f->attrs;
+  const Shape s = f->s;
+  const float *x = f->x, *gamma = f->gamma, *beta = f->beta;
+  float *z = f->z, *mean = f->mean, *rstd = f->rstd;
   const int64_t c = s.c, hw = s.hw;
   float* sums = malloc(3 * c * sizeof(float));
   float *a = sums + c, *b = sums + 2 * c;
   const double m = (double)(hw * s.per_group);
-  for (int64_t n = 0; n < s.n; n++) {
+  for (int64_t n = begin; n < end; n++) {
     const float* xn = x + n * hw * c;
     float* zn = z + n * hw * c;
     /* μ per group, from per-channel sums. */
@@ -246,6 +203,28 @@ static void forward(void* kernel, TF_OpKernelContext* ctx) {
     }
   }
   free(sums);
+}
+
+/* Inputs x, γ, β; outputs z (like x), μ and r ([N, G]). */
+static void forward(void* kernel, TF_OpKernelContext* ctx) {
+  const Attrs* attrs = kernel;
+  TF_Status* status = TF_NewStatus();
+  TF_Tensor* in[3] = {0};
+  TF_Tensor* out[3] = {0};
+  Shape s;
+  if (!read_inputs(ctx, attrs, 3, in, &s, status)) goto done;
+  const int64_t dims[4] = {TF_Dim(in[0], 0), TF_Dim(in[0], 1), TF_Dim(in[0], 2), s.c};
+  const int64_t stat_dims[2] = {s.n, s.groups};
+  out[0] = output(ctx, 0, dims, 4, s.n * s.hw * s.c, status);
+  if (out[0]) out[1] = output(ctx, 1, stat_dims, 2, s.n * s.groups, status);
+  if (out[1]) out[2] = output(ctx, 2, stat_dims, 2, s.n * s.groups, status);
+  if (TF_GetCode(status) != TF_OK) goto done;
+
+  ForwardPass pass = {attrs,          s,
+                      TF_TensorData(in[0]), TF_TensorData(in[1]),
+                      TF_TensorData(in[2]), TF_TensorData(out[0]),
+                      TF_TensorData(out[1]), TF_TensorData(out[2])};
+  parallel_for(s.n, forward_samples, &pass);
 done:
   if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
   for (int i = 0; i < 3; i++) {
@@ -255,38 +234,31 @@ done:
   TF_DeleteStatus(status);
 }
 
-/* Inputs ∂z, x, γ, β, μ, r; outputs ∂x, ∂γ, ∂β. */
-static void backward(void* kernel, TF_OpKernelContext* ctx) {
-  const Attrs* attrs = kernel;
-  TF_Status* status = TF_NewStatus();
-  TF_Tensor* in[6] = {0};
-  TF_Tensor* out[3] = {0};
+/* The backward's inputs and outputs, for backward_samples: ∂x, and ∂γ, ∂β per sample. */
+typedef struct {
   Shape s;
-  if (!read_inputs(ctx, attrs, 6, in, &s, status)) goto done;
-  const int64_t dims[4] = {TF_Dim(in[1], 0), TF_Dim(in[1], 1), TF_Dim(in[1], 2), s.c};
-  const int64_t channel_dims[1] = {s.c};
-  out[0] = output(ctx, 0, dims, 4, s.n * s.hw * s.c, status);
-  if (out[0]) out[1] = output(ctx, 1, channel_dims, 1, s.c, status);
-  if (out[1]) out[2] = output(ctx, 2, channel_dims, 1, s.c, status);
-  if (TF_GetCode(status) != TF_OK) goto done;
+  const float *dz, *x, *gamma, *beta, *mean, *rstd;
+  float* dx;
+  double* totals; /* [N][2][C]: Σ ∂y x̂ and Σ ∂y of each sample */
+  int silu;
+} BackwardPass;
 
-  const float* dz = TF_TensorData(in[0]);
-  const float* x = TF_TensorData(in[1]);
-  const float* gamma = TF_TensorData(in[2]);
-  const float* beta = TF_TensorData(in[3]);
-  const float* mean = TF_TensorData(in[4]);
-  const float* rstd = TF_TensorData(in[5]);
-  float* dx = TF_TensorData(out[0]);
-  float* dgamma = TF_TensorData(out[1]);
-  float* dbeta = TF_TensorData(out[2]);
+/* The backward for samples [begin, end). */
+static void backward_samples(void* context, int64_t begin, int64_t end) {
+  const BackwardPass* pass = context;
+  const Shape s = pass->s;
+  const float *dz = pass->dz, *x = pass->x, *gamma = pass->gamma, *beta = pass->beta;
+  const float *mean = pass->mean, *rstd = pass->rstd;
+  float* dx = pass->dx;
+  double* totals = pass->totals;
+  const int silu = pass->silu;
   const int64_t c = s.c, hw = s.hw;
-  /* Per-channel coefficients and sums, and ∂γ, ∂β over the batch in double. */
+  /* Per-channel coefficients and sums. */
   float* f = malloc(7 * c * sizeof(float));
   float *a = f, *b = f + c, *r = f + 2 * c, *mr = f + 3 * c, *sdy = f + 4 * c, *sdyx = f + 5 * c,
         *k3 = f + 6 * c;
-  double* totals = calloc(2 * c, sizeof(double));
   const double m = (double)(hw * s.per_group);
-  for (int64_t n = 0; n < s.n; n++) {
+  for (int64_t n = begin; n < end; n++) {
     const float* xn = x + n * hw * c;
     const float* dzn = dz + n * hw * c;
     float* dxn = dx + n * hw * c;
@@ -301,7 +273,7 @@ static void backward(void* kernel, TF_OpKernelContext* ctx) {
     /* ∂y (kept in ∂x for the second pass) and its sums Σ∂y, Σ∂y·x̂ per channel. */
     for (int64_t p = 0; p < hw; p++) {
       const int64_t row = p * c;
-      if (attrs->silu) silu_grad_row(xn + row, dzn + row, a, b, dxn + row, c);
+      if (silu) silu_grad_row(xn + row, dzn + row, a, b, dxn + row, c);
       else memcpy(dxn + row, dzn + row, c * sizeof(float));
       for (int64_t ch = 0; ch < c; ch++) {
         sdy[ch] += dxn[row + ch];
@@ -324,8 +296,8 @@ static void backward(void* kernel, TF_OpKernelContext* ctx) {
       }
     }
     for (int64_t ch = 0; ch < c; ch++) {
-      totals[ch] += sdyx[ch];
-      totals[c + ch] += sdy[ch];
+      totals[2 * c * n + ch] = sdyx[ch];
+      totals[2 * c * n + c + ch] = sdy[ch];
     }
     for (int64_t p = 0; p < hw; p++)
       for (int64_t ch = 0; ch < c; ch++) {
@@ -333,11 +305,47 @@ static void backward(void* kernel, TF_OpKernelContext* ctx) {
         dxn[i] = dxn[i] * a[ch] + xn[i] * b[ch] + k3[ch];
       }
   }
-  for (int64_t ch = 0; ch < c; ch++) {
-    dgamma[ch] = (float)totals[ch];
-    dbeta[ch] = (float)totals[c + ch];
-  }
   free(f);
+}
+
+/* Inputs ∂z, x, γ, β, μ, r; outputs ∂x, ∂γ, ∂β. */
+static void backward(void* kernel, TF_OpKernelContext* ctx) {
+  const Attrs* attrs = kernel;
+  TF_Status* status = TF_NewStatus();
+  TF_Tensor* in[6] = {0};
+  TF_Tensor* out[3] = {0};
+  Shape s;
+  if (!read_inputs(ctx, attrs, 6, in, &s, status)) goto done;
+  const int64_t dims[4] = {TF_Dim(in[1], 0), TF_Dim(in[1], 1), TF_Dim(in[1], 2), s.c};
+  const int64_t channel_dims[1] = {s.c};
+  out[0] = output(ctx, 0, dims, 4, s.n * s.hw * s.c, status);
+  if (out[0]) out[1] = output(ctx, 1, channel_dims, 1, s.c, status);
+  if (out[1]) out[2] = output(ctx, 2, channel_dims, 1, s.c, status);
+  if (TF_GetCode(status) != TF_OK) goto done;
+
+  const int64_t c = s.c;
+  /* Each sample's share of ∂γ, ∂β, summed in sample order after: the same sums on any number
+   * of threads. */
+  double* totals = malloc(2 * c * s.n * sizeof(double));
+  if (!totals) {
+    TF_SetStatus(status, TF_INVALID_ARGUMENT, "GroupNormSiLUGrad: out of memory");
+    goto done;
+  }
+  BackwardPass pass = {s, TF_TensorData(in[0]), TF_TensorData(in[1]), TF_TensorData(in[2]),
+                       TF_TensorData(in[3]), TF_TensorData(in[4]), TF_TensorData(in[5]),
+                       TF_TensorData(out[0]), totals, attrs->silu};
+  parallel_for(s.n, backward_samples, &pass);
+  float* dgamma = TF_TensorData(out[1]);
+  float* dbeta = TF_TensorData(out[2]);
+  for (int64_t ch = 0; ch < c; ch++) {
+    double sum_gamma = 0, sum_beta = 0;
+    for (int64_t n = 0; n < s.n; n++) {
+      sum_gamma += totals[2 * c * n + ch];
+      sum_beta += totals[2 * c * n + c + ch];
+    }
+    dgamma[ch] = (float)sum_gamma;
+    dbeta[ch] = (float)sum_beta;
+  }
   free(totals);
 done:
   if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);

@@ -10,9 +10,9 @@
  * sees tens of distinct shapes, a few bytes each). Everything else about the op, and its
  * result, is unchanged.
  *
- * Also here: the kernels of the project's own ops, GroupNorm + SiLU, the Adam step, and the
- * stride-1 convolutions (forward, and the filter gradient; the input gradient runs as a forward
- * convolution), which stand in for TensorFlow's where the ops are loaded.
+ * Also here: the kernels of the project's own ops, GroupNorm (+ SiLU), the Adam step, the stride-1
+ * convolutions (forward, and the filter gradient; the input gradient runs as a forward
+ * convolution) and the attention core, which stand in for TensorFlow's where the ops are loaded.
  *
  * @module
  */
@@ -27,6 +27,7 @@ import {
   replaceKernel,
 } from "./registry.ts";
 import { CONV2D, CONV2D_GRAD } from "../../core/nn/conv.ts";
+import { ATTENTION, ATTENTION_GRAD } from "../../core/nn/attention.ts";
 import { GROUP_NORM_SILU, GROUP_NORM_SILU_GRAD } from "../../core/nn/group_norm_silu.ts";
 import { LINEAR, LINEAR_GRAD } from "../../core/nn/linear.ts";
 import { projectOpsStatus } from "../native.ts";
@@ -53,6 +54,7 @@ interface NodeBackend {
     TF_ATTR_FLOAT: number;
   };
   getInputTensorIds(tensors: tf.TensorInfo[]): number[];
+  incRef(dataId: object): void;
   createOutputTensor(metadata: OutputMetadata): tf.TensorInfo;
 }
 
@@ -136,10 +138,18 @@ function convInfo(
   return info.padInfo.type === "SAME" || info.padInfo.type === "VALID" ? info : undefined;
 }
 
+/**
+ * Reshape: to the shape x already has (the gradients of broadcasting ops ask for that dozens of
+ * times a step), x itself, shared as the cpu backend shares it; else TensorFlow's Reshape.
+ */
 const reshape: FastPath = () => ({ inputs, backend, attrs }) => {
   const b = backend as unknown as NodeBackend;
   const { x } = inputs as { x: tf.TensorInfo };
   const { shape } = attrs as unknown as { shape: number[] };
+  if (shape.length === x.shape.length && shape.every((d, i) => d === x.shape[i])) {
+    b.incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+  }
   const attributes = [typeAttr(b, "T", x.dtype), typeAttr(b, "Tshape", "int32")];
   return execute(b, "Reshape", attributes, [x, int32(b, shape)])[0];
 };
@@ -212,6 +222,33 @@ const fusedConv2D: FastPath = (stock) => (args) => {
   }
   return ownConv2D(args.backend as unknown as NodeBackend, x!, filter!, bias);
 };
+
+/** The fused attention core of lib/runtime/kernels/attention.c (lib/core/nn/attention.ts). */
+function attentionKernel(op: string, inputs: string[], outputs: number): tf.KernelFunc {
+  return ({ inputs: given, backend, attrs }) => {
+    const b = backend as unknown as NodeBackend;
+    const { heads, batch } = attrs as unknown as { heads: number; batch: number };
+    const attributes = [
+      { name: "heads", type: b.binding.TF_ATTR_INT, value: heads },
+      { name: "batch", type: b.binding.TF_ATTR_INT, value: batch },
+    ];
+    const operands = inputs.map((name) => (given as Record<string, tf.TensorInfo>)[name]);
+    return execute(b, op, attributes, operands, outputs);
+  };
+}
+
+const ATTENTION_KERNELS: tf.KernelConfig[] = [
+  {
+    kernelName: ATTENTION,
+    backendName: "tensorflow",
+    kernelFunc: attentionKernel(ATTENTION, ["q", "k", "v"], 2),
+  },
+  {
+    kernelName: ATTENTION_GRAD,
+    backendName: "tensorflow",
+    kernelFunc: attentionKernel(ATTENTION_GRAD, ["q", "k", "v", "probs", "dout"], 3),
+  },
+];
 
 /** The attributes of a stride-1 "same" convolution, as TensorFlow.js's kernels take them. */
 const SAME_CONVOLUTION = {
@@ -479,7 +516,9 @@ const FAST_PATHS: [string, FastPath][] = [
 export function registerNativeFastPaths(): void {
   LINEAR_KERNELS.forEach(replaceKernel);
   if (projectOpsStatus().loaded) {
-    [...GROUP_NORM_KERNELS, ADAM_STEP_KERNEL, ...CONV2D_KERNELS].forEach(replaceKernel);
+    [...GROUP_NORM_KERNELS, ADAM_STEP_KERNEL, ...CONV2D_KERNELS, ...ATTENTION_KERNELS].forEach(
+      replaceKernel,
+    );
   }
   registerFastPaths("tensorflow", FAST_PATHS);
 }
