@@ -297,9 +297,8 @@ function bindingGyp(dir: string): string {
 }
 
 /** The project's own TensorFlow ops, compiled beside the binding (see lib/runtime/native.ts). */
-const OPS_SOURCES = ["group_norm_silu.c", "adam_step.c", "conv2d.c", "attention.c"].map((
-  name,
-) => new URL(`../lib/runtime/kernels/${name}`, import.meta.url).pathname);
+const OPS_SOURCES = ["group_norm_silu.c", "adam_step.c", "conv2d.c", "attention.c", "memory.c"]
+  .map((name) => new URL(`../lib/runtime/kernels/${name}`, import.meta.url).pathname);
 /** What they include (a change to one rebuilds them). */
 const OPS_HEADERS = ["tf_kernel_api.h", "parallel.h", "vector8.h"].map((name) =>
   new URL(`../lib/runtime/kernels/${name}`, import.meta.url).pathname

@@ -255,7 +255,7 @@ describe("the native backend, when set up", () => {
     },
   );
 
-  whenSetUp("runs stride-1 convolutions as the project's ops, equal to cpu's", async () => {
+  whenSetUp("runs convolutions as the project's ops, equal to cpu's", async () => {
     assert.ok(projectOpsStatus().loaded, `project ops not loaded: ${projectOpsStatus().reason}`);
     await tf.setBackend("tensorflow");
     registerNativeFastPaths();
@@ -280,6 +280,28 @@ describe("the native backend, when set up", () => {
       const actual = await valueAndGrads("tensorflow", conv, [x, w, b], shapes);
       for (const [i, what] of ["value", "∂x", "∂W", "∂b"].entries()) {
         assertClose(actual[i], expected[i], `${what} of ${shape} * ${k}×${k} → ${out}`);
+      }
+    }
+    // Strided and "valid" convolutions (the U-Net's downsampling) through tf.conv2d.
+    for (
+      const [shape, stride, pad] of [[[2, 8, 8, 16], 2, "same"], [
+        [2, 7, 7, 8],
+        2,
+        "valid",
+      ]] as const
+    ) {
+      const strided = (a: tf.Tensor, w: tf.Tensor) =>
+        tf.conv2d(a as tf.Tensor4D, w as tf.Tensor4D, stride, pad);
+      const filterShape = [3, 3, shape[3], 16];
+      const x = Array.from(
+        { length: shape.reduce((a, b) => a * b, 1) },
+        (_, i) => Math.sin(i * 0.37),
+      );
+      const w = Array.from({ length: 3 * 3 * shape[3] * 16 }, (_, i) => Math.cos(i * 0.11) * 0.3);
+      const expected = await valueAndGrads("cpu", strided, [x, w], [[...shape], filterShape]);
+      const actual = await valueAndGrads("tensorflow", strided, [x, w], [[...shape], filterShape]);
+      for (const [i, what] of ["value", "∂x", "∂W"].entries()) {
+        assertClose(actual[i], expected[i], `${what} of ${shape} at stride ${stride}, ${pad}`);
       }
     }
     await tf.setBackend("tensorflow");

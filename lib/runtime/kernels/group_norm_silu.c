@@ -41,7 +41,7 @@ static inline void sigmoid_tail(const float* y, float* s, int64_t n) {
 }
 
 /* z = y σ(y) for one row of c channels, y = x a + b. */
-static void silu_row(const float* x, const float* a, const float* b, float* z, int64_t c) {
+static inline void silu_row(const float* x, const float* a, const float* b, float* z, int64_t c) {
   int64_t ch = 0;
   for (; ch + 8 <= c; ch += 8) {
     const v8f y = load8(x + ch) * load8(a + ch) + load8(b + ch);
@@ -56,7 +56,7 @@ static void silu_row(const float* x, const float* a, const float* b, float* z, i
 }
 
 /* ∂y = ∂z σ(y) (1 + y (1 − σ(y))) for one row, y = x a + b. */
-static void silu_grad_row(const float* x, const float* dz, const float* a, const float* b,
+static inline void silu_grad_row(const float* x, const float* dz, const float* a, const float* b,
                           float* dy, int64_t c) {
   int64_t ch = 0;
   for (; ch + 8 <= c; ch += 8) {
@@ -81,7 +81,7 @@ typedef struct {
 } Attrs;
 
 /* z = y = x a + b for one row of c channels (GroupNorm without the SiLU). */
-static void affine_row(const float* x, const float* a, const float* b, float* z, int64_t c) {
+static inline void affine_row(const float* x, const float* a, const float* b, float* z, int64_t c) {
   for (int64_t ch = 0; ch < c; ch++) z[ch] = x[ch] * a[ch] + b[ch];
 }
 
@@ -198,8 +198,10 @@ static void forward_samples(void* context, int64_t begin, int64_t end) {
         b[ch] = beta[ch] - mu * a[ch];
       }
     }
-    for (int64_t p = 0; p < hw; p++) {
-      (attrs->silu ? silu_row : affine_row)(xn + p * c, a, b, zn + p * c, c);
+    if (attrs->silu) {
+      for (int64_t p = 0; p < hw; p++) silu_row(xn + p * c, a, b, zn + p * c, c);
+    } else {
+      for (int64_t p = 0; p < hw; p++) affine_row(xn + p * c, a, b, zn + p * c, c);
     }
   }
   free(sums);

@@ -56,6 +56,16 @@ interface NodeBackend {
   getInputTensorIds(tensors: tf.TensorInfo[]): number[];
   incRef(dataId: object): void;
   createOutputTensor(metadata: OutputMetadata): tf.TensorInfo;
+  tensorMap: { set(dataId: object, data: TensorData): void };
+}
+
+/** What tfjs-node's backend keeps for a tensor: its TensorFlow handle id, shape and type. */
+interface TensorData {
+  shape: number[];
+  dtype: number;
+  id: number;
+  values: null;
+  refCount: number;
 }
 
 interface OpAttr {
@@ -109,8 +119,30 @@ function execute(
     typeof input === "number" ? input : backend.getInputTensorIds([input])[0]
   );
   return backend.binding.executeOp(name, attrs, ids, outputs).map((metadata) =>
-    backend.createOutputTensor(metadata)
+    outputInfo(backend, metadata)
   );
+}
+
+/**
+ * The tensor info of an op's output. tfjs-node's own `createOutputTensor` wraps each output in a
+ * tracked Tensor, which the engine then wraps again when the kernel returns it; for the common
+ * types this records the handle and returns the bare info (about 10 µs an output, on ops of
+ * 25–60 µs).
+ */
+function outputInfo(backend: NodeBackend, metadata: OutputMetadata): tf.TensorInfo {
+  const { TF_FLOAT, TF_INT32, TF_BOOL } = backend.binding;
+  const type = metadata.dtype;
+  const dtype: tf.DataType | undefined = type === TF_FLOAT
+    ? "float32"
+    : type === TF_INT32
+    ? "int32"
+    : type === TF_BOOL
+    ? "bool"
+    : undefined;
+  if (dtype === undefined) return backend.createOutputTensor(metadata);
+  const dataId = {};
+  backend.tensorMap.set(dataId, { ...metadata, values: null, refCount: 1 });
+  return { dataId, shape: metadata.shape, dtype };
 }
 
 /** The attributes tfjs-node gives both convolution gradients. */
@@ -167,43 +199,73 @@ const sum: FastPath = () => ({ inputs, backend, attrs }) => {
   return execute(b, "Sum", attributes, [x, int32(b, axes)])[0];
 };
 
+/** A convolution as the project's ops (lib/runtime/kernels/conv2d.c) take it. */
+interface OwnConvolution {
+  kernelHeight: number;
+  kernelWidth: number;
+  stride: number;
+  /** [top, bottom, left, right]. */
+  pads: [number, number, number, number];
+}
+
 /**
- * The kernel size k of a convolution that the project's own op (lib/runtime/kernels/conv2d.c)
- * computes: NHWC, stride and dilation 1, a square odd filter, the output as large as the input
- * (padding (k − 1)/2 on every side, "same" or explicit) and a multiple of 8 output channels;
- * undefined for any other, which TensorFlow's kernels run.
+ * The geometry of a convolution that the project's own ops compute: NHWC, dilation 1, the same
+ * stride both ways, padding of zero or more on each side ("same", "valid" or explicit), and a
+ * multiple of 8 output channels; undefined for any other, which TensorFlow's kernels run.
  */
 function ownConvolution(
   kernelName: string,
   xShape: number[],
   filterShape: number[],
   attrs: tf.NamedAttrMap,
-): number | undefined {
+): OwnConvolution | undefined {
   if (!projectOpsStatus().loaded) return undefined;
   const { dataFormat, dilations } = attrs as { dataFormat?: string; dilations?: number | number[] };
   if (dataFormat === "NCHW" || [dilations ?? 1].flat().some((d) => d !== 1)) return undefined;
   const [kh, kw, , co] = filterShape;
   const info = convGeometry(kernelName, xShape, filterShape, attrs);
   const { top, bottom, left, right } = info.padInfo;
-  const p = (kh - 1) / 2;
-  const same = [top, bottom, left, right].every((side) => side === p) &&
-    info.outHeight === info.inHeight && info.outWidth === info.inWidth;
-  const unit = info.strideHeight === 1 && info.strideWidth === 1;
-  return kh === kw && kh % 2 === 1 && same && unit && co % 8 === 0 ? kh : undefined;
+  const pads: OwnConvolution["pads"] = [top, bottom, left, right];
+  const stride = info.strideHeight;
+  const fits = info.strideWidth === stride && pads.every((p) => p >= 0) && co % 8 === 0 &&
+    info.outHeight === Math.floor((info.inHeight + top + bottom - kh) / stride) + 1 &&
+    info.outWidth === Math.floor((info.inWidth + left + right - kw) / stride) + 1;
+  return fits ? { kernelHeight: kh, kernelWidth: kw, stride, pads } : undefined;
+}
+
+/** The stride and padding attributes of the project's convolution ops. */
+function convolutionAttrs(b: NodeBackend, conv: OwnConvolution): OpAttr[] {
+  const int = (name: string, value: number) => ({ name, type: b.binding.TF_ATTR_INT, value });
+  const [top, bottom, left, right] = conv.pads;
+  return [
+    int("stride", conv.stride),
+    int("pad_top", top),
+    int("pad_bottom", bottom),
+    int("pad_left", left),
+    int("pad_right", right),
+  ];
 }
 
 /** y = conv(x, w) (+ bias) through the project's op; see {@link ownConvolution}. */
-function ownConv2D(b: NodeBackend, x: tf.TensorInfo, filter: tf.TensorInfo, bias?: tf.TensorInfo) {
-  const attributes = [{ name: "N", type: b.binding.TF_ATTR_INT, value: bias ? 1 : 0 }];
+function ownConv2D(
+  b: NodeBackend,
+  conv: OwnConvolution,
+  x: tf.TensorInfo,
+  filter: tf.TensorInfo,
+  bias?: tf.TensorInfo,
+) {
+  const attributes = [
+    { name: "N", type: b.binding.TF_ATTR_INT, value: bias ? 1 : 0 },
+    ...convolutionAttrs(b, conv),
+  ];
   return execute(b, "DiffusionConv2D", attributes, bias ? [x, filter, bias] : [x, filter])[0];
 }
 
 const conv2D: FastPath = (stock) => (args) => {
   const { x, filter } = args.inputs as { x: tf.TensorInfo; filter: tf.TensorInfo };
-  if (ownConvolution("Conv2D", x.shape, filter.shape, args.attrs ?? {}) === undefined) {
-    return stock(args);
-  }
-  return ownConv2D(args.backend as unknown as NodeBackend, x, filter);
+  const conv = ownConvolution("Conv2D", x.shape, filter.shape, args.attrs ?? {});
+  if (conv === undefined) return stock(args);
+  return ownConv2D(args.backend as unknown as NodeBackend, conv, x, filter);
 };
 
 /** A fused convolution with a bias (or none) and no activation runs as the project's op. */
@@ -214,13 +276,11 @@ const fusedConv2D: FastPath = (stock) => (args) => {
   >;
   const { activation } = args.attrs as { activation?: string };
   const linear = (activation ?? "linear") === "linear" && !preluActivationWeights;
-  if (
-    !linear ||
-    ownConvolution("FusedConv2D", x!.shape, filter!.shape, args.attrs ?? {}) === undefined
-  ) {
-    return stock(args);
-  }
-  return ownConv2D(args.backend as unknown as NodeBackend, x!, filter!, bias);
+  const conv = linear
+    ? ownConvolution("FusedConv2D", x!.shape, filter!.shape, args.attrs ?? {})
+    : undefined;
+  if (conv === undefined) return stock(args);
+  return ownConv2D(args.backend as unknown as NodeBackend, conv, x!, filter!, bias);
 };
 
 /** The fused attention core of lib/runtime/kernels/attention.c (lib/core/nn/attention.ts). */
@@ -262,8 +322,9 @@ const SAME_CONVOLUTION = {
 
 /**
  * The layer convolution of lib/core/nn/conv.ts: forward and backward each one op of the
- * project's where {@link ownConvolution} takes the shape (the backward also wants C_in a multiple
- * of 8), else the backend's own kernels (the fused convolution; the two gradients and a sum).
+ * project's where {@link ownConvolution} takes the shape (the backward also wants an odd square
+ * filter and C_in a multiple of 8), else the backend's own kernels (the fused convolution; the
+ * two gradients and a sum).
  */
 const CONV2D_KERNELS: tf.KernelConfig[] = [
   {
@@ -271,8 +332,9 @@ const CONV2D_KERNELS: tf.KernelConfig[] = [
     backendName: "tensorflow",
     kernelFunc: ({ inputs, backend }) => {
       const { x, filter, bias } = inputs as Record<string, tf.TensorInfo>;
-      if (ownConvolution(CONV2D, x.shape, filter.shape, SAME_CONVOLUTION) !== undefined) {
-        return ownConv2D(backend as unknown as NodeBackend, x, filter, bias);
+      const conv = ownConvolution(CONV2D, x.shape, filter.shape, SAME_CONVOLUTION);
+      if (conv !== undefined) {
+        return ownConv2D(backend as unknown as NodeBackend, conv, x, filter, bias);
       }
       const runner = new KernelRunner("tensorflow", backend as unknown as KernelBackend);
       return runner.run("FusedConv2D", { x, filter, bias }, SAME_CONVOLUTION);
@@ -284,7 +346,8 @@ const CONV2D_KERNELS: tf.KernelConfig[] = [
     kernelFunc: ({ inputs, backend }) => {
       const { dy, x, filter } = inputs as Record<string, tf.TensorInfo>;
       const own = ownConvolution(CONV2D_GRAD, x.shape, filter.shape, SAME_CONVOLUTION);
-      if (own !== undefined && filter.shape[2] % 8 === 0) {
+      const [kh, kw, ci] = filter.shape;
+      if (own !== undefined && kh === kw && kh % 2 === 1 && ci % 8 === 0) {
         return execute(backend as unknown as NodeBackend, "DiffusionConv2DGrad", [], [
           dy,
           x,
@@ -311,9 +374,13 @@ const conv2DBackpropFilter: FastPath = (stock) => (args) => {
   const b = args.backend as unknown as NodeBackend;
   const { x, dy } = args.inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
   const { filterShape } = args.attrs as unknown as { filterShape: number[] };
-  const k = ownConvolution("Conv2DBackpropFilter", x.shape, filterShape, args.attrs ?? {});
-  if (k !== undefined) {
-    const attributes = [{ name: "k", type: b.binding.TF_ATTR_INT, value: k }];
+  const conv = ownConvolution("Conv2DBackpropFilter", x.shape, filterShape, args.attrs ?? {});
+  if (conv !== undefined) {
+    const attributes = [
+      { name: "kernel_height", type: b.binding.TF_ATTR_INT, value: conv.kernelHeight },
+      { name: "kernel_width", type: b.binding.TF_ATTR_INT, value: conv.kernelWidth },
+      ...convolutionAttrs(b, conv),
+    ];
     return execute(b, "DiffusionConv2DBackpropFilter", attributes, [x, dy])[0];
   }
   const info = convInfo("Conv2DBackpropFilter", x.shape, filterShape, args.attrs ?? {});
