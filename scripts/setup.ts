@@ -10,11 +10,11 @@
  * Layout of `.native/`: `lib/` (libtensorflow_cc.so.2 and libtensorflow_framework.so.2, ~850 MB),
  * `include/` (the C API headers the binding includes), `tfjs_binding.node` (its run path finds
  * `lib/`), `setup.json` (what was built, or why it failed), `setup.log` (the last build's output),
- * and `libdiffusion_ops.so`, the project's own ops (GroupNorm + SiLU, the Adam step, the stride-1
- * convolution and its filter gradient, the attention core) compiled from
- * lib/runtime/kernels/group_norm_silu.c, adam_step.c, conv2d.c and attention.c with the machine's
- * C compiler (`ops.json` records for which version of
- * the source; optional: without it the native backend runs TensorFlow's own ops for them).
+ * and `libdiffusion_ops.so`, the project's own ops (GroupNorm + SiLU, the Adam step, the
+ * convolutions and their gradients, the attention core) compiled from
+ * lib/runtime/kernels/group_norm_silu.c, adam_step.c, conv2d.c, attention.c and memory.c with the
+ * machine's C compiler (`ops.json` records for which version of the source; optional: without it
+ * the native backend runs TensorFlow's own ops for them).
  * The binding is also copied to where tfjs-node's own loader looks, so that
  * `import "@tensorflow/tfjs-node"` works too.
  *
@@ -374,8 +374,8 @@ async function ensureProjectOps(
   await writeFileAtomic(`${dir}/ops.json`, JSON.stringify({ key, ok, reason }, null, 2) + "\n");
   say(
     ok
-      ? `built the project's own ops: GroupNorm + SiLU, the Adam step, the stride-1 ` +
-        `convolutions and the attention core (${PROJECT_OPS_LIBRARY})`
+      ? `built the project's own ops: GroupNorm + SiLU, the Adam step, the convolutions ` +
+        `and the attention core (${PROJECT_OPS_LIBRARY})`
       : `the project's own ops were not built (${reason}); the native backend runs TensorFlow's ` +
         `ops in their place`,
   );

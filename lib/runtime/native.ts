@@ -110,8 +110,8 @@ let projectOps: { library?: Deno.DynamicLibrary<Record<never, never>>; reason?: 
 
 /**
  * Loads the project's own TensorFlow ops (lib/runtime/kernels/*.c: the fused GroupNorm + SiLU, the
- * Adam step, the stride-1 convolutions), which register themselves with libtensorflow as the
- * library loads. Without them the native backend runs TensorFlow's own ops in their place.
+ * Adam step, the convolutions and their gradients, the attention core), which register themselves
+ * with libtensorflow as the library loads. Without them the native backend runs TensorFlow's own ops in their place.
  */
 function loadProjectOps(): void {
   const path = `${nativeDir()}/${PROJECT_OPS_LIBRARY}`;

@@ -5,11 +5,21 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { applyKernelPair, type KernelPair } from "./kernel_pair.ts";
 import { type ForwardContext, GroupNorm, Linear, type ParameterStore, record } from "./layers.ts";
 
 /** Kernel names of the fused core (q, k, v → O, P) and its backward (q, k, v, P, ∂O → ∂q, ∂k, ∂v). */
 export const ATTENTION = "DiffusionAttention";
 export const ATTENTION_GRAD = "DiffusionAttentionGrad";
+
+const ATTENTION_PAIR: KernelPair = {
+  forward: ATTENTION,
+  backward: ATTENTION_GRAD,
+  inputs: ["q", "k", "v"],
+  saved: ["q", "k", "v"],
+  extraOutputs: ["probs"],
+  gradient: "dout",
+};
 
 /**
  * The core of multi-head attention for `batch` samples: q [N·L_q, C] and k, v [N·L_k, C] (each
@@ -28,23 +38,7 @@ export function attentionCore(
   if (tf.getKernel(ATTENTION, tf.getBackend()) === undefined) {
     return compositeAttention(q, k, v, batch, heads);
   }
-  const attrs = { heads, batch };
-  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [qs, ks, vs] = args as tf.Tensor[];
-    const save = args[3] as tf.GradSaveFunc;
-    const [out, probs] = tf.engine().runKernel(
-      ATTENTION,
-      { q: qs, k: ks, v: vs },
-      attrs,
-    ) as tf.Tensor[];
-    save([qs, ks, vs, probs]);
-    const gradFunc = (dout: tf.Tensor, saved: tf.Tensor[]) => {
-      const [q, k, v, probs] = saved;
-      return tf.engine().runKernel(ATTENTION_GRAD, { q, k, v, probs, dout }, attrs) as tf.Tensor[];
-    };
-    return { value: out, gradFunc };
-  });
-  return op(q, k, v) as tf.Tensor2D;
+  return applyKernelPair(ATTENTION_PAIR, [q, k, v], { heads, batch }) as tf.Tensor2D;
 }
 
 /** {@link attentionCore} composed of TensorFlow.js ops. */

@@ -15,26 +15,24 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { applyKernelPair, type KernelPair } from "./kernel_pair.ts";
 
 /** Kernel names of the forward (x, filter, bias → y) and backward (∂y, x, filter → ∂x, ∂W, ∂b). */
 export const CONV2D = "DiffusionConv2d";
 export const CONV2D_GRAD = "DiffusionConv2dGrad";
+
+const CONV2D_PAIR: KernelPair = {
+  forward: CONV2D,
+  backward: CONV2D_GRAD,
+  inputs: ["x", "filter", "bias"],
+  saved: ["x", "filter"],
+  gradient: "dy",
+};
 
 /** y = conv(x, W) + b at stride 1, "same" padding, through the backend's kernels where it has them. */
 export function conv2dSame(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.Tensor1D): tf.Tensor4D {
   if (tf.getKernel(CONV2D, tf.getBackend()) === undefined) {
     return tf.fused.conv2d({ x, filter, bias, strides: 1, pad: "same" });
   }
-  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [input, w, b] = args as tf.Tensor[];
-    const save = args[3] as tf.GradSaveFunc;
-    const y = tf.engine().runKernel(CONV2D, { x: input, filter: w, bias: b }, {}) as tf.Tensor;
-    save([input, w]);
-    const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
-      const [x, w] = saved;
-      return tf.engine().runKernel(CONV2D_GRAD, { dy, x, filter: w }, {}) as tf.Tensor[];
-    };
-    return { value: y, gradFunc };
-  });
-  return op(x, filter, bias) as tf.Tensor4D;
+  return applyKernelPair(CONV2D_PAIR, [x, filter, bias]) as tf.Tensor4D;
 }

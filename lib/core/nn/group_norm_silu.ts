@@ -13,10 +13,20 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
+import { applyKernelPair, type KernelPair } from "./kernel_pair.ts";
 
 /** Kernel names of the fused forward (x, γ, β → z, μ, r) and backward (∂z, x, γ, β, μ, r → ∂x, ∂γ, ∂β). */
 export const GROUP_NORM_SILU = "GroupNormSiLU";
 export const GROUP_NORM_SILU_GRAD = "GroupNormSiLUGrad";
+
+const GROUP_NORM_PAIR: KernelPair = {
+  forward: GROUP_NORM_SILU,
+  backward: GROUP_NORM_SILU_GRAD,
+  inputs: ["x", "gamma", "beta"],
+  saved: ["x", "gamma", "beta"],
+  extraOutputs: ["mean", "rstd"],
+  gradient: "dz",
+};
 
 /** SiLU(GroupNorm(x)) for x [N, H, W, C], γ and β [C]: fused where the backend can. */
 export function groupNormSiLU(
@@ -59,27 +69,11 @@ function fused(
   epsilon: number,
   silu: boolean,
 ): tf.Tensor4D {
-  const attrs = { groups, epsilon, silu };
-  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [input, g, b] = args as tf.Tensor[];
-    const save = args[3] as tf.GradSaveFunc;
-    const [z, mean, rstd] = tf.engine().runKernel(
-      GROUP_NORM_SILU,
-      { x: input, gamma: g, beta: b },
-      attrs,
-    ) as tf.Tensor[];
-    save([input, g, b, mean, rstd]);
-    const gradFunc = (dz: tf.Tensor, saved: tf.Tensor[]) => {
-      const [x, gamma, beta, mean, rstd] = saved;
-      return tf.engine().runKernel(
-        GROUP_NORM_SILU_GRAD,
-        { dz, x, gamma, beta, mean, rstd },
-        attrs,
-      ) as tf.Tensor[];
-    };
-    return { value: z, gradFunc };
-  });
-  return op(x, gamma, beta) as tf.Tensor4D;
+  return applyKernelPair(GROUP_NORM_PAIR, [x, gamma, beta], {
+    groups,
+    epsilon,
+    silu,
+  }) as tf.Tensor4D;
 }
 
 /**

@@ -13,26 +13,24 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { applyKernelPair, type KernelPair } from "./kernel_pair.ts";
 
 /** Kernel names of the 2-D forward (x, w, b → y) and backward (∂y, x, w → ∂x, ∂w, ∂b). */
 export const LINEAR = "DiffusionLinear";
 export const LINEAR_GRAD = "DiffusionLinearGrad";
+
+const LINEAR_PAIR: KernelPair = {
+  forward: LINEAR,
+  backward: LINEAR_GRAD,
+  inputs: ["x", "weight", "bias"],
+  saved: ["x", "weight"],
+  gradient: "dy",
+};
 
 /** y = x W + b, through the backend's 2-D kernels where it has them. */
 export function linear(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor1D): tf.Tensor2D {
   if (tf.getKernel(LINEAR, tf.getBackend()) === undefined) {
     return tf.fused.matMul({ a: x, b: weight, bias }) as tf.Tensor2D;
   }
-  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [input, w, b] = args as tf.Tensor[];
-    const save = args[3] as tf.GradSaveFunc;
-    const y = tf.engine().runKernel(LINEAR, { x: input, weight: w, bias: b }, {}) as tf.Tensor;
-    save([input, w]);
-    const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
-      const [x, w] = saved;
-      return tf.engine().runKernel(LINEAR_GRAD, { dy, x, weight: w }, {}) as tf.Tensor[];
-    };
-    return { value: y, gradFunc };
-  });
-  return op(x, weight, bias) as tf.Tensor2D;
+  return applyKernelPair(LINEAR_PAIR, [x, weight, bias]) as tf.Tensor2D;
 }

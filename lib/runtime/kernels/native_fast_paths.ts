@@ -10,9 +10,10 @@
  * sees tens of distinct shapes, a few bytes each). Everything else about the op, and its
  * result, is unchanged.
  *
- * Also here: the kernels of the project's own ops, GroupNorm (+ SiLU), the Adam step, the stride-1
- * convolutions (forward, and the filter gradient; the input gradient runs as a forward
- * convolution) and the attention core, which stand in for TensorFlow's where the ops are loaded.
+ * Also here: the kernels of the project's own ops, GroupNorm (+ SiLU), the Adam step, the
+ * convolutions (forward at any stride and padding, the filter gradient, and a stride-1 layer's
+ * whole backward; the input gradient otherwise runs as a forward convolution) and the attention
+ * core, which stand in for TensorFlow's where the ops are loaded.
  *
  * @module
  */
@@ -283,30 +284,63 @@ const fusedConv2D: FastPath = (stock) => (args) => {
   return ownConv2D(args.backend as unknown as NodeBackend, conv, x!, filter!, bias);
 };
 
-/** The fused attention core of lib/runtime/kernels/attention.c (lib/core/nn/attention.ts). */
-function attentionKernel(op: string, inputs: string[], outputs: number): tf.KernelFunc {
-  return ({ inputs: given, backend, attrs }) => {
+/** An attribute of one of the project's ops, named as in the kernel's attributes too. */
+interface ProjectOpAttr {
+  name: string;
+  type: "int" | "float" | "bool";
+  /** Its value when the kernel's attributes leave it out. */
+  otherwise?: number | boolean;
+}
+
+/**
+ * The kernel that runs the project's op `op` (lib/runtime/kernels/*.c) on the kernel's inputs
+ * named `inputs`, in that order, with the attributes `attrs` taken from the kernel's, and
+ * returns its `outputs` outputs.
+ */
+function projectOpKernel(
+  op: string,
+  inputs: string[],
+  outputs: number,
+  attrs: ProjectOpAttr[],
+): tf.KernelFunc {
+  return ({ inputs: given, backend, attrs: values }) => {
     const b = backend as unknown as NodeBackend;
-    const { heads, batch } = attrs as unknown as { heads: number; batch: number };
-    const attributes = [
-      { name: "heads", type: b.binding.TF_ATTR_INT, value: heads },
-      { name: "batch", type: b.binding.TF_ATTR_INT, value: batch },
-    ];
+    const types = {
+      int: b.binding.TF_ATTR_INT,
+      float: b.binding.TF_ATTR_FLOAT,
+      bool: b.binding.TF_ATTR_BOOL,
+    };
+    const attributes = attrs.map(({ name, type, otherwise }) => ({
+      name,
+      type: types[type],
+      value: (values as Record<string, unknown>)?.[name] ?? otherwise,
+    }));
     const operands = inputs.map((name) => (given as Record<string, tf.TensorInfo>)[name]);
-    return execute(b, op, attributes, operands, outputs);
+    return execute(b, op, attributes as OpAttr[], operands, outputs);
   };
 }
+
+/** The fused attention core of lib/runtime/kernels/attention.c (lib/core/nn/attention.ts). */
+const ATTENTION_ATTRS: ProjectOpAttr[] = [
+  { name: "heads", type: "int" },
+  { name: "batch", type: "int" },
+];
 
 const ATTENTION_KERNELS: tf.KernelConfig[] = [
   {
     kernelName: ATTENTION,
     backendName: "tensorflow",
-    kernelFunc: attentionKernel(ATTENTION, ["q", "k", "v"], 2),
+    kernelFunc: projectOpKernel(ATTENTION, ["q", "k", "v"], 2, ATTENTION_ATTRS),
   },
   {
     kernelName: ATTENTION_GRAD,
     backendName: "tensorflow",
-    kernelFunc: attentionKernel(ATTENTION_GRAD, ["q", "k", "v", "probs", "dout"], 3),
+    kernelFunc: projectOpKernel(
+      ATTENTION_GRAD,
+      ["q", "k", "v", "probs", "dout"],
+      3,
+      ATTENTION_ATTRS,
+    ),
   },
 ];
 
@@ -449,44 +483,36 @@ const concat: FastPath = (stock) => (args) => {
 };
 
 /**
- * The project's fused GroupNorm + SiLU (lib/runtime/kernels/group_norm_silu.c, loaded by lib/runtime/native.ts)
- * as kernels: the forward op returns z and the statistics μ, r that the backward op takes.
+ * The project's fused GroupNorm + SiLU (lib/runtime/kernels/group_norm_silu.c, loaded by
+ * lib/runtime/native.ts) as kernels: the forward op returns z and the statistics μ, r that the
+ * backward op takes.
  */
-function groupNormKernel(op: string, inputs: string[]): tf.KernelFunc {
-  return ({ inputs: given, backend, attrs }) => {
-    const b = backend as unknown as NodeBackend;
-    const { groups, epsilon, silu } = attrs as unknown as {
-      groups: number;
-      epsilon: number;
-      silu?: boolean;
-    };
-    const attributes = [
-      { name: "groups", type: b.binding.TF_ATTR_INT, value: groups },
-      { name: "epsilon", type: b.binding.TF_ATTR_FLOAT, value: epsilon },
-      { name: "silu", type: b.binding.TF_ATTR_BOOL, value: silu ?? true },
-    ];
-    const operands = inputs.map((name) => (given as Record<string, tf.TensorInfo>)[name]);
-    return execute(b, op, attributes, operands, 3);
-  };
-}
+const GROUP_NORM_ATTRS: ProjectOpAttr[] = [
+  { name: "groups", type: "int" },
+  { name: "epsilon", type: "float" },
+  { name: "silu", type: "bool", otherwise: true },
+];
 
 const GROUP_NORM_KERNELS: tf.KernelConfig[] = [
   {
     kernelName: GROUP_NORM_SILU,
     backendName: "tensorflow",
-    kernelFunc: groupNormKernel("DiffusionGroupNormSiLU", ["x", "gamma", "beta"]),
+    kernelFunc: projectOpKernel(
+      "DiffusionGroupNormSiLU",
+      ["x", "gamma", "beta"],
+      3,
+      GROUP_NORM_ATTRS,
+    ),
   },
   {
     kernelName: GROUP_NORM_SILU_GRAD,
     backendName: "tensorflow",
-    kernelFunc: groupNormKernel("DiffusionGroupNormSiLUGrad", [
-      "dz",
-      "x",
-      "gamma",
-      "beta",
-      "mean",
-      "rstd",
-    ]),
+    kernelFunc: projectOpKernel(
+      "DiffusionGroupNormSiLUGrad",
+      ["dz", "x", "gamma", "beta", "mean", "rstd"],
+      3,
+      GROUP_NORM_ATTRS,
+    ),
   },
 ];
 
