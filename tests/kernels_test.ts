@@ -11,6 +11,7 @@ import {
   WASM_GRADIENT_KERNELS,
 } from "../lib/runtime/kernels/wasm_gradients.ts";
 import { upsampleNearest2x } from "../lib/core/nn/upsample.ts";
+import { maxPool2x } from "../lib/core/nn/layers.ts";
 import { conv2DBackpropInputAsConv } from "../lib/runtime/kernels/conv_gradients.ts";
 import { replaceKernel } from "../lib/runtime/kernels/registry.ts";
 import { registerWasmFastPaths } from "../lib/runtime/kernels/wasm_fast_paths.ts";
@@ -384,4 +385,37 @@ describe("upsampleNearest2x", () => {
     assert.throws(() => upsampleNearest2x(matrix as unknown as tf.Tensor4D), /rank 4/);
     matrix.dispose();
   });
+});
+
+describe("maxPool2x", () => {
+  const shape: Shape4 = [3, 4, 6, 5];
+  // Values on a coarse grid, so that many windows hold their maximum twice or more (+ 0: no −0,
+  // whose max with 0 either kernel may give as either zero).
+  const x = Float32Array.from(values(shape), (v) => Math.round(v * 2) / 2 + 0);
+  const weights = values([3, 2, 3, 5]);
+
+  /** The pooling as a max over the reshaped window axes, and the gradient `tf.max` gives it. */
+  const composite = (t: tf.Tensor4D) =>
+    tf.max(tf.reshape(t, [3, 2, 2, 3, 2, 5]), [2, 4]) as tf.Tensor4D;
+
+  for (const backend of ["cpu", "wasm"]) {
+    it(`on ${backend}: equals the max over each window and its gradient, ties included`, async () => {
+      await tf.setBackend(backend);
+      const [pooled, expected, grad, expectedGrad] = withoutLeaks(() =>
+        tf.tidy(() => {
+          const input = tf.tensor4d(x, shape);
+          const w = tf.tensor4d(weights, [3, 2, 3, 5]);
+          const gradOf = (pool: (t: tf.Tensor4D) => tf.Tensor4D) =>
+            tf.grad((t: tf.Tensor) => tf.sum(tf.mul(pool(t as tf.Tensor4D), w)))(input);
+          return [maxPool2x(input), composite(input), gradOf(maxPool2x), gradOf(composite)]
+            .map((t) => t.dataSync() as Float32Array);
+        })
+      );
+      assert.deepEqual(pooled, expected);
+      assert.deepEqual(grad, expectedGrad);
+      // Some window has a tie, and each of its maxima gets the whole gradient.
+      const tied = grad.filter((g) => g !== 0).length;
+      assert.ok(tied > pooled.length, `${tied} nonzero gradients for ${pooled.length} windows`);
+    });
+  }
 });

@@ -9,7 +9,7 @@ import {
 } from "../lib/core/nn/group_norm_silu.ts";
 import { CONV2D, CONV2D_GRAD, conv2dSame } from "../lib/core/nn/conv.ts";
 import { ATTENTION, ATTENTION_GRAD, attentionCore } from "../lib/core/nn/attention.ts";
-import { GroupNorm, ParameterStore } from "../lib/core/nn/layers.ts";
+import { GroupNorm, maxPool2x, ParameterStore } from "../lib/core/nn/layers.ts";
 import { ADAM_STEP } from "../lib/runtime/kernels/native_fast_paths.ts";
 import { LINEAR, linear, LINEAR_GRAD } from "../lib/core/nn/linear.ts";
 import { UNet } from "../lib/core/models/mod.ts";
@@ -348,6 +348,32 @@ describe("the native backend, when set up", () => {
       }
       tf.dispose([q, k, v, weights]);
     }
+  });
+
+  whenSetUp("pools 2×2 with MaxPool to the bit of the reshaped max, gradient included", () => {
+    tf.setBackend("tensorflow");
+    // A coarse grid: many windows hold their maximum more than once.
+    const x = tf.tensor4d(
+      Array.from({ length: 2 * 8 * 6 * 16 }, (_, i) => Math.round(4 * Math.sin(i * 0.37)) / 4 + 0),
+      [2, 8, 6, 16],
+    );
+    const weights = tf.tensor4d(Array.from({ length: 2 * 4 * 3 * 16 }, (_, i) => Math.cos(i)), [
+      2,
+      4,
+      3,
+      16,
+    ]);
+    const composite = (t: tf.Tensor4D) =>
+      tf.max(tf.reshape(t, [2, 4, 2, 3, 2, 16]), [2, 4]) as tf.Tensor4D;
+    const outputs = (pool: (t: tf.Tensor4D) => tf.Tensor4D) =>
+      tf.tidy(() =>
+        [pool(x), tf.grad((t: tf.Tensor) => tf.sum(tf.mul(pool(t as tf.Tensor4D), weights)))(x)]
+          .map((t) => t.dataSync() as Float32Array)
+      );
+    const [actual, expected] = [outputs(maxPool2x), outputs(composite)];
+    assert.deepEqual(actual[0], expected[0]);
+    assert.deepEqual(actual[1], expected[1]);
+    tf.dispose([x, weights]);
   });
 
   whenSetUp("runs GroupNorm alone as the fused ops without their SiLU", () => {

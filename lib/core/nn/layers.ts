@@ -496,12 +496,33 @@ export class ResidualBlock {
 }
 
 /**
- * 2×2 max pooling by reshape and max, y[n, i, j, c] = max_{a,b∈{0,1}} x[n, 2i + a, 2j + b, c],
- * avoiding the `MaxPoolGrad` kernel (wrong on `wasm` for batches larger than one).
+ * 2×2 max pooling, y[n, i, j, c] = max_{a,b∈{0,1}} x[n, 2i + a, 2j + b, c], with the gradient
+ * of a max over the window's axes,
+ *
+ *   ∂x[n, 2i + a, 2j + b, c] = ∂y[n, i, j, c] · [x[n, 2i + a, 2j + b, c] = y[n, i, j, c]]
+ *
+ * (every element equal to its window's maximum gets the whole of ∂y, as `tf.max`'s gradient
+ * gives it). The forward pass is the backend's `MaxPool` (a max is exact, so it is the reshaped
+ * `tf.max` to the bit, at a fraction of its cost: TensorFlow reduces over the two strided axes
+ * slowly); the backward is element-wise, avoiding the `MaxPoolGrad` kernel (wrong on `wasm` for
+ * batches larger than one, and it gives ∂y to one maximum of a tied window, not to each).
  */
 export function maxPool2x(x: tf.Tensor4D): tf.Tensor4D {
   const [n, h, w, c] = x.shape;
-  return tf.tidy(() => tf.max(tf.reshape(x, [n, h / 2, 2, w / 2, 2, c]), [2, 4]) as tf.Tensor4D);
+  const windows = [n, h / 2, 2, w / 2, 2, c];
+  const pooled = [n, h / 2, 1, w / 2, 1, c];
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const input = args[0] as tf.Tensor4D;
+    const save = args[1] as tf.GradSaveFunc;
+    const y = tf.maxPool(input, 2, 2, "valid");
+    save([input, y]);
+    const gradFunc = (dy: tf.Tensor, [x, y]: tf.Tensor[]) => {
+      const isMax = tf.cast(tf.equal(tf.reshape(x, windows), tf.reshape(y, pooled)), dy.dtype);
+      return tf.reshape(tf.mul(tf.reshape(dy, pooled), isMax), x.shape);
+    };
+    return { value: y, gradFunc };
+  });
+  return op(x) as tf.Tensor4D;
 }
 
 /** Halve the resolution with a stride-2 3×3 convolution (DDPM's downsampling). */
