@@ -16,6 +16,8 @@ import { emojiIdentity, splitByIdentity } from "../lib/data/splits.ts";
 import type { EmojiMeta } from "../lib/data/emoji.ts";
 import { blur, quantise, shift } from "../lib/data/distortions.ts";
 import {
+  classifierOptimizer,
+  classifierStep,
   type ClassifierTraining,
   heldOutAccuracy,
   type LabelledImages,
@@ -118,6 +120,34 @@ describe("the feature classifier", () => {
     assert.ok(accuracy.colour >= 0.9, `held-out accuracy ${accuracy.colour}`);
     whole.classifier.dispose();
     resumed.classifier.dispose();
+  });
+});
+
+describe("classifierStep", () => {
+  it("lowers the loss of a batch it repeats, and a step whose loss is NaN changes nothing", async () => {
+    const classifier = new FeatureClassifier(TINY);
+    const adam = classifierOptimizer(classifier, RECIPE);
+    const data = twoColours(8, 3);
+    const batch = { x: data.images, labels: data.labels };
+    const losses: number[] = [];
+    for (let t = 1; t <= 5; t++) {
+      const step = await classifierStep(classifier, adam, batch, 5e-3, t);
+      assert.ok(step.applied && step.gradNorm > 0);
+      losses.push(step.loss);
+    }
+    assert.ok(losses[4] < losses[0], `losses ${losses}`);
+    const before = await Promise.all(
+      [...classifier.parameters.map((p) => p.variable), adam.m, adam.v].map((v) => v.data()),
+    );
+    const poisoned = { x: data.images.map((v, i) => i === 5 ? NaN : v), labels: data.labels };
+    const step = await classifierStep(classifier, adam, poisoned, 5e-3, 6);
+    assert.ok(Number.isNaN(step.loss) && !step.applied);
+    const after = await Promise.all(
+      [...classifier.parameters.map((p) => p.variable), adam.m, adam.v].map((v) => v.data()),
+    );
+    assert.deepEqual(after, before);
+    adam.dispose();
+    classifier.dispose();
   });
 });
 

@@ -26,7 +26,7 @@ import {
   readVariables,
   saveCheckpoint,
 } from "./checkpoint.ts";
-import { Adam, flatGradient, namedPieces } from "./optim.ts";
+import { Adam, namedPieces, proposeUpdate } from "./optim.ts";
 import { learningRateAt } from "./trainer.ts";
 import { keepRecordsUpTo } from "./metrics_log.ts";
 import { horizontalFlip, shift } from "../data/distortions.ts";
@@ -156,6 +156,65 @@ function augmentedBatch(
   return { x, labels };
 }
 
+/** AdamW (β₁ 0.9, β₂ 0.999, ε 10⁻⁸) with the recipe's weight decay, over the classifier's weights. */
+export function classifierOptimizer(
+  classifier: FeatureClassifier,
+  training: Pick<ClassifierTraining, "weightDecay">,
+): Adam {
+  return new Adam(classifier.parameters, {
+    optimizer: "adamw",
+    beta1: 0.9,
+    beta2: 0.999,
+    epsilon: 1e-8,
+    weightDecay: training.weightDecay,
+  });
+}
+
+/** What {@link classifierStep} did. */
+export interface ClassifierStep {
+  /** The loss before the update. */
+  loss: number;
+  /** ‖∇θ L‖ of the batch. */
+  gradNorm: number;
+  /** Whether the update was applied: only when the loss and the gradient norm are finite. */
+  applied: boolean;
+}
+
+/**
+ * One optimisation step on a batch: L(θ) of the module comment and its gradient, then AdamW at
+ * learning rate `lr` as update number `t` (1-based, for Adam's bias correction), through
+ * lib/training/optim.ts's `proposeUpdate` (one fused op on the native backend). A step whose
+ * loss or gradient norm is not finite changes nothing.
+ */
+export async function classifierStep(
+  classifier: FeatureClassifier,
+  adam: Adam,
+  batch: { x: Float32Array; labels: readonly Int32Array[] },
+  lr: number,
+  t: number,
+): Promise<ClassifierStep> {
+  const { imageSize: s, inChannels: c } = classifier.config;
+  const { value, grads } = tf.variableGrads(() => {
+    const x = tf.tensor4d(batch.x, [batch.labels[0].length, s, s, c]);
+    const logits = classifier.logits(classifier.features(x));
+    return tf.addN(logits.map((l, h) =>
+      tf.losses.softmaxCrossEntropy(
+        tf.oneHot(tf.tensor1d(batch.labels[h], "int32"), l.shape[1]),
+        l,
+      )
+    )) as tf.Scalar;
+  }, classifier.parameters.map((p) => p.variable));
+  const update = proposeUpdate(adam, null, grads, { lr, k: t, clipNorm: null, emaDecay: 1 });
+  tf.dispose(Object.values(grads));
+  const readback = tf.tidy(() => tf.concat([tf.reshape(value, [1]), tf.reshape(update.norm, [1])]));
+  const [loss, gradNorm] = await readback.data();
+  tf.dispose([readback, value]);
+  const applied = Number.isFinite(loss) && Number.isFinite(gradNorm);
+  if (applied) update.commit(gradNorm);
+  else update.discard();
+  return { loss, gradNorm, applied };
+}
+
 async function save(
   path: string,
   classifier: FeatureClassifier,
@@ -195,13 +254,7 @@ export async function trainClassifier(
   options: TrainClassifierOptions,
 ): Promise<ClassifierRun> {
   const classifier = new FeatureClassifier(config);
-  const adam = new Adam(classifier.parameters, {
-    optimizer: "adamw",
-    beta1: 0.9,
-    beta2: 0.999,
-    epsilon: 1e-8,
-    weightDecay: training.weightDecay,
-  });
+  const adam = classifierOptimizer(classifier, training);
   const rng = new Random(training.seed);
   let step = 0;
   try {
@@ -240,27 +293,20 @@ export async function trainClassifier(
     while (step < training.steps) {
       const lr = learningRateAt({ ...training, lrSchedule: "cosine" }, step);
       const batch = augmentedBatch(data, shape, training, rng);
-      const { value, grads } = tf.variableGrads(() => {
-        const x = tf.tensor4d(batch.x, [training.batchSize, ...shape]);
-        const logits = classifier.logits(classifier.features(x));
-        return tf.addN(logits.map((l, h) =>
-          tf.losses.softmaxCrossEntropy(
-            tf.oneHot(tf.tensor1d(batch.labels[h], "int32"), l.shape[1]),
-            l,
-          )
-        )) as tf.Scalar;
-      }, classifier.parameters.map((p) => p.variable));
-      const loss = (await value.data())[0];
-      value.dispose();
-      if (!Number.isFinite(loss)) {
-        tf.dispose(Object.values(grads));
+      const { loss, gradNorm, applied } = await classifierStep(
+        classifier,
+        adam,
+        batch,
+        lr,
+        step + 1,
+      );
+      if (!applied) {
+        const what = Number.isFinite(loss) ? `gradient norm is ${gradNorm}` : `loss is ${loss}`;
         throw new UserError(
-          `The classifier's loss is ${loss} at step ${step + 1}; its weights were left as after ` +
+          `The classifier's ${what} at step ${step + 1}; its weights were left as after ` +
             `step ${step}. Lower its learning rate (it was ${lr}) in the spec.`,
         );
       }
-      tf.tidy(() => adam.update(flatGradient(grads, classifier.parameters), lr, step + 1));
-      tf.dispose(Object.values(grads));
       step++;
       window.loss += loss;
       window.steps++;

@@ -197,7 +197,8 @@ export interface ProposedUpdate {
 
 /**
  * The update of one training step from `tf.variableGrads`' gradients of `parameters` (Adam's
- * and the EMA's list): clip to `clipNorm`, Adam, θ̄ ← d θ̄ + (1 − d) θ.
+ * and the EMA's list): clip to `clipNorm`, Adam, θ̄ ← d θ̄ + (1 − d) θ (no EMA when `average`
+ * is null; `emaDecay` is then unused).
  *
  * Where the backend has the project's fused step (the native backend with its ops built:
  * lib/runtime/kernels/adam_step.c), all of it is one kernel, run before ‖g‖ is read; elsewhere
@@ -206,7 +207,7 @@ export interface ProposedUpdate {
  */
 export function proposeUpdate(
   adam: Adam,
-  average: ExponentialMovingAverage,
+  average: ExponentialMovingAverage | null,
   grads: tf.NamedTensorMap,
   settings: UpdateSettings,
 ): ProposedUpdate {
@@ -217,7 +218,7 @@ export function proposeUpdate(
 
 function compositeUpdate(
   adam: Adam,
-  average: ExponentialMovingAverage,
+  average: ExponentialMovingAverage | null,
   grads: tf.NamedTensorMap,
   { lr, k, clipNorm, emaDecay }: UpdateSettings,
 ): ProposedUpdate {
@@ -229,7 +230,8 @@ function compositeUpdate(
       const clip = clipNorm !== null && gradNorm > clipNorm ? clipNorm / (gradNorm + 1e-6) : 1;
       tf.tidy(() => {
         const gk = (clip !== 1 ? tf.mul(g, clip) : g) as tf.Tensor1D;
-        average.update(adam.update(gk, lr, k), emaDecay);
+        const theta = adam.update(gk, lr, k);
+        average?.update(theta, emaDecay);
       });
       tf.dispose([g, norm]);
     },
@@ -239,7 +241,7 @@ function compositeUpdate(
 
 function fusedUpdate(
   adam: Adam,
-  average: ExponentialMovingAverage,
+  average: ExponentialMovingAverage | null,
   grads: tf.NamedTensorMap,
   { lr, k, clipNorm, emaDecay }: UpdateSettings,
 ): ProposedUpdate {
@@ -258,8 +260,9 @@ function fusedUpdate(
     weightDecay,
     lr * weightDecay,
     optimizer === "adamw" ? 1 : 0,
-    emaDecay,
-    1 - emaDecay,
+    // Without an EMA the op's average is m at decay 1, an output (m unchanged) that is dropped.
+    average ? emaDecay : 1,
+    average ? 1 - emaDecay : 0,
     clipNorm ?? -1, // < 0: no clipping
   ]);
   const outputs = tf.tidy(() => {
@@ -269,7 +272,7 @@ function fusedUpdate(
       ...parameters.map((p) => p.variable),
       adam.m,
       adam.v,
-      average.average,
+      average?.average ?? adam.m,
       hyper,
     ];
     return tf.engine().runKernel(
@@ -286,7 +289,7 @@ function fusedUpdate(
       parameters.forEach((p, i) => p.variable.assign(outputs[i]));
       adam.m.assign(outputs[n]);
       adam.v.assign(outputs[n + 1]);
-      average.replace(outputs[n + 2]);
+      average?.replace(outputs[n + 2]);
       tf.dispose(outputs);
     },
     discard: () => tf.dispose(outputs),

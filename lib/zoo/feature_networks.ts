@@ -132,7 +132,8 @@ export const FEATURE_NETWORK_SPECS: ReadonlyMap<string, ClassifierSpec | Percept
   ClassifierSpec | PerceptualSpec
 >([[EMOJI_CLASSIFIER.name, EMOJI_CLASSIFIER], [EMOJI_PERCEPTUAL.name, EMOJI_PERCEPTUAL]]);
 
-function isClassifierSpec(spec: ClassifierSpec | PerceptualSpec): spec is ClassifierSpec {
+/** Whether a feature network spec is a classifier's (the perceptual distance's is not). */
+export function isClassifierSpec(spec: ClassifierSpec | PerceptualSpec): spec is ClassifierSpec {
   return "network" in spec;
 }
 
