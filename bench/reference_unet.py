@@ -17,9 +17,11 @@ object without results, then answers each request line {"size": S, "steps": N, "
 on standard input with one line {"size", "params", "train_ms", "sample_ms"}, keeping each
 size's model between requests (scripts/bench.ts interleaves the runtimes this way, so that a
 change in the machine's load falls on all of them alike). The PyTorch server's first line also
-lists its "ports". A request with "network": "zoo", "config" (a complete lib/core/models config),
-"batch", "T", "gradClipNorm" and "emaDecay" times one of the model zoo's networks instead, in
-PyTorch only, through the port of its kind (PORTS, zoo_torch_runner).
+lists its "ports". A request with "network": "zoo", its "task", "config" (a complete
+lib/core/models config), "batch" and the task's training options ("T", "gradClipNorm" and
+"emaDecay" for "denoising", "learningRate" and "weightDecay" for "classification") times one of
+the model zoo's networks instead, in PyTorch only, through the port of its kind (PORTS) and the
+runner of its task (TASK_RUNNERS).
 
 --list-ports prints the network kinds that have a PyTorch port, as a JSON list, without importing
 PyTorch; --count-parameters reads a JSON list of complete configs on standard input and prints
@@ -339,11 +341,49 @@ def context_unet_torch(config):
     return ContextUnet()
 
 
+def classifier_torch(config):
+    """The zoo's feature classifier (lib/core/models/classifier.ts, `config` its complete
+    ClassifierConfig) in PyTorch: per stage s, 2x2 max pooling before every stage but the first,
+
+        h_s = SiLU(GN(conv(SiLU(GN(conv(pool(h_{s-1})))))))   (3x3 convolutions with biases)
+
+    the features phi(x) = the last stage's spatial mean, and each head a linear map of phi(x) to
+    logits. A module whose features(x) takes NCHW images and whose forward(x) gives the logits of
+    every head, in the configuration's order."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    groups = config["groups"]
+
+    def stage(cin, cout):
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.SiLU(),
+            nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.SiLU())
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            widths = [config["inChannels"], *config["channels"]]
+            self.stages = nn.ModuleList(stage(a, b) for a, b in zip(widths, widths[1:]))
+            self.heads = nn.ModuleList(nn.Linear(widths[-1], h["classes"]) for h in config["heads"])
+
+        def features(self, x):
+            for s, block in enumerate(self.stages):
+                x = block(F.max_pool2d(x, 2) if s > 0 else x)
+            return x.mean((2, 3))
+
+        def forward(self, x):
+            phi = self.features(x)
+            return [head(phi) for head in self.heads]
+
+    return Classifier()
+
+
 # The PyTorch port of each network kind of lib/core/models (the registry's `kind`), by kind: a
 # function from the kind's complete configuration to the module. A new kind in the zoo needs one
 # here, with exactly the parameter count of createModel(config).parameterCount() (scripts/bench.ts
 # checks it; tests/bench_test.ts checks that every kind the zoo uses has a port).
-PORTS = {"unet": unet_torch, "contextUnet": context_unet_torch}
+PORTS = {"unet": unet_torch, "contextUnet": context_unet_torch, "classifier": classifier_torch}
 
 
 def no_port(kind):
@@ -359,7 +399,7 @@ def port(config):
     return PORTS[config["kind"]](config)
 
 
-def zoo_torch_runner(request, sample_batch, device="cpu"):
+def denoiser_torch_runner(request, sample_batch, device="cpu"):
     """A zoo network (`request["config"]`, a complete lib/core/models config of any kind in
     PORTS) trained the way lib/training/trainer.ts trains it, at `request["batch"]`: eps-MSE,
     the gradient norm clipped to `request["gradClipNorm"]` (None: no clipping), Adam, and an EMA
@@ -419,6 +459,49 @@ def zoo_torch_runner(request, sample_batch, device="cpu"):
             return float(out[0, 0, 0, 0])
 
     return params, train_step, ddim_step
+
+
+def classifier_torch_runner(request, sample_batch, device="cpu"):
+    """The zoo's feature classifier (`request["config"]`) trained the way
+    lib/training/classification.ts's classifierStep trains it, at `request["batch"]`: the sum of
+    the heads' cross-entropies on a fixed batch of random images with labels y = i mod K per head,
+    then AdamW (`request["learningRate"]`, `request["weightDecay"]`, betas 0.9 and 0.999, eps
+    1e-8). Inference is the features phi(x) of `sample_batch` images. Returns the parameter count,
+    a training step and an inference step."""
+    import torch
+    import torch.nn.functional as F
+
+    config, batch = request["config"], request["batch"]
+    torch.manual_seed(0)
+    model = port(config).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=request["learningRate"],
+                                  betas=(0.9, 0.999), eps=1e-8,
+                                  weight_decay=request["weightDecay"])
+    size, channels = config["imageSize"], config["inChannels"]
+    x = torch.tanh(torch.randn(batch, channels, size, size, device=device))
+    labels = [torch.arange(batch, device=device) % h["classes"] for h in config["heads"]]
+
+    def train_step():
+        model.train()
+        loss = sum(F.cross_entropy(l, y) for l, y in zip(model(x), labels))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    xs = torch.tanh(torch.randn(sample_batch, channels, size, size, device=device))
+
+    def features_step():
+        model.eval()
+        with torch.no_grad():
+            return float(model.features(xs)[0, 0])
+
+    return params, train_step, features_step
+
+
+# The PyTorch runner of each task of the zoo's networks (the request's "task").
+TASK_RUNNERS = {"denoising": denoiser_torch_runner, "classification": classifier_torch_runner}
 
 
 def keras_runtime(device="cpu"):
@@ -563,7 +646,8 @@ def main():
                     raise SystemExit(f"{args.framework}: the zoo's networks have PyTorch ports only")
                 key = (network, json.dumps(request["config"], sort_keys=True), request["batch"])
                 if key not in runners:
-                    runners[key] = zoo_torch_runner(request, args.sample_batch, args.device)
+                    runner = TASK_RUNNERS[request.get("task", "denoising")]
+                    runners[key] = runner(request, args.sample_batch, args.device)
             else:
                 key = (network, size)
                 if key not in runners:

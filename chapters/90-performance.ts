@@ -13,9 +13,11 @@
 // twice as slow.
 //
 // The benchmark also times every network the book actually trains, each spec of the model zoo
-// (chapter 4's U-Net with attention, 1.1 M parameters; chapter 2's half-width one), through the
-// library's own training loop, clipping and EMA included, beside a PyTorch port of its kind
-// (`bench/reference_unet.py`, with exactly the same parameter count) trained the same way.
+// (chapter 4's U-Net with attention, 1.1 M parameters; chapter 2's half-width one; chapter 7's
+// feature classifier), through the library's own training step (for a U-Net, clipping and EMA
+// included), beside a PyTorch port of its kind (`bench/reference_unet.py`, with exactly the same
+// parameter count) trained the same way. A U-Net's inference step is a DDIM step; the
+// classifier's is the features the book's metrics compute, both at batch 64.
 //
 // The tables below are read from the files the benchmark wrote (`assets/bench/bench.json` on a
 // CPU machine, `assets/bench/bench-gpu.json` on a GPU machine); rerun `deno task bench` and
@@ -42,9 +44,11 @@ interface BenchReport {
     trainRatio?: Record<string, number>;
     sampleRatio?: Record<string, number>;
   }[];
-  /** The zoo's networks through lib/training/trainer.ts, each beside its PyTorch port. */
+  /** The zoo's networks through the library's training step, each beside its PyTorch port. */
   networkRows?: (BenchReport["rows"][number] & {
     specs: string[];
+    /** Absent in reports made before the classifier was timed: denoising. */
+    task?: "denoising" | "classification";
     kind: string;
     parameters: number;
     trainBatch: number;
@@ -78,16 +82,16 @@ const ratio = (r: BenchReport["rows"][number], peer: string, key: "trainRatio" |
 // passes of every layer).
 
 // %%
-const tableOf = (rows: BenchReport["rows"]) =>
+const tableOf = (rows: BenchReport["rows"], inference = "DDIM step") =>
   rows.map((r) => ({
     size: `${r.size}×${r.size}`,
     runtime: r.runtime,
     "train step (ms)": r.trainMs,
     "images/s": r.trainImagesPerSecond,
     ...(r.trainGflops === undefined ? {} : { "GFLOP/s": r.trainGflops }),
-    "DDIM step (ms)": r.sampleMs,
+    [`${inference} (ms)`]: r.sampleMs,
     "train ÷ PyTorch": ratio(r, "pytorch", "trainRatio"),
-    "DDIM ÷ PyTorch": ratio(r, "pytorch", "sampleRatio"),
+    [`${inference.split(" ")[0]} ÷ PyTorch`]: ratio(r, "pytorch", "sampleRatio"),
   }));
 for (const { name, report } of machines) {
   const versions = Object.entries(report.versions).map(([k, v]) => `${k}: ${v}`).join("; ");
@@ -97,11 +101,15 @@ for (const { name, report } of machines) {
   });
   const networks = Map.groupBy(report.networkRows ?? [], (r) => r.specs.join(", "));
   for (const [specs, rows] of networks) {
-    const { kind, parameters, trainBatch } = rows[0];
-    await book.table(tableOf(rows), {
+    const { kind, parameters, trainBatch, task } = rows[0];
+    const classifier = task === "classification";
+    await book.table(tableOf(rows, classifier ? "features step" : "DDIM step"), {
       caption: `${name}, the zoo's ${specs} (${kind}, ${parameters.toLocaleString("en")} ` +
-        `parameters), trained by lib/training/trainer.ts at its spec's batch of ${trainBatch} ` +
-        "(with gradient clipping and the EMA), beside a PyTorch port trained the same way.",
+        `parameters), trained at its spec's batch of ${trainBatch} ` +
+        (classifier
+          ? "by lib/training/classification.ts (the heads' cross-entropy, AdamW), "
+          : "by lib/training/trainer.ts (with gradient clipping and the EMA), ") +
+        "beside a PyTorch port trained the same way.",
     });
   }
   if (report.busy) {

@@ -2,7 +2,7 @@
  * The benchmark: the reference U-Net (`bench/reference_unet.ts`, 522,048 parameters) trained and
  * sampled on every available TensorFlow.js backend, beside PyTorch (eager) and Keras (on
  * TensorFlow) running the same network in the same run; then every network of the model zoo
- * (lib/zoo/specs.ts) trained through lib/training/trainer.ts beside its PyTorch port.
+ * (lib/zoo/specs.ts, lib/zoo/feature_networks.ts) trained by the library beside its PyTorch port.
  *
  * For each image size (16×16 and 32×32): the median time of a DDPM training step at batch 32
  * and of a DDIM sampling step (one forward pass and the update) at batch 64, after warm-up;
@@ -11,9 +11,11 @@
  *
  * The zoo's networks: every spec of `MODEL_SPECS`, its `full` network (completed by
  * `completeModelConfig`) at its `full` training batch, one row per distinct network and batch
- * (specs that share both share a row, named by all of them: scripts/bench/zoo.ts). Each network
- * kind has a PyTorch port in `bench/reference_unet.py` (`PORTS`), which must have exactly the
- * parameter count of `createModel(config).parameterCount()`; a kind without a port fails the run.
+ * (specs that share both share a row, named by all of them), then the feature classifier as its
+ * artefact was built (scripts/bench/zoo.ts). Each row times a training step and an inference
+ * step: a DDIM step for a denoiser, the features φ(x) for the classifier. Each network kind has
+ * a PyTorch port in `bench/reference_unet.py` (`PORTS`), which must have exactly the library
+ * network's parameter count; a kind without a port fails the run.
  *
  * The runtimes take turns: each round times a few steps of every runtime in a rotating order
  * (the peers are long-lived Python processes serving requests), so that a change in the
@@ -65,20 +67,19 @@ import {
   ReferenceTrainer,
   ReferenceUNet,
 } from "../bench/reference_unet.ts";
-import { MODEL_SPECS, modelSpec } from "../lib/zoo/specs.ts";
+import { modelSpec } from "../lib/zoo/specs.ts";
 import { timeFastPaths } from "./bench/fast_paths.ts";
-import { DDIMScheduler } from "../lib/core/samplers/mod.ts";
-import { Trainer } from "../lib/training/trainer.ts";
-import { createModel, type DiffusionModel, type ModelConfigBase } from "../lib/core/models/mod.ts";
 import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 import { UserError } from "../lib/core/errors.ts";
 import {
-  benchmarkTrainer,
+  allZooNetworks,
+  benchmarkWorkload,
+  type BenchWorkload,
   missingPortError,
   type ZooNetwork,
   zooNetworkKey,
   zooNetworkName,
-  zooNetworks,
+  zooParameterCount,
 } from "./bench/zoo.ts";
 import {
   BUSY_SHARE,
@@ -106,17 +107,6 @@ const TRAIN_BATCH = 32;
 const SAMPLE_BATCH = 64;
 const ALL_BACKENDS = ["tensorflow", "webgpu", "wasm", "cpu"];
 const ALL_PEERS = ["torch", "keras"];
-
-const parameterCounts = new WeakMap<ModelConfigBase, number>();
-/** Trainable parameters of a network as lib/core/models builds it (built once per config). */
-function parameterCount(config: ModelConfigBase): number {
-  if (!parameterCounts.has(config)) {
-    const model = createModel(config);
-    parameterCounts.set(config, model.parameterCount());
-    model.dispose();
-  }
-  return parameterCounts.get(config)!;
-}
 
 /** Steps measured (after warm-up) for one runtime. */
 interface Plan {
@@ -242,13 +232,13 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
     noise.dispose();
     return loss;
   };
-  /** The zoo's networks by {@link zooNetworkKey}, each with its trainer and sampling state. */
-  const networks = new Map<string, {
-    trainer: Trainer;
-    ddim: DDIMScheduler;
-    xs: tf.Tensor4D;
-    labels?: tf.Tensor1D;
-  }>();
+  /** The zoo's networks' workloads by {@link zooNetworkKey}. */
+  const workloads = new Map<string, BenchWorkload>();
+  const workloadOf = (network: ZooNetwork) => {
+    const key = zooNetworkKey(network.config, network.trainBatch);
+    if (!workloads.has(key)) workloads.set(key, benchmarkWorkload(network, SAMPLE_BATCH));
+    return workloads.get(key)!;
+  };
   const timed = async (steps: number, warmup: number, step: () => Promise<unknown>) => {
     for (let i = 0; i < warmup; i++) await step();
     const times: number[] = [];
@@ -293,31 +283,9 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
     },
     async runNetwork(network, steps, warmup) {
       await selectBackend({ requested: name, quiet: true });
-      const key = zooNetworkKey(network.config, network.trainBatch);
-      if (!networks.has(key)) {
-        const { trainer, labelsOf, random } = benchmarkTrainer(network);
-        const [s, c] = [network.config.imageSize, network.config.inChannels];
-        const classes = trainer.model.contextDim;
-        const ddim = new DDIMScheduler(trainer.schedule);
-        ddim.setTimesteps(50);
-        const xs = tf.tensor4d(random.normals(SAMPLE_BATCH * s * s * c), [SAMPLE_BATCH, s, s, c]);
-        const labels = classes > 0 ? tf.tensor1d(labelsOf(SAMPLE_BATCH), "int32") : undefined;
-        networks.set(key, { trainer, ddim, xs, labels });
-      }
-      const { trainer, ddim, xs, labels } = networks.get(key)!;
-      const train = await timed(steps, warmup, () => trainer.trainStep());
-      const model: DiffusionModel = trainer.ema;
-      const t = ddim.timesteps[25];
-      const sample = await timed(steps, warmup, async () => {
-        const [next, x0] = tf.tidy(() => {
-          const timesteps = tf.fill([SAMPLE_BATCH], t) as tf.Tensor1D;
-          const eps = model.apply(xs, timesteps, { classLabels: labels });
-          const { prevSample, predOriginalSample } = ddim.step(eps as tf.Tensor4D, t, xs);
-          return [prevSample, predOriginalSample];
-        });
-        await next.data();
-        tf.dispose([next, x0]);
-      });
+      const workload = workloadOf(network);
+      const train = await timed(steps, warmup, workload.train);
+      const sample = await timed(steps, warmup, workload.infer);
       return { train, sample };
     },
     async profile(size) {
@@ -327,10 +295,10 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
     },
     async profileNetwork(network) {
       await selectBackend({ requested: name, quiet: true });
-      const state = networks.get(zooNetworkKey(network.config, network.trainBatch));
-      if (!state) return `tfjs ${name}: ${zooNetworkName(network)} was not timed`;
+      const workload = workloads.get(zooNetworkKey(network.config, network.trainBatch));
+      if (!workload) return `tfjs ${name}: ${zooNetworkName(network)} was not timed`;
       const info = await tf.profile(async () => {
-        await state.trainer.trainStep();
+        await workload.train();
         return [];
       });
       return await kernelSummary(`tfjs ${name}, ${zooNetworkName(network)}`, info);
@@ -342,11 +310,9 @@ async function tfjsRuntime(name: string): Promise<Runtime | string> {
         trainer.dispose();
         model.dispose();
       }
-      for (const { trainer, xs, labels } of networks.values()) {
+      for (const workload of workloads.values()) {
         await selectBackend({ requested: name, quiet: true });
-        tf.dispose([xs, ...(labels ? [labels] : [])]);
-        trainer.model.dispose();
-        trainer.dispose();
+        workload.dispose();
       }
     },
   };
@@ -446,23 +412,31 @@ async function peerRuntime(
         async runNetwork(network: ZooNetwork, steps: number, warmup: number) {
           const request = {
             network: "zoo",
+            task: network.task,
             config: network.config,
             size: network.config.imageSize,
             batch: network.trainBatch,
-            T: network.schedule.T,
-            gradClipNorm: network.gradClipNorm,
-            emaDecay: network.emaDecay,
+            ...(network.task === "denoising"
+              ? {
+                T: network.schedule.T,
+                gradClipNorm: network.gradClipNorm,
+                emaDecay: network.emaDecay,
+              }
+              : {
+                learningRate: network.training.learningRate,
+                weightDecay: network.training.weightDecay,
+              }),
             steps,
             warmup,
           };
           await writer.write(new TextEncoder().encode(JSON.stringify(request) + "\n"));
           const reply = await next();
-          const count = parameterCount(network.config);
+          const count = zooParameterCount(network);
           if (reply.params !== count) {
             throw new Error(
               `the PyTorch port of the network kind "${network.kind}" (bench/reference_unet.py, ` +
                 `for ${zooNetworkName(network)}) has ${reply.params} parameters, ` +
-                `createModel(config).parameterCount() ${count}: make the port match lib/core/models`,
+                `the library's network ${count}: make the port match it`,
             );
           }
           return { train: reply.train_ms, sample: reply.sample_ms };
@@ -645,7 +619,7 @@ async function main(args: string[]): Promise<void> {
     else runtimes.push(runtime);
   }
   const all = [...runtimes, ...(cpu ? [cpu] : [])];
-  const networks = zooNetworks(MODEL_SPECS.values());
+  const networks = await allZooNetworks();
   const noPort = runtimes.map((r) => r.ports && missingPortError(networks, r.ports, r.name))
     .find(Boolean);
   if (noPort) {
@@ -737,8 +711,9 @@ async function main(args: string[]): Promise<void> {
     addPeerRatios(
       measured(zooNetworkKey(network.config, network.trainBatch)).map(({ runtime, times }) => ({
         specs: network.specs,
+        task: network.task,
         kind: network.kind,
-        parameters: parameterCount(network.config),
+        parameters: zooParameterCount(network),
         trainBatch: network.trainBatch,
         sampleBatch: SAMPLE_BATCH,
         ...row(
@@ -805,14 +780,21 @@ async function main(args: string[]): Promise<void> {
     plan: { ...plan, interleaved: true, cpu: cpuPlan },
     rows,
     zoo: {
-      name: "the model zoo's networks (lib/zoo/specs.ts MODEL_SPECS), each at its spec's full " +
-        "training batch, trained by lib/training/trainer.ts beside its PyTorch port",
+      name: "the model zoo's networks (lib/zoo/specs.ts MODEL_SPECS, the classifier of " +
+        "lib/zoo/feature_networks.ts), each at its spec's full training batch, trained by the " +
+        "library beside its PyTorch port",
       sampleBatch: SAMPLE_BATCH,
-      step: "ε-MSE, the spec's gradient clip, Adam, EMA; DDIM step with x̂₀ clipped",
+      step: {
+        denoising: "ε-MSE, the spec's gradient clip, Adam, EMA (lib/training/trainer.ts); " +
+          "inference: a DDIM step with x̂₀ clipped",
+        classification: "the heads' cross-entropy, AdamW (classifierStep, " +
+          "lib/training/classification.ts); inference: the features φ(x)",
+      },
       networks: networks.map((n) => ({
         specs: n.specs,
+        task: n.task,
         kind: n.kind,
-        parameters: parameterCount(n.config),
+        parameters: zooParameterCount(n),
         size: n.config.imageSize,
         trainBatch: n.trainBatch,
         config: n.config,
@@ -833,8 +815,8 @@ async function main(args: string[]): Promise<void> {
   console.log(referenceTable(rows, peerNames(rows)));
   if (networkRows.length > 0) {
     console.log(
-      `\nThe zoo's networks (lib/zoo/specs.ts), trained by lib/training/trainer.ts at each ` +
-        `spec's batch, DDIM batch ${SAMPLE_BATCH}\n`,
+      `\nThe zoo's networks, trained by the library at each spec's batch; inference is a DDIM ` +
+        `step of a denoiser and the features of the classifier, batch ${SAMPLE_BATCH}\n`,
     );
     console.log(networkTable(networkRows, peerNames(networkRows)));
   }

@@ -8,7 +8,14 @@ import assert from "node:assert/strict";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { MODEL_SPECS, type ModelSpec } from "../lib/zoo/specs.ts";
 import { completeModelConfig, contextUnetConfig, createModel } from "../lib/core/models/mod.ts";
-import { missingPortError, zooNetworkName, zooNetworks } from "../scripts/bench/zoo.ts";
+import {
+  allZooNetworks,
+  classifierNetworks,
+  missingPortError,
+  zooNetworkName,
+  zooNetworks,
+} from "../scripts/bench/zoo.ts";
+import { completeClassifierConfig, FeatureClassifier } from "../lib/core/models/classifier.ts";
 import {
   busyPath,
   busyVerdict,
@@ -72,7 +79,7 @@ function variant(
 describe("the PyTorch ports (bench/reference_unet.py)", () => {
   it("exist for every network kind the zoo's specs use, and for the ContextUnet", async () => {
     const ports = await python("python3", ["--list-ports"]) as string[];
-    for (const network of zooNetworks(MODEL_SPECS.values())) {
+    for (const network of await allZooNetworks()) {
       assert.ok(
         ports.includes(network.kind),
         `${zooNetworkName(network)} is a "${network.kind}", which has no PyTorch port in ` +
@@ -80,6 +87,7 @@ describe("the PyTorch ports (bench/reference_unet.py)", () => {
       );
     }
     assert.ok(ports.includes("contextUnet"));
+    assert.ok(ports.includes("classifier"));
   });
 
   it(
@@ -100,15 +108,29 @@ describe("the PyTorch ports (bench/reference_unet.py)", () => {
         contextUnetConfig(),
         contextUnetConfig({ imageSize: 20, nFeat: 32, nCFeat: 10, nullContext: "learned" }),
       ];
+      // The feature classifier as its artefact was built, and with other stages and heads.
+      const classifiers = [
+        ...(await classifierNetworks()).map((n) => n.config),
+        completeClassifierConfig({
+          channels: [8, 16],
+          groups: 4,
+          heads: [{ name: "a", classes: 3 }, { name: "b", classes: 5 }, { name: "c", classes: 2 }],
+        }),
+      ];
       const counts = await python(
         VENV_PYTHON,
         ["--count-parameters"],
-        JSON.stringify(configs),
+        JSON.stringify([...configs, ...classifiers]),
       ) as number[];
       configs.forEach((config, i) => {
         const model = createModel(config);
         assert.equal(counts[i], model.parameterCount(), `the ${config.kind} port of ${i}`);
         model.dispose();
+      });
+      classifiers.forEach((config, i) => {
+        const classifier = new FeatureClassifier(config);
+        assert.equal(counts[configs.length + i], classifier.parameterCount(), `classifier ${i}`);
+        classifier.dispose();
       });
     },
   );
@@ -153,6 +175,30 @@ describe("zooNetworks", () => {
     ]);
     assert.equal(rows[0].emaDecay, base.training.full.emaDecay);
     assert.equal(rows[0].gradClipNorm, 1, "the trainer's default clip");
+  });
+});
+
+describe("classifierNetworks", () => {
+  it("times the classifier as its artefact was built: the data's heads, the spec's batch", async () => {
+    const [network, ...others] = await classifierNetworks();
+    assert.equal(others.length, 0, "the perceptual distance has no network of its own");
+    assert.deepEqual(network.specs, ["emoji-classifier"]);
+    assert.equal(network.task, "classification");
+    assert.equal(network.trainBatch, 64);
+    assert.deepEqual(network.config.heads.map((h) => h.classes), [9, 98]);
+    assert.deepEqual(network.config.channels, [32, 64, 128]);
+  });
+
+  it("names the command that builds a missing artefact", async () => {
+    const empty = await Deno.makeTempDir();
+    try {
+      await assert.rejects(
+        classifierNetworks(undefined, empty),
+        /cannot be read .*`deno task train emoji-classifier`/,
+      );
+    } finally {
+      await Deno.remove(empty, { recursive: true });
+    }
   });
 });
 
@@ -327,7 +373,7 @@ describe("the README's tables", () => {
       "runtime",
       "train step",
       "÷ PyTorch",
-      "DDIM step",
+      "inference",
       "÷ PyTorch",
     ]);
     assert.ok(

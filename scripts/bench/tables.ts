@@ -32,11 +32,16 @@ export interface BenchRow {
 
 /** A row of one of the zoo's networks: which network, then its times as a {@link BenchRow}. */
 export interface NetworkRow extends BenchRow {
-  /** The specs (lib/zoo/specs.ts) that train this network at this batch. */
+  /** The specs (lib/zoo/specs.ts, lib/zoo/feature_networks.ts) that train this network so. */
   specs: string[];
+  /**
+   * What it is trained for; its inference step (`sampleMs`) is a DDIM step of a denoiser and the
+   * features of a classifier. Absent in reports made before the classifier was timed: denoising.
+   */
+  task?: "denoising" | "classification";
   /** The network kind (`config.kind`). */
   kind: string;
-  /** Trainable parameters, as `createModel(config).parameterCount()` counts them. */
+  /** Trainable parameters, as the library's network counts them. */
   parameters: number;
   trainBatch: number;
   sampleBatch: number;
@@ -117,9 +122,9 @@ export function networkTable(rows: readonly NetworkRow[], peers: readonly string
       "runtime",
       "train ms",
       "train img/s",
-      "DDIM step ms",
+      "inference ms",
       ...peers.map((p) => `train ÷ ${p}`),
-      ...peers.map((p) => `DDIM ÷ ${p}`),
+      ...peers.map((p) => `inference ÷ ${p}`),
     ],
     rows.map((r) => [
       r.specs.join(", "),
@@ -224,9 +229,10 @@ export function readmeTables(report: BenchReport): string {
   const networkRows = report.networkRows ?? [];
   if (networkRows.length) {
     parts.push(
-      "The zoo's networks (`MODEL_SPECS`, `lib/zoo/specs.ts`), each trained through " +
-        "`lib/training/trainer.ts` at its spec's batch beside its PyTorch port in " +
-        `\`bench/reference_unet.py\`, DDIM batch ${networkRows[0].sampleBatch}:`,
+      "The zoo's networks (`MODEL_SPECS` in `lib/zoo/specs.ts`, the classifier of " +
+        "`lib/zoo/feature_networks.ts`), each trained by the library at its spec's batch beside " +
+        "its PyTorch port in `bench/reference_unet.py`; inference is a DDIM step of a denoiser " +
+        `and the features of the classifier, batch ${networkRows[0].sampleBatch}:`,
       alignedTable(
         [
           "network",
@@ -237,7 +243,7 @@ export function readmeTables(report: BenchReport): string {
           "runtime",
           "train step",
           "÷ PyTorch",
-          "DDIM step",
+          "inference",
           "÷ PyTorch",
         ],
         networkRows.map((r) => {

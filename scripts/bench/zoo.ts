@@ -1,11 +1,24 @@
 /**
  * The zoo's networks as the benchmark times them: every spec of `MODEL_SPECS`
  * (lib/zoo/specs.ts), its `full` network at its `full` training batch, one row per distinct
- * network and batch.
+ * network and batch; then the feature classifier of `FEATURE_NETWORK_SPECS`
+ * (lib/zoo/feature_networks.ts), as its committed artefact was built, at its `full` batch.
+ *
+ * A row times two steps of its network, each as the library runs it (a {@link BenchWorkload}):
+ * a training step (a denoiser's through lib/training/trainer.ts, the classifier's through
+ * `classifierStep`) and an inference step (a DDIM step of a denoiser, the features φ(x) of the
+ * classifier, which is what the book's metrics compute). The perceptual distance has no row: it
+ * trains 224 channel weights over the classifier's frozen feature maps, whose cost is the
+ * classifier's forward pass.
  *
  * @module
  */
-import { canonicalJson, type ModelSpec, type SpecTraining } from "../../lib/zoo/specs.ts";
+import {
+  canonicalJson,
+  MODEL_SPECS,
+  type ModelSpec,
+  type SpecTraining,
+} from "../../lib/zoo/specs.ts";
 import {
   completeModelConfig,
   createModel,
@@ -15,17 +28,38 @@ import { DEFAULT_TRAIN_CONFIG, Trainer } from "../../lib/training/trainer.ts";
 import { Random } from "../../lib/core/random.ts";
 import { noiseSchedule } from "../../lib/core/schedules.ts";
 import { UserError } from "../../lib/core/errors.ts";
+import { DDIMScheduler } from "../../lib/core/samplers/mod.ts";
+import {
+  type ClassifierConfig,
+  completeClassifierConfig,
+  FeatureClassifier,
+} from "../../lib/core/models/classifier.ts";
+import {
+  classifierOptimizer,
+  classifierStep,
+  type ClassifierTraining,
+} from "../../lib/training/classification.ts";
+import { FEATURE_NETWORK_SPECS, isClassifierSpec } from "../../lib/zoo/feature_networks.ts";
+import type { ClassifierSpec, PerceptualSpec } from "../../lib/zoo/feature_networks.ts";
+import { artefactDir } from "../../lib/zoo/runs.ts";
+import { readCheckpointHeader } from "../../lib/training/checkpoint.ts";
+import * as tf from "@tensorflow/tfjs";
 
-/** One network of the zoo at one training batch, and the specs that train it so. */
-export interface ZooNetwork {
+/** What every row of the zoo's table has: its specs, kind and training batch. */
+interface ZooNetworkBase {
   /** Names of the specs that train this network at this batch, in registry order. */
   specs: string[];
   /** The network's kind (`config.kind`): the key of its PyTorch port in bench/reference_unet.py. */
   kind: string;
-  /** The complete configuration, as `createModel` builds it (the first spec's). */
-  config: ModelConfigBase;
   /** Images a training step. */
   trainBatch: number;
+}
+
+/** A denoiser of `MODEL_SPECS` at one training batch, and the specs that train it so. */
+export interface DenoiserNetwork extends ZooNetworkBase {
+  task: "denoising";
+  /** The complete configuration, as `createModel` builds it (the first spec's). */
+  config: ModelConfigBase;
   /** The first spec's noise schedule (its values do not change what a step costs). */
   schedule: ModelSpec["schedule"];
   /** The first spec's `full` training options, run through lib/training/trainer.ts. */
@@ -35,11 +69,28 @@ export interface ZooNetwork {
   emaDecay: number;
 }
 
+/** A feature classifier of `FEATURE_NETWORK_SPECS`, as its artefact was built. */
+export interface ClassifierNetwork extends ZooNetworkBase {
+  task: "classification";
+  /** The complete configuration, heads included (they are the data's, read from the artefact). */
+  config: ClassifierConfig;
+  /** The spec's `full` recipe (its batch, learning rate and weight decay are the port's). */
+  training: ClassifierTraining;
+}
+
+/** One network of the zoo at one training batch. */
+export type ZooNetwork = DenoiserNetwork | ClassifierNetwork;
+
+const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+
 /**
  * What makes two specs one row: the completed network configuration without its seed (the seed
  * changes the initial weights, not the work of a step) and the training batch.
  */
-export function zooNetworkKey(config: ModelConfigBase, trainBatch: number): string {
+export function zooNetworkKey(
+  config: ModelConfigBase | ClassifierConfig,
+  trainBatch: number,
+): string {
   return `${canonicalJson({ ...config, seed: undefined })} batch ${trainBatch}`;
 }
 
@@ -47,8 +98,8 @@ export function zooNetworkKey(config: ModelConfigBase, trainBatch: number): stri
  * The networks to time, one per distinct {@link zooNetworkKey}, in the order their first spec
  * appears; each lists every spec that shares it.
  */
-export function zooNetworks(specs: Iterable<ModelSpec>): ZooNetwork[] {
-  const byKey = new Map<string, ZooNetwork>();
+export function zooNetworks(specs: Iterable<ModelSpec>): DenoiserNetwork[] {
+  const byKey = new Map<string, DenoiserNetwork>();
   for (const spec of specs) {
     const config = completeModelConfig(spec.network.full);
     const training = spec.training.full;
@@ -60,6 +111,7 @@ export function zooNetworks(specs: Iterable<ModelSpec>): ZooNetwork[] {
       continue;
     }
     byKey.set(key, {
+      task: "denoising",
       specs: [spec.name],
       kind: config.kind,
       config,
@@ -83,7 +135,7 @@ export function zooNetworks(specs: Iterable<ModelSpec>): ZooNetwork[] {
  * the sampling step's inputs).
  */
 export function benchmarkTrainer(
-  network: ZooNetwork,
+  network: DenoiserNetwork,
 ): { trainer: Trainer; labelsOf: (n: number) => Int32Array; random: Random } {
   const random = new Random(7);
   const model = createModel(network.config);
@@ -100,6 +152,155 @@ export function benchmarkTrainer(
     { progress: false },
   );
   return { trainer, labelsOf, random };
+}
+
+/**
+ * The classifiers of `specs` (the feature networks; the perceptual distance has no network of
+ * its own, see the module comment), each as its committed `full` artefact under `root` was built:
+ * the heads are the data's category and subcategory counts, which the artefact's configuration
+ * records, so that the benchmark needs no dataset.
+ *
+ * @throws UserError naming the command that builds a missing artefact
+ */
+export async function classifierNetworks(
+  specs: Iterable<ClassifierSpec | PerceptualSpec> = FEATURE_NETWORK_SPECS.values(),
+  root = ROOT,
+): Promise<ClassifierNetwork[]> {
+  const networks: ClassifierNetwork[] = [];
+  for (const spec of specs) {
+    if (!isClassifierSpec(spec)) continue;
+    const path = `${artefactDir(spec.name, root)}/weights.ckpt`;
+    const header = await readCheckpointHeader(path).catch((error) => {
+      throw new UserError(
+        `the benchmark times ${spec.name} as its artefact was built, and ${path} cannot be ` +
+          `read (${(error as Error).message.split("\n")[0]}); build it with ` +
+          `\`deno task train ${spec.name}\``,
+      );
+    });
+    const config = completeClassifierConfig(header.modelConfig as unknown as ClassifierConfig);
+    networks.push({
+      task: "classification",
+      specs: [spec.name],
+      kind: config.kind,
+      config,
+      trainBatch: spec.training.full.batchSize,
+      training: spec.training.full,
+    });
+  }
+  return networks;
+}
+
+/** Every network of the zoo the benchmark times: the denoisers, then the classifiers. */
+export async function allZooNetworks(root = ROOT): Promise<ZooNetwork[]> {
+  return [...zooNetworks(MODEL_SPECS.values()), ...await classifierNetworks(undefined, root)];
+}
+
+/** A zoo network's two timed steps, as the library runs them (see the module comment). */
+export interface BenchWorkload {
+  /** One training step, resolved when its update has been applied. */
+  train(): Promise<void>;
+  /** One inference step at the inference batch, resolved when its output has been read. */
+  infer(): Promise<void>;
+  /** Free the network, its optimiser state and its inputs. */
+  dispose(): void;
+}
+
+/**
+ * The workload of `network`, its inference step at `inferenceBatch` images: a denoiser trains
+ * through lib/training/trainer.ts ({@link benchmarkTrainer}) and samples one DDIM step (at the
+ * middle of 50, from its EMA weights); a classifier trains through `classifierStep` on a fixed
+ * batch of random images and labels y = i mod K per head (augmentation, which is not the
+ * network's, aside) and infers its features φ(x).
+ */
+export function benchmarkWorkload(network: ZooNetwork, inferenceBatch: number): BenchWorkload {
+  return network.task === "denoising"
+    ? denoiserWorkload(network, inferenceBatch)
+    : classifierWorkload(network, inferenceBatch);
+}
+
+function denoiserWorkload(network: DenoiserNetwork, inferenceBatch: number): BenchWorkload {
+  const { trainer, labelsOf, random } = benchmarkTrainer(network);
+  const [s, c] = [network.config.imageSize, network.config.inChannels];
+  const ddim = new DDIMScheduler(trainer.schedule);
+  ddim.setTimesteps(50);
+  const t = ddim.timesteps[25];
+  const xs = tf.tensor4d(random.normals(inferenceBatch * s * s * c), [inferenceBatch, s, s, c]);
+  const labels = trainer.model.contextDim > 0
+    ? tf.tensor1d(labelsOf(inferenceBatch), "int32")
+    : undefined;
+  return {
+    async train() {
+      await trainer.trainStep();
+    },
+    async infer() {
+      const [next, x0] = tf.tidy(() => {
+        const timesteps = tf.fill([inferenceBatch], t) as tf.Tensor1D;
+        const eps = trainer.ema.apply(xs, timesteps, { classLabels: labels });
+        const { prevSample, predOriginalSample } = ddim.step(eps as tf.Tensor4D, t, xs);
+        return [prevSample, predOriginalSample];
+      });
+      await next.data();
+      tf.dispose([next, x0]);
+    },
+    dispose() {
+      tf.dispose([xs, ...(labels ? [labels] : [])]);
+      trainer.model.dispose();
+      trainer.dispose();
+    },
+  };
+}
+
+function classifierWorkload(network: ClassifierNetwork, inferenceBatch: number): BenchWorkload {
+  const classifier = new FeatureClassifier(network.config);
+  const adam = classifierOptimizer(classifier, network.training);
+  const random = new Random(7);
+  const { imageSize: s, inChannels: c, heads } = network.config;
+  const images = (n: number) =>
+    Float32Array.from(random.normals(n * s * s * c), (v) => Math.tanh(v));
+  const batch = {
+    x: images(network.trainBatch),
+    labels: heads.map((h) =>
+      Int32Array.from({ length: network.trainBatch }, (_, i) => i % h.classes)
+    ),
+  };
+  const xs = tf.tensor4d(images(inferenceBatch), [inferenceBatch, s, s, c]);
+  let t = 0;
+  return {
+    async train() {
+      const step = await classifierStep(
+        classifier,
+        adam,
+        batch,
+        network.training.learningRate,
+        ++t,
+      );
+      if (!step.applied) throw new Error(`${network.specs}: the loss became ${step.loss}`);
+    },
+    async infer() {
+      const features = classifier.features(xs);
+      await features.data();
+      features.dispose();
+    },
+    dispose() {
+      xs.dispose();
+      adam.dispose();
+      classifier.dispose();
+    },
+  };
+}
+
+const parameterCounts = new Map<string, number>();
+/** Trainable parameters of a network as the library builds it (built once per network). */
+export function zooParameterCount(network: ZooNetwork): number {
+  const key = zooNetworkKey(network.config, network.trainBatch);
+  if (!parameterCounts.has(key)) {
+    const model = network.task === "denoising"
+      ? createModel(network.config)
+      : new FeatureClassifier(network.config);
+    parameterCounts.set(key, model.parameterCount());
+    model.dispose();
+  }
+  return parameterCounts.get(key)!;
 }
 
 /** A row's name: its specs, comma-separated. */
@@ -121,7 +322,7 @@ export function missingPortError(
   if (!network) return undefined;
   return new UserError(
     `the zoo's network kind "${network.kind}" (spec ${zooNetworkName(network)}) has no ` +
-      `${runtime} port: add one to PORTS in bench/reference_unet.py, with exactly ` +
-      `createModel(config).parameterCount() parameters (there are ports of ${ports.join(", ")})`,
+      `${runtime} port: add one to PORTS in bench/reference_unet.py, with exactly the ` +
+      `parameter count of the library's network (there are ports of ${ports.join(", ")})`,
   );
 }
