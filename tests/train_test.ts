@@ -145,6 +145,29 @@ describe("Trainer", () => {
     model.dispose();
   });
 
+  it("trains the learned null class only when labels are dropped (classifier-free guidance)", async () => {
+    // The common bug: a guided model whose condition is never dropped in training has a null
+    // context that never learns, and ε_∅ is then the untrained c_∅ = 0's prediction.
+    const nullAfter = async (contextDropout: number) => {
+      const model = new UNet({ ...MODEL, contextDim: 3, nullContext: "learned" });
+      const trainer = new Trainer(model, tinyData(), schedule, {
+        steps: 5,
+        batchSize: 8,
+        learningRate: 3e-3,
+        contextDropout,
+      }, { progress: false });
+      await trainer.run();
+      const vector = model.parameters.find((p) => p.name === "context.null.vector")!;
+      const values = Array.from(await vector.variable.data());
+      trainer.dispose();
+      model.dispose();
+      return values;
+    };
+    assert.deepEqual(await nullAfter(0), [0, 0, 0], "never dropped: c_∅ keeps its initial zeros");
+    const dropped = await nullAfter(0.5);
+    assert.ok(dropped.some((v) => Math.abs(v) > 1e-4), `dropped half the time: c_∅ = ${dropped}`);
+  });
+
   it("gives identical losses for the same seed and different ones for another seed", async () => {
     const runLosses = async (seed: number) => {
       const model = new UNet(MODEL);
