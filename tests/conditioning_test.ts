@@ -106,6 +106,66 @@ describe("conditioning as diffusers takes it: (x_t, t, { classLabels, encoderHid
   });
 });
 
+describe("the U-Net with cross-attention to context tokens (a text encoder's states)", () => {
+  const TEXT_UNET = {
+    imageSize: 16,
+    baseChannels: 8,
+    channelMultipliers: [1, 2, 2],
+    crossAttentionDim: 12,
+    crossAttentionResolutions: [8, 4],
+    middleCrossAttention: true,
+    seed: 3,
+  };
+
+  it("cross-attends at the chosen resolutions and in the middle, and the tokens matter", async () => {
+    const model = new UNet(TEXT_UNET);
+    const names = model.parameters.map((p) => p.name);
+    const has = (layer: string) => names.some((n) => n.startsWith(`${layer}.`));
+    for (const layer of ["down.1.cross.0", "down.2.cross.1", "mid.cross.k", "up.1.cross.2"]) {
+      assert.ok(has(layer), `${layer} is a cross-attention layer`);
+    }
+    assert.ok(!has("down.0.cross.0") && !has("up.0.cross.0"), "none at 16×16");
+    const k = model.parameters.find((p) => p.name === "mid.cross.k.weight")!;
+    assert.deepEqual(k.variable.shape, [12, 16], "keys project the tokens' width");
+    // The output convolution starts at zero; give it weights so that the body shows.
+    const out = model.parameters.find((p) => p.name === "output.conv.filter")!;
+    out.variable.assign(tf.randomNormal(out.variable.shape, 0, 0.1, "float32", 1));
+    const a = tf.randomNormal([4, 5, 12], 0, 1, "float32", 2) as tf.Tensor3D;
+    const b = tf.randomNormal([4, 5, 12], 0, 1, "float32", 3) as tf.Tensor3D;
+    const withA = await values(output(model, { encoderHiddenStates: a }));
+    assert.equal(maxDifference(withA, await values(output(model, { encoderHiddenStates: a }))), 0);
+    assert.ok(maxDifference(withA, await values(output(model, { encoderHiddenStates: b }))) > 1e-4);
+    // A shorter or longer prompt is another L; every token width must be the network's.
+    const long = tf.zeros([4, 9, 12]) as tf.Tensor3D;
+    assert.equal(
+      (await values(output(model, { encoderHiddenStates: long }))).length,
+      4 * 16 * 16 * 3,
+    );
+    const wide = tf.zeros([4, 5, 7]) as tf.Tensor3D;
+    assert.throws(
+      () => output(model, { encoderHiddenStates: wide }),
+      /encoderHiddenStates \[4, L, 12\]/,
+    );
+    assert.throws(() => output(model, {}), /the empty prompt's for no condition/);
+    tf.dispose([a, b, long, wide]);
+    model.dispose();
+  });
+
+  it("adds nothing to a network without it, and refuses a half-configured one", () => {
+    const plain = new UNet({ imageSize: 16, baseChannels: 8, seed: 1 });
+    assert.ok(!plain.parameters.some((p) => p.name.includes("cross")));
+    plain.dispose();
+    assert.throws(
+      () => new UNet({ ...TEXT_UNET, crossAttentionDim: 0 }),
+      /cross-attention needs crossAttentionDim/,
+    );
+    assert.throws(
+      () => new UNet({ imageSize: 16, baseChannels: 8, crossAttentionDim: 12 }),
+      /no resolution cross-attends/,
+    );
+  });
+});
+
 describe("attention with separate q, k, v and out, addressable by name", () => {
   it("names its projections q, k, v, out and attends to context tokens when built for them", async () => {
     const store = new ParameterStore(4);

@@ -50,6 +50,15 @@ export interface UNetConfig {
   attentionHeads: number;
   /** Self-attention between the two middle residual blocks. */
   middleAttention: boolean;
+  /**
+   * Width D of the context tokens the network cross-attends to (a text encoder's states,
+   * `encoderHiddenStates` [N, L, D]); 0 for no cross-attention.
+   */
+  crossAttentionDim: number;
+  /** Resolutions (in pixels) with cross-attention after each residual block (and its self-attention). */
+  crossAttentionResolutions: number[];
+  /** Cross-attention in the middle, after its self-attention. */
+  middleCrossAttention: boolean;
   /** Dropout rate in the residual blocks. */
   dropout: number;
   /** GroupNorm groups. */
@@ -81,6 +90,9 @@ export function unetConfig(partial: Partial<UNetConfig> = {}): UNetConfig {
     attentionResolutions: partial.attentionResolutions ?? [],
     attentionHeads: partial.attentionHeads ?? 4,
     middleAttention: partial.middleAttention ?? true,
+    crossAttentionDim: partial.crossAttentionDim ?? 0,
+    crossAttentionResolutions: partial.crossAttentionResolutions ?? [],
+    middleCrossAttention: partial.middleCrossAttention ?? false,
     dropout: partial.dropout ?? 0,
     groups: partial.groups ?? 8,
     timeEmbeddingDim: partial.timeEmbeddingDim ?? 4 * baseChannels,
@@ -109,6 +121,15 @@ export function unetConfig(partial: Partial<UNetConfig> = {}): UNetConfig {
       `unetConfig: baseChannels must be even (sinusoidal embedding), got ${baseChannels}.`,
     );
   }
+  const crossAttends = config.crossAttentionResolutions.length > 0 || config.middleCrossAttention;
+  if (crossAttends !== config.crossAttentionDim > 0) {
+    throw new Error(
+      config.crossAttentionDim > 0
+        ? `unetConfig: crossAttentionDim ${config.crossAttentionDim} is set but no resolution ` +
+          `cross-attends; give crossAttentionResolutions or middleCrossAttention.`
+        : "unetConfig: cross-attention needs crossAttentionDim, the width of the context tokens.",
+    );
+  }
   if (config.nullContext !== "zeros" && config.nullContext !== "learned") {
     throw new Error(
       `unetConfig: nullContext must be "zeros" or "learned", got "${config.nullContext}".`,
@@ -133,9 +154,14 @@ interface Stage {
  * blocks into which the time embedding is added, and self-attention at chosen resolutions.
  *
  *   emb = MLP(sinusoidal(t)) [+ MLP(c)]
- *   h₀ = Conv(x);  encoder: hᵢ = Res(hᵢ₋₁, emb) [→ Attn], Down at the end of each level
- *   middle: Res → Attn → Res;  decoder: Res([h, skip], emb) [→ Attn], Up between levels
+ *   h₀ = Conv(x);  encoder: hᵢ = Res(hᵢ₋₁, emb) [→ Attn] [→ CrossAttn(·, s)], Down at the end
+ *   of each level;  middle: Res → Attn [→ CrossAttn(·, s)] → Res;
+ *   decoder: Res([h, skip], emb) [→ Attn] [→ CrossAttn(·, s)], Up between levels
  *   ε_θ = Conv(SiLU(GN(h)))   (this last convolution starts at zero, so ε_θ ≡ 0 at init)
+ *
+ * where CrossAttn(h, s) is attention from h's pixels (queries) to the context tokens s
+ * (`encoderHiddenStates`, keys and values), as Stable Diffusion's U-Net takes a text encoder's
+ * states (Rombach et al., 2022).
  *
  * The constructor records the stages once (`#stages`); the forward pass runs them in order and
  * `architecture()` reports them.
@@ -200,6 +226,14 @@ export class UNet extends StoredNetwork<UNetConfig> {
       c.attentionResolutions.includes(resolutionOf(level))
         ? new Attention(store, name, channels, c.attentionHeads, c.groups)
         : null;
+    const crossAttention = (name: string, channels: number) =>
+      new Attention(store, name, channels, c.attentionHeads, c.groups, {
+        contextDim: c.crossAttentionDim,
+      });
+    const crossAttentionAt = (name: string, level: number, channels: number) =>
+      c.crossAttentionResolutions.includes(resolutionOf(level))
+        ? crossAttention(name, channels)
+        : null;
     const skipChannels = [c.baseChannels];
     let channels = c.baseChannels;
     const levels = c.channelMultipliers.length;
@@ -208,12 +242,17 @@ export class UNet extends StoredNetwork<UNetConfig> {
       for (let i = 0; i < c.resBlocksPerLevel; i++) {
         const res = new ResidualBlock(store, `down.${level}.res.${i}`, channels, out, block);
         const attention = attentionAt(`down.${level}.attn.${i}`, level, out);
-        stage(res, "resblock", "encoder", level, { in: channels, out }, {
-          skip: attention ? undefined : "push",
-        });
+        const cross = crossAttentionAt(`down.${level}.cross.${i}`, level, out);
+        // The block's last module's output is the one kept for the skip connection.
+        const last = cross ?? attention ?? res;
+        const kept = (module: Stage["module"]) => module === last ? "push" : undefined;
+        stage(res, "resblock", "encoder", level, { in: channels, out }, { skip: kept(res) });
         if (attention) {
-          stage(attention, "attention", "encoder", level, { in: out, out }, { skip: "push" });
+          stage(attention, "attention", "encoder", level, { in: out, out }, {
+            skip: kept(attention),
+          });
         }
+        if (cross) stage(cross, "attention", "encoder", level, { in: out, out }, { skip: "push" });
         channels = out;
         skipChannels.push(channels);
       }
@@ -239,6 +278,9 @@ export class UNet extends StoredNetwork<UNetConfig> {
       const attention = new Attention(store, "mid.attn", channels, c.attentionHeads, c.groups);
       stage(attention, "attention", "middle", middle, same);
     }
+    if (c.middleCrossAttention) {
+      stage(crossAttention("mid.cross", channels), "attention", "middle", middle, same);
+    }
     stage(
       new ResidualBlock(store, "mid.res.1", channels, channels, block),
       "resblock",
@@ -256,6 +298,8 @@ export class UNet extends StoredNetwork<UNetConfig> {
         channels = out;
         const attention = attentionAt(`up.${level}.attn.${i}`, level, channels);
         if (attention) stage(attention, "attention", "decoder", level, { in: out, out });
+        const cross = crossAttentionAt(`up.${level}.cross.${i}`, level, channels);
+        if (cross) stage(cross, "attention", "decoder", level, { in: out, out });
       }
       if (level > 0) {
         const up = new Upsample(store, `up.${level}.upsample`, channels);
@@ -276,14 +320,30 @@ export class UNet extends StoredNetwork<UNetConfig> {
   /** The context vector of the conditioning: c, onehot(y) (c_∅ where y = −1), or c_∅. */
   #context(conditioning: Conditioning, batch: number): tf.Tensor2D {
     const c = this.config;
-    if (conditioning.encoderHiddenStates) {
-      throw new Error(
-        "UNet: this network has no cross-attention, so it cannot take encoderHiddenStates.",
-      );
-    }
     if (conditioning.context) return conditioning.context;
     const labels = conditioning.classLabels ?? tf.fill([batch], -1, "int32") as tf.Tensor1D;
     return classContext(labels, c.contextDim, this.#nullContext);
+  }
+
+  /** The context tokens of the conditioning, checked against the cross-attention's width. */
+  #encoderStates(conditioning: Conditioning, batch: number): tf.Tensor3D | undefined {
+    const states = conditioning.encoderHiddenStates;
+    const d = this.config.crossAttentionDim;
+    if (d === 0) {
+      if (states) {
+        throw new Error(
+          "UNet: this network has no cross-attention, so it cannot take encoderHiddenStates.",
+        );
+      }
+      return undefined;
+    }
+    if (!states || states.shape[0] !== batch || states.shape[2] !== d) {
+      throw new Error(
+        `UNet: this network cross-attends to encoderHiddenStates [${batch}, L, ${d}] (the empty ` +
+          `prompt's for no condition), not ${states ? `[${states.shape}]` : "nothing"}.`,
+      );
+    }
+    return states;
   }
 
   /** The forward pass with explicit conditioning (used by `apply` and `summary`). */
@@ -307,6 +367,7 @@ export class UNet extends StoredNetwork<UNetConfig> {
     } else if (conditioning.classLabels || conditioning.context) {
       throw new Error("UNet: this network is unconditional (contextDim 0); pass no conditioning.");
     }
+    const states = this.#encoderStates(conditioning, x.shape[0]);
     const embActivated = silu(emb) as tf.Tensor2D; // SiLU(emb), which every block projects
     let h = this.#convIn.apply(x, ctx);
     const skips: tf.Tensor4D[] = [h];
@@ -314,6 +375,8 @@ export class UNet extends StoredNetwork<UNetConfig> {
       if (module instanceof ResidualBlock) {
         const input = skip === "pop" ? tf.concat([h, skips.pop()!], 3) : h;
         h = module.apply(input, embActivated, ctx);
+      } else if (module instanceof Attention && module.contextDim !== null) {
+        h = module.apply(h, ctx, states);
       } else {
         h = module.apply(h, ctx);
       }
