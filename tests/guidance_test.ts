@@ -147,11 +147,41 @@ describe("guidedDenoiser", () => {
         steps: 10,
         seed: 4,
       });
+      // The same through sample's own options.
+      const viaOptions = await sample(model, make(), {
+        shape,
+        steps: 10,
+        seed: 4,
+        conditioning: labels,
+        guidance: { scale: 4, unconditional: nulls },
+      });
       assert.deepEqual(guided.images.dataSync(), plain.images.dataSync());
       assert.notDeepEqual(strong.images.dataSync(), plain.images.dataSync());
-      tf.dispose([plain.images, guided.images, strong.images]);
+      assert.deepEqual(viaOptions.images.dataSync(), strong.images.dataSync());
+      tf.dispose([plain.images, guided.images, strong.images, viaOptions.images]);
     }
-    tf.dispose([labels.classLabels, nulls.classLabels]);
+    const ddim = new DDIMScheduler(schedule);
+    await assert.rejects(
+      sample(model, ddim, { shape, steps: 2, guidance: { scale: 2, unconditional: nulls } }),
+      /guidance needs a conditioning/,
+    );
+    await assert.rejects(
+      sample(model, ddim, {
+        shape,
+        steps: 2,
+        conditioning: labels,
+        guidance: { scale: -2, unconditional: nulls },
+      }),
+      /guidance scale must be a number ≥ 0/,
+    );
+    const outside = { classLabels: tf.tensor1d([1, 7, 0], "int32") };
+    await assert.rejects(
+      sample(model, ddim, { shape, steps: 2, conditioning: outside }),
+      (e) =>
+        e instanceof UserError &&
+        /class label 7 \(at 1\) is out of range: this network knows classes 0…3/.test(e.message),
+    );
+    tf.dispose([labels.classLabels, nulls.classLabels, outside.classLabels]);
   });
 
   it("refuses a scale that is negative or not a number, and a rescale outside [0, 1]", () => {

@@ -98,6 +98,13 @@ export function concatConditioning(a: Conditioning, b: Conditioning): Conditioni
 /** A denoiser as the samplers call it (lib/core/samplers/sample.ts's `Denoiser`). */
 export type GuidedDenoiser = (xt: tf.Tensor4D, t: tf.Tensor1D) => tf.Tensor4D;
 
+/** A network's forward pass under a conditioning: `model.apply`, or a function like it. */
+export type ConditionalDenoiser = (
+  xt: tf.Tensor4D,
+  t: tf.Tensor1D,
+  conditioning: Conditioning,
+) => tf.Tensor4D;
+
 /**
  * `model` guided towards `conditional` and away from `unconditional` (the null condition, or a
  * negative prompt's), each for the whole batch: one forward pass of [x_t; x_t] at [t; t] with
@@ -107,18 +114,21 @@ export type GuidedDenoiser = (xt: tf.Tensor4D, t: tf.Tensor1D) => tf.Tensor4D;
  * @throws UserError for a scale or rescale out of range
  */
 export function guidedDenoiser(
-  model: DiffusionModel,
+  model: DiffusionModel | ConditionalDenoiser,
   conditional: Conditioning,
   unconditional: Conditioning,
   options: GuidanceOptions,
 ): GuidedDenoiser {
   checkGuidance(options);
   const rescale = options.rescale ?? 0;
+  const apply: ConditionalDenoiser = typeof model === "function"
+    ? model
+    : (x, t, c) => model.apply(x, t, c);
   return (xt, t) =>
     tf.tidy(() => {
-      if (options.scale === 1 && rescale === 0) return model.apply(xt, t, conditional);
+      if (options.scale === 1 && rescale === 0) return apply(xt, t, conditional);
       const n = xt.shape[0];
-      const both = model.apply(
+      const both = apply(
         tf.concat([xt, xt]),
         tf.concat([t, t]),
         concatConditioning(conditional, unconditional),

@@ -694,12 +694,8 @@ export class Trainer {
     const c = this.config;
     const [H, W, C] = this.#shape;
     const n = c.sampleCount;
-    const context = this.#contextDim > 0
-      ? tf.oneHot(
-        tf.tensor1d(Array.from({ length: n }, (_, i) => i % this.#contextDim), "int32"),
-        this.#contextDim,
-      )
-        .toFloat() as tf.Tensor2D
+    const classLabels = this.#contextDim > 0
+      ? tf.tensor1d(Array.from({ length: n }, (_, i) => i % this.#contextDim), "int32")
       : undefined;
     const scheduler = new DDIMScheduler(this.schedule, {
       predictionType: c.prediction,
@@ -710,11 +706,11 @@ export class Trainer {
         shape: [n, H, W, C],
         seed: c.sampleSeed,
         steps: Math.min(c.sampleSteps, this.schedule.T),
-        context,
+        conditioning: classLabels ? { classLabels } : {},
       });
       return images;
     } finally {
-      context?.dispose();
+      classLabels?.dispose();
     }
   }
 

@@ -5,6 +5,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { UserError } from "../errors.ts";
 import type { ParameterStore } from "./layers.ts";
 
 /**
@@ -26,6 +27,26 @@ export function timestepEmbedding(t: tf.Tensor1D, dim: number, maxPeriod = 10000
     const args = tf.mul(tf.reshape(t, [-1, 1]), tf.tensor2d(freqs, [1, half]));
     return tf.concat([tf.cos(args), tf.sin(args)], 1) as tf.Tensor2D;
   });
+}
+
+/**
+ * Check class labels against a network's K classes: each is in {0, …, K − 1}, or −1 for "no
+ * condition".
+ *
+ * @throws UserError naming the first label out of range and what is allowed
+ */
+export function checkClassLabels(labels: ArrayLike<number>, classes: number): void {
+  for (let i = 0; i < labels.length; i++) {
+    const y = labels[i];
+    if (!(Number.isInteger(y) && y >= -1 && y < classes)) {
+      throw new UserError(
+        `class label ${y} (at ${i}) is out of range: this network knows classes 0…${
+          classes - 1
+        }, ` +
+          `and −1 for no condition`,
+      );
+    }
+  }
 }
 
 /**

@@ -4,8 +4,10 @@
  *
  *   for t in scheduler.timesteps:  ε̂ = ε_θ(x_t, t[, c]);  x_{t′} = scheduler.step(ε̂, t, x_t).
  *
- * With classifier-free guidance (Ho & Salimans, 2022) the network runs with and without the
- * context and ε̂ = ε̂_∅ + w (ε̂_c − ε̂_∅).
+ * A conditional network samples under its conditioning c (class labels, a text encoder's token
+ * states, or a context vector); with classifier-free guidance (lib/core/guidance.ts) it runs on
+ * c and on the null condition ∅ (or a negative prompt) in one batched call, and
+ * ε̂ = ε̂_∅ + s (ε̂_c − ε̂_∅), diffusers' scale s.
  *
  * @module
  */
@@ -19,13 +21,21 @@ import {
   type RgbaImage,
   toRgbaImages,
 } from "../images.ts";
-import type { DiffusionModel } from "../models/mod.ts";
+import type { Conditioning, DiffusionModel } from "../models/mod.ts";
 import type { Scheduler } from "./scheduler.ts";
+import { checkGuidance, type GuidanceOptions, guidedDenoiser } from "../guidance.ts";
+import { checkClassLabels } from "../nn/embeddings.ts";
 
 /** A network, or any function with its signature (an oracle in tests). */
 export type Denoiser =
   | DiffusionModel
-  | ((xt: tf.Tensor4D, t: tf.Tensor1D, context?: tf.Tensor2D) => tf.Tensor4D);
+  | ((xt: tf.Tensor4D, t: tf.Tensor1D, conditioning?: Conditioning) => tf.Tensor4D);
+
+/** Classifier-free guidance of a sampling run: the scale (and rescale), and what ∅ is. */
+export interface SampleGuidance extends GuidanceOptions {
+  /** The null condition (labels −1, the empty prompt's states) or a negative prompt's. */
+  unconditional: Conditioning;
+}
 
 /** Options of {@link sample}. */
 export interface SampleOptions {
@@ -39,10 +49,10 @@ export interface SampleOptions {
   returnTrajectory?: boolean;
   /** Record every k-th step (and always the last), default 1. */
   trajectoryEvery?: number;
-  /** Context c [N, contextDim] for a conditional network. */
-  context?: tf.Tensor2D;
-  /** Classifier-free guidance weight w (needs `context`; 1 = plain conditional sampling). */
-  guidanceScale?: number;
+  /** The conditioning c of a conditional network, for the whole batch (not disposed). */
+  conditioning?: Conditioning;
+  /** Classifier-free guidance towards `conditioning` (needs it; scale 1 = none). */
+  guidance?: SampleGuidance;
   /** Start from this x_T instead of drawing it from `seed` (not disposed). */
   xT?: tf.Tensor4D;
   /** Called after each step with the new sample and the step's x̂₀ (tensors freed afterwards). */
@@ -76,26 +86,16 @@ async function toBatch(x: tf.Tensor4D): Promise<ImageBatch> {
   };
 }
 
-function predict(
-  model: Denoiser,
-  xt: tf.Tensor4D,
-  t: number,
-  context: tf.Tensor2D | undefined,
-  guidanceScale: number | undefined,
-): tf.Tensor4D {
-  const run = (x: tf.Tensor4D, c: tf.Tensor2D | undefined) => {
-    const tv = tf.fill([x.shape[0]], t) as tf.Tensor1D;
-    return typeof model === "function" ? model(x, tv, c) : model.apply(x, tv, { context: c });
-  };
+/** The network's prediction at timestep t for the whole batch. */
+function predict(model: Denoiser, xt: tf.Tensor4D, t: number, options: SampleOptions): tf.Tensor4D {
+  const network = typeof model === "function"
+    ? model
+    : (x: tf.Tensor4D, tv: tf.Tensor1D, c?: Conditioning) => model.apply(x, tv, c);
   return tf.tidy(() => {
-    if (!context || guidanceScale === undefined || guidanceScale === 1) return run(xt, context);
-    const n = xt.shape[0];
-    const both = run(tf.concat([xt, xt]), tf.concat([context, tf.zerosLike(context)]));
-    const [conditional, unconditional] = tf.split(both, [n, n]);
-    return tf.add(
-      unconditional,
-      tf.mul(tf.sub(conditional, unconditional), guidanceScale),
-    ) as tf.Tensor4D;
+    const tv = tf.fill([xt.shape[0]], t) as tf.Tensor1D;
+    const { conditioning = {}, guidance } = options;
+    if (!guidance) return network(xt, tv, conditioning);
+    return guidedDenoiser(network, conditioning, guidance.unconditional, guidance)(xt, tv);
   });
 }
 
@@ -112,8 +112,16 @@ export async function sample(
   options: SampleOptions,
 ): Promise<SampleResult> {
   const { shape } = options;
-  if (options.guidanceScale !== undefined && !options.context) {
-    throw new Error("sample: guidanceScale needs a context (the condition to guide towards).");
+  if (options.guidance) {
+    if (!options.conditioning) {
+      throw new Error("sample: guidance needs a conditioning (the condition to guide towards).");
+    }
+    checkGuidance(options.guidance);
+  }
+  if (typeof model !== "function" && model.contextDim > 0) {
+    for (const c of [options.conditioning, options.guidance?.unconditional]) {
+      if (c?.classLabels) checkClassLabels(await c.classLabels.data(), model.contextDim);
+    }
   }
   if (options.steps !== undefined) scheduler.setTimesteps(options.steps);
   const rng = new Random(options.seed ?? 0);
@@ -129,7 +137,7 @@ export async function sample(
   try {
     for (let index = 0; index < timesteps.length; index++) {
       const t = timesteps[index];
-      const output = predict(model, xt, t, options.context, options.guidanceScale);
+      const output = predict(model, xt, t, options);
       const { prevSample, predOriginalSample } = scheduler.step(output, t, xt, rng);
       output.dispose();
       if (trajectory && (index % every === 0 || index === timesteps.length - 1)) {
