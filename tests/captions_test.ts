@@ -6,9 +6,9 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { caption, captionWords, emojiKey, loadEmojiKeywords } from "../lib/data/captions.ts";
+import { caption, emojiKey, loadEmojiKeywords } from "../lib/data/captions.ts";
 import { CONDITIONING_HOLDOUTS, holdoutSplit } from "../lib/data/holdouts.ts";
-import { BOS, EOS, PAD, Tokenizer, UNK } from "../lib/data/tokenizer.ts";
+import { BOS, EOS, PAD, textWords, Tokenizer, UNK } from "../lib/core/tokenizer.ts";
 import { type EmojiMeta, loadEmojiDataset } from "../lib/data/emoji.ts";
 import { emojiIdentity } from "../lib/data/splits.ts";
 import { UserError } from "../lib/core/errors.ts";
@@ -150,6 +150,6 @@ describe("the tokenizer", () => {
     const copy = Tokenizer.fromJSON(JSON.parse(JSON.stringify(tokenizer)));
     assert.deepEqual(copy.encode("green apple").ids, tokenizer.encode("green apple").ids);
     assert.throws(() => new Tokenizer(["a"], 2), /context length is a whole number of at least 3/);
-    assert.deepEqual(captionWords("Yo-yo, Piñata's!"), ["yo", "yo", "piñata's"]);
+    assert.deepEqual(textWords("Yo-yo, Piñata's!"), ["yo", "yo", "piñata's"]);
   });
 });

@@ -13,8 +13,11 @@ import { Random } from "../lib/core/random.ts";
 import { ParameterStore } from "../lib/core/nn/layers.ts";
 import { LayerNorm } from "../lib/core/nn/layer_norm.ts";
 import { TextEncoder } from "../lib/core/models/text_encoder.ts";
-import { Tokenizer } from "../lib/data/tokenizer.ts";
+import { Tokenizer } from "../lib/core/tokenizer.ts";
 import { clipLoss, INITIAL_LOG_SCALE, similarities } from "../lib/training/contrastive.ts";
+import { TinyClip } from "../lib/core/models/clip.ts";
+import { FeatureClassifier } from "../lib/core/models/classifier.ts";
+import { Adam, flatGradient } from "../lib/training/optim.ts";
 
 await selectBackend({ quiet: true });
 const random = new Random(9);
@@ -151,5 +154,78 @@ describe("CLIP's contrastive loss", () => {
     const start = similarities(eye, eye, tf.scalar(INITIAL_LOG_SCALE));
     assert.ok(Math.abs(start.dataSync()[0] - 1 / 0.07) < 1e-3);
     tf.dispose([eye, loss, s, start]);
+  });
+});
+
+describe("the tiny CLIP", () => {
+  const tokenizer = Tokenizer.fromCaptions(["red", "blue", "green"], { contextLength: 4 });
+  const config = {
+    image: { imageSize: 8, channels: [8, 16], groups: 4 },
+    text: { vocabularySize: tokenizer.vocabularySize, contextLength: 4, width: 16, layers: 1 },
+    embedDim: 8,
+    seed: 1,
+  };
+  /** Eight 8×8 images of a plain colour each, and the colour's name. */
+  const colours = { red: [1, -1, -1], blue: [-1, -1, 1], green: [-1, 1, -1] };
+  const names = Object.keys(colours) as (keyof typeof colours)[];
+  const batch = Array.from({ length: 6 }, (_, i) => names[i % 3]);
+  const images = () =>
+    tf.tensor4d(batch.flatMap((c) => Array.from({ length: 64 }, () => colours[c]).flat()), [
+      6,
+      8,
+      8,
+      3,
+    ]);
+  const ids = () => tf.tensor2d(tokenizer.encodeBatch(batch), [6, 4], "int32");
+
+  it("keeps both towers' parameters under their prefixes, plus two projections and τ", () => {
+    const clip = new TinyClip(config);
+    const names = clip.parameters.map((p) => p.name);
+    assert.equal(new Set(names).size, names.length);
+    assert.ok(
+      names.includes("image.stage0.conv1.filter") && names.includes("text.token.embedding"),
+    );
+    assert.ok(names.includes("logit.logScale"));
+    const tower = new FeatureClassifier({ ...config.image, heads: [] });
+    const text = new TextEncoder(config.text);
+    assert.equal(
+      clip.parameterCount(),
+      tower.parameterCount() + text.parameterCount() + (16 * 8 + 8) + (16 * 8 + 8) + 1,
+    );
+    tf.dispose([tower, text].flatMap((m) => m.parameters.map((p) => p.variable)));
+    clip.dispose();
+  });
+
+  it("learns to match plain colours with their names: the loss falls, the right pairs score highest", async () => {
+    const clip = new TinyClip(config);
+    const adam = new Adam(clip.parameters, {
+      optimizer: "adam",
+      beta1: 0.9,
+      beta2: 0.999,
+      epsilon: 1e-8,
+      weightDecay: 0,
+    });
+    const [x, y] = [images(), ids()];
+    const losses: number[] = [];
+    for (let k = 1; k <= 40; k++) {
+      const { value, grads } = tf.variableGrads(
+        () => clipLoss(clip.imageEmbeddings(x), clip.textEmbeddings(y), clip.logScale),
+        clip.parameters.map((p) => p.variable),
+      );
+      losses.push((await value.data())[0]);
+      tf.tidy(() => adam.update(flatGradient(grads, clip.parameters), 3e-3, k));
+      tf.dispose([value, ...Object.values(grads)]);
+    }
+    assert.ok(losses[39] < 0.5 * losses[0], `losses ${losses[0]} → ${losses[39]}`);
+    const cos = clip.cosines(x, y).arraySync() as number[][];
+    cos.forEach((row, i) => {
+      const best = row.indexOf(Math.max(...row));
+      assert.equal(batch[best], batch[i], `image ${i} (${batch[i]}) matches ${batch[best]}`);
+    });
+    const scores = Array.from(clip.clipScore(x, y).dataSync());
+    assert.ok(scores.every((s) => s >= 0 && s <= 100), `${scores}`);
+    tf.dispose([x, y]);
+    adam.dispose();
+    clip.dispose();
   });
 });

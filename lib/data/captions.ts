@@ -18,6 +18,7 @@ import type { EmojiMeta, EmojiVendor } from "./emoji.ts";
 import { UserError } from "../core/errors.ts";
 import { exists } from "../runtime/files.ts";
 import { reinstallCommand } from "../runtime/packages.ts";
+import { textWords } from "../core/tokenizer.ts";
 
 /** The style word of each image set. */
 export const STYLE_WORDS: Record<EmojiVendor, string> = { twitter: "twemoji", google: "noto" };
@@ -79,11 +80,6 @@ function phrase(keyword: string): string | null {
   return /^[\p{L}\p{N}][\p{L}\p{N}' -]*$/u.test(text) ? text : null;
 }
 
-/** The words of a caption or prompt: maximal runs of letters, digits and apostrophes. */
-export function captionWords(text: string): string[] {
-  return text.toLowerCase().match(/[\p{L}\p{N}']+/gu) ?? [];
-}
-
 /**
  * The caption of an image (see the module comment), with at most `keywords` keywords (default
  * 3).
@@ -96,12 +92,12 @@ export function caption(
   const entry = lexicon.get(emojiKey(meta.unified));
   const name = (entry && phrase(entry[0])) ?? meta.name.toLowerCase();
   const parts = [name];
-  const seen = new Set(captionWords(name));
+  const seen = new Set(textWords(name));
   for (const keyword of entry?.slice(1) ?? []) {
     if (parts.length > keywords) break;
     const text = phrase(keyword);
     if (text === null) continue;
-    const words = captionWords(text);
+    const words = textWords(text);
     if (words.every((w) => seen.has(w))) continue;
     words.forEach((w) => seen.add(w));
     parts.push(text);

@@ -12,9 +12,8 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+export { INITIAL_LOG_SCALE } from "../core/models/clip.ts";
 
-/** CLIP's initial log inverse temperature, ln(1/0.07). */
-export const INITIAL_LOG_SCALE = Math.log(1 / 0.07);
 /** The largest inverse temperature e^τ CLIP lets the scale reach. */
 export const MAX_SCALE = 100;
 

@@ -38,7 +38,10 @@ export interface ClassifierConfig {
   channels: number[];
   /** GroupNorm groups (divides every stage's channels). */
   groups: number;
-  /** The heads: a name and a class count each, e.g. category (9) and subcategory (98). */
+  /**
+   * The heads: a name and a class count each, e.g. category (9) and subcategory (98); none for a
+   * feature extractor (the tiny CLIP's image tower).
+   */
   heads: { name: string; classes: number }[];
   /** Seed of the initial weights. */
   seed: number;
@@ -63,7 +66,6 @@ export function completeClassifierConfig(partial: Partial<ClassifierConfig>): Cl
         `times; use a size divisible by ${reduction} or fewer stages.`,
     );
   }
-  if (config.heads.length === 0) throw new Error("classifier: give it at least one head");
   return config;
 }
 
@@ -77,34 +79,42 @@ interface Stage {
 /** The network of the module comment. */
 export class FeatureClassifier {
   readonly config: ClassifierConfig;
-  readonly #store: ParameterStore;
   readonly #stages: Stage[];
   readonly #heads: Linear[];
 
-  constructor(partial: Partial<ClassifierConfig>) {
+  /**
+   * @param partial the configuration (missing fields take the defaults)
+   * @param part where a larger network keeps this one's parameters: its store, and a prefix for
+   *   their names (the tiny CLIP's "image."); by default a store of its own, seeded by `seed`
+   */
+  constructor(
+    partial: Partial<ClassifierConfig>,
+    part: { store?: ParameterStore; prefix?: string } = {},
+  ) {
     this.config = completeClassifierConfig(partial);
     const c = this.config;
-    this.#store = new ParameterStore(c.seed);
+    const store = part.store ?? new ParameterStore(c.seed);
+    const prefix = part.prefix ?? "";
+    const first = store.parameters.length;
     let channels = c.inChannels;
     this.#stages = c.channels.map((out, s) => {
       const stage = {
-        conv1: new Conv2d(this.#store, `stage${s}.conv1`, channels, out),
-        norm1: new GroupNorm(this.#store, `stage${s}.norm1`, out, c.groups),
-        conv2: new Conv2d(this.#store, `stage${s}.conv2`, out, out),
-        norm2: new GroupNorm(this.#store, `stage${s}.norm2`, out, c.groups),
+        conv1: new Conv2d(store, `${prefix}stage${s}.conv1`, channels, out),
+        norm1: new GroupNorm(store, `${prefix}stage${s}.norm1`, out, c.groups),
+        conv2: new Conv2d(store, `${prefix}stage${s}.conv2`, out, out),
+        norm2: new GroupNorm(store, `${prefix}stage${s}.norm2`, out, c.groups),
       };
       channels = out;
       return stage;
     });
     this.#heads = c.heads.map((h) =>
-      new Linear(this.#store, `head.${h.name}`, channels, h.classes)
+      new Linear(store, `${prefix}head.${h.name}`, channels, h.classes)
     );
+    this.parameters = store.parameters.slice(first);
   }
 
   /** Trainable parameters in creation order (their names are the checkpoint's). */
-  get parameters(): readonly NamedVariable[] {
-    return this.#store.parameters;
-  }
+  readonly parameters: readonly NamedVariable[];
 
   /** The feature dimension d of φ(x). */
   get featureDim(): number {

@@ -1,6 +1,6 @@
 /**
  * The text encoder of chapter 6 (the tiny CLIP's text tower and the text-conditional U-Net's
- * context): a small transformer over the tokenizer's ids (lib/data/tokenizer.ts), CLIP's text
+ * context): a small transformer over the tokenizer's ids (lib/core/tokenizer.ts), CLIP's text
  * tower (Radford et al., 2021) in miniature,
  *
  *   h⁰ = E[ids] + P                                  token and learned position embeddings [N, L, D]
@@ -20,7 +20,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { type ForwardContext, gelu, INFERENCE, Linear, ParameterStore } from "../nn/layers.ts";
 import { LayerNorm } from "../nn/layer_norm.ts";
-import { PAD } from "../../data/tokenizer.ts";
+import { PAD } from "../tokenizer.ts";
 import type { NamedVariable } from "../nn/layers.ts";
 
 /** The encoder's configuration. */
@@ -88,42 +88,49 @@ export interface TextEncoding {
 /** The transformer of the module comment. */
 export class TextEncoder {
   readonly config: TextEncoderConfig;
-  readonly #store: ParameterStore;
+  /** Trainable parameters in creation order (their names are the checkpoint's). */
+  readonly parameters: readonly NamedVariable[];
   readonly #tokens: tf.Variable;
   readonly #positions: tf.Variable;
   readonly #blocks: Block[];
   readonly #final: LayerNorm;
 
-  constructor(partial: Partial<TextEncoderConfig> & Pick<TextEncoderConfig, "vocabularySize">) {
+  /**
+   * @param partial the configuration (missing fields take the defaults)
+   * @param part where a larger network keeps this one's parameters: its store, and a prefix for
+   *   their names (the tiny CLIP's "text."); by default a store of its own, seeded by `seed`
+   */
+  constructor(
+    partial: Partial<TextEncoderConfig> & Pick<TextEncoderConfig, "vocabularySize">,
+    part: { store?: ParameterStore; prefix?: string } = {},
+  ) {
     this.config = completeTextEncoderConfig(partial);
     const { vocabularySize, contextLength, width: d, layers, mlpRatio } = this.config;
-    const store = this.#store = new ParameterStore(this.config.seed);
+    const store = part.store ?? new ParameterStore(this.config.seed);
+    const p = part.prefix ?? "";
+    const first = store.parameters.length;
     // N(0, 0.02²) in CLIP; a uniform of the same standard deviation here.
     const embedding = { uniform: 0.02 * Math.sqrt(3) };
-    this.#tokens = store.parameter(store.layer("token", "Embedding"), "embedding", [
+    this.#tokens = store.parameter(store.layer(`${p}token`, "Embedding"), "embedding", [
       vocabularySize,
       d,
     ], embedding);
-    this.#positions = store.parameter(store.layer("position", "Embedding"), "embedding", [
+    this.#positions = store.parameter(store.layer(`${p}position`, "Embedding"), "embedding", [
       contextLength,
       d,
     ], embedding);
     this.#blocks = Array.from({ length: layers }, (_, l) => ({
-      norm1: new LayerNorm(store, `block${l}.norm1`, d),
-      q: new Linear(store, `block${l}.attn.q`, d, d),
-      k: new Linear(store, `block${l}.attn.k`, d, d),
-      v: new Linear(store, `block${l}.attn.v`, d, d),
-      out: new Linear(store, `block${l}.attn.out`, d, d),
-      norm2: new LayerNorm(store, `block${l}.norm2`, d),
-      fc1: new Linear(store, `block${l}.mlp.fc1`, d, mlpRatio * d),
-      fc2: new Linear(store, `block${l}.mlp.fc2`, mlpRatio * d, d),
+      norm1: new LayerNorm(store, `${p}block${l}.norm1`, d),
+      q: new Linear(store, `${p}block${l}.attn.q`, d, d),
+      k: new Linear(store, `${p}block${l}.attn.k`, d, d),
+      v: new Linear(store, `${p}block${l}.attn.v`, d, d),
+      out: new Linear(store, `${p}block${l}.attn.out`, d, d),
+      norm2: new LayerNorm(store, `${p}block${l}.norm2`, d),
+      fc1: new Linear(store, `${p}block${l}.mlp.fc1`, d, mlpRatio * d),
+      fc2: new Linear(store, `${p}block${l}.mlp.fc2`, mlpRatio * d, d),
     }));
-    this.#final = new LayerNorm(store, "final.norm", d);
-  }
-
-  /** Trainable parameters in creation order (their names are the checkpoint's). */
-  get parameters(): readonly NamedVariable[] {
-    return this.#store.parameters;
+    this.#final = new LayerNorm(store, `${p}final.norm`, d);
+    this.parameters = store.parameters.slice(first);
   }
 
   /** Number of trainable parameters. */

@@ -1,7 +1,7 @@
 /**
  * A word-level tokenizer over the captions' vocabulary, small enough to read in one sitting:
  *
- *   words(text) = the lower-cased runs of letters, digits and apostrophes (lib/data/captions.ts),
+ *   words(text) = the lower-cased runs of letters, digits and apostrophes ({@link textWords}),
  *   ids(text)   = [BOS, id(w₁), …, id(w_n), EOS, PAD, …, PAD]   (L ids),
  *   id(w)       = w's index in the vocabulary, or UNK when the vocabulary does not have it.
  *
@@ -14,8 +14,12 @@
  *
  * @module
  */
-import { captionWords } from "./captions.ts";
-import { UserError } from "../core/errors.ts";
+import { UserError } from "./errors.ts";
+
+/** The words of a caption or prompt: its lower-cased runs of letters, digits and apostrophes. */
+export function textWords(text: string): string[] {
+  return text.toLowerCase().match(/[\p{L}\p{N}']+/gu) ?? [];
+}
 
 /** The special tokens, in id order. */
 export const SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"] as const;
@@ -67,7 +71,7 @@ export class Tokenizer {
   ): Tokenizer {
     const counts = new Map<string, number>();
     for (const text of captions) {
-      for (const w of captionWords(text)) counts.set(w, (counts.get(w) ?? 0) + 1);
+      for (const w of textWords(text)) counts.set(w, (counts.get(w) ?? 0) + 1);
     }
     const words = [...counts].filter(([, n]) => n >= (options.minCount ?? 1))
       .sort(([a, m], [b, n]) => n - m || (a < b ? -1 : a > b ? 1 : 0))
@@ -87,7 +91,7 @@ export class Tokenizer {
 
   /** The L ids of `text`, its mask, its unknown words and whether it was truncated. */
   encode(text: string): Encoding {
-    const words = captionWords(text);
+    const words = textWords(text);
     const kept = words.slice(0, this.contextLength - 2);
     const ids = new Int32Array(this.contextLength); // PAD = 0
     const mask = new Int32Array(this.contextLength);
