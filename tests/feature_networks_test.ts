@@ -16,13 +16,13 @@ import { emojiIdentity, splitByIdentity } from "../lib/data/splits.ts";
 import type { EmojiMeta } from "../lib/data/emoji.ts";
 import { blur, quantise, shift } from "../lib/data/distortions.ts";
 import {
-  classifierOptimizer,
   classifierStep,
   type ClassifierTraining,
   heldOutAccuracy,
   type LabelledImages,
   trainClassifier,
 } from "../lib/training/classification.ts";
+import { adamW } from "../lib/training/supervised.ts";
 import { calibrateWeights, twoAfcScore } from "../lib/training/perceptual_calibration.ts";
 import {
   classifierData,
@@ -126,7 +126,7 @@ describe("the feature classifier", () => {
 describe("classifierStep", () => {
   it("lowers the loss of a batch it repeats, and a step whose loss is NaN changes nothing", async () => {
     const classifier = new FeatureClassifier(TINY);
-    const adam = classifierOptimizer(classifier, RECIPE);
+    const adam = adamW(classifier.parameters, RECIPE.weightDecay);
     const data = twoColours(8, 3);
     const batch = { x: data.images, labels: data.labels };
     const losses: number[] = [];

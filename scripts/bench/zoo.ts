@@ -34,11 +34,8 @@ import {
   completeClassifierConfig,
   FeatureClassifier,
 } from "../../lib/core/models/classifier.ts";
-import {
-  classifierOptimizer,
-  classifierStep,
-  type ClassifierTraining,
-} from "../../lib/training/classification.ts";
+import { classifierStep, type ClassifierTraining } from "../../lib/training/classification.ts";
+import { adamW } from "../../lib/training/supervised.ts";
 import { FEATURE_NETWORK_SPECS, isClassifierSpec } from "../../lib/zoo/feature_networks.ts";
 import type { ClassifierSpec, PerceptualSpec } from "../../lib/zoo/feature_networks.ts";
 import { artefactDir } from "../../lib/zoo/runs.ts";
@@ -252,7 +249,7 @@ function denoiserWorkload(network: DenoiserNetwork, inferenceBatch: number): Ben
 
 function classifierWorkload(network: ClassifierNetwork, inferenceBatch: number): BenchWorkload {
   const classifier = new FeatureClassifier(network.config);
-  const adam = classifierOptimizer(classifier, network.training);
+  const adam = adamW(classifier.parameters, network.training.weightDecay);
   const random = new Random(7);
   const { imageSize: s, inChannels: c, heads } = network.config;
   const images = (n: number) =>
