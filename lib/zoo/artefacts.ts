@@ -23,13 +23,13 @@ import { loadEmojiDataset } from "../data/emoji.ts";
 import type { MetricsRecord } from "../training/trainer.ts";
 import { createModel } from "../core/models/mod.ts";
 import { computeFingerprint } from "./fingerprint.ts";
-import { type ArtefactManifest, readManifest } from "./manifest.ts";
+import { type ArtefactManifest, readManifest, trainingTime } from "./manifest.ts";
 import { artefactDir, runDir, type RunRecord } from "./runs.ts";
 import { MODEL_SPECS, type ModelSpec, modelSpec, profileSpec, specHash } from "./specs.ts";
 import { exists, sha256Hex, writeFileAtomic } from "../runtime/files.ts";
 import { FEATURE_NETWORK_SPECS, featureSpecHash } from "./feature_networks.ts";
 
-export { type ArtefactManifest, readManifest } from "./manifest.ts";
+export { type ArtefactManifest, readManifest, trainingTime } from "./manifest.ts";
 
 /** The metrics records of a JSON-lines file. */
 export async function readMetrics(path: string): Promise<MetricsRecord[]> {
@@ -49,27 +49,6 @@ export async function readMetrics(path: string): Promise<MetricsRecord[]> {
     records.push(record);
   });
   return records;
-}
-
-/**
- * Wall time by where the steps ran, from the logged rates (a run may start on a GPU and end on a
- * CPU, or the other way round).
- */
-export function trainingTime(metrics: readonly MetricsRecord[]): ArtefactManifest["training"] {
-  const sessions = new Map<string, { steps: number; seconds: number }>();
-  metrics.forEach((m, i) => {
-    const steps = m.step - (i > 0 ? metrics[i - 1].step : 0);
-    const where = m.backend ?? "unrecorded";
-    const session = sessions.get(where) ?? { steps: 0, seconds: 0 };
-    session.steps += steps;
-    session.seconds += steps / m.stepsPerSecond;
-    sessions.set(where, session);
-  });
-  return [...sessions].map(([where, s]) => ({
-    where,
-    steps: s.steps,
-    seconds: Math.round(s.seconds),
-  }));
 }
 
 /**

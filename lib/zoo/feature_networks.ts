@@ -39,11 +39,12 @@ import {
   weightedDistances,
 } from "../training/perceptual_calibration.ts";
 import { loadCheckpoint, saveCheckpoint } from "../training/checkpoint.ts";
-import { type ArtefactManifest, readManifest } from "./manifest.ts";
+import { type ArtefactManifest, fileHashes, readManifest, trainingTime } from "./manifest.ts";
 import { artefactDir, runDir } from "./runs.ts";
 import { canonicalJson } from "./specs.ts";
 
-const LICENCE = "Twemoji images CC-BY 4.0 (Twitter); Noto Emoji Apache-2.0 (Google)";
+/** The images' licences, as a manifest records them. */
+export const LICENCE = "Twemoji images CC-BY 4.0 (Twitter); Noto Emoji Apache-2.0 (Google)";
 
 /** The classifier's spec. */
 export interface ClassifierSpec {
@@ -194,12 +195,18 @@ export async function classifierData(
   };
 }
 
-function folderOf(name: string, profile: Profile, root: string): string {
+/** Where a feature network's artefact goes: assets/models/NAME (full), or its quick run's. */
+export function folderOf(name: string, profile: Profile, root: string): string {
   return profile === "full" ? artefactDir(name, root) : `${runDir(name, profile, root)}/artefact`;
 }
 
 /** Check that the run in `dir` trains `hash` (or start it); another spec's run is an error. */
-async function claimRun(dir: string, name: string, profile: Profile, hash: string): Promise<void> {
+export async function claimRun(
+  dir: string,
+  name: string,
+  profile: Profile,
+  hash: string,
+): Promise<void> {
   const path = `${dir}/run.json`;
   if (await exists(path)) {
     const stored = JSON.parse(await Deno.readTextFile(path)) as { specHash: string };
@@ -302,28 +309,6 @@ function classifierConfig(spec: ClassifierSpec, profile: Profile, data: Classifi
   };
 }
 
-async function fileHashes(dir: string): Promise<Record<string, string>> {
-  const files: Record<string, string> = {};
-  for (const entry of [...Deno.readDirSync(dir)].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-    if (entry.isFile && entry.name !== "manifest.json") {
-      files[entry.name] = await sha256Hex(await Deno.readFile(`${dir}/${entry.name}`));
-    }
-  }
-  return files;
-}
-
-function trainingTime(records: ClassifierMetrics[]): ArtefactManifest["training"] {
-  const by = new Map<string, { steps: number; seconds: number }>();
-  records.forEach((r, i) => {
-    const steps = r.step - (i > 0 ? records[i - 1].step : 0);
-    const entry = by.get(r.backend) ?? { steps: 0, seconds: 0 };
-    entry.steps += steps;
-    entry.seconds += steps / r.stepsPerSecond;
-    by.set(r.backend, entry);
-  });
-  return [...by].map(([where, t]) => ({ where, steps: t.steps, seconds: Math.round(t.seconds) }));
-}
-
 async function exportClassifier(
   spec: ClassifierSpec,
   profile: Profile,
@@ -367,7 +352,8 @@ async function exportClassifier(
   return out;
 }
 
-async function readClassifierMetrics(path: string): Promise<ClassifierMetrics[]> {
+/** The records of a supervised run's `metrics.jsonl`. */
+export async function readClassifierMetrics(path: string): Promise<ClassifierMetrics[]> {
   return (await Deno.readTextFile(path)).trim().split("\n").map((line) => JSON.parse(line));
 }
 

@@ -4,6 +4,7 @@
  * @module
  */
 import type { Profile } from "../runtime/options.ts";
+import { sha256Hex } from "../runtime/files.ts";
 import type { ModelFingerprint } from "./fingerprint.ts";
 
 /** The manifest of an artefact. */
@@ -34,6 +35,8 @@ export interface ArtefactManifest {
   files: Record<string, string>;
   /** A classifier's top-1 accuracy on images it never trained on, by head. */
   heldOutAccuracy?: Record<string, number>;
+  /** The tiny CLIP's retrieval on emoji it never trained on: top-1 and top-5, and chance. */
+  heldOutRetrieval?: Record<string, number>;
   /** Numbers today's code must reproduce (see lib/zoo/fingerprint.ts); `full` artefacts only. */
   fingerprint?: ModelFingerprint;
   /** Hash of the library that made a `quick` artefact (`libraryHash` in lib/zoo/artefacts.ts). */
@@ -88,4 +91,43 @@ function manifestProblem(m: ArtefactManifest): string | undefined {
   if (typeof m.files !== "object" || m.files === null) return "it lists no files";
   if (typeof m.spec !== "object" || m.spec === null) return "it holds no spec";
   return undefined;
+}
+
+/** What {@link trainingTime} reads of a metrics record. */
+export interface TimedRecord {
+  step: number;
+  stepsPerSecond: number;
+  backend?: string;
+}
+
+/**
+ * Wall time by where the steps ran, from the logged rates (a run may start on a GPU and end on a
+ * CPU, or the other way round).
+ */
+export function trainingTime(metrics: readonly TimedRecord[]): ArtefactManifest["training"] {
+  const sessions = new Map<string, { steps: number; seconds: number }>();
+  metrics.forEach((m, i) => {
+    const steps = m.step - (i > 0 ? metrics[i - 1].step : 0);
+    const where = m.backend ?? "unrecorded";
+    const session = sessions.get(where) ?? { steps: 0, seconds: 0 };
+    session.steps += steps;
+    session.seconds += steps / m.stepsPerSecond;
+    sessions.set(where, session);
+  });
+  return [...sessions].map(([where, s]) => ({
+    where,
+    steps: s.steps,
+    seconds: Math.round(s.seconds),
+  }));
+}
+
+/** SHA-256 of each file of the artefact folder `dir` but its manifest, by name, sorted. */
+export async function fileHashes(dir: string): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  for (const entry of [...Deno.readDirSync(dir)].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    if (entry.isFile && entry.name !== "manifest.json") {
+      files[entry.name] = await sha256Hex(await Deno.readFile(`${dir}/${entry.name}`));
+    }
+  }
+  return files;
 }
