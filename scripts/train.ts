@@ -27,13 +27,16 @@ import { MODEL_SPECS } from "../lib/zoo/specs.ts";
 import { TrainingDivergedError } from "../lib/training/trainer.ts";
 import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 import { FEATURE_NETWORK_SPECS, trainFeatureNetwork } from "../lib/zoo/feature_networks.ts";
+import { CLIP_SPECS, trainClipNetwork } from "../lib/zoo/clip_network.ts";
 
 const USAGE =
   `usage: deno task train NAME [--profile full|quick] [--minutes M] [--backend NAME] [--restart]
        deno task train NAME --resume-from STEP [--minutes M]   (back to a kept checkpoint)
        deno task train NAME --save-partial
        deno task train --list
-models: ${[...MODEL_SPECS.keys(), ...FEATURE_NETWORK_SPECS.keys()].join(", ")}`;
+models: ${
+    [...MODEL_SPECS.keys(), ...FEATURE_NETWORK_SPECS.keys(), ...CLIP_SPECS.keys()].join(", ")
+  }`;
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -71,7 +74,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const [name] = positionals;
-  if (!MODEL_SPECS.has(name) && !FEATURE_NETWORK_SPECS.has(name)) {
+  if (!MODEL_SPECS.has(name) && !FEATURE_NETWORK_SPECS.has(name) && !CLIP_SPECS.has(name)) {
     console.error(`train: unknown model "${name}"\n${USAGE}`);
     return 2;
   }
@@ -96,7 +99,7 @@ async function main(argv: string[]): Promise<number> {
     console.error(`train: --resume-from continues the run and --restart starts over: choose one`);
     return 2;
   }
-  if (FEATURE_NETWORK_SPECS.has(name)) {
+  if (FEATURE_NETWORK_SPECS.has(name) || CLIP_SPECS.has(name)) {
     if (values["save-partial"] || resumeFrom !== undefined) {
       console.error(
         `train: ${name} is a feature network: it takes --profile, --minutes, --restart`,
@@ -104,10 +107,11 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     await selectBackend({ requested: values.backend });
+    const train = CLIP_SPECS.has(name) ? trainClipNetwork : trainFeatureNetwork;
     return reportFeatureRun(
       name,
       profile,
-      await trainFeatureNetwork(name, { profile, minutes, restart: values.restart }),
+      await train(name, { profile, minutes, restart: values.restart }),
     );
   }
   if (

@@ -7,11 +7,17 @@
  *
  * each image pulled towards its own caption and away from the batch's N − 1 others, and each
  * caption likewise. τ is the log of the inverse temperature: CLIP starts it at ln(1/0.07) and
- * clips e^τ at 100, as {@link logitScale} does.
+ * clips e^τ at 100, as {@link logitScale} does. {@link trainClip} trains the tiny CLIP
+ * (lib/core/models/clip.ts) on captioned emoji with it, and {@link retrieval} scores it on emoji
+ * it never saw.
  *
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { TinyClip } from "../core/models/clip.ts";
+import type { Random } from "../core/random.ts";
+import { shift } from "../data/distortions.ts";
+import { type SupervisedRecipe, type SupervisedRunOptions, trainSupervised } from "./supervised.ts";
 export { INITIAL_LOG_SCALE } from "../core/models/clip.ts";
 
 /** The largest inverse temperature e^τ CLIP lets the scale reach. */
@@ -43,4 +49,136 @@ export function clipLoss(images: tf.Tensor2D, texts: tf.Tensor2D, logScale: tf.T
     const ce = (logits: tf.Tensor2D) => tf.losses.softmaxCrossEntropy(target, logits);
     return tf.mul(tf.add(ce(s), ce(tf.transpose(s))), 0.5) as tf.Scalar;
   });
+}
+
+/** Images with their captions' token ids, and which of them train. */
+export interface CaptionedImages {
+  /** NHWC float32 in [−1, 1], `count · H · W · C` values. */
+  images: Float32Array;
+  /** Number of images. */
+  count: number;
+  /** Each image's caption as L token ids (`count · L`, the tokenizer's `encodeBatch`). */
+  ids: Int32Array;
+  /** The images the model trains on. */
+  train: readonly number[];
+  /** The held-out images its retrieval is measured on. */
+  heldOut: readonly number[];
+}
+
+/** The tiny CLIP's recipe: the supervised run's, and the augmentation's largest shift. */
+export interface ClipTraining extends SupervisedRecipe {
+  /** Largest shift of an image, in pixels (no flips: a caption may say "facing right"). */
+  maxShift: number;
+}
+
+/**
+ * The loss of a batch of B distinct training images (shifted) and their captions, drawn from
+ * `rng` (call inside `tf.variableGrads`).
+ */
+function captionedBatchLoss(
+  data: CaptionedImages,
+  clip: TinyClip,
+  batchSize: number,
+  maxShift: number,
+  rng: Random,
+): () => tf.Scalar {
+  const { imageSize: s, inChannels: c } = clip.image.config;
+  const L = clip.text.config.contextLength;
+  const shape: [number, number, number] = [s, s, c];
+  const size = s * s * c;
+  const chosen = new Set<number>();
+  while (chosen.size < Math.min(batchSize, data.train.length)) {
+    chosen.add(data.train[rng.int(0, data.train.length)]);
+  }
+  const indices = [...chosen];
+  const x = new Float32Array(indices.length * size);
+  const ids = new Int32Array(indices.length * L);
+  indices.forEach((i, b) => {
+    const dy = rng.int(-maxShift, maxShift + 1);
+    const dx = rng.int(-maxShift, maxShift + 1);
+    x.set(shift(data.images.subarray(i * size, (i + 1) * size), shape, dy, dx), b * size);
+    ids.set(data.ids.subarray(i * L, (i + 1) * L), b * L);
+  });
+  const n = indices.length;
+  return () =>
+    clipLoss(
+      clip.imageEmbeddings(tf.tensor4d(x, [n, s, s, c])),
+      clip.textEmbeddings(tf.tensor2d(ids, [n, L], "int32")),
+      clip.logScale,
+    );
+}
+
+/**
+ * Retrieval among the images at `indices` and their captions: the share of images whose own
+ * caption is the most similar of all theirs (image → text top-1), or among the 5 most similar
+ * (top-5), the same from captions to images, and chance (1/N, 5/N).
+ */
+export function retrieval(
+  clip: TinyClip,
+  data: Pick<CaptionedImages, "images" | "ids">,
+  indices: readonly number[],
+): Record<string, number> {
+  const { imageSize: s, inChannels: c } = clip.image.config;
+  const L = clip.text.config.contextLength;
+  const size = s * s * c;
+  const n = indices.length;
+  const cos = tf.tidy(() => {
+    const x = new Float32Array(n * size);
+    const ids = new Int32Array(n * L);
+    indices.forEach((i, b) => {
+      x.set(data.images.subarray(i * size, (i + 1) * size), b * size);
+      ids.set(data.ids.subarray(i * L, (i + 1) * L), b * L);
+    });
+    return clip.cosines(tf.tensor4d(x, [n, s, s, c]), tf.tensor2d(ids, [n, L], "int32"));
+  });
+  const m = cos.dataSync();
+  cos.dispose();
+  /** The rank (0 = best) of entry i in row i, rows read along `byRow` or columns. */
+  const rank = (i: number, byRow: boolean) => {
+    const at = (j: number) => byRow ? m[i * n + j] : m[j * n + i];
+    let above = 0;
+    for (let j = 0; j < n; j++) if (at(j) > at(i)) above++;
+    return above;
+  };
+  const share = (byRow: boolean, k: number) =>
+    indices.filter((_, i) => rank(i, byRow) < k).length / n;
+  return {
+    imageToTextTop1: share(true, 1),
+    imageToTextTop5: share(true, 5),
+    textToImageTop1: share(false, 1),
+    textToImageTop5: share(false, 5),
+    chanceTop1: 1 / n,
+    chanceTop5: Math.min(1, 5 / n),
+  };
+}
+
+/** What {@link trainClip} ends with: the network (the caller disposes it) and its step. */
+export interface ClipRun {
+  clip: TinyClip;
+  step: number;
+}
+
+/**
+ * Train a tiny CLIP of `config` on `data` with L of the module comment, as a supervised run
+ * (lib/training/supervised.ts), resuming the run at `options.checkpointPath` when there is one.
+ */
+export async function trainClip(
+  config: ConstructorParameters<typeof TinyClip>[0],
+  data: CaptionedImages,
+  training: ClipTraining,
+  options: SupervisedRunOptions,
+): Promise<ClipRun> {
+  const clip = new TinyClip(config);
+  try {
+    const step = await trainSupervised(clip, training, {
+      what: "tiny CLIP",
+      batchLoss: (rng) =>
+        captionedBatchLoss(data, clip, training.batchSize, training.maxShift, rng),
+      evaluate: () => Promise.resolve(retrieval(clip, data, data.heldOut)),
+    }, options);
+    return { clip, step };
+  } catch (e) {
+    clip.dispose();
+    throw e;
+  }
 }

@@ -39,6 +39,7 @@ import {
   weightedDistances,
 } from "../training/perceptual_calibration.ts";
 import { loadCheckpoint, saveCheckpoint } from "../training/checkpoint.ts";
+import type { SupervisedRunOptions } from "../training/supervised.ts";
 import { type ArtefactManifest, fileHashes, readManifest, trainingTime } from "./manifest.ts";
 import { artefactDir, runDir } from "./runs.ts";
 import { canonicalJson } from "./specs.ts";
@@ -234,27 +235,34 @@ export interface FeatureRunResult {
   upToDate?: boolean;
 }
 
+/** Options of a feature network's run. */
+export interface FeatureRunOptions {
+  profile?: Profile;
+  minutes?: number;
+  restart?: boolean;
+  progress?: boolean;
+  root?: string;
+}
+
 /**
- * Train (or continue) the feature network `name` and export it when finished. The perceptual
- * distance needs its classifier's artefact of the same profile (made first when missing in the
- * quick profile).
+ * The start of a feature network's run: with `restart`, the old run moved aside (never deleted);
+ * an artefact already of today's spec `hash` is up to date; else the run is claimed for `hash`.
  */
-export async function trainFeatureNetwork(
+export async function openFeatureRun(
   name: string,
-  options: {
-    profile?: Profile;
-    minutes?: number;
-    restart?: boolean;
-    progress?: boolean;
-    root?: string;
-  } = {},
-): Promise<FeatureRunResult> {
-  const spec = FEATURE_NETWORK_SPECS.get(name);
-  if (!spec) throw new UserError(`unknown feature network "${name}"`);
+  hash: string,
+  options: FeatureRunOptions,
+): Promise<
+  FeatureRunResult & { upToDate: true } | {
+    dir: string;
+    out: string;
+    hash: string;
+    movedAside?: string;
+  }
+> {
   const profile = options.profile ?? "full";
   const root = options.root ?? ".";
   const dir = runDir(name, profile, root);
-  const hash = await featureSpecHash(spec, profile);
   let movedAside: string | undefined;
   if (options.restart && await exists(dir)) {
     movedAside = `${dir}.old-${new Date().toISOString().replace(/[:.]/g, "-")}`;
@@ -265,6 +273,25 @@ export async function trainFeatureNetwork(
     return { dir, step: 0, steps: 0, upToDate: true };
   }
   await claimRun(dir, name, profile, hash);
+  return { dir, out, hash, movedAside };
+}
+
+/**
+ * Train (or continue) the feature network `name` and export it when finished. The perceptual
+ * distance needs its classifier's artefact of the same profile (made first when missing in the
+ * quick profile).
+ */
+export async function trainFeatureNetwork(
+  name: string,
+  options: FeatureRunOptions = {},
+): Promise<FeatureRunResult> {
+  const spec = FEATURE_NETWORK_SPECS.get(name);
+  if (!spec) throw new UserError(`unknown feature network "${name}"`);
+  const profile = options.profile ?? "full";
+  const root = options.root ?? ".";
+  const opened = await openFeatureRun(name, await featureSpecHash(spec, profile), options);
+  if ("upToDate" in opened) return opened;
+  const { dir, out, hash, movedAside } = opened;
   if (!isClassifierSpec(spec)) {
     const artefact = await calibratePerceptual(spec, profile, root, out, hash);
     return { dir, step: 1, steps: 1, movedAside, artefact };
@@ -281,21 +308,44 @@ export async function trainFeatureNetwork(
       heldOut: data.split.heldOut,
     },
     training,
-    {
-      checkpointPath: `${dir}/checkpoint.bin`,
-      metricsPath: `${dir}/metrics.jsonl`,
-      minutes: options.minutes,
-      progress: options.progress,
-    },
+    runFiles(dir, options),
   );
+  return await closeFeatureRun(
+    opened,
+    training.steps,
+    run.step,
+    run.classifier,
+    () => exportClassifier(spec, profile, run.classifier, data, dir, out, hash),
+  );
+}
+
+/** Where a supervised run in `dir` keeps its checkpoint and metrics, and its budget. */
+export function runFiles(dir: string, options: FeatureRunOptions): SupervisedRunOptions {
+  return {
+    checkpointPath: `${dir}/checkpoint.bin`,
+    metricsPath: `${dir}/metrics.jsonl`,
+    minutes: options.minutes,
+    progress: options.progress,
+  };
+}
+
+/**
+ * The end of a feature network's run at `step` of `steps`: a finished run is exported (by
+ * `exportIt`), an unfinished one says where it stopped; the network is freed either way.
+ */
+export async function closeFeatureRun(
+  opened: { dir: string; movedAside?: string },
+  steps: number,
+  step: number,
+  network: { dispose(): void },
+  exportIt: () => Promise<string>,
+): Promise<FeatureRunResult> {
+  const { dir, movedAside } = opened;
   try {
-    if (run.step < training.steps) {
-      return { dir, step: run.step, steps: training.steps, movedAside };
-    }
-    const artefact = await exportClassifier(spec, profile, run.classifier, data, dir, out, hash);
-    return { dir, step: run.step, steps: training.steps, movedAside, artefact };
+    if (step < steps) return { dir, step, steps, movedAside };
+    return { dir, step, steps, movedAside, artefact: await exportIt() };
   } finally {
-    run.classifier.dispose();
+    network.dispose();
   }
 }
 
