@@ -27,7 +27,7 @@ import { MODEL_SPECS } from "../lib/zoo/specs.ts";
 import { TrainingDivergedError } from "../lib/training/trainer.ts";
 import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 import { FEATURE_NETWORK_SPECS, trainFeatureNetwork } from "../lib/zoo/feature_networks.ts";
-import { CLIP_SPECS, trainClipNetwork } from "../lib/zoo/clip_network.ts";
+import { CLIP_SPECS, clipSpecHash, trainClipNetwork } from "../lib/zoo/clip_network.ts";
 
 const USAGE =
   `usage: deno task train NAME [--profile full|quick] [--minutes M] [--backend NAME] [--restart]
@@ -66,7 +66,11 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (values.list) {
-    console.log(await listModels());
+    const clips = [...CLIP_SPECS.values()].map((spec) => ({
+      ...spec,
+      fullHash: () => clipSpecHash(spec, "full"),
+    }));
+    console.log(await listModels(".", clips));
     return 0;
   }
   if (positionals.length !== 1) {

@@ -175,10 +175,13 @@ function minutes(seconds: number): string {
 }
 
 /**
- * Two lines a model (the feature networks last): trained (steps, wall time, where), stale (its spec changed since), partial
+ * Two lines a model (the feature networks last, then `more`, networks kept elsewhere): trained (steps, wall time, where), stale (its spec changed since), partial
  * (a committed, unfinished run) or missing; and the state of a local run, if any.
  */
-export async function listModels(root = "."): Promise<string> {
+export async function listModels(
+  root = ".",
+  more: Iterable<{ name: string; description: string; fullHash(): Promise<string> }> = [],
+): Promise<string> {
   const lines: string[] = [];
   for (const spec of MODEL_SPECS.values()) {
     const dir = artefactDir(spec.name, root);
@@ -207,11 +210,16 @@ export async function listModels(root = "."): Promise<string> {
     }
     lines.push(`${spec.name.padEnd(18)} ${state}\n${"".padEnd(18)} ${spec.description}`);
   }
-  for (const spec of FEATURE_NETWORK_SPECS.values()) {
+  const features = [...FEATURE_NETWORK_SPECS.values()].map((spec) => ({
+    name: spec.name,
+    description: spec.description,
+    fullHash: () => featureSpecHash(spec, "full"),
+  }));
+  for (const spec of [...features, ...more]) {
     const manifest = await readManifest(artefactDir(spec.name, root));
     const state = !manifest
       ? "missing: deno task train " + spec.name
-      : manifest.specHash === await featureSpecHash(spec, "full")
+      : manifest.specHash === await spec.fullHash()
       ? `made: ${manifest.steps} steps in ${
         minutes(manifest.training.reduce((s, t) => s + t.seconds, 0))
       }`
