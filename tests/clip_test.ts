@@ -115,8 +115,13 @@ describe("tiny-clip, the zoo's artefact", () => {
       { images: data.dataset.images, ids: data.ids },
       data.split.heldOutNames,
     );
+    const n = data.split.heldOutNames.length;
     for (const [key, value] of Object.entries(manifest.heldOutRetrieval!)) {
-      assert.ok(Math.abs(scores[key] - value) < 1e-9, `${key}: ${scores[key]} against ${value}`);
+      // A backend may round a borderline similarity the other way: one emoji either side.
+      assert.ok(
+        Math.abs(scores[key] - value) <= 1.01 / n,
+        `${key}: ${scores[key]} against ${value}`,
+      );
     }
     assert.ok(scores.imageToTextTop5 > 5 * scores.chanceTop5, JSON.stringify(scores));
     clip.dispose();
