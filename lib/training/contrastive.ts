@@ -14,7 +14,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { TinyClip } from "../core/models/clip.ts";
+import { TinyClip, unitRows } from "../core/models/clip.ts";
 import type { Random } from "../core/random.ts";
 import { shift } from "../data/distortions.ts";
 import { type SupervisedRecipe, type SupervisedRunOptions, trainSupervised } from "./supervised.ts";
@@ -34,10 +34,9 @@ export function similarities(
   texts: tf.Tensor2D,
   logScale: tf.Tensor,
 ): tf.Tensor2D {
-  return tf.tidy(() => {
-    const unit = (x: tf.Tensor2D) => tf.div(x, tf.norm(x, "euclidean", 1, true));
-    return tf.mul(tf.matMul(unit(images), unit(texts), false, true), logitScale(logScale));
-  });
+  return tf.tidy(() =>
+    tf.mul(tf.matMul(unitRows(images), unitRows(texts), false, true), logitScale(logScale))
+  );
 }
 
 /** L of the module comment, for images [N, d] and texts [N, d] whose i-th rows belong together. */
@@ -82,30 +81,43 @@ function captionedBatchLoss(
   maxShift: number,
   rng: Random,
 ): () => tf.Scalar {
-  const { imageSize: s, inChannels: c } = clip.image.config;
-  const L = clip.text.config.contextLength;
-  const shape: [number, number, number] = [s, s, c];
-  const size = s * s * c;
   const chosen = new Set<number>();
   while (chosen.size < Math.min(batchSize, data.train.length)) {
     chosen.add(data.train[rng.int(0, data.train.length)]);
   }
-  const indices = [...chosen];
-  const x = new Float32Array(indices.length * size);
-  const ids = new Int32Array(indices.length * L);
-  indices.forEach((i, b) => {
+  const { imageSize: s, inChannels: c } = clip.image.config;
+  const { x, ids } = pairsTensors(clip, data, [...chosen], (image) => {
     const dy = rng.int(-maxShift, maxShift + 1);
     const dx = rng.int(-maxShift, maxShift + 1);
-    x.set(shift(data.images.subarray(i * size, (i + 1) * size), shape, dy, dx), b * size);
+    return shift(image, [s, s, c], dy, dx);
+  });
+  return () => clipLoss(clip.imageEmbeddings(x()), clip.textEmbeddings(ids()), clip.logScale);
+}
+
+/**
+ * The images at `indices` (each passed through `transform`, in order) and their captions' ids,
+ * gathered on the host; the tensors are made when called (inside the caller's tidy).
+ */
+function pairsTensors(
+  clip: TinyClip,
+  data: Pick<CaptionedImages, "images" | "ids">,
+  indices: readonly number[],
+  transform: (image: Float32Array) => Float32Array = (image) => image,
+): { x: () => tf.Tensor4D; ids: () => tf.Tensor2D } {
+  const { imageSize: s, inChannels: c } = clip.image.config;
+  const L = clip.text.config.contextLength;
+  const size = s * s * c;
+  const n = indices.length;
+  const x = new Float32Array(n * size);
+  const ids = new Int32Array(n * L);
+  indices.forEach((i, b) => {
+    x.set(transform(data.images.subarray(i * size, (i + 1) * size)), b * size);
     ids.set(data.ids.subarray(i * L, (i + 1) * L), b * L);
   });
-  const n = indices.length;
-  return () =>
-    clipLoss(
-      clip.imageEmbeddings(tf.tensor4d(x, [n, s, s, c])),
-      clip.textEmbeddings(tf.tensor2d(ids, [n, L], "int32")),
-      clip.logScale,
-    );
+  return {
+    x: () => tf.tensor4d(x, [n, s, s, c]),
+    ids: () => tf.tensor2d(ids, [n, L], "int32"),
+  };
 }
 
 /**
@@ -118,19 +130,9 @@ export function retrieval(
   data: Pick<CaptionedImages, "images" | "ids">,
   indices: readonly number[],
 ): Record<string, number> {
-  const { imageSize: s, inChannels: c } = clip.image.config;
-  const L = clip.text.config.contextLength;
-  const size = s * s * c;
   const n = indices.length;
-  const cos = tf.tidy(() => {
-    const x = new Float32Array(n * size);
-    const ids = new Int32Array(n * L);
-    indices.forEach((i, b) => {
-      x.set(data.images.subarray(i * size, (i + 1) * size), b * size);
-      ids.set(data.ids.subarray(i * L, (i + 1) * L), b * L);
-    });
-    return clip.cosines(tf.tensor4d(x, [n, s, s, c]), tf.tensor2d(ids, [n, L], "int32"));
-  });
+  const { x, ids } = pairsTensors(clip, data, indices);
+  const cos = tf.tidy(() => clip.cosines(x(), ids()));
   const m = cos.dataSync();
   cos.dispose();
   /** The rank (0 = best) of entry i in row i, rows read along `byRow` or columns. */

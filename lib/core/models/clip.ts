@@ -23,8 +23,8 @@ import { INFERENCE, Linear, type NamedVariable, ParameterStore } from "../nn/lay
 /** CLIP's initial log inverse temperature τ = ln(1/0.07). */
 export const INITIAL_LOG_SCALE = Math.log(1 / 0.07);
 
-/** Rows scaled to unit length. */
-function unit(x: tf.Tensor2D): tf.Tensor2D {
+/** Rows scaled to unit length, z = x/‖x‖ (CLIP's normalised embeddings). */
+export function unitRows(x: tf.Tensor2D): tf.Tensor2D {
   return tf.div(x, tf.norm(x, "euclidean", 1, true));
 }
 
@@ -94,14 +94,17 @@ export class TinyClip {
   /** cos(xᵢ, yⱼ) [N_x, N_y]: every image against every prompt. */
   cosines(x: tf.Tensor4D, ids: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() =>
-      tf.matMul(unit(this.imageEmbeddings(x)), unit(this.textEmbeddings(ids)), false, true)
+      tf.matMul(unitRows(this.imageEmbeddings(x)), unitRows(this.textEmbeddings(ids)), false, true)
     );
   }
 
   /** The CLIP score 100 · max(cos(xᵢ, yᵢ), 0) [N] of each image with its own prompt. */
   clipScore(x: tf.Tensor4D, ids: tf.Tensor2D): tf.Tensor1D {
     return tf.tidy(() => {
-      const cos = tf.sum(tf.mul(unit(this.imageEmbeddings(x)), unit(this.textEmbeddings(ids))), 1);
+      const cos = tf.sum(
+        tf.mul(unitRows(this.imageEmbeddings(x)), unitRows(this.textEmbeddings(ids))),
+        1,
+      );
       return tf.mul(tf.relu(cos), 100) as tf.Tensor1D;
     });
   }
