@@ -341,6 +341,57 @@ describe("Trainer", () => {
     await Deno.remove(dir, { recursive: true });
   });
 
+  it("trains a text network on its caption states, and on the empty prompt's where captions drop", async () => {
+    const [L, D] = [3, 4];
+    const data = tinyData();
+    const captions = (seed: number) => ({
+      states: Float32Array.from(new Random(seed).normals(data.count * L * D)),
+      length: L,
+      width: D,
+      nullStates: new Float32Array(L * D).fill(0.5),
+    });
+    const lossesWith = async (
+      captionStates: ReturnType<typeof captions>,
+      contextDropout: number,
+    ) => {
+      const model = new UNet({ ...MODEL, crossAttentionDim: D, crossAttentionResolutions: [4] });
+      const trainer = new Trainer(model, { ...data, captionStates }, schedule, {
+        steps: 3,
+        batchSize: 8,
+        contextDropout,
+      }, { progress: false });
+      const { losses } = await trainer.run();
+      trainer.dispose();
+      model.dispose();
+      return losses;
+    };
+    assert.notDeepEqual(
+      await lossesWith(captions(1), 0),
+      await lossesWith(captions(2), 0),
+      "the captions' states reach the loss",
+    );
+    assert.deepEqual(
+      await lossesWith(captions(1), 1),
+      await lossesWith(captions(2), 1),
+      'every caption dropped: only τ("") is seen',
+    );
+    const model = new UNet({ ...MODEL, crossAttentionDim: D, crossAttentionResolutions: [4] });
+    assert.throws(() => new Trainer(model, data, schedule), /has no captionStates/);
+    assert.throws(
+      () => new Trainer(model, { ...data, captionStates: { ...captions(1), width: 5 } }, schedule),
+      /width 5 do not fit the network's crossAttentionDim 4/,
+    );
+    assert.throws(
+      () =>
+        new Trainer(model, {
+          ...data,
+          captionStates: { ...captions(1), states: new Float32Array(7) },
+        }, schedule),
+      /8 images of 3 tokens × 4 need 96/,
+    );
+    model.dispose();
+  });
+
   it("rejects data that does not fit the network, with the reason", () => {
     const model = new UNet({ ...MODEL, contextDim: 2 });
     assert.throws(

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { sha256Hex } from "../lib/runtime/files.ts";
-import { loadEmojiDataset } from "../lib/data/emoji.ts";
+import { specTrainingData } from "../lib/zoo/spec_data.ts";
 import { loadModel } from "../lib/training/checkpoint.ts";
 import { exportArtefact, readManifest } from "../lib/zoo/artefacts.ts";
 import { computeFingerprint, fingerprintDifferences } from "../lib/zoo/fingerprint.ts";
@@ -64,7 +64,7 @@ describe("the book's models are artefacts that today's code reproduces", () => {
           `${dir}/${file} is not the file its manifest describes`,
         );
       }
-      const dataset = await loadEmojiDataset(spec.data);
+      const { training: dataset } = await specTrainingData(spec);
       assert.equal(dataset.count, manifest.dataset.count, "the dataset changed");
       assert.equal(
         await sha256Hex(new Uint8Array(dataset.images.buffer)),
@@ -172,7 +172,7 @@ describe("deno task train's runs", () => {
 
   it("a fingerprint moves when the network computes something else", async () => {
     const spec = tinySpec();
-    const dataset = await loadEmojiDataset(spec.data);
+    const { training: dataset } = await specTrainingData(spec);
     const { createModel, completeModelConfig } = await import("../lib/core/models/mod.ts");
     const model = createModel(completeModelConfig(spec.network.full));
     const base = await computeFingerprint(spec, "full", model, dataset);

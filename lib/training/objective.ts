@@ -27,6 +27,8 @@ export interface DenoisingBatch {
   weights?: Float32Array;
   /** Class labels for a conditional network (−1: no condition). */
   classLabels?: Int32Array;
+  /** Token states [N, L, D] of each image's condition, for a cross-attending network. */
+  encoderHiddenStates?: tf.Tensor3D;
 }
 
 /** How the network is run inside the objective. */
@@ -54,6 +56,7 @@ export function denoisingLoss(
     training: options.training !== undefined,
     seed: options.training?.seed ?? 0,
     classLabels: batch.classLabels ? tf.tensor1d(batch.classLabels, "int32") : undefined,
+    encoderHiddenStates: batch.encoderHiddenStates,
     updates: options.training?.updates,
   });
   const perSample = tf.mean(tf.squaredDifference(output, target), [1, 2, 3]) as tf.Tensor1D;

@@ -26,6 +26,7 @@
 
 import * as tf from "@tensorflow/tfjs";
 import { Random } from "../core/random.ts";
+import { UserError } from "../core/errors.ts";
 import type { BufferUpdate, NamedVariable } from "../core/nn/layers.ts";
 import { type NoiseSchedule, noiseSchedule } from "../core/schedules.ts";
 import { createModel, type DiffusionModel } from "../core/models/mod.ts";
@@ -65,6 +66,20 @@ export interface TrainingData {
   count: number;
   /** Class label of each image (feeds a one-hot context to a conditional network). */
   labels?: Int32Array | readonly number[];
+  /** Token states of each image's caption, for a network that cross-attends to text. */
+  captionStates?: CaptionStates;
+}
+
+/** A frozen text encoder's token states τ(caption) of every training image, and τ(""). */
+export interface CaptionStates {
+  /** `count · length · width` values: image i's L × D states at i · L · D. */
+  states: Float32Array;
+  /** L, tokens per caption. */
+  length: number;
+  /** D, the width of a token state. */
+  width: number;
+  /** The empty prompt's L × D states: the null condition ∅ of classifier-free guidance. */
+  nullStates: Float32Array;
 }
 
 /** Everything that shapes a training run (stored in checkpoints). */
@@ -379,6 +394,7 @@ export class Trainer {
         }
       }
     }
+    checkCaptionStates(data, model.crossAttentionDim);
     this.#ema = createModel(model.config, { trainable: false });
     copyVariables(model.parameters, this.#ema.parameters);
     copyVariables(model.buffers, this.#ema.buffers);
@@ -563,6 +579,21 @@ export class Trainer {
         classLabels[b] = keep ? this.#data.labels[indices[b]] : -1;
       }
     }
+    // Caption states τ(caption), or the empty prompt's τ("") where dropped.
+    const states = this.#data.captionStates;
+    let encoderStates: Float32Array | undefined;
+    if (states && this.model.crossAttentionDim > 0) {
+      const tokens = states.length * states.width;
+      encoderStates = new Float32Array(B * tokens);
+      for (let b = 0; b < B; b++) {
+        const keep = !(c.contextDropout > 0 && rng.uniform() < c.contextDropout);
+        const i = indices[b];
+        encoderStates.set(
+          keep ? states.states.subarray(i * tokens, (i + 1) * tokens) : states.nullStates,
+          b * tokens,
+        );
+      }
+    }
     const dropoutSeed = rng.nextSeed();
     const weights = new Float32Array(B).fill(1);
     if (c.minSnrGamma !== null) {
@@ -582,6 +613,8 @@ export class Trainer {
         noise: tf.tensor4d(noise, [B, H, W, C]),
         weights,
         classLabels,
+        encoderHiddenStates: encoderStates &&
+          tf.tensor3d(encoderStates, [B, states!.length, states!.width]),
       };
       const { loss, perSample: ps } = denoisingLoss(this.model, this.schedule, batch, {
         prediction: c.prediction,
@@ -697,6 +730,18 @@ export class Trainer {
     const classLabels = this.#contextDim > 0
       ? tf.tensor1d(Array.from({ length: n }, (_, i) => i % this.#contextDim), "int32")
       : undefined;
+    // A text-conditional grid shows the captions of n images spread over the training set.
+    const states = this.#data.captionStates;
+    let encoderHiddenStates: tf.Tensor3D | undefined;
+    if (states && this.model.crossAttentionDim > 0) {
+      const tokens = states.length * states.width;
+      const grid = new Float32Array(n * tokens);
+      for (let k = 0; k < n; k++) {
+        const i = Math.floor((k * this.#data.count) / n);
+        grid.set(states.states.subarray(i * tokens, (i + 1) * tokens), k * tokens);
+      }
+      encoderHiddenStates = tf.tensor3d(grid, [n, states.length, states.width]);
+    }
     const scheduler = new DDIMScheduler(this.schedule, {
       predictionType: c.prediction,
       clipSample: true,
@@ -706,11 +751,12 @@ export class Trainer {
         shape: [n, H, W, C],
         seed: c.sampleSeed,
         steps: Math.min(c.sampleSteps, this.schedule.T),
-        conditioning: classLabels ? { classLabels } : {},
+        conditioning: { classLabels, encoderHiddenStates },
       });
       return images;
     } finally {
       classLabels?.dispose();
+      encoderHiddenStates?.dispose();
     }
   }
 
@@ -833,6 +879,39 @@ export class Trainer {
     this.#ema.dispose();
     this.#adam.dispose();
     this.#average.dispose();
+  }
+}
+
+/**
+ * Check that caption states fit the data and the network: one L × D block per image, D the
+ * network's cross-attention width, and a text-conditional network gets them.
+ */
+function checkCaptionStates(data: TrainingData, crossAttentionDim: number): void {
+  const states = data.captionStates;
+  if (!states) {
+    if (crossAttentionDim > 0) {
+      throw new UserError(
+        `the network cross-attends to token states of width ${crossAttentionDim}, but the ` +
+          `training data has no captionStates; encode each image's caption with the text encoder`,
+      );
+    }
+    return;
+  }
+  const { length: L, width: D } = states;
+  if (crossAttentionDim !== D) {
+    throw new UserError(
+      crossAttentionDim === 0
+        ? "the training data has caption states but the network has no cross-attention; " +
+          "build it with crossAttentionDim and crossAttentionResolutions"
+        : `caption states of width ${D} do not fit the network's crossAttentionDim ` +
+          `${crossAttentionDim}; build it with the text encoder's width`,
+    );
+  }
+  if (states.states.length !== data.count * L * D || states.nullStates.length !== L * D) {
+    throw new UserError(
+      `caption states hold ${states.states.length} values and the null ${states.nullStates.length}; ` +
+        `${data.count} images of ${L} tokens × ${D} need ${data.count * L * D} and ${L * D}`,
+    );
   }
 }
 

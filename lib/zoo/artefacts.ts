@@ -19,7 +19,7 @@ import {
   readCheckpointHeader,
   saveModel,
 } from "../training/checkpoint.ts";
-import { loadEmojiDataset } from "../data/emoji.ts";
+import { specTrainingData } from "./spec_data.ts";
 import type { MetricsRecord } from "../training/trainer.ts";
 import { createModel } from "../core/models/mod.ts";
 import { computeFingerprint } from "./fingerprint.ts";
@@ -106,7 +106,7 @@ export async function exportArtefact(
     (text) => JSON.parse(text) as RunRecord,
     () => undefined,
   );
-  const dataset = await loadEmojiDataset(spec.data);
+  const { training: dataset } = await specTrainingData(spec, profile, root);
   const loaded = await loadModel(`${out}/weights.ckpt`);
   let manifest: ArtefactManifest;
   try {

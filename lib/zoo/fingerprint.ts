@@ -18,14 +18,14 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { Profile } from "../runtime/options.ts";
-import type { EmojiDataset } from "../data/emoji.ts";
 import { activateCpuBackend } from "../runtime/backend.ts";
 import { Random } from "../core/random.ts";
 import { noiseSchedule } from "../core/schedules.ts";
 import { denoisingLoss } from "../training/objective.ts";
-import { Trainer } from "../training/trainer.ts";
+import { Trainer, type TrainingData } from "../training/trainer.ts";
 import { completeModelConfig, createModel, type DiffusionModel } from "../core/models/mod.ts";
 import type { ModelSpec } from "./specs.ts";
+import { gatherRows } from "./spec_data.ts";
 
 /** What a manifest records (see the module comment). */
 export interface ModelFingerprint {
@@ -63,7 +63,7 @@ export function computeFingerprint(
   spec: ModelSpec,
   profile: Profile,
   model: DiffusionModel,
-  dataset: EmojiDataset,
+  dataset: TrainingData,
 ): Promise<ModelFingerprint> {
   return onCpu(async () => {
     const schedule = noiseSchedule(spec.schedule.name, spec.schedule.T);
@@ -76,13 +76,33 @@ export function computeFingerprint(
       { length: PROBE_SIZE },
       (_, i) => Math.floor(((i + 0.5) * schedule.T) / PROBE_SIZE),
     );
-    const x0 = dataset.toTensor(indices);
+    const { imageSize: size, inChannels: channels } = model.config;
+    const x0 = tf.tensor4d(gatherRows(dataset.images, size * size * channels, indices), [
+      PROBE_SIZE,
+      size,
+      size,
+      channels,
+    ]);
     const noise = tf.tensor4d(new Random(0).normals(x0.size), x0.shape);
+    // A conditional network is probed under its images' own conditions.
+    const classLabels = model.contextDim > 0 && dataset.labels
+      ? Int32Array.from(indices, (i) => dataset.labels![i])
+      : undefined;
+    const states = dataset.captionStates;
+    const encoderHiddenStates = states && model.crossAttentionDim > 0
+      ? tf.tensor3d(gatherRows(states.states, states.length * states.width, indices), [
+        PROBE_SIZE,
+        states.length,
+        states.width,
+      ])
+      : undefined;
     const probe = tf.tidy(() =>
-      denoisingLoss(model, schedule, { x0, timesteps, noise }, { prediction }).loss
+      denoisingLoss(model, schedule, { x0, timesteps, noise, classLabels, encoderHiddenStates }, {
+        prediction,
+      }).loss
     );
     const probeLoss = (await probe.data())[0];
-    tf.dispose([probe, x0, noise]);
+    tf.dispose([probe, x0, noise, ...(encoderHiddenStates ? [encoderHiddenStates] : [])]);
 
     const fresh = createModel(completeModelConfig(spec.network[profile]));
     const trainer = new Trainer(fresh, dataset, schedule, {

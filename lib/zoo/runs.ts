@@ -12,7 +12,7 @@
  * @module
  */
 import type { Profile } from "../runtime/options.ts";
-import { loadEmojiDataset } from "../data/emoji.ts";
+import { specTrainingData } from "./spec_data.ts";
 import { encodePng, imageGrid, toRgbaImages } from "../core/images.ts";
 import type { TrainCallbacks } from "../training/trainer.ts";
 import { exists, writeFileAtomic } from "../runtime/files.ts";
@@ -209,7 +209,7 @@ export async function trainModel(
       },
     },
   );
-  const dataset = await loadEmojiDataset(spec.data);
+  const { training: data } = await specTrainingData(spec, profile, root);
   const schedule = noiseSchedule(spec.schedule.name, spec.schedule.T);
   const model = createModel(completeModelConfig(spec.network[profile]));
   const config = {
@@ -220,7 +220,7 @@ export async function trainModel(
   };
   let trainer: Trainer;
   try {
-    trainer = await train(model, dataset, schedule, config, {
+    trainer = await train(model, data, schedule, config, {
       onSamples: sampleGridWriter(dir),
       resume: true,
       minutes: options.minutes,

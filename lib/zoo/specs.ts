@@ -16,12 +16,22 @@ import type { PredictionType } from "../core/parameterization.ts";
 import type { TrainConfig } from "../training/trainer.ts";
 import type { ModelConfig } from "../core/models/mod.ts";
 import { UserError } from "../core/errors.ts";
+import { CONDITIONING_HOLDOUTS, type Holdouts } from "../data/holdouts.ts";
 
 /** The training options a spec fixes (paths and callbacks are the zoo's business). */
 export type SpecTraining = Omit<
   Partial<TrainConfig>,
   "checkpointPath" | "metricsPath" | "prediction" | "minSnrGamma"
 >;
+
+/**
+ * What a conditional spec's network is told about each image: its category (class labels y,
+ * the dataset's `labels`), or its caption as token states of the zoo's CLIP `encoder`
+ * (captions of `keywords` keywords, lib/data/captions.ts).
+ */
+export type SpecConditioning =
+  | { kind: "class" }
+  | { kind: "text"; encoder: string; keywords: number };
 
 /** A named model of the book. */
 export interface ModelSpec {
@@ -33,6 +43,10 @@ export interface ModelSpec {
   network: Record<Profile, Partial<ModelConfig> & { kind: ModelConfig["kind"] }>;
   /** The training images. */
   data: Pick<EmojiDatasetOptions, "size" | "vendors" | "categories" | "includeSkinTones" | "limit">;
+  /** Images kept out of `data` (every conditional model keeps out the same ones). */
+  holdouts?: Holdouts;
+  /** What the network is conditioned on; unconditional when absent. */
+  conditioning?: SpecConditioning;
   /** The noise schedule, by name and length. */
   schedule: { name: string; T: number };
   /** What the network predicts, and the loss weighting. */
@@ -139,9 +153,98 @@ function scheduleComparison(schedule: "linear" | "cosine"): ModelSpec {
   };
 }
 
+/**
+ * Chapter 6's class-conditional U-Net: the book's U-Net with a class embedding added to the time
+ * embedding, e = emb(t) + MLP(onehot(y)), y one of the 9 categories. Each sample's label is
+ * replaced by the learned null class ∅ with probability 0.15 (per sample, not per batch), so
+ * that one network gives ε_θ(x_t, y) and ε_θ(x_t, ∅) for classifier-free guidance.
+ */
+const CLASS16: ModelSpec = {
+  name: "class16-unet",
+  description: "chapter 6's class-conditional U-Net (9 categories, learned null class)",
+  network: {
+    quick: { ...EMOJI16_UNET, contextDim: 9, nullContext: "learned" },
+    full: { ...EMOJI16_UNET, contextDim: 9, nullContext: "learned" },
+  },
+  data: { size: 16 },
+  holdouts: CONDITIONING_HOLDOUTS,
+  conditioning: { kind: "class" },
+  schedule: { name: "cosine", T: 1000 },
+  objective: { prediction: "epsilon", minSnrGamma: null },
+  training: {
+    quick: { ...EMOJI16.training.quick, contextDropout: 0.15 },
+    full: {
+      // 6,000 steps of 32 images: about 25 minutes on a 2-core CPU with the native backend,
+      // the same time as the course's ContextUnet below.
+      ...EMOJI16.training.full,
+      steps: 6_000,
+      warmupSteps: 120,
+      checkpointEvery: 250,
+      sampleEvery: 1000,
+      contextDropout: 0.15,
+    },
+  },
+  dataLicence: EMOJI_LICENCE,
+};
+
+/** The course's ContextUnet (n_feat = 64) with one context feature per category. */
+const COURSE_CONTEXT_UNET = {
+  kind: "contextUnet",
+  imageSize: 16,
+  nFeat: 64,
+  nCFeat: 9,
+  T: 500,
+  nullContext: "zeros",
+  seed: 0,
+} as const satisfies Partial<ModelConfig>;
+
+/** The course's run: Adam at 10⁻³ decaying linearly to 0, no EMA, flips or clipping. */
+function courseTraining(steps: number, sampleEvery: number | null): SpecTraining {
+  return {
+    steps,
+    batchSize: 32,
+    learningRate: 1e-3,
+    minLearningRate: 0,
+    lrSchedule: "linear",
+    gradClipNorm: null,
+    emaDecay: 0,
+    emaWarmup: false,
+    horizontalFlip: false,
+    contextDropout: 0.1,
+    checkpointEvery: Math.min(250, steps / 2),
+    sampleEvery,
+    logEvery: 10,
+    sampleCount: 36,
+    sampleSteps: 50,
+    seed: 0,
+  };
+}
+
+/**
+ * The DeepLearning.AI course's ContextUnet trained the course's way on the 9 categories: its
+ * linear schedule β from 10⁻⁴ to 0.02 over T = 500, Adam at 10⁻³ decaying linearly to 0, no
+ * EMA, no flips, and its context mask: the one-hot context is zeroed with probability 0.1.
+ * Chapter 6 shows it beside the class-conditional U-Net at equal training time.
+ */
+const CONTEXT16: ModelSpec = {
+  name: "context16-unet",
+  description: "the course's ContextUnet on the 9 categories, trained the course's way (chapter 6)",
+  network: { quick: COURSE_CONTEXT_UNET, full: COURSE_CONTEXT_UNET },
+  data: { size: 16 },
+  holdouts: CONDITIONING_HOLDOUTS,
+  conditioning: { kind: "class" },
+  schedule: { name: "linear", T: 500 },
+  objective: { prediction: "epsilon", minSnrGamma: null },
+  // 2,100 steps (at about 0.7 s each) take the class model's 25 minutes.
+  training: { quick: courseTraining(100, null), full: courseTraining(2_100, 700) },
+  dataLicence: EMOJI_LICENCE,
+};
+
 /** Every model of the book, by name. */
 export const MODEL_SPECS: ReadonlyMap<string, ModelSpec> = new Map(
-  [EMOJI16, scheduleComparison("linear"), scheduleComparison("cosine")].map((s) => [s.name, s]),
+  [EMOJI16, scheduleComparison("linear"), scheduleComparison("cosine"), CLASS16, CONTEXT16].map(
+    (s) => [s.name, s],
+  ),
 );
 
 /** The spec named `name` (or `spec` itself); an unknown name is an error listing the known ones. */
@@ -175,6 +278,8 @@ export function profileSpec(spec: ModelSpec, profile: Profile) {
     profile,
     network: spec.network[profile],
     data: spec.data,
+    holdouts: spec.holdouts,
+    conditioning: spec.conditioning,
     schedule: spec.schedule,
     objective: spec.objective,
     training: spec.training[profile],

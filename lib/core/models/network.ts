@@ -127,6 +127,8 @@ export interface DiffusionModel {
   readonly config: ModelConfigBase;
   /** Size of the class-context vector c (0 for an unconditional network). */
   readonly contextDim: number;
+  /** Width D of the token states it cross-attends to (0 when it takes none). */
+  readonly crossAttentionDim: number;
   /** Trainable parameters in a fixed order. */
   readonly parameters: readonly NamedVariable[];
   /** Non-trainable state (BatchNorm running statistics; empty for the U-Net). */
@@ -169,6 +171,11 @@ export abstract class StoredNetwork<C extends ModelConfigBase> implements Diffus
 
   /** Size of the class-context vector c (0 for an unconditional network). */
   abstract readonly contextDim: number;
+
+  /** Width D of the token states it cross-attends to (0 when it takes none). */
+  get crossAttentionDim(): number {
+    return 0;
+  }
 
   /** The store the subclass's layers are created in, in order. */
   protected get store(): ParameterStore {

@@ -317,6 +317,10 @@ export class UNet extends StoredNetwork<UNetConfig> {
     return this.config.contextDim;
   }
 
+  override get crossAttentionDim(): number {
+    return this.config.crossAttentionDim;
+  }
+
   /** The context vector of the conditioning: c, onehot(y) (c_∅ where y = −1), or c_∅. */
   #context(conditioning: Conditioning, batch: number): tf.Tensor2D {
     const c = this.config;
