@@ -151,6 +151,30 @@ describe("the U-Net with cross-attention to context tokens (a text encoder's sta
     model.dispose();
   });
 
+  it("hands out each cross-attention layer's weights, rows summing to one, output unchanged", async () => {
+    const model = new UNet(TEXT_UNET);
+    const tokens = tf.randomNormal([4, 5, 12], 0, 1, "float32", 2) as tf.Tensor3D;
+    const attentionMaps = new Map<string, tf.Tensor4D>();
+    const x = tf.randomNormal([4, 16, 16, 3], 0, 1, "float32", 5) as tf.Tensor4D;
+    const t = tf.tensor1d([1, 10, 100, 500]);
+    const plain = await values(model.apply(x, t, { encoderHiddenStates: tokens }));
+    const mapped = await values(model.apply(x, t, { encoderHiddenStates: tokens, attentionMaps }));
+    assert.equal(maxDifference(plain, mapped), 0, "collecting maps changes nothing");
+    const crossLayers = model.parameters.map((p) => p.name)
+      .filter((name) => name.includes("cross") && name.endsWith(".q.weight"))
+      .map((name) => name.slice(0, -".q.weight".length));
+    assert.ok(crossLayers.length >= 5);
+    assert.deepEqual([...attentionMaps.keys()].sort(), crossLayers.sort(), "one map a layer");
+    const middle = attentionMaps.get("mid.cross")!;
+    assert.deepEqual(middle.shape, [4, 4, 16, 5], "[N, heads, 4×4 pixels, 5 tokens]");
+    const at8 = attentionMaps.get("down.1.cross.0")!;
+    assert.deepEqual(at8.shape.slice(2), [64, 5], "8×8 pixels to 5 tokens");
+    const sums = await values(tf.sum(at8, -1));
+    assert.ok(sums.every((v) => Math.abs(v - 1) < 1e-5), "each pixel's weights sum to one");
+    tf.dispose([...attentionMaps.values(), x, t, tokens]);
+    model.dispose();
+  });
+
   it("adds nothing to a network without it, and refuses a half-configured one", () => {
     const plain = new UNet({ imageSize: 16, baseChannels: 8, seed: 1 });
     assert.ok(!plain.parameters.some((p) => p.name.includes("cross")));

@@ -24,6 +24,7 @@ import {
   DDPMScheduler,
   DPMSolverMultistepScheduler,
   sample,
+  sampleMany,
 } from "../lib/core/samplers/mod.ts";
 import { noiseSchedule } from "../lib/core/schedules.ts";
 
@@ -120,6 +121,38 @@ describe("guidedDenoiser", () => {
     assert.deepEqual(model.calls.at(-1), 3);
     assert.deepEqual(plain.dataSync(), model.apply(xt, t, c).dataSync());
     tf.dispose([xt, t, c.classLabels, u.classLabels, guided, expected, plain]);
+  });
+
+  it("guides sampleMany batch by batch, each batch under its own labels, leaking no tensor", async () => {
+    const model = fakeModel();
+    const schedule = noiseSchedule("linear", 100);
+    const labelsOf = (start: number, n: number) =>
+      tf.tensor1d(Array.from({ length: n }, (_, i) => (start + i) % 4), "int32");
+    const before = tf.memory().numTensors;
+    const many = await sampleMany(model, new DDIMScheduler(schedule), {
+      count: 5,
+      batchSize: 2,
+      imageSize: 4,
+      channels: 2,
+      steps: 5,
+      seed: 9,
+      condition: (start, n) => ({
+        conditioning: { classLabels: labelsOf(start, n) },
+        guidance: { scale: 2, unconditional: { classLabels: tf.fill([n], -1, "int32") } },
+      }),
+    });
+    assert.equal(tf.memory().numTensors, before, "sampleMany disposed every batch's labels");
+    // The third batch (image 4, label 0) is what sample() gives that batch alone.
+    const [labels, nulls] = [labelsOf(4, 1), tf.fill([1], -1, "int32") as tf.Tensor1D];
+    const alone = await sample(model, new DDIMScheduler(schedule), {
+      shape: [1, 4, 4, 2],
+      steps: 5,
+      seed: 9 + 2,
+      conditioning: { classLabels: labels },
+      guidance: { scale: 2, unconditional: { classLabels: nulls } },
+    });
+    assert.deepEqual(many.subarray(4 * 32), alone.images.dataSync());
+    tf.dispose([labels, nulls, alone.images]);
   });
 
   it("runs under every sampler: at s = 1 it samples what the conditional network samples", async () => {

@@ -8,7 +8,8 @@ import { loadModel } from "../lib/training/checkpoint.ts";
 import { exportArtefact, readManifest } from "../lib/zoo/artefacts.ts";
 import { computeFingerprint, fingerprintDifferences } from "../lib/zoo/fingerprint.ts";
 import { runDir, trainModel } from "../lib/zoo/runs.ts";
-import { MODEL_SPECS, type ModelSpec, specHash } from "../lib/zoo/specs.ts";
+import { MODEL_SPECS, type ModelSpec, modelSpec, specHash } from "../lib/zoo/specs.ts";
+import { holdoutSplit } from "../lib/data/holdouts.ts";
 
 await selectBackend({ requested: "cpu", quiet: true });
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
@@ -83,6 +84,31 @@ describe("the book's models are artefacts that today's code reproduces", () => {
       );
     });
   }
+});
+
+describe("a spec's training set", () => {
+  it("keeps the conditioning holdouts out of a conditional spec, labels aligned", async () => {
+    const conditional = await specTrainingData(modelSpec("class16-unet"));
+    const { dataset, indices, training } = conditional;
+    const split = holdoutSplit(dataset.meta);
+    assert.deepEqual(indices, split.train);
+    const held = new Set([
+      ...split.heldOutNames,
+      ...split.unseenSubcategory,
+      ...split.unseenSubject,
+    ]);
+    assert.ok(indices.every((i) => !held.has(i)), "no held-out image trains");
+    assert.equal(training.count, indices.length);
+    const k = 1234;
+    assert.equal(training.labels![k], dataset.labels[indices[k]]);
+    const pixels = 16 * 16 * 3;
+    assert.deepEqual(
+      training.images.subarray(k * pixels, (k + 1) * pixels),
+      dataset.images.subarray(indices[k] * pixels, (indices[k] + 1) * pixels),
+    );
+    const unconditional = await specTrainingData(modelSpec("emoji16-unet"));
+    assert.equal(unconditional.training.count, unconditional.dataset.count, "all images");
+  });
 });
 
 describe("deno task train's runs", () => {

@@ -40,6 +40,8 @@ export interface ApplyOptions extends Conditioning {
   seed?: number;
   /** Collects BatchNorm running-statistics updates in training (the caller assigns them). */
   updates?: BufferUpdate[];
+  /** Collects the cross-attention weights of the pass by layer (`ForwardContext.attentionMaps`). */
+  attentionMaps?: Map<string, tf.Tensor4D>;
 }
 
 /** One row of {@link DiffusionModel.summary}: a layer with parameters. */
@@ -198,6 +200,7 @@ export abstract class StoredNetwork<C extends ModelConfigBase> implements Diffus
       training: options.training ?? false,
       seed: options.seed ?? 0,
       updates: options.updates,
+      attentionMaps: options.attentionMaps,
     };
     return tf.tidy(() => this.forward(x, t, options, ctx));
   }

@@ -41,6 +41,39 @@ export function attentionCore(
   return applyKernelPair(ATTENTION_PAIR, [q, k, v], { heads, batch }) as tf.Tensor2D;
 }
 
+/** [N·L, C] → [N·heads, L, d], each head's d = C/heads columns. */
+function splitHeads(t: tf.Tensor2D, length: number, batch: number, heads: number): tf.Tensor3D {
+  const d = t.shape[1] / heads;
+  return tf.reshape(tf.transpose(tf.reshape(t, [batch, length, heads, d]), [0, 2, 1, 3]), [
+    batch * heads,
+    length,
+    d,
+  ]) as tf.Tensor3D;
+}
+
+/**
+ * The attention weights A_h = softmax(Q_h K_hᵀ/√d) of q [N·L_q, C] and k [N·L_k, C]:
+ * [N, heads, L_q, L_k], each row summing to 1 (what a cross-attention map shows).
+ */
+export function attentionWeights(
+  q: tf.Tensor2D,
+  k: tf.Tensor2D,
+  batch: number,
+  heads: number,
+): tf.Tensor4D {
+  return tf.tidy(() => {
+    const d = q.shape[1] / heads;
+    const [lq, lk] = [q.shape[0] / batch, k.shape[0] / batch];
+    const scores = tf.matMul(
+      splitHeads(q, lq, batch, heads),
+      splitHeads(k, lk, batch, heads),
+      false,
+      true,
+    );
+    return tf.reshape(tf.softmax(tf.mul(scores, 1 / Math.sqrt(d))), [batch, heads, lq, lk]);
+  });
+}
+
 /** {@link attentionCore} composed of TensorFlow.js ops. */
 function compositeAttention(
   q: tf.Tensor2D,
@@ -52,16 +85,8 @@ function compositeAttention(
   return tf.tidy(() => {
     const c = q.shape[1], d = c / heads;
     const [lq, lk] = [q.shape[0] / batch, k.shape[0] / batch];
-    // [N·L, C] → [N·heads, L, d]
-    const splitHeads = (t: tf.Tensor2D, l: number) =>
-      tf.reshape(tf.transpose(tf.reshape(t, [batch, l, heads, d]), [0, 2, 1, 3]), [
-        batch * heads,
-        l,
-        d,
-      ]) as tf.Tensor3D;
-    const [qh, kh, vh] = [splitHeads(q, lq), splitHeads(k, lk), splitHeads(v, lk)];
-    const weights = tf.softmax(tf.mul(tf.matMul(qh, kh, false, true), 1 / Math.sqrt(d)));
-    const attended = tf.matMul(weights, vh); // [N·heads, L_q, d]
+    const weights = tf.reshape(attentionWeights(q, k, batch, heads), [batch * heads, lq, lk]);
+    const attended = tf.matMul(weights as tf.Tensor3D, splitHeads(v, lk, batch, heads)); // [N·heads, L_q, d]
     return tf.reshape(
       tf.transpose(tf.reshape(attended, [batch, heads, lq, d]), [0, 2, 1, 3]),
       [batch * lq, c],
@@ -131,13 +156,11 @@ export class Attention {
       const source = context
         ? tf.reshape(context, [n * length, this.contextDim!]) as tf.Tensor2D
         : tokens;
-      const merged = attentionCore(
-        this.q.apply(tokens, ctx),
-        this.k.apply(source, ctx),
-        this.v.apply(source, ctx),
-        n,
-        heads,
-      );
+      const [q, k] = [this.q.apply(tokens, ctx), this.k.apply(source, ctx)];
+      if (context && ctx.attentionMaps) {
+        ctx.attentionMaps.set(this.name, tf.keep(attentionWeights(q, k, n, heads)));
+      }
+      const merged = attentionCore(q, k, this.v.apply(source, ctx), n, heads);
       return tf.add(x, tf.reshape(this.out.apply(merged, ctx), [n, h, w, c])) as tf.Tensor4D;
     });
     record(ctx, this.name, y);

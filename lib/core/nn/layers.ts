@@ -61,6 +61,11 @@ export interface ForwardContext {
   trace?: { name: string; outputShape: number[] }[];
   /** When given (training), BatchNorm layers push their running-statistics updates here. */
   updates?: BufferUpdate[];
+  /**
+   * When given, cross-attention layers store their weights A = softmax(QKᵀ/√d) here by layer
+   * name, [N, heads, L_q, L_k] (kept: the caller disposes them).
+   */
+  attentionMaps?: Map<string, tf.Tensor4D>;
 }
 
 /** The context of an inference pass: no dropout, running statistics. */

@@ -190,6 +190,11 @@ export interface SampleManyOptions {
   seed?: number;
   /** Called after each batch with the images done so far. */
   onBatch?: (done: number) => void;
+  /**
+   * The conditioning of images `start` … `start + n − 1`, and its guidance, for a conditional
+   * network (their tensors are disposed after the batch).
+   */
+  condition?: (start: number, n: number) => Pick<SampleOptions, "conditioning" | "guidance">;
 }
 
 /**
@@ -207,13 +212,22 @@ export async function sampleMany(
   const out = new Float32Array(options.count * s * s * c);
   for (let start = 0, b = 0; start < options.count; start += batch, b++) {
     const n = Math.min(batch, options.count - start);
-    const { images } = await sample(model, scheduler, {
-      shape: [n, s, s, c],
-      seed: (options.seed ?? 0) + b,
-      steps: options.steps,
-    });
-    out.set(await images.data() as Float32Array, start * s * s * c);
-    images.dispose();
+    const condition = options.condition?.(start, n) ?? {};
+    try {
+      const { images } = await sample(model, scheduler, {
+        shape: [n, s, s, c],
+        seed: (options.seed ?? 0) + b,
+        steps: options.steps,
+        ...condition,
+      });
+      out.set(await images.data() as Float32Array, start * s * s * c);
+      images.dispose();
+    } finally {
+      tf.dispose([
+        ...Object.values(condition.conditioning ?? {}),
+        ...Object.values(condition.guidance?.unconditional ?? {}),
+      ]);
+    }
     options.onBatch?.(start + n);
   }
   return out;
