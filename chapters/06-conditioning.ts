@@ -385,7 +385,7 @@ await book.figure(
 
 // %%
 const comparison = [];
-for (const scale of [1, best.scale]) {
+for (const scale of new Set([1, best.scale])) {
   comparison.push({ p: classModel, r: scale === 1 ? at(1) : best });
   comparison.push({ p: courseModel, r: await measureGuided(courseModel, scale) });
 }

@@ -144,6 +144,8 @@ describe("zooNetworks", () => {
       [
         [["emoji16-unet"], "unet", 32, 16],
         [["schedule16-linear", "schedule16-cosine"], "unet", 32, 16],
+        [["class16-unet"], "unet", 32, 16],
+        [["context16-unet"], "contextUnet", 32, 16],
       ],
     );
     assert.deepEqual(

@@ -400,7 +400,7 @@ describe("Trainer", () => {
     );
     assert.throws(
       () => new Trainer(model, tinyData(), schedule),
-      /Label 2 of image 2 does not fit the network's context of size 2/,
+      /class label 2 \(at 2\) is out of range: this network knows classes 0…1/,
     );
     assert.throws(
       () => new Trainer(model, tinyData(), schedule, { batchsize: 3 } as never),

@@ -27,6 +27,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { Random } from "../core/random.ts";
 import { UserError } from "../core/errors.ts";
+import { checkClassLabels } from "../core/nn/embeddings.ts";
 import type { BufferUpdate, NamedVariable } from "../core/nn/layers.ts";
 import { type NoiseSchedule, noiseSchedule } from "../core/schedules.ts";
 import { createModel, type DiffusionModel } from "../core/models/mod.ts";
@@ -383,17 +384,7 @@ export class Trainer {
           `${data.images.length}. Load the dataset at the model's imageSize.`,
       );
     }
-    if (data.labels && this.#contextDim > 0) {
-      for (let i = 0; i < data.count; i++) {
-        const label = data.labels[i];
-        if (!(label >= 0 && label < this.#contextDim)) {
-          throw new Error(
-            `Label ${label} of image ${i} does not fit the network's context of size ` +
-              `${this.#contextDim}; build the network with a context as large as the number of classes.`,
-          );
-        }
-      }
-    }
+    if (data.labels && this.#contextDim > 0) checkClassLabels(data.labels, this.#contextDim);
     checkCaptionStates(data, model.crossAttentionDim);
     this.#ema = createModel(model.config, { trainable: false });
     copyVariables(model.parameters, this.#ema.parameters);

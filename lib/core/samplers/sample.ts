@@ -86,17 +86,18 @@ async function toBatch(x: tf.Tensor4D): Promise<ImageBatch> {
   };
 }
 
-/** The network's prediction at timestep t for the whole batch. */
-function predict(model: Denoiser, xt: tf.Tensor4D, t: number, options: SampleOptions): tf.Tensor4D {
+/** ε̂(x_t, t), what the sampler steps with: the network under the conditioning, guided if asked. */
+function predictor(
+  model: Denoiser,
+  options: SampleOptions,
+): (xt: tf.Tensor4D, t: tf.Tensor1D) => tf.Tensor4D {
   const network = typeof model === "function"
     ? model
     : (x: tf.Tensor4D, tv: tf.Tensor1D, c?: Conditioning) => model.apply(x, tv, c);
-  return tf.tidy(() => {
-    const tv = tf.fill([xt.shape[0]], t) as tf.Tensor1D;
-    const { conditioning = {}, guidance } = options;
-    if (!guidance) return network(xt, tv, conditioning);
-    return guidedDenoiser(network, conditioning, guidance.unconditional, guidance)(xt, tv);
-  });
+  const { conditioning = {}, guidance } = options;
+  return guidance
+    ? guidedDenoiser(network, conditioning, guidance.unconditional, guidance)
+    : (xt, t) => network(xt, t, conditioning);
 }
 
 /**
@@ -134,10 +135,11 @@ export async function sample(
     ? { timesteps: [], xt: [], predX0: [] }
     : undefined;
   const timesteps = scheduler.timesteps.slice();
+  const predict = predictor(model, options);
   try {
     for (let index = 0; index < timesteps.length; index++) {
       const t = timesteps[index];
-      const output = predict(model, xt, t, options);
+      const output = tf.tidy(() => predict(xt, tf.fill([xt.shape[0]], t) as tf.Tensor1D));
       const { prevSample, predOriginalSample } = scheduler.step(output, t, xt, rng);
       output.dispose();
       if (trajectory && (index % every === 0 || index === timesteps.length - 1)) {
