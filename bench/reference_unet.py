@@ -379,11 +379,78 @@ def classifier_torch(config):
     return Classifier()
 
 
+def clip_torch(config):
+    """The zoo's tiny CLIP (lib/core/models/clip.ts, `config` its ClipConfig as the artefact
+    records it) in PyTorch: the classifier's stages without heads as the image tower, f(x) =
+    W_I phi(x); a pre-LN transformer over token and learned position embeddings as the text tower
+    (lib/core/models/text_encoder.ts: padding masked out of attention, GELU MLPs, a final LN, the
+    state at EOS pooled), g(y) = W_T e(y); and the log inverse temperature. A module whose
+    image(x) and text(ids) give the unnormalised embeddings and states(ids) the token states."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    image = {"inChannels": 3, "channels": [32, 64, 128], "groups": 8, **config["image"], "heads": []}
+    text, width = config["text"], config["text"]["width"]
+    heads, length = text.get("heads", 4), text["contextLength"]
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+            self.q, self.k, self.v, self.out = (nn.Linear(width, width) for _ in range(4))
+            hidden = text.get("mlpRatio", 4) * width
+            self.fc1, self.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
+
+        def forward(self, h, pad):
+            n = h.shape[0]
+            x = self.norm1(h)
+            q, k, v = (layer(x).reshape(n, length, heads, -1).transpose(1, 2) for layer in (self.q, self.k, self.v))
+            mask = torch.zeros(n, 1, 1, length, device=h.device).masked_fill(pad[:, None, None, :], -1e9)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            h = h + self.out(a.transpose(1, 2).reshape(n, length, width))
+            return h + self.fc2(F.gelu(self.fc1(self.norm2(h))))
+
+    class Clip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tower = classifier_torch(image)
+            self.token = nn.Embedding(text["vocabularySize"], width)
+            self.position = nn.Parameter(torch.zeros(length, width))
+            self.blocks = nn.ModuleList(Block() for _ in range(text.get("layers", 2)))
+            self.final = nn.LayerNorm(width)
+            self.image_projection = nn.Linear(image["channels"][-1], config["embedDim"])
+            self.text_projection = nn.Linear(width, config["embedDim"])
+            self.log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+        def states(self, ids):
+            pad = ids == 0
+            h = self.token(ids) + self.position[None]
+            for block in self.blocks:
+                h = block(h, pad)
+            return self.final(h), pad
+
+        def image(self, x):
+            return self.image_projection(self.tower.features(x))
+
+        def text(self, ids):
+            states, pad = self.states(ids)
+            eos = (~pad).sum(1) - 1
+            return self.text_projection(states[torch.arange(ids.shape[0], device=ids.device), eos])
+
+    return Clip()
+
+
 # The PyTorch port of each network kind of lib/core/models (the registry's `kind`), by kind: a
 # function from the kind's complete configuration to the module. A new kind in the zoo needs one
 # here, with exactly the parameter count of createModel(config).parameterCount() (scripts/bench.ts
 # checks it; tests/bench_test.ts checks that every kind the zoo uses has a port).
-PORTS = {"unet": unet_torch, "contextUnet": context_unet_torch, "classifier": classifier_torch}
+PORTS = {
+    "unet": unet_torch,
+    "contextUnet": context_unet_torch,
+    "classifier": classifier_torch,
+    "clip": clip_torch,
+}
 
 
 def no_port(kind):
@@ -500,8 +567,64 @@ def classifier_torch_runner(request, sample_batch, device="cpu"):
     return params, train_step, features_step
 
 
+def clip_torch_runner(request, sample_batch, device="cpu"):
+    """The zoo's tiny CLIP (`request["config"]`) trained the way lib/training/contrastive.ts
+    trains it, at `request["batch"]` pairs: the symmetric InfoNCE loss of the cosine similarities
+    times min(e^tau, 100), on a fixed batch of random images and captions (BOS, words, EOS, PAD),
+    then AdamW (`request["learningRate"]`, `request["weightDecay"]`). Inference is the text
+    tower's token states of `sample_batch` captions. Returns the parameter count, a training step
+    and an inference step."""
+    import torch
+    import torch.nn.functional as F
+
+    config, batch = request["config"], request["batch"]
+    torch.manual_seed(0)
+    model = port(config).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=request["learningRate"],
+                                  betas=(0.9, 0.999), eps=1e-8,
+                                  weight_decay=request["weightDecay"])
+    size = config["imageSize"]
+    vocabulary, length = config["text"]["vocabularySize"], config["text"]["contextLength"]
+
+    def captions(n):
+        ids = torch.zeros(n, length, dtype=torch.long)
+        for i in range(n):
+            words = 2 + i % (length - 3)
+            ids[i, 0], ids[i, words + 1] = 2, 3
+            ids[i, 1:words + 1] = torch.randint(4, vocabulary, (words,))
+        return ids.to(device)
+
+    x = torch.tanh(torch.randn(batch, 3, size, size, device=device))
+    y = captions(batch)
+    target = torch.arange(batch, device=device)
+
+    def train_step():
+        model.train()
+        z, u = F.normalize(model.image(x), dim=1), F.normalize(model.text(y), dim=1)
+        s = z @ u.T * model.log_scale.exp().clamp(max=100)
+        loss = (F.cross_entropy(s, target) + F.cross_entropy(s.T, target)) / 2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    prompts = captions(sample_batch)
+
+    def states_step():
+        model.eval()
+        with torch.no_grad():
+            return float(model.states(prompts)[0][0, 0, 0])
+
+    return params, train_step, states_step
+
+
 # The PyTorch runner of each task of the zoo's networks (the request's "task").
-TASK_RUNNERS = {"denoising": denoiser_torch_runner, "classification": classifier_torch_runner}
+TASK_RUNNERS = {
+    "denoising": denoiser_torch_runner,
+    "classification": classifier_torch_runner,
+    "contrastive": clip_torch_runner,
+}
 
 
 def keras_runtime(device="cpu"):

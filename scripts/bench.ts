@@ -2,7 +2,8 @@
  * The benchmark: the reference U-Net (`bench/reference_unet.ts`, 522,048 parameters) trained and
  * sampled on every available TensorFlow.js backend, beside PyTorch (eager) and Keras (on
  * TensorFlow) running the same network in the same run; then every network of the model zoo
- * (lib/zoo/specs.ts, lib/zoo/feature_networks.ts) trained by the library beside its PyTorch port.
+ * (lib/zoo/specs.ts, lib/zoo/feature_networks.ts, lib/zoo/clip_network.ts) trained by the
+ * library beside its PyTorch port.
  *
  * For each image size (16×16 and 32×32): the median time of a DDPM training step at batch 32
  * and of a DDIM sampling step (one forward pass and the update) at batch 64, after warm-up;
@@ -11,9 +12,10 @@
  *
  * The zoo's networks: every spec of `MODEL_SPECS`, its `full` network (completed by
  * `completeModelConfig`) at its `full` training batch, one row per distinct network and batch
- * (specs that share both share a row, named by all of them), then the feature classifier as its
- * artefact was built (scripts/bench/zoo.ts). Each row times a training step and an inference
- * step: a DDIM step for a denoiser, the features φ(x) for the classifier. Each network kind has
+ * (specs that share both share a row, named by all of them), then the feature classifier and the
+ * tiny CLIP as their artefacts were built (scripts/bench/zoo.ts). Each row times a training step
+ * and an inference step: a DDIM step for a denoiser, the features φ(x) for the classifier, the
+ * text tower's token states for the CLIP. Each network kind has
  * a PyTorch port in `bench/reference_unet.py` (`PORTS`), which must have exactly the library
  * network's parameter count; a kind without a port fails the run.
  *
@@ -781,7 +783,8 @@ async function main(args: string[]): Promise<void> {
     rows,
     zoo: {
       name: "the model zoo's networks (lib/zoo/specs.ts MODEL_SPECS, the classifier of " +
-        "lib/zoo/feature_networks.ts), each at its spec's full training batch, trained by the " +
+        "lib/zoo/feature_networks.ts, the tiny CLIP of lib/zoo/clip_network.ts), each at its " +
+        "spec's full training batch, trained by the " +
         "library beside its PyTorch port",
       sampleBatch: SAMPLE_BATCH,
       step: {
@@ -789,6 +792,8 @@ async function main(args: string[]): Promise<void> {
           "inference: a DDIM step with x̂₀ clipped",
         classification: "the heads' cross-entropy, AdamW (classifierStep, " +
           "lib/training/classification.ts); inference: the features φ(x)",
+        contrastive: "the symmetric InfoNCE loss, AdamW (lib/training/contrastive.ts); " +
+          "inference: the text tower's token states τ(y)",
       },
       networks: networks.map((n) => ({
         specs: n.specs,
@@ -816,7 +821,8 @@ async function main(args: string[]): Promise<void> {
   if (networkRows.length > 0) {
     console.log(
       `\nThe zoo's networks, trained by the library at each spec's batch; inference is a DDIM ` +
-        `step of a denoiser and the features of the classifier, batch ${SAMPLE_BATCH}\n`,
+        `step of a denoiser, the features of the classifier and the text states of the CLIP, ` +
+        `batch ${SAMPLE_BATCH}\n`,
     );
     console.log(networkTable(networkRows, peerNames(networkRows)));
   }

@@ -11,11 +11,13 @@ import { completeModelConfig, contextUnetConfig, createModel } from "../lib/core
 import {
   allZooNetworks,
   classifierNetworks,
+  clipNetworks,
   missingPortError,
   zooNetworkName,
   zooNetworks,
 } from "../scripts/bench/zoo.ts";
 import { completeClassifierConfig, FeatureClassifier } from "../lib/core/models/classifier.ts";
+import { TinyClip } from "../lib/core/models/clip.ts";
 import {
   busyPath,
   busyVerdict,
@@ -88,6 +90,7 @@ describe("the PyTorch ports (bench/reference_unet.py)", () => {
     }
     assert.ok(ports.includes("contextUnet"));
     assert.ok(ports.includes("classifier"));
+    assert.ok(ports.includes("clip"));
   });
 
   it(
@@ -131,6 +134,24 @@ describe("the PyTorch ports (bench/reference_unet.py)", () => {
         const classifier = new FeatureClassifier(config);
         assert.equal(counts[configs.length + i], classifier.parameterCount(), `classifier ${i}`);
         classifier.dispose();
+      });
+      // The tiny CLIP as its artefact was built, and with one more text block and other widths.
+      const [built] = await clipNetworks();
+      const clips = [built.config, {
+        ...built.config,
+        image: { imageSize: 16, channels: [8, 16], groups: 4 },
+        text: { ...built.config.text, width: 32, layers: 3, heads: 2, mlpRatio: 2 },
+        embedDim: 24,
+      }];
+      const clipCounts = await python(
+        VENV_PYTHON,
+        ["--count-parameters"],
+        JSON.stringify(clips),
+      ) as number[];
+      clips.forEach((config, i) => {
+        const clip = new TinyClip(config);
+        assert.equal(clipCounts[i], clip.parameterCount(), `tiny CLIP ${i}`);
+        clip.dispose();
       });
     },
   );
@@ -177,6 +198,19 @@ describe("zooNetworks", () => {
     ]);
     assert.equal(rows[0].emaDecay, base.training.full.emaDecay);
     assert.equal(rows[0].gradClipNorm, 1, "the trainer's default clip");
+  });
+});
+
+describe("clipNetworks", () => {
+  it("times the tiny CLIP as its artefact was built: the tokenizer's vocabulary, the spec's batch", async () => {
+    const [network, ...others] = await clipNetworks();
+    assert.equal(others.length, 0);
+    assert.deepEqual(network.specs, ["tiny-clip"]);
+    assert.equal(network.task, "contrastive");
+    assert.equal(network.trainBatch, 128);
+    assert.equal(network.config.text.contextLength, 16);
+    assert.ok(network.config.text.vocabularySize > 1000, "the training captions' words");
+    assert.equal(network.config.imageSize, 16);
   });
 });
 

@@ -36,9 +36,10 @@ export interface NetworkRow extends BenchRow {
   specs: string[];
   /**
    * What it is trained for; its inference step (`sampleMs`) is a DDIM step of a denoiser and the
-   * features of a classifier. Absent in reports made before the classifier was timed: denoising.
+   * features of a classifier, the text tower's token states of a CLIP. Absent in reports made
+   * before the classifier was timed: denoising.
    */
-  task?: "denoising" | "classification";
+  task?: "denoising" | "classification" | "contrastive";
   /** The network kind (`config.kind`). */
   kind: string;
   /** Trainable parameters, as the library's network counts them. */
@@ -231,8 +232,9 @@ export function readmeTables(report: BenchReport): string {
     parts.push(
       "The zoo's networks (`MODEL_SPECS` in `lib/zoo/specs.ts`, the classifier of " +
         "`lib/zoo/feature_networks.ts`), each trained by the library at its spec's batch beside " +
-        "its PyTorch port in `bench/reference_unet.py`; inference is a DDIM step of a denoiser " +
-        `and the features of the classifier, batch ${networkRows[0].sampleBatch}:`,
+        "its PyTorch port in `bench/reference_unet.py`; inference is a DDIM step of a denoiser, " +
+        "the features of the classifier and the text tower's token states of the tiny CLIP, " +
+        `batch ${networkRows[0].sampleBatch}:`,
       alignedTable(
         [
           "network",

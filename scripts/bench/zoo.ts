@@ -39,6 +39,10 @@ import { adamW } from "../../lib/training/supervised.ts";
 import { FEATURE_NETWORK_SPECS, isClassifierSpec } from "../../lib/zoo/feature_networks.ts";
 import type { ClassifierSpec, PerceptualSpec } from "../../lib/zoo/feature_networks.ts";
 import { artefactDir } from "../../lib/zoo/runs.ts";
+import { CLIP_SPECS, type ClipSpec } from "../../lib/zoo/clip_network.ts";
+import { type ClipConfig, TinyClip } from "../../lib/core/models/clip.ts";
+import { clipLoss, type ClipTraining } from "../../lib/training/contrastive.ts";
+import { optimiserStep } from "../../lib/training/supervised.ts";
 import { readCheckpointHeader } from "../../lib/training/checkpoint.ts";
 import * as tf from "@tensorflow/tfjs";
 
@@ -75,8 +79,17 @@ export interface ClassifierNetwork extends ZooNetworkBase {
   training: ClassifierTraining;
 }
 
+/** A tiny CLIP of `CLIP_SPECS`, as its artefact was built (its text tower is a text encoder). */
+export interface ClipNetwork extends ZooNetworkBase {
+  task: "contrastive";
+  /** The complete configuration, the tokenizer's vocabulary and context included. */
+  config: ClipConfig & { imageSize: number };
+  /** The spec's `full` recipe. */
+  training: ClipTraining;
+}
+
 /** One network of the zoo at one training batch. */
-export type ZooNetwork = DenoiserNetwork | ClassifierNetwork;
+export type ZooNetwork = DenoiserNetwork | ClassifierNetwork | ClipNetwork;
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -85,7 +98,7 @@ const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
  * changes the initial weights, not the work of a step) and the training batch.
  */
 export function zooNetworkKey(
-  config: ModelConfigBase | ClassifierConfig,
+  config: ZooNetwork["config"],
   trainBatch: number,
 ): string {
   return `${canonicalJson({ ...config, seed: undefined })} batch ${trainBatch}`;
@@ -152,6 +165,23 @@ export function benchmarkTrainer(
 }
 
 /**
+ * The network configuration recorded in the committed `full` artefact of `name` under `root`.
+ *
+ * @throws UserError naming the command that builds a missing artefact
+ */
+async function artefactConfig(name: string, root: string): Promise<unknown> {
+  const path = `${artefactDir(name, root)}/weights.ckpt`;
+  const header = await readCheckpointHeader(path).catch((error) => {
+    throw new UserError(
+      `the benchmark times ${name} as its artefact was built, and ${path} cannot be ` +
+        `read (${(error as Error).message.split("\n")[0]}); build it with ` +
+        `\`deno task train ${name}\``,
+    );
+  });
+  return header.modelConfig;
+}
+
+/**
  * The classifiers of `specs` (the feature networks; the perceptual distance has no network of
  * its own, see the module comment), each as its committed `full` artefact under `root` was built:
  * the heads are the data's category and subcategory counts, which the artefact's configuration
@@ -166,15 +196,9 @@ export async function classifierNetworks(
   const networks: ClassifierNetwork[] = [];
   for (const spec of specs) {
     if (!isClassifierSpec(spec)) continue;
-    const path = `${artefactDir(spec.name, root)}/weights.ckpt`;
-    const header = await readCheckpointHeader(path).catch((error) => {
-      throw new UserError(
-        `the benchmark times ${spec.name} as its artefact was built, and ${path} cannot be ` +
-          `read (${(error as Error).message.split("\n")[0]}); build it with ` +
-          `\`deno task train ${spec.name}\``,
-      );
-    });
-    const config = completeClassifierConfig(header.modelConfig as unknown as ClassifierConfig);
+    const config = completeClassifierConfig(
+      await artefactConfig(spec.name, root) as ClassifierConfig,
+    );
     networks.push({
       task: "classification",
       specs: [spec.name],
@@ -187,9 +211,39 @@ export async function classifierNetworks(
   return networks;
 }
 
-/** Every network of the zoo the benchmark times: the denoisers, then the classifiers. */
+/**
+ * The tiny CLIPs of `specs`, each as its committed `full` artefact under `root` was built (the
+ * vocabulary is the data's, which the artefact's configuration records).
+ *
+ * @throws UserError naming the command that builds a missing artefact
+ */
+export async function clipNetworks(
+  specs: Iterable<ClipSpec> = CLIP_SPECS.values(),
+  root = ROOT,
+): Promise<ClipNetwork[]> {
+  const networks: ClipNetwork[] = [];
+  for (const spec of specs) {
+    const config = await artefactConfig(spec.name, root) as ClipConfig;
+    const { imageSize } = completeClassifierConfig({ ...config.image, heads: [] });
+    networks.push({
+      task: "contrastive",
+      specs: [spec.name],
+      kind: config.kind,
+      config: { ...config, imageSize },
+      trainBatch: spec.training.full.batchSize,
+      training: spec.training.full,
+    });
+  }
+  return networks;
+}
+
+/** Every network of the zoo the benchmark times: the denoisers, the classifiers, the CLIPs. */
 export async function allZooNetworks(root = ROOT): Promise<ZooNetwork[]> {
-  return [...zooNetworks(MODEL_SPECS.values()), ...await classifierNetworks(undefined, root)];
+  return [
+    ...zooNetworks(MODEL_SPECS.values()),
+    ...await classifierNetworks(undefined, root),
+    ...await clipNetworks(undefined, root),
+  ];
 }
 
 /** A zoo network's two timed steps, as the library runs them (see the module comment). */
@@ -210,9 +264,14 @@ export interface BenchWorkload {
  * network's, aside) and infers its features φ(x).
  */
 export function benchmarkWorkload(network: ZooNetwork, inferenceBatch: number): BenchWorkload {
-  return network.task === "denoising"
-    ? denoiserWorkload(network, inferenceBatch)
-    : classifierWorkload(network, inferenceBatch);
+  switch (network.task) {
+    case "denoising":
+      return denoiserWorkload(network, inferenceBatch);
+    case "classification":
+      return classifierWorkload(network, inferenceBatch);
+    case "contrastive":
+      return clipWorkload(network, inferenceBatch);
+  }
 }
 
 function denoiserWorkload(network: DenoiserNetwork, inferenceBatch: number): BenchWorkload {
@@ -286,6 +345,62 @@ function classifierWorkload(network: ClassifierNetwork, inferenceBatch: number):
   };
 }
 
+/**
+ * A tiny CLIP's workload: a training step of the symmetric InfoNCE loss on a fixed batch of
+ * random images and captions (ids y = BOS, words, EOS, then PAD, varied lengths), then AdamW;
+ * its inference step is the text tower's token states τ(y) of `inferenceBatch` captions, what a
+ * text-conditional U-Net needs of each prompt.
+ */
+function clipWorkload(network: ClipNetwork, inferenceBatch: number): BenchWorkload {
+  const clip = new TinyClip(network.config);
+  const adam = adamW(clip.parameters, network.training.weightDecay);
+  const random = new Random(7);
+  const s = network.config.imageSize;
+  const { vocabularySize: V, contextLength: L } = clip.text.config;
+  const images = (n: number) =>
+    tf.tensor4d(Float32Array.from(random.normals(n * s * s * 3), (v) => Math.tanh(v)), [
+      n,
+      s,
+      s,
+      3,
+    ]);
+  const captions = (n: number) => {
+    const ids = new Int32Array(n * L);
+    for (let i = 0; i < n; i++) {
+      const words = 2 + (i % (L - 3));
+      ids[i * L] = 2; // BOS
+      for (let w = 1; w <= words; w++) ids[i * L + w] = random.int(4, V);
+      ids[i * L + words + 1] = 3; // EOS
+    }
+    return tf.tensor2d(ids, [n, L], "int32");
+  };
+  const [x, y] = [images(network.trainBatch), captions(network.trainBatch)];
+  const prompts = captions(inferenceBatch);
+  let t = 0;
+  return {
+    async train() {
+      const step = await optimiserStep(
+        clip.parameters,
+        adam,
+        () => clipLoss(clip.imageEmbeddings(x), clip.textEmbeddings(y), clip.logScale),
+        network.training.learningRate,
+        ++t,
+      );
+      if (!step.applied) throw new Error(`${network.specs}: the loss became ${step.loss}`);
+    },
+    async infer() {
+      const { states, pooled } = clip.text.encode(prompts);
+      await states.data();
+      tf.dispose([states, pooled]);
+    },
+    dispose() {
+      tf.dispose([x, y, prompts]);
+      adam.dispose();
+      clip.dispose();
+    },
+  };
+}
+
 const parameterCounts = new Map<string, number>();
 /** Trainable parameters of a network as the library builds it (built once per network). */
 export function zooParameterCount(network: ZooNetwork): number {
@@ -293,7 +408,9 @@ export function zooParameterCount(network: ZooNetwork): number {
   if (!parameterCounts.has(key)) {
     const model = network.task === "denoising"
       ? createModel(network.config)
-      : new FeatureClassifier(network.config);
+      : network.task === "classification"
+      ? new FeatureClassifier(network.config)
+      : new TinyClip(network.config);
     parameterCounts.set(key, model.parameterCount());
     model.dispose();
   }
