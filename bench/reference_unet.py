@@ -172,14 +172,18 @@ def unet_torch(config):
         middle: Res -> Attn -> Res;  decoder: Res([h, skip], emb) [-> Attn], Up between levels
         eps = Conv(SiLU(GN(h)))
 
-    A module whose forward(x, t, labels) takes NCHW images, timesteps and class labels (None for
-    an unconditional network), with `context_dim` the size of its class context."""
+    with cross-attention to context tokens after the residual block (and its self-attention) at
+    `crossAttentionResolutions` and in the middle. A module whose forward(x, t, labels, states)
+    takes NCHW images, timesteps, class labels (None for an unconditional network) and token
+    states [N, L, D] (None without cross-attention), with `context_dim` the size of its class
+    context and `cross_dim` the tokens' width D."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
     groups, tdim, base = config["groups"], config["timeEmbeddingDim"], config["baseChannels"]
-    context_dim = config["contextDim"]
+    context_dim, cross_dim = config["contextDim"], config.get("crossAttentionDim", 0)
+    cross_at = config.get("crossAttentionResolutions", [])
 
     class ResidualBlock(nn.Module):
         """h = conv1(SiLU(GN(x))) + P SiLU(e); y = skip(x) + conv2(Dropout(SiLU(GN(h))))."""
@@ -213,10 +217,42 @@ def unet_torch(config):
             a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, h * w, c)
             return x + self.out(a).transpose(1, 2).reshape(n, c, h, w)
 
+    class CrossAttention(nn.Module):
+        """y = x + W_o softmax(Q K^T / sqrt(d)) V, Q = GN(x) W_q from the pixels, K = c W_k and
+        V = c W_v from the context tokens c [N, L, D] (a text encoder's states)."""
+
+        def __init__(self, channels):
+            super().__init__()
+            self.heads = config["attentionHeads"]
+            self.norm, self.q = nn.GroupNorm(groups, channels), nn.Linear(channels, channels)
+            self.k, self.v = nn.Linear(cross_dim, channels), nn.Linear(cross_dim, channels)
+            self.out = nn.Linear(channels, channels)
+
+        def forward(self, x, states):
+            n, c, h, w = x.shape
+            split = lambda t: t.reshape(n, -1, self.heads, c // self.heads).transpose(1, 2)
+            q = split(self.q(self.norm(x).flatten(2).transpose(1, 2)))
+            a = F.scaled_dot_product_attention(q, split(self.k(states)), split(self.v(states)))
+            return x + self.out(a.transpose(1, 2).reshape(n, h * w, c)).transpose(1, 2).reshape(n, c, h, w)
+
+    class Stage(nn.Module):
+        """A residual block, then self-attention and cross-attention where the config has them."""
+
+        def __init__(self, cin, cout, attend, cross):
+            super().__init__()
+            self.res = ResidualBlock(cin, cout)
+            self.attn = SelfAttention(cout) if attend else None
+            self.cross = CrossAttention(cout) if cross else None
+
+        def forward(self, h, e, states):
+            h = self.res(h, e)
+            h = self.attn(h) if self.attn is not None else h
+            return self.cross(h, states) if self.cross is not None else h
+
     class UNet(nn.Module):
         def __init__(self):
             super().__init__()
-            self.context_dim = context_dim
+            self.context_dim, self.cross_dim = context_dim, cross_dim
             mults, size = config["channelMultipliers"], config["imageSize"]
             attn_at, blocks = config["attentionResolutions"], config["resBlocksPerLevel"]
             self.time = nn.Sequential(nn.Linear(base, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
@@ -229,21 +265,21 @@ def unet_torch(config):
             self.conv_in = nn.Conv2d(config["inChannels"], base, 3, padding=1)
             self.down, skips, ch = nn.ModuleList(), [base], base
             for level, m in enumerate(mults):
-                attend = size // 2**level in attn_at
+                attend, cross = size // 2**level in attn_at, size // 2**level in cross_at
                 for _ in range(blocks):
-                    self.down.append(nn.ModuleList([ResidualBlock(ch, base * m), SelfAttention(base * m) if attend else nn.Identity()]))
+                    self.down.append(Stage(ch, base * m, attend, cross))
                     ch = base * m
                     skips.append(ch)
                 if level < len(mults) - 1:
                     self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
                     skips.append(ch)
-            self.mid1, self.mid2 = ResidualBlock(ch, ch), ResidualBlock(ch, ch)
-            self.mid_attn = SelfAttention(ch) if config["middleAttention"] else nn.Identity()
+            self.mid1 = Stage(ch, ch, config["middleAttention"], config.get("middleCrossAttention", False))
+            self.mid2 = ResidualBlock(ch, ch)
             self.up = nn.ModuleList()
             for level in reversed(range(len(mults))):
-                attend = size // 2**level in attn_at
+                attend, cross = size // 2**level in attn_at, size // 2**level in cross_at
                 for _ in range(blocks + 1):
-                    self.up.append(nn.ModuleList([ResidualBlock(ch + skips.pop(), base * mults[level]), SelfAttention(base * mults[level]) if attend else nn.Identity()]))
+                    self.up.append(Stage(ch + skips.pop(), base * mults[level], attend, cross))
                     ch = base * mults[level]
                 if level > 0:
                     self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)))
@@ -251,7 +287,7 @@ def unet_torch(config):
             half = base // 2
             self.register_buffer("omega", torch.exp(-math.log(10000) * torch.arange(half) / half))
 
-        def forward(self, x, t, labels=None):
+        def forward(self, x, t, labels=None, states=None):
             angles = t.float()[:, None] * self.omega[None, :]
             e = self.time(torch.cat([torch.cos(angles), torch.sin(angles)], 1))
             if self.context is not None:
@@ -261,14 +297,11 @@ def unet_torch(config):
             h = self.conv_in(x)
             skips = [h]
             for layer in self.down:
-                h = layer[1](layer[0](h, e)) if isinstance(layer, nn.ModuleList) else layer(h)
+                h = layer(h, e, states) if isinstance(layer, Stage) else layer(h)
                 skips.append(h)
-            h = self.mid2(self.mid_attn(self.mid1(h, e)), e)
+            h = self.mid2(self.mid1(h, e, states), e)
             for layer in self.up:
-                if isinstance(layer, nn.ModuleList):
-                    h = layer[1](layer[0](torch.cat([h, skips.pop()], 1), e))
-                else:
-                    h = layer(h)
+                h = layer(torch.cat([h, skips.pop()], 1), e, states) if isinstance(layer, Stage) else layer(h)
             return self.conv_out(F.silu(self.norm_out(h)))
 
     return UNet()
@@ -323,7 +356,7 @@ def context_unet_torch(config):
             learned = config["nullContext"] == "learned"
             self.null = nn.Parameter(torch.zeros(classes)) if learned else None
 
-        def forward(self, x, t, labels=None):
+        def forward(self, x, t, labels=None, states=None):
             batch = x.shape[0]
             if labels is None:
                 labels = torch.full((batch,), -1, device=x.device)
@@ -471,7 +504,8 @@ def denoiser_torch_runner(request, sample_batch, device="cpu"):
     PORTS) trained the way lib/training/trainer.ts trains it, at `request["batch"]`: eps-MSE,
     the gradient norm clipped to `request["gradClipNorm"]` (None: no clipping), Adam, and an EMA
     of the weights (decay `request["emaDecay"]`, BatchNorm statistics copied); class labels
-    y = i mod K for a conditional network. Sampling is one DDIM step with x0_hat clipped, the
+    y = i mod K for a conditional network, random states of 16 tokens for a cross-attending one.
+    Sampling is one DDIM step with x0_hat clipped, the
     BatchNorm layers on their running statistics. The linear schedule over `request["T"]` steps
     stands in for the spec's: its values do not change what a step costs. Returns the parameter
     count, a training step and a DDIM step."""
@@ -494,13 +528,17 @@ def denoiser_torch_runner(request, sample_batch, device="cpu"):
     labels_of = lambda n: torch.arange(n, device=device) % model.context_dim if model.context_dim else None
     x0 = torch.rand(batch, channels, size, size, device=device) * 2 - 1
     labels = labels_of(batch)
+    # Token states of 16 tokens for a network that cross-attends (a text encoder's, in the book).
+    cross_dim = getattr(model, "cross_dim", 0)
+    states_of = lambda n: torch.randn(n, 16, cross_dim, device=device) if cross_dim else None
+    states = states_of(batch)
 
     def train_step():
         model.train()
         t = torch.randint(0, steps, (batch,), device=device)
         eps = torch.randn_like(x0)
         a = abar[t][:, None, None, None]
-        loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, labels), eps)
+        loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, labels, states), eps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip is not None:
@@ -513,13 +551,13 @@ def denoiser_torch_runner(request, sample_batch, device="cpu"):
         return loss.item()
 
     xs = torch.randn(sample_batch, channels, size, size, device=device)
-    sample_labels = labels_of(sample_batch)
+    sample_labels, sample_states = labels_of(sample_batch), states_of(sample_batch)
     t, t_prev = steps // 2, steps // 2 - steps // 50
 
     def ddim_step():
         model.eval()
         with torch.no_grad():
-            eps = model(xs, torch.full((sample_batch,), t, device=device), sample_labels)
+            eps = model(xs, torch.full((sample_batch,), t, device=device), sample_labels, sample_states)
             a, a_prev = host_abar[t], host_abar[t_prev]
             x0_hat = ((xs - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
             out = math.sqrt(a_prev) * x0_hat + math.sqrt(1 - a_prev) * eps

@@ -108,6 +108,16 @@ describe("the PyTorch ports (bench/reference_unet.py)", () => {
           nullContext: "learned",
           dropout: 0.1,
         } as { kind: string }),
+        // The text-conditional U-Net: cross-attention to 128-wide tokens at 8×8, 4×4, the middle.
+        completeModelConfig({
+          kind: "unet",
+          channelMultipliers: [1, 2, 2],
+          attentionResolutions: [4],
+          middleAttention: true,
+          crossAttentionDim: 128,
+          crossAttentionResolutions: [8, 4],
+          middleCrossAttention: true,
+        } as { kind: string }),
         contextUnetConfig(),
         contextUnetConfig({ imageSize: 20, nFeat: 32, nCFeat: 10, nullContext: "learned" }),
       ];

@@ -137,12 +137,16 @@ export function zooNetworks(specs: Iterable<ModelSpec>): DenoiserNetwork[] {
   return [...byKey.values()];
 }
 
+/** Tokens of the random context a cross-attending network is timed with (the tiny CLIP's L). */
+export const BENCH_TOKENS = 16;
+
 /**
  * A training run of `network` as the benchmark times it: random images (tanh of normals: a
  * step's cost does not depend on the pixels) four batches' worth, labels y = i mod K for a
- * conditional network (as its PyTorch port draws them), the spec's schedule and training options.
- * Returns the trainer, the labels of n images, and the generator as the images left it (for
- * the sampling step's inputs).
+ * conditional network (as its PyTorch port draws them), random token states of
+ * {@link BENCH_TOKENS} tokens for a cross-attending one, the spec's schedule and training
+ * options. Returns the trainer, the labels of n images, and the generator as the images left it
+ * (for the sampling step's inputs).
  */
 export function benchmarkTrainer(
   network: DenoiserNetwork,
@@ -154,9 +158,14 @@ export function benchmarkTrainer(
   const images = Float32Array.from(random.normals(count * s * s * c), (v) => Math.tanh(v));
   const classes = model.contextDim;
   const labelsOf = (n: number) => Int32Array.from({ length: n }, (_, i) => i % classes);
+  const width = model.crossAttentionDim;
+  const tokens = (n: number) => Float32Array.from(random.normals(n * BENCH_TOKENS * width));
+  const captionStates = width > 0
+    ? { states: tokens(count), length: BENCH_TOKENS, width, nullStates: tokens(1) }
+    : undefined;
   const trainer = new Trainer(
     model,
-    { images, count, ...(classes > 0 ? { labels: labelsOf(count) } : {}) },
+    { images, count, ...(classes > 0 ? { labels: labelsOf(count) } : {}), captionStates },
     noiseSchedule(network.schedule.name, network.schedule.T),
     { ...network.training, steps: 1_000_000, batchSize: network.trainBatch },
     { progress: false },
@@ -284,6 +293,14 @@ function denoiserWorkload(network: DenoiserNetwork, inferenceBatch: number): Ben
   const labels = trainer.model.contextDim > 0
     ? tf.tensor1d(labelsOf(inferenceBatch), "int32")
     : undefined;
+  const width = trainer.model.crossAttentionDim;
+  const states = width > 0
+    ? tf.tensor3d(random.normals(inferenceBatch * BENCH_TOKENS * width), [
+      inferenceBatch,
+      BENCH_TOKENS,
+      width,
+    ])
+    : undefined;
   return {
     async train() {
       await trainer.trainStep();
@@ -291,7 +308,10 @@ function denoiserWorkload(network: DenoiserNetwork, inferenceBatch: number): Ben
     async infer() {
       const [next, x0] = tf.tidy(() => {
         const timesteps = tf.fill([inferenceBatch], t) as tf.Tensor1D;
-        const eps = trainer.ema.apply(xs, timesteps, { classLabels: labels });
+        const eps = trainer.ema.apply(xs, timesteps, {
+          classLabels: labels,
+          encoderHiddenStates: states,
+        });
         const { prevSample, predOriginalSample } = ddim.step(eps as tf.Tensor4D, t, xs);
         return [prevSample, predOriginalSample];
       });
@@ -299,7 +319,7 @@ function denoiserWorkload(network: DenoiserNetwork, inferenceBatch: number): Ben
       tf.dispose([next, x0]);
     },
     dispose() {
-      tf.dispose([xs, ...(labels ? [labels] : [])]);
+      tf.dispose([xs, ...(labels ? [labels] : []), ...(states ? [states] : [])]);
       trainer.model.dispose();
       trainer.dispose();
     },
