@@ -146,7 +146,7 @@ const noise = (n: number, seed: number) =>
   tf.tensor4d(new Random(seed).normals(n * pixels), [n, 16, 16, 3]);
 const xT = noise(seeds, 6);
 
-/** Sample the rows `conditions` from the same x_T, each row one conditioning, guided at `scale`. */
+/** Sample `rows` from the same x_T, each row under its own conditioning, guided at `scale`. */
 async function conditionRows(
   p: Pretrained,
   rows: { label: string; conditioning: (n: number) => Conditioning }[],
@@ -183,9 +183,10 @@ await book.figure(labelledRows(await conditionRows(classModel, classRows, 3)), {
 // %% [markdown]
 // ## Classifier-free guidance
 //
-// Sampling with $\epsilon_\theta(x_t, t, y)$ alone follows $p(x \mid y)$, and a small model's
-// $p(x \mid y)$ is blurry: its samples of "food" are often just round things. Classifier-free
-// guidance sharpens it by stepping further in the direction the label pushes. With the same
+// Sampling with $\epsilon_\theta(x_t, t, y)$ alone follows the model's $p(x \mid y)$, and a small
+// model's is broad: many of its samples of one class could pass for another's (the table below
+// counts how many). Classifier-free guidance sharpens it by stepping further in the direction
+// the label pushes. With the same
 // network run twice, with the label and with $\varnothing$,
 //
 // $$\tilde\epsilon = \epsilon_\theta(x_t, \varnothing) + s\,\big(\epsilon_\theta(x_t, y) - \epsilon_\theta(x_t, \varnothing)\big).$$
@@ -193,9 +194,9 @@ await book.figure(labelledRows(await conditionRows(classModel, classRows, 3)), {
 // This is **diffusers' scale $s$**, and every number in this book uses it: $s = 0$ is the
 // unconditional model, $s = 1$ the conditional one, $s > 1$ guidance. Ho & Salimans write the
 // same thing as $\tilde\epsilon = (1 + w)\,\epsilon_\theta(x_t, y) - w\,\epsilon_\theta(x_t, \varnothing)$,
-// so their $w$ is $s - 1$ (their $w = 0$ is our $s = 1$). Since $\epsilon$ is proportional to the
-// score, $\tilde\epsilon$ is the score of $p(x)\,p(y \mid x)^{s}$ up to a constant: an implicit
-// classifier $p(y \mid x) \propto p(x \mid y)/p(x)$, raised to the power $s$. The library runs both
+// so their $w$ is $s - 1$ (their $w = 0$ is our $s = 1$). Since $\epsilon_\theta = -\sigma_t \nabla_x
+// \log p_t$, $\tilde\epsilon$ is $-\sigma_t$ times the score of $p(x)\,p(y \mid x)^{s}$: the
+// model's own implicit classifier $p(y \mid x) \propto p(x \mid y)/p(x)$, raised to the power $s$. The library runs both
 // halves in **one batched call** ($[x_t; x_t]$ with $[y; \varnothing]$), for every sampler.
 
 // %%
@@ -208,9 +209,8 @@ await book.listing("lib/core/guidance.ts", "guide", {
 
 // %%
 const strip = [0, 1, 2, 3, 5, 7];
-const everyClass = {
-  classLabels: tf.tensor1d(names.map((_, k) => k), "int32"),
-};
+const everyClass = { classLabels: tf.tensor1d(names.map((_, k) => k), "int32") };
+const noClass = { classLabels: tf.fill([names.length], -1, "int32") as tf.Tensor1D };
 const stripNoise = tf.tile(noise(1, 11), [names.length, 1, 1, 1]) as tf.Tensor4D;
 const stripRows = [];
 for (const scale of strip) {
@@ -219,7 +219,7 @@ for (const scale of strip) {
     xT: stripNoise,
     steps: 50,
     conditioning: everyClass,
-    guidance: { scale, unconditional: { classLabels: tf.fill([names.length], -1, "int32") } },
+    guidance: { scale, unconditional: noClass },
   });
   stripRows.push({
     label: `s = ${scale}`,
@@ -237,27 +237,34 @@ await book.figure(labelledRows(stripRows), {
 //
 // What guidance is said to do: samples look more like their class (accuracy up) and less like
 // each other (diversity, and with it recall, down), so that the distance to the real images (FID)
-// is best at a small $s$ and worse beyond. The chapter measures it. For each $s$ it draws the same
-// number of samples of every category, from the same seeds, and scores them with chapter 7's
-// classifier and metrics against the training images: **accuracy** is how often the classifier
-// names the category the sample was asked for; FID, KID, precision and recall are as in chapter 7,
-// on its 128-d features. The prose above is checked below against these numbers.
+// is best at a small $s$ and worse beyond. The chapter measures it. For each $s$ it draws the
+// same samples (the same seeds, the same labels) and scores them with chapter 7's classifier and
+// metrics against the training images. The labels are drawn as often as the training set has
+// them (there are 4.6 times as many people as activities), so that at $s = 1$ a perfect model's
+// samples would have the training set's distribution, and FID measures the model rather than a
+// mismatch of class frequencies. **Accuracy** is how often the classifier names the category a
+// sample was asked for; FID, KID, precision and recall are as in chapter 7, on its 128-d
+// features. The prose above is checked below against these numbers.
 
 // %%
-const { classifier, categories } = await loadClassifierArtefact({ profile: book.profile });
+const { classifier, categories, manifest: classifierManifest } = await loadClassifierArtefact({
+  profile: book.profile,
+});
+const heldOutAccuracy = classifierManifest.heldOutAccuracy!.category;
 if (categories.join() !== dataset.categories.join()) {
   throw new Error("the classifier's categories are not the dataset's: retrain emoji-classifier");
 }
-const reference = await embed(
-  classifier,
-  gatherRows(dataset.images, pixels, split.train),
-  split.train.length,
-);
-const perClass = book.pick({ quick: 8, full: 40 });
-const count = perClass * names.length;
+const trainingPixels = gatherRows(dataset.images, pixels, split.train);
+const realSaturation = trainingPixels.reduce((n, v) => n + (Math.abs(v) > 0.98 ? 1 : 0), 0) /
+  trainingPixels.length;
+const reference = await embed(classifier, trainingPixels, split.train.length);
+const count = book.pick({ quick: 72, full: 360 });
 const measureSteps = book.pick({ quick: 10, full: 25 });
+/** The label of sample i: the labels of `count` training images in a seeded random order. */
+const sampleLabels = new Random(3).shuffle(split.train.slice()).slice(0, count)
+  .map((i) => dataset.labels[i]);
 
-/** N samples of `p`, image i of class i mod 9, guided at `scale`, with the accuracy on its class. */
+/** N samples of `p` under `sampleLabels`, guided at `scale`, with their accuracy on the label. */
 async function measureGuided(p: Pretrained, scale: number, rescale = 0) {
   const measured = await measureSamples(classifier, reference, p.model, ddim(p), {
     count,
@@ -267,7 +274,7 @@ async function measureGuided(p: Pretrained, scale: number, rescale = 0) {
     kidSubsets: 20,
     condition: (start, n): { conditioning: Conditioning; guidance: SampleGuidance } => ({
       conditioning: {
-        classLabels: tf.tensor1d(Array.from({ length: n }, (_, i) => (start + i) % 9), "int32"),
+        classLabels: tf.tensor1d(sampleLabels.slice(start, start + n), "int32"),
       },
       guidance: {
         scale,
@@ -280,9 +287,16 @@ async function measureGuided(p: Pretrained, scale: number, rescale = 0) {
   let correct = 0;
   for (let i = 0; i < count; i++) {
     const row = posteriors.subarray(i * classes, (i + 1) * classes);
-    if (row.indexOf(Math.max(...row)) === i % 9) correct++;
+    if (row.indexOf(Math.max(...row)) === sampleLabels[i]) correct++;
   }
-  return { scale, ...measured, accuracy: correct / count };
+  // Pixels at the edge of the data range, |x| > 0.98: what over-saturated colours are made of.
+  const saturated = measured.images.reduce((n, v) => n + (Math.abs(v) > 0.98 ? 1 : 0), 0);
+  return {
+    scale,
+    ...measured,
+    accuracy: correct / count,
+    saturation: saturated / measured.images.length,
+  };
 }
 
 type GuidedMeasurement = Awaited<ReturnType<typeof measureGuided>>;
@@ -290,15 +304,17 @@ type GuidedMeasurement = Awaited<ReturnType<typeof measureGuided>>;
 const measuredRow = (r: GuidedMeasurement) => ({
   "class accuracy": `${(100 * r.accuracy).toFixed(1)} %`,
   ...qualityColumns(r.quality),
+  "saturated pixels": `${(100 * r.saturation).toFixed(1)} %`,
 });
 const tradeOff: GuidedMeasurement[] = [];
 for (const scale of strip) tradeOff.push(await measureGuided(classModel, scale));
 await book.table(
   tradeOff.map((r) => ({ s: r.scale, ...measuredRow(r) })),
   {
-    caption: `class16-unet under guidance: ${count} samples per scale (${perClass} per ` +
-      `category, DDIM ${measureSteps} steps, the same seeds at every s) against the ` +
-      `${split.train.length} training images; accuracy by the emoji classifier (chance 11.1 %).`,
+    caption: `class16-unet under guidance: ${count} samples per scale (DDIM ` +
+      `${measureSteps} steps, the same seeds and labels at every s) against the ` +
+      `${split.train.length} training images; accuracy by the emoji classifier, whose own ` +
+      `held-out accuracy on real emoji is ${(100 * heldOutAccuracy).toFixed(1)} %.`,
   },
 );
 const points: PanelPoint[] = tradeOff.flatMap((r) => [
@@ -319,6 +335,7 @@ const claims = {
   "accuracy rises from s = 1 to s = 7": at(7).accuracy > at(1).accuracy,
   "recall falls from s = 1 to s = 7": at(7).quality.recall < at(1).quality.recall,
   "FID is best at a small s (1 to 3)": best.scale >= 1 && best.scale <= 3,
+  "more pixels saturate at s = 7 than at s = 1": at(7).saturation > at(1).saturation,
 };
 await book.table(
   Object.entries(claims).map(([claim, holds]) => ({
@@ -339,18 +356,23 @@ if (!quick && Object.values(claims).some((holds) => !holds)) {
 //
 // ### Guidance rescale
 //
-// Large scales also push pixel values out of range: $\tilde\epsilon$ is an extrapolation, and
-// its standard deviation grows with $s$, which over-saturates colours. **Guidance rescale** (Lin
-// et al., 2023) rescales $\tilde\epsilon$ to the standard deviation of the conditional prediction
-// and blends, $\epsilon = \phi\,\tilde\epsilon\,\sigma_c/\sigma_{\tilde\epsilon} + (1 - \phi)\,\tilde\epsilon$;
-// diffusers suggests $\phi = 0.7$. Measured at $s = 7$:
+// Large scales also push pixel values to the ends of their range: $\tilde\epsilon$ is an
+// extrapolation, and its standard deviation grows with $s$, which over-saturates colours (the
+// "saturated pixels" column above: the share of values beyond ±0.98, for real emoji mostly the
+// white background). **Guidance rescale** (Lin et al., 2023) rescales $\tilde\epsilon$ to the
+// standard deviation of the conditional prediction and blends,
+// $\epsilon = \phi\,\tilde\epsilon\,\sigma_c/\sigma_{\tilde\epsilon} + (1 - \phi)\,\tilde\epsilon$;
+// diffusers suggests $\phi = 0.7$. What it does here, at $s = 7$ on the same seeds:
 
 // %%
 const rescaled = await measureGuided(classModel, 7, 0.7);
 await book.table([
   { "s = 7": "φ = 0 (plain guidance)", ...measuredRow(at(7)) },
   { "s = 7": "φ = 0.7", ...measuredRow(rescaled) },
-], { caption: `Guidance rescale at s = 7, the same ${count} seeds.` });
+], {
+  caption: `Guidance rescale at s = 7, the same ${count} seeds and labels; the real training ` +
+    `images have ${(100 * realSaturation).toFixed(1)} % saturated pixels.`,
+});
 
 // %% [markdown]
 // ## The course's ContextUnet beside it
@@ -562,7 +584,8 @@ await book.table([
 // - A class embedding added to the time embedding, with a learned null class dropped per sample,
 //   gives one network for $p(x \mid y)$ and $p(x)$.
 // - Classifier-free guidance trades diversity for fidelity, measured: class accuracy up and
-//   recall down as $s$ grows, FID best at a small $s$; guidance rescale tempers the large scales.
+//   recall down as $s$ grows, FID best at a small $s$, more saturated pixels at large $s$; the
+//   table of guidance rescale shows what $\phi = 0.7$ changes at $s = 7$.
 // - The course's ContextUnet conditions by multiplication and blends classes; at equal training
 //   time the table above compares it with the book's network.
 // - A tiny CLIP trained here retrieves held-out emoji from their captions far above chance; its
