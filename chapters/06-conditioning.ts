@@ -325,9 +325,24 @@ const points: PanelPoint[] = tradeOff.flatMap((r) => [
   { x: r.scale, value: r.quality.precision, panel: "precision and recall", series: "precision" },
   { x: r.scale, value: r.quality.recall, panel: "precision and recall", series: "recall" },
 ]);
-await book.figure(panelLines(points, { xLabel: "guidance scale s (diffusers')" }), {
-  caption: "Guidance against what it buys and costs, from the table above.",
-});
+// One figure each: accuracy, FID and precision/recall have scales of their own.
+const panels = [
+  [
+    "class accuracy (%)",
+    "What guidance buys: how often a sample is of the class it was asked for.",
+  ],
+  ["FID", "The distance of the samples' features to the training images': best at a small s."],
+  ["precision and recall", "What it costs: recall, the share of real images a sample lies near."],
+];
+for (const [panel, caption] of panels) {
+  await book.figure(
+    panelLines(points.filter((p) => p.panel === panel), {
+      xLabel: "guidance scale s (diffusers')",
+      height: 200,
+    }),
+    { caption: `${caption} From the table above.` },
+  );
+}
 
 // The claims of this section, checked against the run (the quick profile's models are too
 // small to show them).
