@@ -566,6 +566,21 @@ def denoiser_torch_runner(request, sample_batch, device="cpu"):
     return params, train_step, ddim_step
 
 
+def adamw_port(request, device):
+    """The port of `request["config"]` (seed 0) on `device`, its parameter count, and AdamW with
+    `request["learningRate"]`, `request["weightDecay"]`, betas 0.9 and 0.999, eps 1e-8: the
+    optimiser of lib/training/supervised.ts's adamW."""
+    import torch
+
+    torch.manual_seed(0)
+    model = port(request["config"]).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=request["learningRate"],
+                                  betas=(0.9, 0.999), eps=1e-8,
+                                  weight_decay=request["weightDecay"])
+    return model, params, optimizer
+
+
 def classifier_torch_runner(request, sample_batch, device="cpu"):
     """The zoo's feature classifier (`request["config"]`) trained the way
     lib/training/classification.ts's classifierStep trains it, at `request["batch"]`: the sum of
@@ -577,12 +592,7 @@ def classifier_torch_runner(request, sample_batch, device="cpu"):
     import torch.nn.functional as F
 
     config, batch = request["config"], request["batch"]
-    torch.manual_seed(0)
-    model = port(config).to(device)
-    params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=request["learningRate"],
-                                  betas=(0.9, 0.999), eps=1e-8,
-                                  weight_decay=request["weightDecay"])
+    model, params, optimizer = adamw_port(request, device)
     size, channels = config["imageSize"], config["inChannels"]
     x = torch.tanh(torch.randn(batch, channels, size, size, device=device))
     labels = [torch.arange(batch, device=device) % h["classes"] for h in config["heads"]]
@@ -616,12 +626,7 @@ def clip_torch_runner(request, sample_batch, device="cpu"):
     import torch.nn.functional as F
 
     config, batch = request["config"], request["batch"]
-    torch.manual_seed(0)
-    model = port(config).to(device)
-    params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=request["learningRate"],
-                                  betas=(0.9, 0.999), eps=1e-8,
-                                  weight_decay=request["weightDecay"])
+    model, params, optimizer = adamw_port(request, device)
     size = config["imageSize"]
     vocabulary, length = config["text"]["vocabularySize"], config["text"]["contextLength"]
 
