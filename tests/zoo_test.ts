@@ -10,6 +10,8 @@ import { computeFingerprint, fingerprintDifferences } from "../lib/zoo/fingerpri
 import { runDir, trainModel } from "../lib/zoo/runs.ts";
 import { MODEL_SPECS, type ModelSpec, modelSpec, specHash } from "../lib/zoo/specs.ts";
 import { holdoutSplit } from "../lib/data/holdouts.ts";
+import { caption, loadEmojiKeywords } from "../lib/data/captions.ts";
+import { loadClipArtefact } from "../lib/zoo/clip_network.ts";
 
 await selectBackend({ requested: "cpu", quiet: true });
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
@@ -108,6 +110,37 @@ describe("a spec's training set", () => {
     );
     const unconditional = await specTrainingData(modelSpec("emoji16-unet"));
     assert.equal(unconditional.training.count, unconditional.dataset.count, "all images");
+  });
+
+  it("gives a text spec each image's own caption as the text tower's states, and the empty prompt's as the null", async () => {
+    const { dataset, indices, training } = await specTrainingData(modelSpec("text16-unet"));
+    const states = training.captionStates!;
+    assert.equal(states.states.length, indices.length * states.length * states.width);
+    const lexicon = await loadEmojiKeywords();
+    const { clip, tokenizer } = await loadClipArtefact("tiny-clip", "full");
+    try {
+      const k = 777;
+      const prompts = [caption(dataset.meta[indices[k]], lexicon, 3), ""];
+      const ids = tf.tensor2d(
+        tokenizer.encodeBatch(prompts),
+        [2, tokenizer.contextLength],
+        "int32",
+      );
+      const encoded = clip.text.encode(ids).states;
+      const [own, empty] = tf.split(encoded, 2).map((t) => t.dataSync());
+      const row = states.length * states.width;
+      // The same encoder in batches of another size: equal up to float rounding.
+      const farthest = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+        assert.equal(a.length, b.length);
+        return Math.max(...Array.from(a, (v, i) => Math.abs(v - b[i])));
+      };
+      assert.ok(farthest(states.states.subarray(k * row, (k + 1) * row), own) < 1e-4);
+      assert.ok(farthest(states.nullStates, empty) < 1e-4);
+      assert.ok(farthest(states.states.subarray(0, row), own) > 0.01, "another caption differs");
+      tf.dispose([ids, encoded]);
+    } finally {
+      clip.dispose();
+    }
   });
 });
 

@@ -240,9 +240,51 @@ const CONTEXT16: ModelSpec = {
   dataLicence: EMOJI_LICENCE,
 };
 
+/**
+ * The book's U-Net reading a caption: cross-attention at 8×8 and 4×4 and in the middle, queries
+ * from the image features, keys and values from the frozen text encoder's token states of
+ * `width` channels, softmax(Q Kᵀ/√d) V (Rombach et al. 2022).
+ */
+function textUnet(width: number) {
+  return {
+    ...EMOJI16_UNET,
+    crossAttentionDim: width,
+    crossAttentionResolutions: [8, 4],
+    middleCrossAttention: true,
+  } as const satisfies Partial<ModelConfig>;
+}
+
+/**
+ * Chapter 6's text-conditional U-Net: trained on captions of three keywords ("red apple, fruit,
+ * noto"), read through the tiny CLIP's frozen text tower; the empty prompt's states replace a
+ * caption's with probability 0.1, the null of classifier-free guidance.
+ */
+const TEXT16: ModelSpec = {
+  name: "text16-unet",
+  description: "chapter 6's text-conditional U-Net (cross-attention to the tiny CLIP's tokens)",
+  network: { quick: textUnet(64), full: textUnet(128) },
+  data: { size: 16 },
+  holdouts: CONDITIONING_HOLDOUTS,
+  conditioning: { kind: "text", encoder: "tiny-clip", keywords: 3 },
+  schedule: { name: "cosine", T: 1000 },
+  objective: { prediction: "epsilon", minSnrGamma: null },
+  training: {
+    quick: { ...EMOJI16.training.quick, contextDropout: 0.1 },
+    full: { ...CLASS16.training.full, contextDropout: 0.1 },
+  },
+  dataLicence: `${EMOJI_LICENCE}; captions from emojilib (MIT)`,
+};
+
 /** Every model of the book, by name. */
 export const MODEL_SPECS: ReadonlyMap<string, ModelSpec> = new Map(
-  [EMOJI16, scheduleComparison("linear"), scheduleComparison("cosine"), CLASS16, CONTEXT16].map(
+  [
+    EMOJI16,
+    scheduleComparison("linear"),
+    scheduleComparison("cosine"),
+    CLASS16,
+    CONTEXT16,
+    TEXT16,
+  ].map(
     (s) => [s.name, s],
   ),
 );
