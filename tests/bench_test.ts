@@ -177,6 +177,7 @@ describe("zooNetworks", () => {
         [["schedule16-linear", "schedule16-cosine"], "unet", 32, 16],
         [["class16-unet"], "unet", 32, 16],
         [["context16-unet"], "contextUnet", 32, 16],
+        [["text16-unet"], "unet", 32, 16],
       ],
     );
     assert.deepEqual(
