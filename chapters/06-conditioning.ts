@@ -642,14 +642,12 @@ await book.table([trainingRow(textModel)], {
 /** τ(y) [N, L, d]: the token states of `prompts` from the tiny CLIP's frozen text tower. */
 const promptStates = (prompts: readonly string[]) =>
   tf.tidy(() => clip.text.encode(promptIds(prompts)).states);
-/** The null condition of n samples: the empty prompt's token states. */
-const emptyPrompt = (n: number): Conditioning => ({
-  encoderHiddenStates: promptStates(Array(n).fill("")),
-});
 /** The conditioning of n samples of one prompt. */
 const prompted = (prompt: string) => (n: number): Conditioning => ({
   encoderHiddenStates: promptStates(Array(n).fill(prompt)),
 });
+/** The null condition of n samples: the empty prompt's token states. */
+const emptyPrompt = prompted("");
 
 // %% [markdown]
 // Three kinds of prompt, each on the same eight $x_T$ at $s = 3$: captions the network trained
@@ -658,10 +656,11 @@ const prompted = (prompt: string) => (n: number): Conditioning => ({
 // is the real emoji of the caption, blank for the new combinations.
 
 // %%
-const keywords = textModel.spec.conditioning?.kind === "text"
-  ? textModel.spec.conditioning.keywords
-  : 3;
-const captionOf = (i: number) => caption(dataset.meta[i], lexicon, keywords);
+const textConditioning = textModel.spec.conditioning;
+if (textConditioning?.kind !== "text") {
+  throw new Error("text16-unet's spec is not conditioned on text");
+}
+const captionOf = (i: number) => caption(dataset.meta[i], lexicon, textConditioning.keywords);
 const shownCategories = ["smileys", "animals", "food", "travel"].map(k);
 /** One image of each shown category from `pool`, in a seeded order. */
 const perCategory = (pool: number[], seed: number) => {
@@ -974,21 +973,21 @@ const tokenMap = (i: number, j: number) =>
     return meanAttention[(i * 64 + pixel) * L + j];
   });
 const tokenCounts = mapPrompts.map((p) => tokenizer.encode(p).mask.reduce((a, b) => a + b, 0));
+/** tokenMaps[i][j]: the map of each of prompt i's tokens ([BOS], its words, [EOS]). */
+const tokenMaps = tokenCounts.map((n, i) => Array.from({ length: n }, (_, j) => tokenMap(i, j)));
 const columns = Math.max(...tokenCounts);
 const blank = { width: 16, height: 16, data: new Uint8Array(16 * 16 * 4).fill(255) };
-/** The mean weight of token j over the pixels: its share of prompt i's attention. */
-const share = (i: number, j: number) => tokenMap(i, j).reduce((a, b) => a + b, 0) / 256;
 const mapRows = mapPrompts.map((prompt, i) => {
   const maps = Array.from(
     { length: columns },
     (_, j) =>
       j < tokenCounts[i]
-        ? heatmapImage(tokenMap(i, j), {
+        ? heatmapImage(tokenMaps[i][j], {
           rows: 16,
           columns: 16,
           x: [0, 16],
           y: [0, 16],
-          domain: [Math.min(...tokenMap(i, j)), Math.max(...tokenMap(i, j)) + 1e-9],
+          domain: [Math.min(...tokenMaps[i][j]), Math.max(...tokenMaps[i][j]) + 1e-9],
         })
         : blank,
   );
@@ -1004,18 +1003,17 @@ await book.figure(labelledRows(mapRows), {
 });
 const shares = mapPrompts.map((prompt, i) => {
   const words = tokenizer.decode(tokenizer.encode(prompt).ids).split(" ");
-  const onTokens = Array.from({ length: tokenCounts[i] }, (_, j) => share(i, j));
+  // The mean weight of each token over the pixels: its share of the prompt's attention.
+  const onTokens = tokenMaps[i].map((map) => map.reduce((a, b) => a + b, 0) / 256);
   return {
     prompt,
     "[BOS]": percent(onTokens[0]),
     words: words.map((w, j) => `${w} ${percent(onTokens[j + 1])}`).join(", "),
     "[EOS]": percent(onTokens.at(-1)!),
     padding: percent(1 - onTokens.reduce((a, b) => a + b, 0)),
-    eos: onTokens.at(-1)!,
-    wordShare: onTokens.slice(1, -1).reduce((a, b) => a + b, 0),
   };
 });
-await book.table(shares.map(({ eos: _e, wordShare: _w, ...row }) => row), {
+await book.table(shares, {
   caption: `How each prompt's pixels spread their attention at ${mapLayer} over the ` +
     `${tokenizer.contextLength} tokens: the mean weight of each (each pixel's weights sum to 1).`,
 });
