@@ -619,7 +619,9 @@ await book.figure({
 // $\tau(y) \in \mathbb{R}^{L \times d}$, one row per token (BOS, the words, EOS and padding, to
 // $L = 16$). At each of those places every pixel's features $h_i$ ask the tokens a question:
 //
-// $$\mathrm{CrossAttn}(h, \tau(y)) = h + \mathrm{softmax}\Big(\frac{Q K^\top}{\sqrt{d_k}}\Big) V\, W_O,\quad Q = \mathrm{GN}(h)\, W_Q,\; K = \tau(y)\, W_K,\; V = \tau(y)\, W_V.$$
+// $$\mathrm{CrossAttn}(h, \tau(y)) = h + \mathrm{softmax}\Big(\frac{Q K^\top}{\sqrt{d_k}}\Big) V\, W_O,$$
+//
+// $$Q = \mathrm{GN}(h)\, W_Q,\quad K = \tau(y)\, W_K,\quad V = \tau(y)\, W_V.$$
 //
 // Row $i$ of the softmax is how pixel $i$ spreads its attention over the tokens; the maps at the
 // end of this section draw it. The null condition is the **empty prompt**: training replaces a
