@@ -972,6 +972,21 @@ tf.dispose([ddpm.images, noiseless.images, reference.images, dataImages]);
 model.dispose();
 
 // %% [markdown]
+// ## Sample it yourself, in this page
+//
+// The widget below runs this chapter's code in your browser. The book's build bundles the
+// library's U-Net and samplers (`lib/core`, with `deno bundle`) and exports emoji16-unet's EMA
+// weights in float16; a Web Worker samples with them, on WebGPU where your browser has a GPU,
+// else WebGL, else wasm, and names the one it uses. No server computes anything, and the page
+// works opened from disk. Choose the sampler, its number of steps and DDIM's $\eta$, and watch
+// $x_t$ (left) and the predicted $\hat x_0$ (right) step by step: $\hat x_0$ settles long before
+// $x_t$ does, which is why DDIM can skip most steps. The same seed gives the same images as the
+// chapter's code under Deno; the book's tests check that the page's network and Deno's agree to
+// $10^{-4}$ on the same input.
+//
+// <div class="widget" data-widget="live-sampler"><script type="application/json">{"models":["emoji16-unet"],"sampler":"ddim","steps":25,"title":"emoji16-unet, sampled in this page"}</script></div>
+
+// %% [markdown]
 // ## What to take away
 //
 // - DDPM samples by drawing $x_{t-1}$ from a Gaussian around the posterior mean, with $\hat x_0$ put

@@ -1032,6 +1032,20 @@ await book.table(shares, {
 // caption, no single word decides the picture.
 
 // %% [markdown]
+// ## Prompt it yourself
+//
+// The three networks of this chapter run in the widget below, in your browser, with the
+// library's own code: type a prompt for text16-unet (the tiny CLIP's text tower reads it there
+// too), set the guidance scale $s$ and a negative prompt (guidance then steers away from it
+// instead of from the empty prompt), or pick class16-unet or the course's context16-unet and a
+// class. "Mixed with" sets the context vector to $c = w\,\mathrm{onehot}(a) + (1 - w)\,\mathrm{onehot}(b)$,
+// the course's blend, which both class networks accept. A word the tokenizer never saw is read
+// as [UNK], and the widget says which. The weights are the artefacts' EMA weights in float16;
+// each loads only when its model is first picked.
+//
+// <div class="widget" data-widget="live-sampler"><script type="application/json">{"models":["text16-unet","class16-unet","context16-unet"],"sampler":"ddim","steps":25,"guidance":3,"prompt":"red apple","title":"This chapter's networks, sampled in this page"}</script></div>
+
+// %% [markdown]
 // ## Bad input
 //
 // A conditional model has more ways to be asked something wrong, and each has a documented

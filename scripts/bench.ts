@@ -39,11 +39,16 @@
  *
  * Usage: `deno task bench [--quick] [--sizes 16,32] [--backends tensorflow,wasm,cpu,webgpu]
  *         [--peers torch,keras] [--python PATH] [--device cpu|cuda] [--out PATH] [--profile]
- *         [--readme] [--fast-paths [--network NAME]]`
+ *         [--readme] [--fast-paths [--network NAME]] [--browser [--gpu]]`
  *
  * `--fast-paths` times one zoo network's training step (default emoji16-unet) on the native
  * backend with the project's own kernels switched on one after another
  * (scripts/bench/fast_paths.ts), and prints what each saves; it writes nothing.
+ *
+ * `--browser` is the benchmark's browser twin (scripts/bench/browser.ts): chapter 5's live sampler
+ * (DDIM at 25 steps for 16 emoji) timed in headless Chromium on wasm and WebGL, beside the same
+ * code under Deno on the native backend and wasm; it writes `assets/bench/bench-browser.json`.
+ * With `--gpu`, on a machine with a GPU, WebGPU too.
  *
  * `--python PATH` runs the peers with that interpreter and its installed packages instead of
  * `bench/.venv` (a machine whose PyTorch has CUDA, say); `--device cuda` puts PyTorch on the GPU,
@@ -71,6 +76,7 @@ import {
 } from "../bench/reference_unet.ts";
 import { modelSpec } from "../lib/zoo/specs.ts";
 import { timeFastPaths } from "./bench/fast_paths.ts";
+import { benchBrowser } from "./bench/browser.ts";
 import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 import { UserError } from "../lib/core/errors.ts";
 import {
@@ -529,7 +535,8 @@ async function writeReadme(report: BenchReport): Promise<void> {
 
 const USAGE = "usage: deno task bench [--quick] [--sizes 16,32] " +
   "[--backends tensorflow,wasm,cpu,webgpu] [--peers torch,keras] [--python PATH] " +
-  "[--device cpu|cuda] [--out PATH] [--profile] [--readme] [--fast-paths [--network NAME]]";
+  "[--device cpu|cuda] [--out PATH] [--profile] [--readme] [--fast-paths [--network NAME]] " +
+  "[--browser [--gpu]]";
 
 async function main(args: string[]): Promise<void> {
   const { values } = parseOptions(args, {
@@ -544,11 +551,23 @@ async function main(args: string[]): Promise<void> {
     readme: { type: "boolean", default: false },
     "fast-paths": { type: "boolean", default: false },
     network: { type: "string", default: "emoji16-unet" },
+    browser: { type: "boolean", default: false },
+    gpu: { type: "boolean", default: false },
   }, USAGE);
   const say = (line: string) => console.error(`bench: ${line}`);
   if (values.readme) {
     await writeReadme(JSON.parse(await Deno.readTextFile(DEFAULT_OUT)));
     say(`wrote the tables of README.md from ${DEFAULT_OUT.replace(`${ROOT}/`, "")}`);
+    return;
+  }
+  if (values.browser) {
+    await ensureNativeBackend();
+    await benchBrowser({
+      root: ROOT,
+      out: values.out ?? `${ROOT}/assets/bench/bench-browser.json`,
+      gpu: values.gpu,
+      say,
+    });
     return;
   }
   if (values["fast-paths"]) {

@@ -235,10 +235,14 @@ export async function chapterPage(chapter: Chapter, context: PageContext): Promi
     const cell = output.cell >= 0 && output.cell < codeCount ? output.cell : codeCount - 1;
     byCell.set(cell, [...(byCell.get(cell) ?? []), output]);
   }
+  // Widgets come from the chapter's outputs, and from its prose, which may place one itself
+  // (the live sampler, whose data the build makes rather than the chapter's run).
   const widgets = [
-    ...new Set(
-      outputs.filter((o) => o.kind === "widget").map((o) => (o.data as { name: string }).name),
-    ),
+    ...new Set([
+      ...outputs.filter((o) => o.kind === "widget").map((o) => (o.data as { name: string }).name),
+      ...chapter.cells.filter((c) => c.kind === "markdown")
+        .flatMap((c) => [...c.text.matchAll(/data-widget="([a-z0-9-]+)"/g)].map((m) => m[1])),
+    ]),
   ];
   const blocks: string[] = [];
   if (context.origin === "failed" && context.result) {

@@ -11,6 +11,7 @@
 import Eleventy from "@11ty/eleventy";
 import { exists, writeFileAtomic } from "../../lib/runtime/files.ts";
 import { copyDir, OUTGOING, removeIfPresent, swapIn } from "./results.ts";
+import { liveModelsOf, writeLiveAssets } from "./live.ts";
 
 /** A chapter as the site's navigation lists it. */
 export interface NavEntry {
@@ -98,7 +99,8 @@ export async function writeSources(input: SiteInput): Promise<void> {
 
 /**
  * Copies what pages link to into the site: `assets/styles`, `assets/widgets`, KaTeX's CSS and
- * fonts (`assets/katex`), and each chapter's outputs (`outputs/<id>/`, manifests left out).
+ * fonts (`assets/katex`), each chapter's outputs (`outputs/<id>/`, manifests left out), and when
+ * a page holds a live sampler, the bundled browser library and the live models (scripts/book/live.ts).
  */
 export async function copyStatic(input: SiteInput): Promise<void> {
   const { siteDir, assetsDir, root } = input;
@@ -106,6 +108,8 @@ export async function copyStatic(input: SiteInput): Promise<void> {
     await removeIfPresent(`${siteDir}/assets/${folder}`);
     await copyDir(`${assetsDir}/${folder}`, `${siteDir}/assets/${folder}`);
   }
+  const live = liveModelsOf(input.pages.values());
+  if (live.length > 0) await writeLiveAssets(root, `${siteDir}/assets`, live);
   const katex = `${root}/node_modules/katex/dist`;
   await Deno.mkdir(`${siteDir}/assets/katex/fonts`, { recursive: true });
   await Deno.copyFile(`${katex}/katex.min.css`, `${siteDir}/assets/katex/katex.min.css`);

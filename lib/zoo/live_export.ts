@@ -1,0 +1,100 @@
+/**
+ * The zoo's models as live models for the reader's browser (lib/browser/live_model.ts): the
+ * committed artefact's EMA weights θ̄ in float16, with what the page needs to know about the
+ * model (schedule, prediction, class names, the text encoder and its tokenizer).
+ *
+ * A text encoder ships alone, without the image tower and projections the tiny CLIP trained
+ * with: a text-to-image page needs τ(y), the token states, and nothing else.
+ *
+ * @module
+ */
+
+import { TextEncoder } from "../core/models/text_encoder.ts";
+import { ParameterStore } from "../core/nn/layers.ts";
+import { UserError } from "../core/errors.ts";
+import type { Checkpoint, CheckpointTensor } from "../training/checkpoint.ts";
+import { loadCheckpoint } from "../training/checkpoint.ts";
+import { loadEmojiDataset } from "../data/emoji.ts";
+import {
+  encodeLiveModel,
+  type LiveConditioning,
+  type LiveModelInfo,
+} from "../browser/live_model.ts";
+import { artefactDir } from "./runs.ts";
+import { MODEL_SPECS } from "./specs.ts";
+import { CLIP_SPECS } from "./clip_network.ts";
+
+/** The tensors under `from` (e.g. `ema/`), renamed to be under `to`. */
+function renamed(tensors: Map<string, CheckpointTensor>, from: string, to: string) {
+  return [...tensors].filter(([k]) => k.startsWith(from))
+    .map(([k, v]) => [to + k.slice(from.length), v] as const);
+}
+
+/** The short class names of the emoji categories, in label order (as the chapters name them). */
+async function categoryNames(): Promise<string[]> {
+  return (await loadEmojiDataset({ size: 16 })).categories;
+}
+
+/** The live model of the zoo's `name` (a denoiser of `MODEL_SPECS`, or a CLIP's text tower). */
+export async function liveModelBytes(name: string, root = "."): Promise<Uint8Array> {
+  const path = `${artefactDir(name, root)}/weights.ckpt`;
+  let checkpoint: Checkpoint;
+  try {
+    checkpoint = await loadCheckpoint(path);
+  } catch (e) {
+    throw new UserError(
+      `no live model of ${name}: ${
+        (e as Error).message
+      } (make it with \`deno task train ${name}\`)`,
+    );
+  }
+  if (CLIP_SPECS.has(name)) {
+    const config =
+      (checkpoint.modelConfig as unknown as { text: ConstructorParameters<typeof TextEncoder>[0] })
+        .text;
+    const encoder = new TextEncoder(config, { store: new ParameterStore(0), prefix: "text." });
+    const wanted = new Set(encoder.parameters.map((p) => `params/${p.name}`));
+    const parameters = encoder.parameters.reduce((s, p) => s + p.variable.size, 0);
+    encoder.dispose();
+    const info: LiveModelInfo = {
+      name,
+      description: `the text tower of ${name}: a prompt's token states τ(y)`,
+      role: "text-encoder",
+      parameters,
+      tokenizer: checkpoint.state.tokenizer as LiveModelInfo["tokenizer"],
+    };
+    const tensors = new Map([...checkpoint.tensors].filter(([k]) => wanted.has(k)));
+    return encodeLiveModel(info, config as unknown as Checkpoint["modelConfig"], tensors);
+  }
+  const spec = MODEL_SPECS.get(name);
+  if (!spec) {
+    throw new UserError(
+      `unknown live model "${name}": the zoo has ${
+        [...MODEL_SPECS.keys(), ...CLIP_SPECS.keys()].join(", ")
+      }`,
+    );
+  }
+  const hasEma = [...checkpoint.tensors.keys()].some((k) => k.startsWith("ema/"));
+  const tensors = new Map([
+    ...renamed(checkpoint.tensors, hasEma ? "ema/" : "params/", "params/"),
+    ...renamed(checkpoint.tensors, hasEma ? "emaBuffers/" : "buffers/", "buffers/"),
+  ]);
+  const config = checkpoint.modelConfig as unknown as { imageSize: number; inChannels?: number };
+  const conditioning: LiveConditioning = spec.conditioning?.kind === "class"
+    ? { kind: "class", labels: await categoryNames() }
+    : spec.conditioning?.kind === "text"
+    ? { kind: "text", encoder: spec.conditioning.encoder }
+    : { kind: "none" };
+  const info: LiveModelInfo = {
+    name,
+    description: spec.description,
+    role: "denoiser",
+    parameters: [...tensors].filter(([k]) => k.startsWith("params/"))
+      .reduce((s, [, t]) => s + t.values.length, 0),
+    schedule: spec.schedule,
+    prediction: spec.objective.prediction,
+    imageShape: [config.imageSize, config.imageSize, config.inChannels ?? 3],
+    conditioning,
+  };
+  return encodeLiveModel(info, checkpoint.modelConfig, tensors);
+}
