@@ -980,9 +980,10 @@ model.dispose();
 // else WebGL, else wasm, and names the one it uses. No server computes anything, and the page
 // works opened from disk. Choose the sampler, its number of steps and DDIM's $\eta$, and watch
 // $x_t$ (left) and the predicted $\hat x_0$ (right) step by step: $\hat x_0$ settles long before
-// $x_t$ does, which is why DDIM can skip most steps. The same seed gives the same images as the
-// chapter's code under Deno; the book's tests check that the page's network and Deno's agree to
-// $10^{-4}$ on the same input.
+// $x_t$ does, which is why DDIM can skip most steps. The weights are the artefact's own (it stores
+// them in float16), so a seed draws the images this chapter's code draws from it: the book's tests
+// check that under Deno, and that the page's network agrees with Deno's to $10^{-4}$ on the same
+// input. How long a batch takes is the widget's own measurement, on your machine.
 //
 // <div class="widget" data-widget="live-sampler"><script type="application/json">{"models":["emoji16-unet"],"sampler":"ddim","steps":25,"title":"emoji16-unet, sampled in this page"}</script></div>
 

@@ -523,8 +523,9 @@ function addPeerRatios<R extends BenchRow>(rows: R[]): R[] {
  * Rewrite the tables of README.md's "Performance" section from an idle report, then format the
  * file as `deno fmt` does (its prose is wrapped at the project's line width).
  */
-async function writeReadme(report: BenchReport): Promise<void> {
-  await Deno.writeTextFile(README, replaceReadmeTables(await Deno.readTextFile(README), report));
+/** Rewrites README.md by `edit` (one of the benchmark's generated blocks), then formats it. */
+async function writeReadme(edit: (readme: string) => string): Promise<void> {
+  await Deno.writeTextFile(README, edit(await Deno.readTextFile(README)));
   const fmt = await new Deno.Command(Deno.execPath(), {
     args: ["fmt", "--quiet", "--config", `${ROOT}/deno.json`, README],
     stdout: "null",
@@ -556,7 +557,8 @@ async function main(args: string[]): Promise<void> {
   }, USAGE);
   const say = (line: string) => console.error(`bench: ${line}`);
   if (values.readme) {
-    await writeReadme(JSON.parse(await Deno.readTextFile(DEFAULT_OUT)));
+    const report: BenchReport = JSON.parse(await Deno.readTextFile(DEFAULT_OUT));
+    await writeReadme((readme) => replaceReadmeTables(readme, report));
     say(`wrote the tables of README.md from ${DEFAULT_OUT.replace(`${ROOT}/`, "")}`);
     return;
   }
@@ -567,6 +569,7 @@ async function main(args: string[]): Promise<void> {
       out: values.out ?? `${ROOT}/assets/bench/bench-browser.json`,
       gpu: values.gpu,
       say,
+      writeReadme,
     });
     return;
   }
@@ -864,7 +867,7 @@ async function main(args: string[]): Promise<void> {
   } else {
     console.log(`\nwrote ${shown(written)}`);
     if (!quick && out === DEFAULT_OUT) {
-      await writeReadme(report);
+      await writeReadme((readme) => replaceReadmeTables(readme, report));
       console.log("wrote the tables of README.md's Performance section");
     }
   }

@@ -36,6 +36,9 @@ if (!hasChromium) {
 /** Chromium's own log line for a file it could not load (not something the page threw). */
 const RESOURCE_FAILED = /^console: Failed to load resource/;
 
+/** Bytes of the live files each page fetched, by URL (for the served page's download). */
+const liveBytes = new Map<string, number>();
+
 interface Opened {
   page: Page;
   /** Console errors, page errors, and requests that left the book. */
@@ -47,6 +50,10 @@ async function open(browser: Browser, url: string, origin: string): Promise<Open
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   const problems: string[] = [];
+  const live = /\/assets\/(live\/|widgets\/live-)/;
+  page.on("response", async (r) => {
+    if (live.test(r.url())) liveBytes.set(r.url(), (await r.body().catch(() => null))?.length ?? 0);
+  });
   page.on("console", (m) => {
     if (m.type() === "error") problems.push(`console: ${m.text()}`);
   });
@@ -137,8 +144,15 @@ describe("the book's models live in the page", { skip: !hasChromium }, () => {
         const widget = page.locator('.widget[data-widget="live-sampler"]');
         assert.equal(await widget.getAttribute("data-state"), "idle");
         assert.match(await widget.locator(".live-status").textContent() ?? "", /press Sample/);
+        liveBytes.clear();
         await sampleOnce(widget, url);
         assert.deepEqual(problems, [], url);
+        if (origin === base) {
+          // What a reader downloads for the first batch: the widget, worker, wasm and weights.
+          const total = [...liveBytes.values()].reduce((a, b) => a + b, 0);
+          assert.ok(liveBytes.size >= 4 && total < 5e6, `chapter 5 downloads ${total} bytes`);
+          console.log(`live e2e: chapter 5's first batch downloaded ${(total / 1e6).toFixed(2)} MB`);
+        }
       } finally {
         await close();
       }

@@ -265,10 +265,11 @@ function mount(root: HTMLElement) {
   const xtCanvas = el("canvas", { class: "live-canvas", "aria-label": "x_t" });
   const x0Canvas = el("canvas", { class: "live-canvas", "aria-label": "predicted x₀" });
   const stepLine = el("p", { class: "live-step", text: "x_T: not drawn yet" });
+  const xtCaption = el("figcaption", { text: "x_t" });
   const readout = el("p", { class: "live-readout" });
 
-  const etaField = field("η", eta, etaOut);
-  const guidanceField = field("guidance s", guidance, guidanceOut);
+  const etaField = field("DDIM η", eta, etaOut);
+  const guidanceField = field("guidance scale s", guidance, guidanceOut);
   const textFields = [field("prompt", prompt), field("negative prompt", negative)];
   const classFields = [
     field("class", label),
@@ -292,7 +293,7 @@ function mount(root: HTMLElement) {
     ]),
     el("div", { class: "live-controls" }, [...textFields, ...classFields, guidanceField]),
     el("div", { class: "live-stage" }, [
-      el("figure", {}, [xtCanvas, el("figcaption", { text: "x_t" })]),
+      el("figure", {}, [xtCanvas, xtCaption]),
       el("figure", {}, [x0Canvas, el("figcaption", { text: "predicted x̂₀" })]),
     ]),
     stepLine,
@@ -386,6 +387,7 @@ function mount(root: HTMLElement) {
         say(`${m.info.name} loaded in ${(m.ms / 1000).toFixed(1)} s; sampling…`);
         return;
       case "step":
+        xtCaption.textContent = "x_t";
         draw(xtCanvas, m.xt);
         draw(x0Canvas, m.predX0);
         stepLine.textContent = `step ${m.index + 1} of ${m.total} · t = ${m.t} · ${
@@ -394,6 +396,7 @@ function mount(root: HTMLElement) {
         return;
       case "done": {
         draw(xtCanvas, m.image);
+        xtCaption.textContent = "x₀: the samples";
         root.dataset.state = "done";
         root.dataset.msPerStep = m.msPerStep.toFixed(1);
         go.disabled = false;

@@ -21,11 +21,11 @@ import { registerWasmTile } from "../../lib/runtime/kernels/wasm_tile.ts";
 import { decodeLiveModel, type LiveDenoiser } from "../../lib/browser/live_model.ts";
 import { liveSample, type LiveSampleRequest } from "../../lib/browser/live_sampling.ts";
 import { liveModelBytes } from "../../lib/zoo/live_export.ts";
-import { writeLiveAssets } from "../book/live.ts";
+import { liveModelsOf, liveWidgetsOf, textEncoderOf, writeLiveAssets } from "../book/live.ts";
 import { removeIfPresent } from "../book/results.ts";
 import { writeFileAtomic } from "../../lib/runtime/files.ts";
 import { loadAverage } from "./load.ts";
-import { alignedTable } from "./tables.ts";
+import { alignedTable, replaceBetween } from "./tables.ts";
 
 /** The chapter-5 widget's workload. */
 export const BROWSER_WORKLOAD: LiveSampleRequest = {
@@ -50,6 +50,18 @@ export interface BrowserBenchRow {
   msPerStep: number;
 }
 
+/** What a chapter page with live samplers loads, in bytes, served and from disk. */
+export interface PageDownload {
+  /** The chapter file. */
+  chapter: string;
+  /** The models its samplers offer. */
+  models: string[];
+  /** The widget's script, the worker, the wasm binary and the first model (with its encoder). */
+  firstSample: { served: number; fromDisk: number };
+  /** The same with every model loaded. */
+  everyModel: { served: number; fromDisk: number };
+}
+
 /** What `deno task bench --browser` writes. */
 export interface BrowserBenchReport {
   date: string;
@@ -58,6 +70,39 @@ export interface BrowserBenchReport {
   cores: number;
   loadAverage: { before?: number; after?: number };
   rows: BrowserBenchRow[];
+  pages: PageDownload[];
+}
+
+/**
+ * The bytes each chapter page with a live sampler loads, from the sizes of the site's live
+ * files (`sizes`: path under `assets/` → bytes): served, the `.bin` files; from disk, the
+ * scripts that define them (the widget's own script either way).
+ */
+export function pageDownloads(
+  chapters: { file: string; text: string }[],
+  sizes: Record<string, number>,
+): PageDownload[] {
+  const bytes = (names: string[], ext: "bin" | "js") =>
+    sizes["widgets/live-sampler.js"] +
+    ["live-worker", "wasm-simd", ...names].reduce((sum, n) => {
+      const size = sizes[`live/${n}.${ext}`];
+      if (size === undefined) throw new Error(`the site has no assets/live/${n}.${ext}`);
+      return sum + size;
+    }, 0);
+  const both = (names: string[]) => ({ served: bytes(names, "bin"), fromDisk: bytes(names, "js") });
+  return chapters.flatMap(({ file, text }) => {
+    const widgets = liveWidgetsOf(text);
+    if (widgets.length === 0) return [];
+    const withEncoders = (models: string[]) => [
+      ...new Set(models.flatMap((m) => [m, textEncoderOf(m) ?? []].flat())),
+    ];
+    return [{
+      chapter: file,
+      models: widgets.flat(),
+      firstSample: both(withEncoders(widgets.map((w) => w[0]))),
+      everyModel: both(withEncoders(widgets.flat())),
+    }];
+  });
 }
 
 async function timeInDeno(backend: string, bytes: Uint8Array): Promise<BrowserBenchRow> {
@@ -82,15 +127,27 @@ async function timeInDeno(backend: string, bytes: Uint8Array): Promise<BrowserBe
 }
 
 /** Times the workload in Chromium and under Deno; prints the table and writes `out`. */
-export async function benchBrowser(
-  options: { root: string; out: string; gpu?: boolean; say: (line: string) => void },
-): Promise<BrowserBenchReport> {
+export async function benchBrowser(options: {
+  root: string;
+  out: string;
+  gpu?: boolean;
+  say: (line: string) => void;
+  /** Rewrites README.md by the edit given (the bench's own writer). */
+  writeReadme?: (edit: (readme: string) => string) => Promise<void>;
+}): Promise<BrowserBenchReport> {
   const { root, say } = options;
   const before = await loadAverage();
   const work = await Deno.makeTempDir({ prefix: "bench-browser-" });
   const rows: BrowserBenchRow[] = [];
+  const chapters = [...Deno.readDirSync(`${root}/chapters`)]
+    .filter((e) => e.isFile && e.name.endsWith(".ts")).map((e) => e.name).sort()
+    .map((file) => ({ file, text: Deno.readTextFileSync(`${root}/chapters/${file}`) }));
+  let pages: PageDownload[];
   try {
-    await writeLiveAssets(root, `${work}/assets`, [MODEL]);
+    const live = await writeLiveAssets(root, `${work}/assets`, [
+      ...new Set([MODEL, ...liveModelsOf(chapters.map((c) => c.text))]),
+    ]);
+    pages = pageDownloads(chapters, live.sizes);
     await Deno.writeTextFile(
       `${work}/bench.html`,
       '<!doctype html><meta charset="utf-8"><title>bench</title>' +
@@ -151,10 +208,52 @@ export async function benchBrowser(
     cores: navigator.hardwareConcurrency,
     loadAverage: { before, after: await loadAverage() },
     rows,
+    pages,
   };
   await writeFileAtomic(options.out, JSON.stringify(report, null, 1) + "\n");
-  console.log(browserTable(report));
+  console.log(`${browserTable(report)}\n\n${downloadTable(report)}`);
+  await options.writeReadme?.((readme) =>
+    replaceBetween(readme, BROWSER_README_BEGIN, BROWSER_README_END, browserReadme(report))
+  );
   return report;
+}
+
+/** The first line of README.md's block that this benchmark writes. */
+export const BROWSER_README_BEGIN =
+  "<!-- bench-browser:begin: written by `deno task bench --browser` from assets/bench/bench-browser.json; edit there -->";
+/** Its last line. */
+export const BROWSER_README_END = "<!-- bench-browser:end -->";
+
+const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(2)} MB`;
+
+/** What each page loads, as a table. */
+export function downloadTable(report: BrowserBenchReport): string {
+  return alignedTable(
+    ["page", "models", "first sample, served", "every model, served", "first sample, from disk"],
+    report.pages.map((p) => [
+      p.chapter.replace(/\.ts$/, ""),
+      p.models.join(", "),
+      megabytes(p.firstSample.served),
+      megabytes(p.everyModel.served),
+      megabytes(p.firstSample.fromDisk),
+    ]),
+  );
+}
+
+/** README.md's block: when and where it was measured, the times, and what the pages load. */
+export function browserReadme(report: BrowserBenchReport): string {
+  const load = [report.loadAverage.before, report.loadAverage.after]
+    .map((v) => v?.toFixed(2) ?? "?").join(" and ");
+  return [
+    `Measured ${report.date.slice(0, 10)} on ${report.cores} cores (load average ${load} before ` +
+    `and after): ${report.model}, DDIM at ${report.workload.steps} steps for ` +
+    `${report.workload.count} emoji, the second of two runs.`,
+    browserTable(report),
+    "What a chapter page loads for its live samplers (the widget's script, the worker's bundle, " +
+    "the wasm binary and the weights): served over HTTP the gzipped `.bin` files, from disk the " +
+    "scripts that carry them in base64.",
+    downloadTable(report),
+  ].join("\n\n");
 }
 
 /** The report as a table, each time beside Deno's native one. */

@@ -271,17 +271,24 @@ export function readmeTables(report: BenchReport): string {
 }
 
 /**
+ * `text` with what lies between the lines `begin` and `end` replaced by `body`; an error when
+ * the markers are missing.
+ */
+export function replaceBetween(text: string, begin: string, end: string, body: string): string {
+  const from = text.indexOf(begin);
+  const to = text.indexOf(end, from);
+  if (from < 0 || to < 0) {
+    throw new Error(
+      `README.md has no block between "${begin}" and "${end}" to write the tables in`,
+    );
+  }
+  return `${text.slice(0, from + begin.length)}\n\n${body}\n\n${text.slice(to)}`;
+}
+
+/**
  * `readme` with the text between {@link README_BEGIN} and {@link README_END} replaced by the
  * report's tables; an error when the markers are missing.
  */
 export function replaceReadmeTables(readme: string, report: BenchReport): string {
-  const begin = readme.indexOf(README_BEGIN);
-  const end = readme.indexOf(README_END, begin);
-  if (begin < 0 || end < 0) {
-    throw new Error(
-      `README.md has no block between "${README_BEGIN}" and "${README_END}" to write the tables in`,
-    );
-  }
-  return `${readme.slice(0, begin + README_BEGIN.length)}\n\n${readmeTables(report)}\n\n` +
-    readme.slice(end);
+  return replaceBetween(readme, README_BEGIN, README_END, readmeTables(report));
 }

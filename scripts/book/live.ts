@@ -43,25 +43,36 @@ const WIDGET_JSON = new RegExp(
   "g",
 );
 
+/** The models each live sampler of `page` names, in its order (the first is the one it starts with). */
+export function liveWidgetsOf(page: string): string[][] {
+  return [...page.matchAll(WIDGET_JSON)].map((match) => {
+    let config: { models?: unknown };
+    try {
+      config = JSON.parse(match[1]);
+    } catch (e) {
+      throw new Error(`a live sampler's JSON is not valid: ${(e as Error).message}`);
+    }
+    if (!Array.isArray(config.models) || config.models.length === 0) {
+      throw new Error(`a live sampler names no models: ${match[1].trim()}`);
+    }
+    return config.models as string[];
+  });
+}
+
+/** The text encoder a live model reads its prompts with, if any. */
+export function textEncoderOf(model: string): string | undefined {
+  const c = MODEL_SPECS.get(model)?.conditioning;
+  return c?.kind === "text" ? c.encoder : undefined;
+}
+
 /** The models the live samplers of `pages` name, with the text encoders they need. */
 export function liveModelsOf(pages: Iterable<string>): string[] {
   const models = new Set<string>();
   for (const page of pages) {
-    for (const match of page.matchAll(WIDGET_JSON)) {
-      let config: { models?: unknown };
-      try {
-        config = JSON.parse(match[1]);
-      } catch (e) {
-        throw new Error(`a live sampler's JSON is not valid: ${(e as Error).message}`);
-      }
-      if (!Array.isArray(config.models) || config.models.length === 0) {
-        throw new Error(`a live sampler names no models: ${match[1].trim()}`);
-      }
-      for (const name of config.models as string[]) {
-        models.add(name);
-        const c = MODEL_SPECS.get(name)?.conditioning;
-        if (c?.kind === "text") models.add(c.encoder);
-      }
+    for (const name of liveWidgetsOf(page).flat()) {
+      models.add(name);
+      const encoder = textEncoderOf(name);
+      if (encoder) models.add(encoder);
     }
   }
   return [...models].sort();
