@@ -253,7 +253,7 @@ describe("wasm convolution gradients", () => {
   });
 });
 
-describe("wasm fast paths: Slice, SplitV and Sum", () => {
+describe("wasm fast paths: Slice, SplitV, Sum and Tile", () => {
   // Every kind of slice: whole trailing axes (one run), a cut last axis (short runs), rank 1
   // to 5, "to the end" (−1), empty, int32 and bool.
   const slices: { shape: number[]; begin: number[]; size: number[]; dtype?: tf.DataType }[] = [
@@ -281,10 +281,20 @@ describe("wasm fast paths: Slice, SplitV and Sum", () => {
     { shape: [3, 4, 8], sizes: [2, 6], axis: 2 },
     { shape: [3, 4, 8], sizes: [1, 3], axis: 1 },
   ];
+  // The upsampling's two tiles, every axis repeated, rank 1, an int32 tensor, an empty axis.
+  const tiles: { shape: number[]; reps: number[]; dtype?: tf.DataType }[] = [
+    { shape: [32, 4, 1, 8], reps: [1, 1, 2, 1] },
+    { shape: [32, 1, 64], reps: [1, 2, 1] },
+    { shape: [3, 4, 1, 5], reps: [2, 1, 3, 2] },
+    { shape: [7], reps: [3] },
+    { shape: [2, 3], reps: [2, 3], dtype: "int32" },
+    { shape: [2, 0, 3], reps: [2, 2, 1] },
+  ];
   // Integers, so that the cast to int32 gives the same values everywhere.
   const sliceInputs = slices.map(({ shape }) => values(shape).map((v) => Math.round(4 * v)));
   const splitInputs = splits.map(({ shape }) => values(shape));
   const sumInputs = sums.map(({ shape }) => values(shape));
+  const tileInputs = tiles.map(({ shape }) => values(shape).map((v) => Math.round(4 * v)));
   const compute = () =>
     tf.tidy(() => {
       const exact: number[][] = [];
@@ -299,6 +309,10 @@ describe("wasm fast paths: Slice, SplitV and Sum", () => {
         for (const part of tf.split(tf.tensor(splitInputs[i], shape), sizes, axis)) {
           exact.push([...part.shape, ...part.dataSync()]);
         }
+      });
+      tiles.forEach(({ shape, reps, dtype }, i) => {
+        const y = tf.tile(tf.tensor(tileInputs[i], shape, dtype ?? "float32"), reps);
+        exact.push([...y.shape, ...y.dataSync()]);
       });
       const summed = sums.map(({ shape, axis, keepDims }, i) => {
         const y = tf.sum(tf.tensor(sumInputs[i], shape), axis, keepDims);

@@ -151,7 +151,9 @@ describe("the book's models live in the page", { skip: !hasChromium }, () => {
           // What a reader downloads for the first batch: the widget, worker, wasm and weights.
           const total = [...liveBytes.values()].reduce((a, b) => a + b, 0);
           assert.ok(liveBytes.size >= 4 && total < 5e6, `chapter 5 downloads ${total} bytes`);
-          console.log(`live e2e: chapter 5's first batch downloaded ${(total / 1e6).toFixed(2)} MB`);
+          console.log(
+            `live e2e: chapter 5's first batch downloaded ${(total / 1e6).toFixed(2)} MB`,
+          );
         }
       } finally {
         await close();

@@ -8,7 +8,6 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
-import { registerWasmTile } from "../lib/runtime/kernels/wasm_tile.ts";
 import { loadPretrained } from "../lib/zoo/pretrained.ts";
 import { liveModelBytes } from "../lib/zoo/live_export.ts";
 import {
@@ -178,19 +177,6 @@ describe("live models", () => {
     );
     assert.deepEqual(liveModelsOf(["no widget here"]), []);
     assert.throws(() => liveModelsOf([page([])]), /names no models/);
-  });
-
-  it("the run-copying Tile equals wasm's own", async () => {
-    await selectBackend({ requested: "wasm", quiet: true });
-    const x = tf.randomNormal([3, 4, 1, 5]);
-    const ints = tf.tensor2d([[1, 2], [3, 4]], undefined, "int32");
-    const reps: [number[], tf.Tensor][] = [[[2, 1, 3, 2], x], [[1, 1, 2, 1], x], [[2, 3], ints]];
-    const stock = await Promise.all(reps.map(([r, t]) => tf.tile(t, r).data()));
-    registerWasmTile();
-    for (const [i, [r, t]] of reps.entries()) {
-      assert.deepEqual(await tf.tile(t, r).data(), stock[i], `reps ${r}`);
-    }
-    tf.dispose([x, ints]);
   });
 
   it("bundle for the browser with no Deno or Node API", async () => {

@@ -22,7 +22,6 @@ import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import "@tensorflow/tfjs-backend-webgpu";
 import { UserError } from "../core/errors.ts";
 import { registerWasmFastPaths } from "../runtime/kernels/wasm_fast_paths.ts";
-import { registerWasmTile } from "../runtime/kernels/wasm_tile.ts";
 
 /** The backends a browser may run. */
 export const BROWSER_BACKENDS = ["webgpu", "webgl", "wasm", "cpu"] as const;
@@ -143,7 +142,6 @@ async function startWasm(loadBinary: WasmBinaryLoader): Promise<Probe> {
   tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
   tf.env().set("WASM_HAS_SIMD_SUPPORT", simd);
   registerWasmFastPaths(); // the library's replacements of slow stock kernels, as under Deno
-  registerWasmTile();
   return { ok: true, detail: simd ? "SIMD, 1 thread" : "no SIMD (slower), 1 thread" };
 }
 

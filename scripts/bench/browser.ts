@@ -17,7 +17,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { chromium } from "playwright-core";
 import { selectBackend } from "../../lib/runtime/backend.ts";
-import { registerWasmTile } from "../../lib/runtime/kernels/wasm_tile.ts";
 import { decodeLiveModel, type LiveDenoiser } from "../../lib/browser/live_model.ts";
 import { liveSample, type LiveSampleRequest } from "../../lib/browser/live_sampling.ts";
 import { liveModelBytes } from "../../lib/zoo/live_export.ts";
@@ -107,7 +106,6 @@ export function pageDownloads(
 
 async function timeInDeno(backend: string, bytes: Uint8Array): Promise<BrowserBenchRow> {
   const report = await selectBackend({ requested: backend, quiet: true });
-  if (backend === "wasm") registerWasmTile(); // as the page registers it
   const model = decodeLiveModel(bytes, MODEL) as LiveDenoiser;
   try {
     await liveSample(model, undefined, BROWSER_WORKLOAD, () => {});
@@ -210,7 +208,7 @@ export async function benchBrowser(options: {
     rows,
     pages,
   };
-  await writeFileAtomic(options.out, JSON.stringify(report, null, 1) + "\n");
+  await writeFileAtomic(options.out, JSON.stringify(report, null, 2) + "\n");
   console.log(`${browserTable(report)}\n\n${downloadTable(report)}`);
   await options.writeReadme?.((readme) =>
     replaceBetween(readme, BROWSER_README_BEGIN, BROWSER_README_END, browserReadme(report))

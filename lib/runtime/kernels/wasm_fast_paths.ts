@@ -18,6 +18,14 @@
  *     Σ_{r<R} x[o, r, i] = R · avgPool_{R×1}(x)[o, 0, 0, i].
  *
  * - `Identity`: the stock kernel copies; this one shares the buffer (see identityKernel).
+ * - `Tile`: the stock kernel computes every output element's source index one at a time; the
+ *   U-Net's nearest-neighbour upsampling (lib/core/nn/upsample.ts) tiles its activations twice,
+ *   a quarter of a sampling step. With shape S, repetitions R and output shape O = S·R,
+ *
+ *     out[o₀, …, o_{r−1}] = x[o₀ mod S₀, …, o_{r−1} mod S_{r−1}],
+ *
+ *   filled axis by axis: each innermost row of x is copied R_{r−1} times, then the block of every
+ *   outer axis (its S_d sub-blocks, already tiled) is copied R_d − 1 times after itself.
  *
  * @module
  */
@@ -148,16 +156,47 @@ const identityKernel: FastPath = (fallback) => (args) => {
   return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 };
 
+/** `Tile` (inputs `{x}`, attrs `{reps}`). */
+const tileKernel: FastPath = (fallback) => (args) => {
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  const { reps } = args.attrs as unknown as { reps: number[] };
+  const S = x.shape;
+  const rank = S.length;
+  if (x.dtype === "string" || rank === 0 || reps.length !== rank) return fallback(args);
+  const backend = args.backend as WasmHeapBackend;
+  const O = S.map((s, d) => s * reps[d]);
+  // makeOutput may grow the heap, which detaches earlier views: take them afterwards.
+  const result = backend.makeOutput(O, x.dtype);
+  if (tf.util.sizeFromShape(O) === 0) return result;
+  const xValues = backend.typedArrayFromHeap(x);
+  const out = backend.typedArrayFromHeap(result);
+  const xStrides = [...tf.util.computeStrides(S), 1];
+  const outStrides = [...tf.util.computeStrides(O), 1];
+  const fill = (d: number, from: number, to: number) => {
+    if (d === rank - 1) {
+      const row = xValues.subarray(from, from + S[d]);
+      for (let k = 0; k < reps[d]; k++) out.set(row, to + k * S[d]);
+      return;
+    }
+    for (let i = 0; i < S[d]; i++) fill(d + 1, from + i * xStrides[d], to + i * outStrides[d]);
+    const span = S[d] * outStrides[d];
+    for (let k = 1; k < reps[d]; k++) out.copyWithin(to + k * span, to, to + span);
+  };
+  fill(0, 0, 0);
+  return result;
+};
+
 /** The replacements, by kernel name. */
 const FAST_PATHS: [string, FastPath][] = [
   ["Slice", sliceKernel],
   ["SplitV", splitVKernel],
   ["Sum", sumKernel],
   ["Identity", identityKernel],
+  ["Tile", tileKernel],
 ];
 
 /**
- * Registers the fast `Slice`, `SplitV`, `Sum` and `Identity` for wasm (idempotent). Call it once
+ * Registers the fast `Slice`, `SplitV`, `Sum`, `Identity` and `Tile` for wasm (idempotent). Call it once
  * the wasm backend package is imported.
  */
 export function registerWasmFastPaths(): void {
