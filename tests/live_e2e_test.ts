@@ -262,6 +262,7 @@ describe("the book's models live in the page", { skip: !hasChromium }, () => {
       await widget.locator('input[type="number"]').first().fill("10");
       assert.equal(await settled(widget), "done");
       assert.match(await widget.locator(".live-step").textContent() ?? "", /step 10 of 10/);
+      assert.match(await widget.locator(".live-readout").textContent() ?? "", /on wasm/);
       assert.ok(await error.isHidden(), "the error is cleared once a run succeeds");
       assert.deepEqual(problems.filter((p) => !RESOURCE_FAILED.test(p)), []);
     } finally {

@@ -22,6 +22,7 @@ import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import "@tensorflow/tfjs-backend-webgpu";
 import { UserError } from "../core/errors.ts";
 import { registerWasmFastPaths } from "../runtime/kernels/wasm_fast_paths.ts";
+import { activate, type AdapterFacts, classifyAdapter } from "../runtime/backend_start.ts";
 
 /** The backends a browser may run. */
 export const BROWSER_BACKENDS = ["webgpu", "webgl", "wasm", "cpu"] as const;
@@ -77,8 +78,6 @@ const SIMD_PROBE = new Uint8Array([
   11,
 ]);
 
-const SOFTWARE_RENDERER = /swiftshader|llvmpipe|lavapipe|softpipe|software|basic render/i;
-
 async function probeWebgpu(allowSoftware: boolean): Promise<Probe> {
   const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
   if (!gpu) return { ok: false, reason: "this browser has no WebGPU" };
@@ -86,20 +85,14 @@ async function probeWebgpu(allowSoftware: boolean): Promise<Probe> {
     null
   );
   if (!adapter) return { ok: false, reason: "WebGPU has no adapter here" };
-  const info =
-    (adapter as unknown as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } }).info;
-  const detail = [info?.vendor, info?.architecture, info?.description].filter(Boolean).join(" ") ||
-    "a WebGPU adapter";
-  const software =
-    (adapter as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
-    info?.isFallbackAdapter === true || SOFTWARE_RENDERER.test(detail);
+  const { software, description } = classifyAdapter(adapter as unknown as AdapterFacts);
   if (software && !allowSoftware) {
     return {
       ok: false,
-      reason: `WebGPU's adapter is a software one (${detail}), slower than wasm`,
+      reason: `WebGPU's adapter is a software one (${description}), slower than wasm`,
     };
   }
-  return { ok: true, detail };
+  return { ok: true, detail: description };
 }
 
 function probeWebgl(allowSoftware: boolean): Probe {
@@ -115,7 +108,7 @@ function probeWebgl(allowSoftware: boolean): Probe {
   const debug = gl.getExtension("WEBGL_debug_renderer_info");
   const renderer = String(gl.getParameter(debug ? debug.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
   gl.getExtension("WEBGL_lose_context")?.loseContext();
-  if (SOFTWARE_RENDERER.test(renderer) && !allowSoftware) {
+  if (classifyAdapter({ info: { description: renderer } }).software && !allowSoftware) {
     return { ok: false, reason: `WebGL renders in software here (${renderer}), slower than wasm` };
   }
   return { ok: true, detail: renderer };
@@ -126,7 +119,18 @@ export function wasmHasSimd(): boolean {
   return typeof WebAssembly === "object" && WebAssembly.validate(SIMD_PROBE);
 }
 
-async function startWasm(loadBinary: WasmBinaryLoader): Promise<Probe> {
+/** The wasm binary is handed to tfjs once; a later switch back to wasm reuses it. */
+let wasmStarted: Promise<Probe> | undefined;
+
+function startWasm(loadBinary: WasmBinaryLoader): Promise<Probe> {
+  wasmStarted ??= loadWasm(loadBinary);
+  wasmStarted.then((p) => p.ok, () => false).then((ok) => {
+    if (!ok) wasmStarted = undefined; // may be tried again
+  });
+  return wasmStarted;
+}
+
+async function loadWasm(loadBinary: WasmBinaryLoader): Promise<Probe> {
   if (typeof WebAssembly !== "object") {
     return { ok: false, reason: "this browser has no WebAssembly" };
   }
@@ -143,16 +147,6 @@ async function startWasm(loadBinary: WasmBinaryLoader): Promise<Probe> {
   tf.env().set("WASM_HAS_SIMD_SUPPORT", simd);
   registerWasmFastPaths(); // the library's replacements of slow stock kernels, as under Deno
   return { ok: true, detail: simd ? "SIMD, 1 thread" : "no SIMD (slower), 1 thread" };
-}
-
-async function activate(name: BrowserBackend): Promise<string | undefined> {
-  try {
-    if (!(await tf.setBackend(name))) return `tfjs could not start ${name}`;
-    await tf.ready();
-    return undefined;
-  } catch (e) {
-    return `${name} failed to start: ${(e as Error).message}`;
-  }
 }
 
 /**
@@ -186,7 +180,9 @@ export async function chooseBrowserBackend(
     } catch (e) {
       probe = { ok: false, reason: `${name} could not load: ${(e as Error).message}` };
     }
-    const failure = probe.ok ? await activate(name) : probe.reason;
+    const failure = probe.ok
+      ? await activate(name).then((why) => why && `${name} did not start: ${why}`)
+      : probe.reason;
     if (failure === undefined && probe.ok) return { name, detail: probe.detail, passedOver };
     if (named) throw new UserError(`${name} cannot run here: ${failure}`);
     passedOver.push({ name, reason: failure! });

@@ -28,7 +28,7 @@ import {
   type Checkpoint,
   decodeCheckpoint,
   encodeCheckpoint,
-} from "../training/checkpoint.ts";
+} from "../training/checkpoint_format.ts";
 
 /** What a denoiser is conditioned on, as the page offers it to the reader. */
 export type LiveConditioning =

@@ -95,7 +95,10 @@ function model(name: string, id: number): Promise<LiveModel> {
       return built;
     })();
     models.set(name, loading);
-    loading.catch(() => models.delete(name)); // a failed load may be tried again
+    const mine = loading;
+    mine.catch(() => {
+      if (models.get(name) === mine) models.delete(name); // a failed load may be tried again
+    });
   }
   return loading;
 }

@@ -23,6 +23,9 @@ import { registerWasmGradientKernels } from "./kernels/wasm_gradients.ts";
 import { registerWasmFastPaths } from "./kernels/wasm_fast_paths.ts";
 import { registerNativeFastPaths } from "./kernels/native_fast_paths.ts";
 import { UserError } from "../core/errors.ts";
+import { activate, type AdapterFacts, classifyAdapter, firstLine } from "./backend_start.ts";
+
+export { classifyAdapter };
 
 /** A TensorFlow.js backend the book knows how to start. */
 export type BackendName = "tensorflow" | "webgpu" | "wasm" | "cpu";
@@ -208,41 +211,6 @@ async function startTensorflow(): Promise<StartResult> {
     : { ok: false, reason: failure, advice };
 }
 
-/** The parts of a WebGPU adapter that tell a hardware GPU from a software one. */
-interface AdapterFacts {
-  isFallbackAdapter?: boolean;
-  info?: {
-    vendor?: string;
-    architecture?: string;
-    device?: string;
-    description?: string;
-    isFallbackAdapter?: boolean;
-  };
-}
-
-/** Names of CPU implementations of WebGPU/Vulkan/D3D: Mesa's, SwiftShader, Microsoft's WARP. */
-const SOFTWARE_ADAPTER = /llvmpipe|lavapipe|softpipe|swiftshader|software|basic render|\bwarp\b/i;
-/** Vulkan's vendor id of Mesa's CPU drivers (0x10005), which wgpu reports as the vendor. */
-const MESA_CPU_VENDOR = String(0x10005);
-
-/**
- * Describes the adapter and says whether it is a software (CPU) implementation: the adapter's
- * own fallback flag, a known software driver name, or Mesa's CPU vendor id.
- */
-export function classifyAdapter(adapter: AdapterFacts): { software: boolean; description: string } {
-  const info = adapter.info ?? {};
-  const names = [info.description, info.device, info.architecture, info.vendor]
-    .filter((s): s is string => typeof s === "string" && s !== "");
-  const software = adapter.isFallbackAdapter === true || info.isFallbackAdapter === true ||
-    SOFTWARE_ADAPTER.test(names.join(" ")) || info.vendor === MESA_CPU_VENDOR;
-  const description = info.description || [
-    info.vendor ? `vendor ${info.vendor}` : "",
-    info.architecture ?? "",
-    info.device ? `device ${info.device}` : "",
-  ].filter((s) => s !== "").join(", ") || "unnamed adapter";
-  return { software, description };
-}
-
 async function startWebgpu(allowSoftware: boolean): Promise<StartResult> {
   const advice = `Run on a machine with a GPU, or ${OTHERS}`;
   const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
@@ -310,33 +278,6 @@ async function startCpu(): Promise<StartResult> {
 export async function activateCpuBackend(): Promise<void> {
   const started = await startCpu();
   if (!started.ok) throw new Error(`the cpu backend did not start: ${started.reason}`);
-}
-
-/**
- * Makes `name` the active tfjs backend. Returns undefined on success, or why it failed (tfjs
- * logs the reason as warnings, which are caught here so that automatic selection stays quiet).
- */
-async function activate(name: BackendName): Promise<string | undefined> {
-  const warnings: string[] = [];
-  const warn = console.warn;
-  console.warn = (...args: unknown[]) => warnings.push(args.map(String).join(" "));
-  try {
-    if (await tf.setBackend(name)) {
-      await tf.ready();
-      return undefined;
-    }
-    const why = warnings.find((w) => !w.startsWith("Initialization of backend"));
-    return `tfjs could not initialise it${why === undefined ? "" : `: ${firstLine(why)}`}`;
-  } catch (error) {
-    return firstLine(error);
-  } finally {
-    console.warn = warn;
-  }
-}
-
-function firstLine(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  return text.split("\n").find((line) => line.trim() !== "")?.trim() ?? text;
 }
 
 function readEnv(name: string): string | undefined {

@@ -149,8 +149,12 @@ export async function sample(
       }
       xt.dispose();
       xt = prevSample;
-      if (options.onStep) await options.onStep({ index, t, xt, predX0: predOriginalSample });
-      predOriginalSample.dispose();
+      try {
+        // A callback that throws (a cancelled run) still frees this step's x̂₀.
+        if (options.onStep) await options.onStep({ index, t, xt, predX0: predOriginalSample });
+      } finally {
+        predOriginalSample.dispose();
+      }
     }
   } catch (e) {
     xt.dispose();
