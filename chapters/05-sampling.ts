@@ -983,7 +983,7 @@ model.dispose();
 // $x_t$ does, which is why DDIM can skip most steps. The weights are the artefact's own (it stores
 // them in float16), so a seed draws the images this chapter's code draws from it: the book's tests
 // check that under Deno, and that the page's network agrees with Deno's to $10^{-4}$ on the same
-// input. How long a batch takes is the widget's own measurement, on your machine.
+// input (on wasm; on WebGL to $10^{-4}$ of its largest output). How long a batch takes is the widget's own measurement, on your machine.
 //
 // <div class="widget" data-widget="live-sampler"><script type="application/json">{"models":["emoji16-unet"],"sampler":"ddim","steps":25,"title":"emoji16-unet, sampled in this page"}</script></div>
 

@@ -1042,7 +1042,7 @@ await book.table(shares, {
 // the course's blend, which both class networks accept. A word the tokenizer never saw is read
 // as [UNK], and the widget says which. The denoisers' weights are their artefacts' own float16
 // values; the text tower's, stored in float32, are rounded to float16 for the page, which moves
-// its token states by about $10^{-3}$. Each model loads only when it is first picked.
+// its token states by about $10^{-3}$. Each model loads only when it is first sampled from.
 //
 // <div class="widget" data-widget="live-sampler"><script type="application/json">{"models":["text16-unet","class16-unet","context16-unet"],"sampler":"ddim","steps":25,"guidance":3,"prompt":"red apple","title":"This chapter's networks, sampled in this page"}</script></div>
 

@@ -43,7 +43,10 @@ export type WasmBinaryLoader = (variant: "simd" | "plain") => Promise<Uint8Array
 
 type Probe = { ok: true; detail: string } | { ok: false; reason: string };
 
-/** A module with one SIMD instruction (i8x16.splat): it validates only where wasm has SIMD. */
+/**
+ * wasm-feature-detect's SIMD probe: a function using i8x16.splat and i8x16.popcnt, which
+ * validates only where wasm has (standard) SIMD.
+ */
 const SIMD_PROBE = new Uint8Array([
   0,
   97,

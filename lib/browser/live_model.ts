@@ -2,16 +2,15 @@
  * Live models: a zoo model as the reader's browser receives it, and how the page turns it back
  * into the library's own network.
  *
- * A live model is a diffusion checkpoint (lib/training/checkpoint.ts) in float16, holding only
- * what sampling needs: the EMA weights θ̄ under `params/` and `buffers/`, the network's
- * configuration, and in its state a {@link LiveModelInfo} (schedule, prediction, what it is
- * conditioned on, and for a text encoder its tokenizer). float16 halves the download and rounds
- * each weight by at most 2⁻¹¹ of its size; the page's numbers are checked against Deno's on the
- * same rounded weights.
+ * A live model is a diffusion checkpoint (lib/training/checkpoint_format.ts) in float16, holding
+ * only what sampling needs: the sampling weights under `params/` and `buffers/` (the EMA weights
+ * θ̄ where the run kept them), the network's configuration, and in its state a
+ * {@link LiveModelInfo} (schedule, prediction, what it is conditioned on, and for a text encoder
+ * its tokenizer). The denoisers' artefacts store float16 already, so their live weights are the
+ * same values; a float32 artefact (the tiny CLIP's) is rounded, by at most 2⁻¹¹ of each weight.
+ * The page receives it as `assets/live/NAME.bin` or `NAME.js` (lib/browser/transport.ts).
  *
- In the page it arrives as the script `assets/live/NAME.js` (lib/browser/transport.ts).
- *
- * Deno- and Node-free: the browser bundle imports it.
+ * No Deno or Node API: the browser bundle imports it.
  *
  * @module
  */
@@ -112,7 +111,8 @@ export function decodeLiveModel(bytes: Uint8Array, source = "live model"): LiveM
     !info || typeof info !== "object" || (info.role !== "denoiser" && info.role !== "text-encoder")
   ) {
     throw new UserError(
-      `${source} is a checkpoint but not a live model (its state has no "live").`,
+      `${source} is a checkpoint but not a live model (its state has no "live"); make live ` +
+        "models with liveModelBytes (lib/zoo/live_export.ts), as the book's build does.",
     );
   }
   if (info.role === "text-encoder") {

@@ -7,7 +7,7 @@
  * ε̂ = ε̂_∅ + s (ε̂_c − ε̂_∅) when s ≠ 1, ∅ being the null condition or the negative prompt.
  * The same functions run under Deno in the tests, so the page is checked against them.
  *
- * Deno- and Node-free: the browser bundle imports it.
+ * No Deno or Node API: the browser bundle imports it.
  *
  * @module
  */
@@ -152,7 +152,9 @@ export function liveConditioning(
       c[condition.label] += w;
       c[condition.mixWith] += 1 - w;
       return {
-        conditioning: { context: tf.tile(tf.tensor2d(c, [1, size]), [n, 1]) as tf.Tensor2D },
+        conditioning: {
+          context: tf.tidy(() => tf.tile(tf.tensor2d(c, [1, size]), [n, 1]) as tf.Tensor2D),
+        },
         unconditional,
       };
     }
@@ -167,10 +169,16 @@ export function liveConditioning(
           );
           return text.encoder.encode(ids).states;
         });
-      return {
-        conditioning: { encoderHiddenStates: states(condition.prompt) },
-        unconditional: { encoderHiddenStates: states(condition.negativePrompt ?? "") },
-      };
+      const conditional = states(condition.prompt);
+      try {
+        return {
+          conditioning: { encoderHiddenStates: conditional },
+          unconditional: { encoderHiddenStates: states(condition.negativePrompt ?? "") },
+        };
+      } catch (e) {
+        conditional.dispose();
+        throw e;
+      }
     }
   }
 }
@@ -238,9 +246,11 @@ export async function liveSample(
         if (cancelled()) throw new Cancelled();
       },
     });
-    const out = await grid(images);
-    images.dispose();
-    return out;
+    try {
+      return await grid(images);
+    } finally {
+      images.dispose();
+    }
   } finally {
     tf.dispose([conditioning, unconditional].flatMap((x) => Object.values(x ?? {})));
     if (scheduler instanceof DPMSolverMultistepScheduler) scheduler.reset();
@@ -249,8 +259,8 @@ export async function liveSample(
 
 /**
  * The fixed input on which the page's network is compared with Deno's: x_t ~ N(0, I) from
- * seed 7, t spread over the schedule, and for a conditional model the first classes (or the
- * prompt "red apple"). Returns the network's output ε̂(x_t, t, c), flattened.
+ * seed 7 and t spread over the schedule, for n images; a class model gets the labels −1 (the
+ * null), 0, 1, …, a text model the prompt "red apple". Returns ε̂(x_t, t, c), flattened.
  */
 export async function liveProbe(
   model: LiveDenoiser,
@@ -259,21 +269,27 @@ export async function liveProbe(
 ): Promise<Float32Array> {
   const [h, w, c] = model.info.imageShape ?? [16, 16, 3];
   const kind = model.info.conditioning?.kind ?? "none";
-  const condition: LiveCondition = kind === "class"
-    ? { kind: "class", label: 0 }
-    : kind === "text"
-    ? { kind: "text", prompt: "red apple" }
-    : { kind: "none" };
-  const { conditioning, unconditional } = liveConditioning(model, text, condition, n);
-  if (conditioning?.classLabels) {
-    conditioning.classLabels.dispose();
-    conditioning.classLabels = tf.tensor1d(Array.from({ length: n }, (_, i) => i - 1), "int32");
-  }
-  const xt = tf.tensor4d(new Random(7).normals(n * h * w * c), [n, h, w, c]);
   const T = model.schedule.T;
-  const t = tf.tensor1d(Array.from({ length: n }, (_, i) => Math.round(((i + 0.5) / n) * (T - 1))));
-  const out = model.network.apply(xt, t, conditioning);
-  const values = Float32Array.from(await out.data() as Float32Array);
-  tf.dispose([xt, t, out, ...[conditioning, unconditional].flatMap((x) => Object.values(x ?? {}))]);
-  return values;
+  const made: tf.Tensor[] = [];
+  try {
+    const conditioning: Conditioning = {};
+    if (kind === "class") {
+      conditioning.classLabels = tf.tensor1d(Array.from({ length: n }, (_, i) => i - 1), "int32");
+    } else if (kind === "text") {
+      const both = liveConditioning(model, text, { kind: "text", prompt: "red apple" }, n);
+      made.push(...Object.values(both.unconditional ?? {}));
+      conditioning.encoderHiddenStates = both.conditioning?.encoderHiddenStates;
+    }
+    made.push(...Object.values(conditioning));
+    const xt = tf.tensor4d(new Random(7).normals(n * h * w * c), [n, h, w, c]);
+    const t = tf.tensor1d(
+      Array.from({ length: n }, (_, i) => Math.round(((i + 0.5) / n) * (T - 1))),
+    );
+    made.push(xt, t);
+    const out = model.network.apply(xt, t, conditioning);
+    made.push(out);
+    return Float32Array.from(await out.data() as Float32Array);
+  } finally {
+    tf.dispose(made);
+  }
 }

@@ -6,7 +6,7 @@
  * - `NAME.bin`, the gzipped bytes, which a page served over HTTP fetches;
  * - `NAME.js`, a script that defines them in base64 (a third larger),
  *
- *     (self.workbookLiveModels ??= {})["NAME"] = "<base64 of the gzipped file>";
+ *     (self.workbookLiveAssets ??= {})["NAME"] = "<base64 of the gzipped file>";
  *
  *   for a page opened from disk: Chromium refuses `fetch` of a local file, but loads scripts.
  *
@@ -23,7 +23,7 @@ export async function assetFiles(
   bytes: Uint8Array,
 ): Promise<{ script: string; binary: Uint8Array }> {
   const binary = await gzip(bytes);
-  const script = `(self.workbookLiveModels ??= {})[${JSON.stringify(name)}] = "${
+  const script = `(self.workbookLiveAssets ??= {})[${JSON.stringify(name)}] = "${
     toBase64(binary)
   }";\n`;
   return { script, binary };
@@ -91,7 +91,8 @@ export function toBase64(bytes: Uint8Array): string {
 export function fromBase64(text: string, source = "data"): Uint8Array {
   if (text.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(text)) {
     throw new UserError(
-      `${source} is not base64 of a whole file (${text.length} characters); it was probably cut off.`,
+      `${source} is not base64 of a whole file (${text.length} characters); it was probably ` +
+        "cut off: rebuild the book.",
     );
   }
   const padding = text.endsWith("==") ? 2 : text.endsWith("=") ? 1 : 0;

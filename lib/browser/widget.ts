@@ -8,12 +8,14 @@
  * that runs the library's networks and samplers. Nothing loads before the reader presses
  * "Sample": then the worker, the backend and the model's weights, each named in the status line
  * while it loads. Every change of an input while a batch is drawn starts a new one (the old
- * stops after its step); every fault (no backend, a weight file missing or cut short, a bad
+ * stops after its current step); every fault (no backend, a weight file missing or cut short, a bad
  * input) is said in the widget, which stays usable.
  *
- * Everything it loads is a script beside it (`assets/live/*.js`), since a page opened from
- * `file://` may load scripts but not `fetch` files; the worker starts from a `blob:` URL of its
- * source for the same reason.
+ * What it loads lies in `assets/live/` (lib/browser/transport.ts): served, it fetches the gzipped
+ * `.bin` files; opened from `file://`, where a page may load scripts but not `fetch` files, it
+ * runs the `.js` scripts that carry them. The worker starts from a `blob:` URL of its source for
+ * the same reason. `data-state` (idle, running, done, error) and `data-cancelled` (runs replaced
+ * by a newer one) on the widget's element say where it is.
  *
  * `window.workbookLive.probe(model, backend)` returns a network's output on the fixed input of
  * `liveProbe`, and `window.workbookLive.time(model, backend, request)` the time of a sampling
@@ -58,7 +60,8 @@ interface LiveFiles {
 }
 
 type Global = typeof globalThis & {
-  workbookLiveModels?: Record<string, string>;
+  /** What the scripts of `assets/live/` define: name → base64 (lib/browser/transport.ts). */
+  workbookLiveAssets?: Record<string, string>;
   workbookLiveFiles?: LiveFiles;
   workbookLive?: {
     probe(model: string, backend?: string): Promise<number[]>;
@@ -75,56 +78,78 @@ const files: LiveFiles = page.workbookLiveFiles ?? { sizes: {}, models: {} };
 
 const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(bytes < 1e6 ? 2 : 1)} MB`;
 
-/** Load `assets/live/NAME.js` (or the worker's source) as a script, once. */
-const scripts = new Map<string, Promise<void>>();
-function loadScript(file: string): Promise<void> {
-  let loading = scripts.get(file);
-  if (!loading) {
-    loading = new Promise<void>((resolve, reject) => {
-      const script = document.createElement("script");
-      script.src = new URL(file, here).href;
-      script.onload = () => resolve();
-      script.onerror = () => {
-        scripts.delete(file);
-        reject(
-          new Error(
-            `could not load ${
-              file.replace(/^\.\.\//, "assets/")
-            }: the file is missing from the site (rebuild the book with \`deno task book\`)`,
-          ),
-        );
-      };
-      document.head.appendChild(script);
-    });
-    scripts.set(file, loading);
-  }
-  return loading;
-}
-
 const fromDisk = location.protocol === "file:";
 
 /**
- * Live asset `name` (a model, `wasm-simd`, `wasm-plain`, `live-worker`), gzipped: fetched as
- * `assets/live/NAME.bin` from a server, else read from the script `NAME.js` that defines it.
+ * Run the script `file` (relative to this one) and return what it defined under `name`; the
+ * element is removed once it ran. A script that is missing, or cut off so that it does not
+ * parse, is an error that says so (its parse error is kept out of the console).
  */
-async function liveAsset(name: string): Promise<Uint8Array> {
-  if (!fromDisk) {
-    const response = await fetch(new URL(`../live/${name}.bin`, here)).catch(() => undefined);
-    if (response?.ok) return new Uint8Array(await response.arrayBuffer());
+function runScript(file: string, name: string): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = new URL(file, here).href;
+    const shown = `assets/live/${file.replace(/^.*\//, "")}`;
+    const parseError = (event: ErrorEvent) => {
+      // From file:// every script is another origin's, so its errors come muted ("Script
+      // error.", no file name): while this one loads, a muted error is taken to be its.
+      if (event.filename !== script.src && event.filename !== "") return;
+      event.preventDefault();
+      reject(
+        new Error(
+          `${shown} is damaged: it does not parse, and was probably cut off; rebuild the book`,
+        ),
+      );
+    };
+    const done = () => {
+      removeEventListener("error", parseError);
+      script.remove();
+    };
+    addEventListener("error", parseError);
+    script.onload = () => {
+      done();
+      const text = page.workbookLiveAssets?.[name];
+      delete page.workbookLiveAssets?.[name];
+      if (typeof text === "string") resolve(text);
+      else {reject(
+          new Error(
+            `${shown} loaded but defines no "${name}": the file is damaged; rebuild the book`,
+          ),
+        );}
+    };
+    script.onerror = () => {
+      done();
+      reject(
+        new Error(
+          `could not load ${shown}: the file is missing from the site (rebuild the book with \`deno task book\`)`,
+        ),
+      );
+    };
+    document.head.appendChild(script);
+  });
+}
+
+/** Live assets by name, gzipped, each read once and shared (a failed read is tried again). */
+const assets = new Map<string, Promise<Uint8Array>>();
+
+/**
+ * Live asset `name` (a model, `wasm-simd`, `wasm-plain`, `live-worker`), gzipped: fetched as
+ * `assets/live/NAME.bin` from a server, else from the script `NAME.js` that defines it.
+ */
+function liveAsset(name: string): Promise<Uint8Array> {
+  let reading = assets.get(name);
+  if (!reading) {
+    reading = (async () => {
+      if (!fromDisk) {
+        const response = await fetch(new URL(`../live/${name}.bin`, here)).catch(() => undefined);
+        if (response?.ok) return new Uint8Array(await response.arrayBuffer());
+      }
+      return fromBase64(await runScript(`../live/${name}.js`, name), `assets/live/${name}.js`);
+    })();
+    assets.set(name, reading);
+    reading.catch(() => assets.delete(name));
   }
-  const file = `../live/${name}.js`;
-  await loadScript(file);
-  const text = page.workbookLiveModels?.[name];
-  // Handed over once and forgotten (the worker keeps what it builds), so that a file damaged
-  // or replaced since is read afresh on the next try.
-  delete page.workbookLiveModels?.[name];
-  scripts.delete(file);
-  if (typeof text !== "string") {
-    throw new Error(
-      `assets/live/${name}.js loaded but defines no "${name}": the file is damaged; rebuild the book`,
-    );
-  }
-  return fromBase64(text, `assets/live/${name}.js`);
+  return reading;
 }
 
 /** A worker from the bundled source, with the page answering its `need`s. */
@@ -137,13 +162,19 @@ async function startWorker(
   const worker = new Worker(url);
   worker.onerror = (e) => {
     e.preventDefault();
-    onFault(`the sampling worker stopped: ${e.message || "an error in the worker"}`);
+    worker.terminate();
+    onFault(
+      `the sampling worker stopped (${e.message || "an error in the worker"}); press Sample ` +
+        "to start it again, or reload the page",
+    );
   };
   worker.onmessage = async ({ data }: MessageEvent<FromWorker>) => {
+    URL.revokeObjectURL(url); // the worker has started: its source is no longer needed
     if (data.type !== "need") return onMessage(data);
     try {
+      // A copy: the page keeps its own, for the next worker.
       const binary = await liveAsset(data.what.replace(/^model:/, ""));
-      worker.postMessage({ type: "give", id: data.id, binary } satisfies ToWorker, [binary.buffer]);
+      worker.postMessage({ type: "give", id: data.id, binary } satisfies ToWorker);
     } catch (e) {
       worker.postMessage(
         { type: "give", id: data.id, error: (e as Error).message } satisfies ToWorker,
@@ -368,14 +399,28 @@ function mount(root: HTMLElement) {
   let id = 0;
   let choice: BrowserBackendChoice | undefined;
   const say = (text: string) => (status.textContent = text);
+  /** Set when the next run must (re)start the worker's backend: at first, after a change of the
+   * backend menu, and after the backend failed to start. */
+  let restart = true;
   const fail = (text: string) => {
     fault.hidden = false;
     fault.textContent = text;
     root.dataset.state = "error";
-    go.disabled = false;
+    say("Stopped.");
+  };
+  /** The worker died: the next run starts a new one. */
+  const workerFailed = (text: string) => {
+    worker = undefined;
+    restart = true;
+    fail(text);
   };
 
   function onMessage(m: FromWorker) {
+    if (m.type === "cancelled") {
+      root.dataset.cancelled = `${Number(root.dataset.cancelled ?? 0) + 1}`;
+      return;
+    }
+    // id 0: the backend's start, which every later run depends on.
     if ("id" in m && m.id !== id && m.id !== 0) return; // an older run's
     switch (m.type) {
       case "backend":
@@ -399,7 +444,7 @@ function mount(root: HTMLElement) {
         xtCaption.textContent = "x₀: the samples";
         root.dataset.state = "done";
         root.dataset.msPerStep = m.msPerStep.toFixed(1);
-        go.disabled = false;
+        fault.hidden = true;
         const passed = choice?.passedOver.map((p) => `${p.name}: ${p.reason}`).join("; ");
         readout.textContent =
           `${count} images in ${(m.ms / 1000).toFixed(2)} s, ${
@@ -409,24 +454,21 @@ function mount(root: HTMLElement) {
         say(m.note ? `Done. Note: ${m.note}.` : "Done.");
         return;
       }
-      case "cancelled":
-        return;
       case "error":
+        if (m.id === 0) restart = true; // the backend did not start: try again next time
         return fail(m.message);
       case "probed":
         return;
     }
   }
 
-  /** Set when the reader picks another backend: the next run restarts the worker's. */
-  let restart = true;
   async function run() {
     fault.hidden = true;
     started = true;
     root.dataset.state = "running";
-    const ask = request();
+    const wanted = request();
     try {
-      worker ??= startWorker(onMessage, fail);
+      worker ??= startWorker(onMessage, workerFailed);
       const w = await worker;
       if (restart) {
         restart = false;
@@ -436,12 +478,10 @@ function mount(root: HTMLElement) {
       }
       say(`Sampling ${count} images with ${sampler.selectedOptions[0].text}…`);
       w.postMessage(
-        { type: "sample", id: ++id, model: model.value, request: ask } satisfies ToWorker,
+        { type: "sample", id: ++id, model: model.value, request: wanted } satisfies ToWorker,
       );
     } catch (e) {
-      worker = undefined;
-      restart = true;
-      fail((e as Error).message);
+      workerFailed((e as Error).message);
     }
   }
 

@@ -71,6 +71,15 @@ function need(what: string): Promise<Uint8Array> {
     .then((binary) => unpackAsset(binary, `assets/live/${what.replace(/^model:/, "")}`));
 }
 
+/** A pause of one task, so that messages that came in meanwhile are read. */
+function nextTask(): Promise<void> {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => resolve();
+    channel.port2.postMessage(0);
+  });
+}
+
 let backend: Promise<BrowserBackendChoice> | undefined;
 const models = new Map<string, Promise<LiveModel>>();
 /** Runs one after another; `latest` is the newest sample request's id. */
@@ -108,7 +117,11 @@ async function denoiserAndText(
   id: number,
 ): Promise<{ denoiser: LiveDenoiser; text?: LiveTextEncoder }> {
   const denoiser = await model(name, id);
-  if (!("network" in denoiser)) throw new Error(`${name} is a text encoder, not a denoiser`);
+  if (!("network" in denoiser)) {
+    throw new Error(
+      `${name} is a text encoder, not a denoiser: name a denoiser in the widget's models`,
+    );
+  }
   const c = denoiser.info.conditioning;
   const text = c?.kind === "text" ? await model(c.encoder, id) as LiveTextEncoder : undefined;
   return { denoiser, text };
@@ -135,7 +148,9 @@ async function run(message: ToWorker & { type: "sample" }): Promise<void> {
   const begun = performance.now();
   let last = begun;
   let stepMs = 0;
-  const image = await liveSample(denoiser, text, message.request, (step) => {
+  const image = await liveSample(denoiser, text, message.request, async (step) => {
+    // On wasm and cpu a whole run is one chain of microtasks: let a newer request's message in.
+    await nextTask();
     const now = performance.now();
     stepMs = (now - begun) / (step.index + 1);
     if (now - last > 30 || step.index + 1 === step.total) {
@@ -164,7 +179,9 @@ scope.onmessage = ({ data: message }) => {
       const entry = waiting.get(message.id);
       waiting.delete(message.id);
       if (message.binary) entry?.resolve(message.binary);
-      else entry?.reject(new Error(message.error ?? "the page could not load it"));
+      else {entry?.reject(
+          new Error(message.error ?? "the page could not load a file the worker needs"),
+        );}
       return;
     }
     case "start":

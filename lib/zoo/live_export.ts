@@ -1,7 +1,8 @@
 /**
  * The zoo's models as live models for the reader's browser (lib/browser/live_model.ts): the
- * committed artefact's EMA weights θ̄ in float16, with what the page needs to know about the
- * model (schedule, prediction, class names, the text encoder and its tokenizer).
+ * committed artefact's EMA weights θ̄ in float16 (its last weights θ when the run kept no EMA,
+ * as the course's ContextUnet does not), with what the page needs to know about the model
+ * (schedule, prediction, class names, the text encoder and its tokenizer).
  *
  * A text encoder ships alone, without the image tower and projections the tiny CLIP trained
  * with: a text-to-image page needs τ(y), the token states, and nothing else.
@@ -21,7 +22,7 @@ import {
   type LiveModelInfo,
 } from "../browser/live_model.ts";
 import { artefactDir } from "./runs.ts";
-import { MODEL_SPECS } from "./specs.ts";
+import { MODEL_SPECS, type ModelSpec } from "./specs.ts";
 import { CLIP_SPECS } from "./clip_network.ts";
 
 /** The tensors under `from` (e.g. `ema/`), renamed to be under `to`. */
@@ -30,9 +31,9 @@ function renamed(tensors: Map<string, CheckpointTensor>, from: string, to: strin
     .map(([k, v]) => [to + k.slice(from.length), v] as const);
 }
 
-/** The short class names of the emoji categories, in label order (as the chapters name them). */
-async function categoryNames(): Promise<string[]> {
-  return (await loadEmojiDataset({ size: 16 })).categories;
+/** The class names of a class-conditional spec's labels, in label order (its dataset's categories). */
+async function categoryNames(data: ModelSpec["data"]): Promise<string[]> {
+  return (await loadEmojiDataset(data)).categories;
 }
 
 /** The live model of the zoo's `name` (a denoiser of `MODEL_SPECS`, or a CLIP's text tower). */
@@ -81,13 +82,14 @@ export async function liveModelBytes(name: string, root = "."): Promise<Uint8Arr
   ]);
   const config = checkpoint.modelConfig as unknown as { imageSize: number; inChannels?: number };
   const conditioning: LiveConditioning = spec.conditioning?.kind === "class"
-    ? { kind: "class", labels: await categoryNames() }
+    ? { kind: "class", labels: await categoryNames(spec.data) }
     : spec.conditioning?.kind === "text"
     ? { kind: "text", encoder: spec.conditioning.encoder }
     : { kind: "none" };
   const info: LiveModelInfo = {
     name,
-    description: spec.description,
+    // A run without EMA (the course's ContextUnet trains the course's way) samples from θ.
+    description: hasEma ? spec.description : `${spec.description}; its last weights (no EMA)`,
     role: "denoiser",
     parameters: [...tensors].filter(([k]) => k.startsWith("params/"))
       .reduce((s, [, t]) => s + t.values.length, 0),

@@ -25,7 +25,7 @@ import { MODEL_SPECS } from "../../lib/zoo/specs.ts";
 import { decodeCheckpoint } from "../../lib/training/checkpoint.ts";
 import type { LiveModelInfo } from "../../lib/browser/live_model.ts";
 import { assetFiles } from "../../lib/browser/transport.ts";
-import { copyDir } from "./results.ts";
+import { copyDir, removeIfPresent } from "./results.ts";
 
 /** The live sampler's widget name. */
 export const LIVE_WIDGET = "live-sampler";
@@ -43,17 +43,20 @@ const WIDGET_JSON = new RegExp(
   "g",
 );
 
-/** The models each live sampler of `page` names, in its order (the first is the one it starts with). */
-export function liveWidgetsOf(page: string): string[][] {
+/**
+ * The models each live sampler of `page` names, in its order (the first is the one it starts
+ * with); `label` names the page in errors.
+ */
+export function liveWidgetsOf(page: string, label = "a page"): string[][] {
   return [...page.matchAll(WIDGET_JSON)].map((match) => {
     let config: { models?: unknown };
     try {
       config = JSON.parse(match[1]);
     } catch (e) {
-      throw new Error(`a live sampler's JSON is not valid: ${(e as Error).message}`);
+      throw new Error(`${label}: a live sampler's JSON is not valid: ${(e as Error).message}`);
     }
     if (!Array.isArray(config.models) || config.models.length === 0) {
-      throw new Error(`a live sampler names no models: ${match[1].trim()}`);
+      throw new Error(`${label}: a live sampler names no models: ${match[1].trim()}`);
     }
     return config.models as string[];
   });
@@ -69,7 +72,8 @@ export function textEncoderOf(model: string): string | undefined {
 export function liveModelsOf(pages: Iterable<string>): string[] {
   const models = new Set<string>();
   for (const page of pages) {
-    for (const name of liveWidgetsOf(page).flat()) {
+    const title = /^title: (.*)$/m.exec(page)?.[1] ?? "a page";
+    for (const name of liveWidgetsOf(page, title).flat()) {
       models.add(name);
       const encoder = textEncoderOf(name);
       if (encoder) models.add(encoder);
@@ -93,6 +97,7 @@ async function sourcesHash(root: string, models: string[]): Promise<string> {
     }
   };
   await walk(fromFileUrl(LIBRARY));
+  parts.push(await Deno.readTextFile(new URL(import.meta.url))); // this build step itself
   parts.push(await Deno.readTextFile(`${root}/deno.lock`).catch(() => ""));
   for (const name of models) {
     parts.push(
@@ -178,7 +183,13 @@ async function makeLiveFiles(root: string, models: string[], dir: string): Promi
   );
   const staging = `${dir}.tmp-${crypto.randomUUID().slice(0, 8)}`;
   for (const [path, text] of files) await writeFileAtomic(`${staging}/${path}`, text);
-  await Deno.rename(staging, dir);
+  try {
+    await Deno.rename(staging, dir);
+  } catch (e) {
+    // Another build made the same files meanwhile: keep theirs.
+    await removeIfPresent(staging);
+    if (!(await exists(dir))) throw e;
+  }
 }
 
 /**
