@@ -22,7 +22,7 @@ import { fileURLToPath as fromFileUrl } from "node:url";
 import { exists, sha256Hex, writeFileAtomic } from "../../lib/runtime/files.ts";
 import { liveModelBytes } from "../../lib/zoo/live_export.ts";
 import { MODEL_SPECS } from "../../lib/zoo/specs.ts";
-import { decodeCheckpoint } from "../../lib/training/checkpoint.ts";
+import { verifyCheckpoint } from "../../lib/training/checkpoint.ts";
 import type { LiveModelInfo } from "../../lib/browser/live_model.ts";
 import { assetFiles } from "../../lib/browser/transport.ts";
 import { copyDir, removeIfPresent } from "./results.ts";
@@ -151,7 +151,7 @@ async function makeLiveFiles(root: string, models: string[], dir: string): Promi
     {};
   for (const name of models) {
     const bytes = await liveModelBytes(name, root);
-    const info = decodeCheckpoint(bytes, name).state.live as LiveModelInfo;
+    const info = verifyCheckpoint(bytes, name).state.live as LiveModelInfo; // the header alone
     about[name] = {
       description: info.description,
       conditioning: info.conditioning,
