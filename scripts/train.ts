@@ -28,15 +28,25 @@ import { TrainingDivergedError } from "../lib/training/trainer.ts";
 import { endUserErrorsInOneLine } from "../lib/runtime/main.ts";
 import { FEATURE_NETWORK_SPECS, trainFeatureNetwork } from "../lib/zoo/feature_networks.ts";
 import { CLIP_SPECS, clipSpecHash, trainClipNetwork } from "../lib/zoo/clip_network.ts";
+import {
+  AUTOENCODER_SPECS,
+  autoencoderSpecHash,
+  trainAutoencoderNetwork,
+} from "../lib/zoo/autoencoder.ts";
+
+/** The zoo's networks that are not denoisers, with how each is trained. */
+const FEATURE_RUNS = new Map<string, typeof trainFeatureNetwork>([
+  ...[...FEATURE_NETWORK_SPECS.keys()].map((n) => [n, trainFeatureNetwork] as const),
+  ...[...CLIP_SPECS.keys()].map((n) => [n, trainClipNetwork] as const),
+  ...[...AUTOENCODER_SPECS.keys()].map((n) => [n, trainAutoencoderNetwork] as const),
+]);
 
 const USAGE =
   `usage: deno task train NAME [--profile full|quick] [--minutes M] [--backend NAME] [--restart]
        deno task train NAME --resume-from STEP [--minutes M]   (back to a kept checkpoint)
        deno task train NAME --save-partial
        deno task train --list
-models: ${
-    [...MODEL_SPECS.keys(), ...FEATURE_NETWORK_SPECS.keys(), ...CLIP_SPECS.keys()].join(", ")
-  }`;
+models: ${[...MODEL_SPECS.keys(), ...FEATURE_RUNS.keys()].join(", ")}`;
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -66,11 +76,17 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (values.list) {
-    const clips = [...CLIP_SPECS.values()].map((spec) => ({
-      ...spec,
-      fullHash: () => clipSpecHash(spec, "full"),
-    }));
-    console.log(await listModels(".", clips));
+    const more = [
+      ...[...CLIP_SPECS.values()].map((spec) => ({
+        ...spec,
+        fullHash: () => clipSpecHash(spec, "full"),
+      })),
+      ...[...AUTOENCODER_SPECS.values()].map((spec) => ({
+        ...spec,
+        fullHash: () => autoencoderSpecHash(spec, "full"),
+      })),
+    ];
+    console.log(await listModels(".", more));
     return 0;
   }
   if (positionals.length !== 1) {
@@ -78,7 +94,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const [name] = positionals;
-  if (!MODEL_SPECS.has(name) && !FEATURE_NETWORK_SPECS.has(name) && !CLIP_SPECS.has(name)) {
+  if (!MODEL_SPECS.has(name) && !FEATURE_RUNS.has(name)) {
     console.error(`train: unknown model "${name}"\n${USAGE}`);
     return 2;
   }
@@ -103,19 +119,19 @@ async function main(argv: string[]): Promise<number> {
     console.error(`train: --resume-from continues the run and --restart starts over: choose one`);
     return 2;
   }
-  if (FEATURE_NETWORK_SPECS.has(name) || CLIP_SPECS.has(name)) {
+  const featureRun = FEATURE_RUNS.get(name);
+  if (featureRun) {
     if (values["save-partial"] || resumeFrom !== undefined) {
       console.error(
-        `train: ${name} is a feature network: it takes --profile, --minutes, --restart`,
+        `train: ${name} is not a denoiser: it takes --profile, --minutes, --restart`,
       );
       return 2;
     }
     await selectBackend({ requested: values.backend });
-    const train = CLIP_SPECS.has(name) ? trainClipNetwork : trainFeatureNetwork;
     return reportFeatureRun(
       name,
       profile,
-      await train(name, { profile, minutes, restart: values.restart }),
+      await featureRun(name, { profile, minutes, restart: values.restart }),
     );
   }
   if (

@@ -178,6 +178,8 @@ describe("zooNetworks", () => {
         [["class16-unet"], "unet", 32, 16],
         [["context16-unet"], "contextUnet", 32, 16],
         [["text16-unet"], "unet", 32, 16],
+        [["emoji32-unet"], "unet", 32, 32],
+        [["latent32-unet"], "unet", 32, 8],
       ],
     );
     assert.deepEqual(

@@ -73,6 +73,37 @@ export function classifierFeatures(classifier: FeatureClassifier): FeatureExtrac
 }
 
 /**
+ * A feature extractor that sees images larger than its own input averaged down to `size` first
+ * (2×2 average pooling brings 32×32 emoji to the emoji classifier's 16×16): what lets the 16×16
+ * classifier's metrics compare 32×32 models, at the cost of the details the pooling removes.
+ */
+export function pooledTo(
+  network: FeatureClassifier | FeatureExtractor,
+  size: number,
+): FeatureExtractor {
+  const extractor = network instanceof FeatureClassifier ? classifierFeatures(network) : network;
+  return {
+    featureDim: extractor.featureDim,
+    classes: extractor.classes,
+    apply: (x) => {
+      const factor = x.shape[1] / size;
+      if (factor === 1) return extractor.apply(x);
+      if (!Number.isInteger(factor)) {
+        throw new Error(
+          `pooledTo: ${x.shape[1]}×${x.shape[2]} images do not pool to ${size}×${size}`,
+        );
+      }
+      const pooled = tf.avgPool(x, factor, factor, "valid") as tf.Tensor4D;
+      try {
+        return extractor.apply(pooled);
+      } finally {
+        pooled.dispose();
+      }
+    },
+  };
+}
+
+/**
  * Embed NHWC RGB images in [−1, 1]: a tensor [N, H, W, 3], or `count` square images as one
  * Float32Array.
  */

@@ -32,6 +32,7 @@ export {
   measureSamples,
   nearestNeighbours,
   type Neighbour,
+  pooledTo,
   type QualityOptions,
   type SampleQuality,
   sampleQuality,

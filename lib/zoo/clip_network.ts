@@ -14,7 +14,6 @@
  */
 import type { Profile } from "../runtime/options.ts";
 import { sha256Hex, writeFileAtomic } from "../runtime/files.ts";
-import { recordDependency } from "../runtime/dependencies.ts";
 import { UserError } from "../core/errors.ts";
 import { type ClipConfig, TinyClip } from "../core/models/clip.ts";
 import { Tokenizer, type TokenizerJson } from "../core/tokenizer.ts";
@@ -33,12 +32,12 @@ import {
   readVariables,
   saveCheckpoint,
 } from "../training/checkpoint.ts";
-import { type ArtefactManifest, fileHashes, readManifest, trainingTime } from "./manifest.ts";
+import { type ArtefactManifest, fileHashes, trainingTime } from "./manifest.ts";
 import {
+  checkedArtefact,
   closeFeatureRun,
   type FeatureRunOptions,
   type FeatureRunResult,
-  folderOf,
   LICENCE,
   openFeatureRun,
   readClassifierMetrics,
@@ -271,31 +270,13 @@ export async function loadClipArtefact(
   if (!spec) {
     throw new UserError(`unknown CLIP "${name}"; the zoo has ${[...CLIP_SPECS.keys()].join(", ")}`);
   }
-  const dir = folderOf(name, profile, root);
-  const hash = await clipSpecHash(spec, profile);
-  let manifest = await readManifest(dir);
-  if (profile === "full") {
-    if (manifest?.specHash !== hash) {
-      throw new UserError(
-        manifest
-          ? `${dir} was made from another spec of ${name} (${manifest.specHash}, today's is ` +
-            `${hash}); make it again with \`deno task train ${name} --restart\`.`
-          : `${dir} holds no trained ${name}; make it with \`deno task train ${name}\`.`,
-      );
-    }
-    await recordDependency({
-      path: `assets/models/${name}`,
-      sha256: await sha256Hex(await Deno.readFile(`${dir}/manifest.json`)),
-    });
-  } else if (manifest?.specHash !== hash) {
-    await trainClipNetwork(name, {
-      profile,
-      root,
-      restart: manifest !== undefined,
-      progress: false,
-    });
-    manifest = (await readManifest(dir))!;
-  }
+  const { dir, manifest } = await checkedArtefact(
+    name,
+    await clipSpecHash(spec, profile),
+    profile,
+    root,
+    (restart) => trainClipNetwork(name, { profile, root, restart, progress: false }),
+  );
   const checkpoint = await loadCheckpoint(`${dir}/weights.ckpt`);
   const clip = new TinyClip(checkpoint.modelConfig as unknown as ClipConfig);
   try {
@@ -305,5 +286,5 @@ export async function loadClipArtefact(
     throw e;
   }
   const tokenizer = Tokenizer.fromJSON(checkpoint.state.tokenizer as TokenizerJson);
-  return { clip, tokenizer, manifest: manifest! };
+  return { clip, tokenizer, manifest };
 }

@@ -421,8 +421,32 @@ async function artefactOf(
       }`,
     );
   }
+  return await checkedArtefact(
+    name,
+    await featureSpecHash(spec, profile),
+    profile,
+    root,
+    (restart) => trainFeatureNetwork(name, { profile, root, restart, progress: false }),
+  );
+}
+
+/**
+ * The artefact of a network that is not a denoiser (a feature network, the CLIP, an
+ * autoencoder) whose spec hashes to `hash`: in `full`, the committed one, which must be of
+ * today's spec (and becomes a dependency of the chapter that loads it); in `quick`, made by
+ * `makeQuick` when missing or stale (`restart`: an artefact of another spec is there, so its run
+ * starts over).
+ *
+ * @throws UserError naming the command that makes a missing or stale `full` artefact
+ */
+export async function checkedArtefact(
+  name: string,
+  hash: string,
+  profile: Profile,
+  root: string,
+  makeQuick: (restart: boolean) => Promise<unknown>,
+): Promise<{ dir: string; manifest: ArtefactManifest }> {
   const dir = folderOf(name, profile, root);
-  const hash = await featureSpecHash(spec, profile);
   let manifest = await readManifest(dir);
   if (profile === "full") {
     if (!manifest) {
@@ -441,12 +465,7 @@ async function artefactOf(
       sha256: await sha256Hex(await Deno.readFile(`${dir}/manifest.json`)),
     });
   } else if (!manifest || manifest.specHash !== hash) {
-    await trainFeatureNetwork(name, {
-      profile,
-      root,
-      restart: manifest !== undefined,
-      progress: false,
-    });
+    await makeQuick(manifest !== undefined);
     manifest = (await readManifest(dir))!;
   }
   return { dir, manifest };

@@ -37,6 +37,10 @@ export interface ArtefactManifest {
   heldOutAccuracy?: Record<string, number>;
   /** The tiny CLIP's retrieval on emoji it never trained on: top-1 and top-5, and chance. */
   heldOutRetrieval?: Record<string, number>;
+  /** An autoencoder's reconstructions of emoji it never trained on (PSNR, L1, perceptual, KL). */
+  heldOutReconstruction?: Record<string, number>;
+  /** An autoencoder's latents over the dataset: the scale factor s = 1/std, mean, std, mean σ. */
+  latents?: Record<string, number>;
   /** Numbers today's code must reproduce (see lib/zoo/fingerprint.ts); `full` artefacts only. */
   fingerprint?: ModelFingerprint;
   /** Hash of the library that made a `quick` artefact (`libraryHash` in lib/zoo/artefacts.ts). */

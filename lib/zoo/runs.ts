@@ -11,6 +11,7 @@
  *
  * @module
  */
+import type * as tf from "@tensorflow/tfjs";
 import type { Profile } from "../runtime/options.ts";
 import { specTrainingData } from "./spec_data.ts";
 import { encodePng, imageGrid, toRgbaImages } from "../core/images.ts";
@@ -23,6 +24,7 @@ import { readManifest, type RunLineage } from "./manifest.ts";
 import { listCheckpoints, rewindTo } from "../training/checkpoint_history.ts";
 import { canonicalJson, type ModelSpec, modelSpec, profileSpec, specHash } from "./specs.ts";
 import { UserError } from "../core/errors.ts";
+import { decodeScaledLatents, loadAutoencoderArtefact } from "./autoencoder.ts";
 
 /** The folder of the run of `name` in `profile`, relative to the project root. */
 export function runDir(name: string, profile: Profile, root = "."): string {
@@ -32,10 +34,18 @@ export function runDir(name: string, profile: Profile, root = "."): string {
 /** How a run's sample grids are laid out (`gridCells` reads them back with it). */
 export const SAMPLE_GRID_LAYOUT = { columns: 8, scale: 2 } as const;
 
-/** An `onSamples` callback that writes each grid as `dir/samples-000500.png` (8 columns, 2×). */
-export function sampleGridWriter(dir: string): NonNullable<TrainCallbacks["onSamples"]> {
+/**
+ * An `onSamples` callback that writes each grid as `dir/samples-000500.png` (8 columns, 2×);
+ * `decode` turns a latent model's samples into images first.
+ */
+export function sampleGridWriter(
+  dir: string,
+  decode?: (samples: tf.Tensor4D) => tf.Tensor4D,
+): NonNullable<TrainCallbacks["onSamples"]> {
   return async ({ step, images }) => {
-    const grid = imageGrid(await toRgbaImages(images), SAMPLE_GRID_LAYOUT);
+    const decoded = decode ? decode(images) : images;
+    const grid = imageGrid(await toRgbaImages(decoded), SAMPLE_GRID_LAYOUT);
+    if (decoded !== images) decoded.dispose();
     await writeFileAtomic(`${dir}/samples-${String(step).padStart(6, "0")}.png`, encodePng(grid));
   };
 }
@@ -218,10 +228,15 @@ export async function trainModel(
     checkpointPath,
     metricsPath,
   };
+  const firstStage = spec.latent
+    ? await loadAutoencoderArtefact(spec.latent.autoencoder, profile, root)
+    : undefined;
+  const decode = firstStage &&
+    ((z: tf.Tensor4D) => decodeScaledLatents(firstStage.autoencoder, z, firstStage.scaleFactor));
   let trainer: Trainer;
   try {
     trainer = await train(model, data, schedule, config, {
-      onSamples: sampleGridWriter(dir),
+      onSamples: sampleGridWriter(dir, decode),
       resume: true,
       minutes: options.minutes,
       progress: options.progress,
@@ -229,6 +244,8 @@ export async function trainModel(
   } catch (e) {
     model.dispose();
     throw e;
+  } finally {
+    firstStage?.autoencoder.dispose();
   }
   const result = { dir, step: trainer.step, steps: trainer.config.steps, movedAside };
   trainer.model.dispose();

@@ -8,6 +8,8 @@
  * - Text-conditional specs (`conditioning: { kind: "text", encoder }`) train on the token states
  *   of each image's caption from the frozen text tower of the zoo's CLIP `encoder`, τ(caption);
  *   dropped captions become the empty prompt's states τ("").
+ * - Latent specs (`latent: { autoencoder }`) train on the scaled latents z·s of the images, not
+ *   on their pixels (lib/zoo/autoencoder.ts's `scaledLatents`).
  *
  * @module
  */
@@ -19,6 +21,7 @@ import { caption, loadEmojiKeywords } from "../data/captions.ts";
 import type { CaptionStates, TrainingData } from "../training/trainer.ts";
 import type { ModelSpec } from "./specs.ts";
 import { loadClipArtefact } from "./clip_network.ts";
+import { scaledLatents } from "./autoencoder.ts";
 
 /** A spec's training set, and where each of its images is in the whole dataset. */
 export interface SpecData {
@@ -26,7 +29,7 @@ export interface SpecData {
   dataset: EmojiDataset;
   /** Dataset indices of the training images, in training order. */
   indices: number[];
-  /** The training images with their conditioning. */
+  /** The training images (or latents) with their conditioning. */
   training: TrainingData;
 }
 
@@ -44,8 +47,8 @@ export function gatherRows(
 /**
  * Load the training set of `spec` (see the module comment).
  *
- * @param profile the profile whose text encoder a text-conditional spec uses (its CLIP is
- *   trained first in `quick`, like every quick model)
+ * @param profile the profile whose text encoder (or autoencoder) a spec uses (trained first in
+ *   `quick`, like every quick model)
  */
 export async function specTrainingData(
   spec: ModelSpec,
@@ -56,8 +59,11 @@ export async function specTrainingData(
   const indices = spec.holdouts
     ? holdoutSplit(dataset.meta, spec.holdouts).train
     : dataset.meta.map((_, i) => i);
+  const source = spec.latent
+    ? await scaledLatents(spec.latent.autoencoder, dataset.images, dataset.count, profile, root)
+    : dataset.images;
   const training: TrainingData = {
-    images: gatherRows(dataset.images, dataset.size * dataset.size * 3, indices),
+    images: gatherRows(source, source.length / dataset.count, indices),
     count: indices.length,
     labels: Int32Array.from(indices, (i) => dataset.labels[i]),
   };

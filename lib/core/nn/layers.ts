@@ -434,7 +434,7 @@ export class BatchNorm {
 
 /** Options of {@link ResidualBlock}. */
 export interface ResidualBlockOptions {
-  /** Size of the (time + context) embedding added in the block. */
+  /** Size of the (time + context) embedding added in the block; 0 for a block without one. */
   embeddingDim: number;
   /** GroupNorm groups. */
   groups: number;
@@ -448,12 +448,13 @@ export interface ResidualBlockOptions {
  *   h = Conv₁(SiLU(GN₁(x))) + Linear(SiLU(emb))
  *   y = skip(x) + Conv₂(Dropout(SiLU(GN₂(h))))
  *
- * where skip is the identity when the channel counts agree and a 1×1 convolution otherwise.
+ * where skip is the identity when the channel counts agree and a 1×1 convolution otherwise. With
+ * `embeddingDim` 0 the block has no embedding term (the autoencoder's blocks, which see no t).
  */
 export class ResidualBlock {
   readonly norm1: GroupNorm;
   readonly conv1: Conv2d;
-  readonly embedding: Linear;
+  readonly embedding: Linear | null;
   readonly norm2: GroupNorm;
   readonly conv2: Conv2d;
   readonly skip: Conv2d | null;
@@ -469,7 +470,9 @@ export class ResidualBlock {
   ) {
     this.norm1 = new GroupNorm(store, `${name}.norm1`, inChannels, options.groups);
     this.conv1 = new Conv2d(store, `${name}.conv1`, inChannels, outChannels);
-    this.embedding = new Linear(store, `${name}.embedding`, options.embeddingDim, outChannels);
+    this.embedding = options.embeddingDim > 0
+      ? new Linear(store, `${name}.embedding`, options.embeddingDim, outChannels)
+      : null;
     this.norm2 = new GroupNorm(store, `${name}.norm2`, outChannels, options.groups);
     this.#dropoutRate = options.dropout;
     this.#dropoutLayer = store.layer(`${name}.dropout`, "Dropout");
@@ -480,14 +483,18 @@ export class ResidualBlock {
   }
 
   /**
-   * x [N, H, W, in] and SiLU(emb) [N, embeddingDim] → [N, H, W, out]. The caller applies the
-   * SiLU, once for all of a network's blocks (the same values as each block's own, in one op).
+   * x [N, H, W, in] and SiLU(emb) [N, embeddingDim] (null for a block without an embedding) →
+   * [N, H, W, out]. The caller applies the SiLU, once for all of a network's blocks (the same
+   * values as each block's own, in one op).
    */
-  apply(x: tf.Tensor4D, embActivated: tf.Tensor2D, ctx: ForwardContext): tf.Tensor4D {
+  apply(x: tf.Tensor4D, embActivated: tf.Tensor2D | null, ctx: ForwardContext): tf.Tensor4D {
     return tf.tidy(() => {
       let h = this.conv1.apply(this.norm1.applySiLU(x, ctx), ctx);
-      const e = this.embedding.apply(embActivated, ctx);
-      h = tf.add(h, tf.reshape(e, [-1, 1, 1, this.outChannels]));
+      if (this.embedding) {
+        if (!embActivated) throw new Error(`ResidualBlock "${this.name}" needs its embedding`);
+        const e = this.embedding.apply(embActivated, ctx);
+        h = tf.add(h, tf.reshape(e, [-1, 1, 1, this.outChannels]));
+      }
       h = this.norm2.applySiLU(h, ctx);
       h = this.conv2.apply(
         dropout(h, this.#dropoutRate, ctx, this.#dropoutLayer) as tf.Tensor4D,
