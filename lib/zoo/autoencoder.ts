@@ -35,18 +35,18 @@ import {
   readVariables,
   saveCheckpoint,
 } from "../training/checkpoint.ts";
-import { type ArtefactManifest, fileHashes, trainingTime } from "./manifest.ts";
+import type { ArtefactManifest } from "./manifest.ts";
 import {
   checkedArtefact,
-  closeFeatureRun,
-  type FeatureRunOptions,
-  type FeatureRunResult,
+  closeNetworkRun,
   LICENCE,
-  loadPerceptualArtefact,
-  openFeatureRun,
-  readClassifierMetrics,
+  type NetworkRunOptions,
+  type NetworkRunResult,
+  openNetworkRun,
   runFiles,
-} from "./feature_networks.ts";
+  writeRunManifest,
+} from "./network_runs.ts";
+import { loadPerceptualArtefact } from "./feature_networks.ts";
 import { canonicalJson } from "./specs.ts";
 
 /** An autoencoder's spec. */
@@ -174,12 +174,12 @@ export async function autoencoderData(spec: AutoencoderSpec): Promise<Autoencode
 /** Train (or continue) the autoencoder `name` and export it when finished. */
 export async function trainAutoencoderNetwork(
   name: string,
-  options: FeatureRunOptions = {},
-): Promise<FeatureRunResult> {
+  options: NetworkRunOptions = {},
+): Promise<NetworkRunResult> {
   const spec = autoencoderSpecOf(name);
   const profile = options.profile ?? "full";
   const root = options.root ?? ".";
-  const opened = await openFeatureRun(name, await autoencoderSpecHash(spec, profile), options);
+  const opened = await openNetworkRun(name, await autoencoderSpecHash(spec, profile), options);
   if ("upToDate" in opened) return opened;
   const { dir, out, hash } = opened;
   const split = await autoencoderData(spec);
@@ -198,7 +198,7 @@ export async function trainAutoencoderNetwork(
       spec.training[profile],
       runFiles(dir, options),
     );
-    return await closeFeatureRun(
+    return await closeNetworkRun(
       opened,
       spec.training[profile].steps,
       run.step,
@@ -294,30 +294,18 @@ async function exportAutoencoder(
   } finally {
     stored.dispose();
   }
-  await Deno.copyFile(`${run}/metrics.jsonl`, `${out}/metrics.jsonl`);
-  const records = await readClassifierMetrics(`${out}/metrics.jsonl`);
-  const images = split.dataset.images;
-  const manifest: ArtefactManifest = {
-    name: spec.name,
-    description: spec.description,
+  await writeRunManifest(out, run, {
+    spec,
     profile,
-    specHash: hash,
-    spec: autoencoderProfile(spec, profile),
-    dataset: {
-      count: split.dataset.count,
-      sha256: await sha256Hex(new Uint8Array(images.buffer, images.byteOffset, images.byteLength)),
-      licence: LICENCE,
-    },
+    hash,
+    profileSpec: autoencoderProfile(spec, profile),
+    images: split.dataset.images,
+    count: split.dataset.count,
+    licence: LICENCE,
     steps: spec.training[profile].steps,
     batchSize: spec.training[profile].batchSize,
-    training: trainingTime(records),
-    finalLoss: records.at(-1)!.loss,
     parameters: autoencoder.parameterCount(),
-    files: await fileHashes(out),
-    heldOutReconstruction: { ...heldOut },
-    latents: { ...latents },
-  };
-  await writeFileAtomic(`${out}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");
+  }, { heldOutReconstruction: { ...heldOut }, latents: { ...latents } });
   return out;
 }
 

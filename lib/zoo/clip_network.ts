@@ -13,7 +13,7 @@
  * @module
  */
 import type { Profile } from "../runtime/options.ts";
-import { sha256Hex, writeFileAtomic } from "../runtime/files.ts";
+import { sha256Hex } from "../runtime/files.ts";
 import { UserError } from "../core/errors.ts";
 import { type ClipConfig, TinyClip } from "../core/models/clip.ts";
 import { Tokenizer, type TokenizerJson } from "../core/tokenizer.ts";
@@ -32,17 +32,17 @@ import {
   readVariables,
   saveCheckpoint,
 } from "../training/checkpoint.ts";
-import { type ArtefactManifest, fileHashes, trainingTime } from "./manifest.ts";
+import type { ArtefactManifest } from "./manifest.ts";
 import {
   checkedArtefact,
-  closeFeatureRun,
-  type FeatureRunOptions,
-  type FeatureRunResult,
+  closeNetworkRun,
   LICENCE,
-  openFeatureRun,
-  readClassifierMetrics,
+  type NetworkRunOptions,
+  type NetworkRunResult,
+  openNetworkRun,
   runFiles,
-} from "./feature_networks.ts";
+  writeRunManifest,
+} from "./network_runs.ts";
 import { canonicalJson } from "./specs.ts";
 
 /** The tiny CLIP's spec. */
@@ -173,14 +173,14 @@ function clipConfig(spec: ClipSpec, profile: Profile, tokenizer: Tokenizer): Cli
 /** Train (or continue) the tiny CLIP `name` and export it when finished. */
 export async function trainClipNetwork(
   name: string,
-  options: FeatureRunOptions = {},
-): Promise<FeatureRunResult> {
+  options: NetworkRunOptions = {},
+): Promise<NetworkRunResult> {
   const spec = CLIP_SPECS.get(name);
   if (!spec) {
     throw new UserError(`unknown CLIP "${name}"; the zoo has ${[...CLIP_SPECS.keys()].join(", ")}`);
   }
   const profile = options.profile ?? "full";
-  const opened = await openFeatureRun(name, await clipSpecHash(spec, profile), options);
+  const opened = await openNetworkRun(name, await clipSpecHash(spec, profile), options);
   if ("upToDate" in opened) return opened;
   const { dir, out, hash } = opened;
   const data = await clipData(spec);
@@ -197,7 +197,7 @@ export async function trainClipNetwork(
     training,
     runFiles(dir, options),
   );
-  return await closeFeatureRun(
+  return await closeNetworkRun(
     opened,
     training.steps,
     run.step,
@@ -222,29 +222,21 @@ async function exportClip(
     state: { tokenizer: data.tokenizer.toJSON() },
     tensors: await readVariables(clip.parameters, "params/"),
   });
-  await Deno.copyFile(`${run}/metrics.jsonl`, `${out}/metrics.jsonl`);
-  const records = await readClassifierMetrics(`${out}/metrics.jsonl`);
   const images = data.dataset.images;
-  const manifest: ArtefactManifest = {
-    name: spec.name,
-    description: spec.description,
+  await writeRunManifest(out, run, {
+    spec,
     profile,
-    specHash: hash,
-    spec: clipProfile(spec, profile),
-    dataset: {
-      count: data.dataset.count,
-      sha256: await sha256Hex(new Uint8Array(images.buffer, images.byteOffset, images.byteLength)),
-      licence: `${LICENCE}; captions from emojilib (MIT)`,
-    },
+    hash,
+    profileSpec: clipProfile(spec, profile),
+    images,
+    count: data.dataset.count,
+    licence: `${LICENCE}; captions from emojilib (MIT)`,
     steps: spec.training[profile].steps,
     batchSize: spec.training[profile].batchSize,
-    training: trainingTime(records),
-    finalLoss: records.at(-1)!.loss,
     parameters: clip.parameterCount(),
-    files: await fileHashes(out),
+  }, {
     heldOutRetrieval: retrieval(clip, { images, ids: data.ids }, data.split.heldOutNames),
-  };
-  await writeFileAtomic(`${out}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");
+  });
   return out;
 }
 

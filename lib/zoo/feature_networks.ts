@@ -12,8 +12,7 @@
  * @module
  */
 import type { Profile } from "../runtime/options.ts";
-import { exists, sha256Hex, writeFileAtomic } from "../runtime/files.ts";
-import { recordDependency } from "../runtime/dependencies.ts";
+import { sha256Hex, writeFileAtomic } from "../runtime/files.ts";
 import { activeBackendLabel } from "../runtime/backend.ts";
 import { UserError } from "../core/errors.ts";
 import { Random } from "../core/random.ts";
@@ -39,13 +38,19 @@ import {
   weightedDistances,
 } from "../training/perceptual_calibration.ts";
 import { loadCheckpoint, saveCheckpoint } from "../training/checkpoint.ts";
-import type { SupervisedRunOptions } from "../training/supervised.ts";
-import { type ArtefactManifest, fileHashes, readManifest, trainingTime } from "./manifest.ts";
-import { artefactDir, runDir } from "./runs.ts";
+import { type ArtefactManifest, fileHashes } from "./manifest.ts";
+import {
+  checkedArtefact,
+  closeNetworkRun,
+  LICENCE,
+  type NetworkRunOptions,
+  type NetworkRunResult,
+  openNetworkRun,
+  readRunMetrics,
+  runFiles,
+  writeRunManifest,
+} from "./network_runs.ts";
 import { canonicalJson } from "./specs.ts";
-
-/** The images' licences, as a manifest records them. */
-export const LICENCE = "Twemoji images CC-BY 4.0 (Twitter); Noto Emoji Apache-2.0 (Google)";
 
 /** The classifier's spec. */
 export interface ClassifierSpec {
@@ -196,86 +201,6 @@ export async function classifierData(
   };
 }
 
-/** Where a feature network's artefact goes: assets/models/NAME (full), or its quick run's. */
-export function folderOf(name: string, profile: Profile, root: string): string {
-  return profile === "full" ? artefactDir(name, root) : `${runDir(name, profile, root)}/artefact`;
-}
-
-/** Check that the run in `dir` trains `hash` (or start it); another spec's run is an error. */
-export async function claimRun(
-  dir: string,
-  name: string,
-  profile: Profile,
-  hash: string,
-): Promise<void> {
-  const path = `${dir}/run.json`;
-  if (await exists(path)) {
-    const stored = JSON.parse(await Deno.readTextFile(path)) as { specHash: string };
-    if (stored.specHash !== hash) {
-      throw new UserError(
-        `${dir} is a run of another spec of ${name} (${stored.specHash}, today's is ${hash}); ` +
-          `start over with \`deno task train ${name} --profile ${profile} --restart\` (the old ` +
-          `run is moved aside, not deleted).`,
-      );
-    }
-    return;
-  }
-  await Deno.mkdir(dir, { recursive: true });
-  await Deno.writeTextFile(path, JSON.stringify({ specHash: hash }, null, 2) + "\n");
-}
-
-/** What {@link trainFeatureNetwork} did. */
-export interface FeatureRunResult {
-  dir: string;
-  step: number;
-  steps: number;
-  movedAside?: string;
-  /** The artefact, when the run finished. */
-  artefact?: string;
-  upToDate?: boolean;
-}
-
-/** Options of a feature network's run. */
-export interface FeatureRunOptions {
-  profile?: Profile;
-  minutes?: number;
-  restart?: boolean;
-  progress?: boolean;
-  root?: string;
-}
-
-/**
- * The start of a feature network's run: with `restart`, the old run moved aside (never deleted);
- * an artefact already of today's spec `hash` is up to date; else the run is claimed for `hash`.
- */
-export async function openFeatureRun(
-  name: string,
-  hash: string,
-  options: FeatureRunOptions,
-): Promise<
-  FeatureRunResult & { upToDate: true } | {
-    dir: string;
-    out: string;
-    hash: string;
-    movedAside?: string;
-  }
-> {
-  const profile = options.profile ?? "full";
-  const root = options.root ?? ".";
-  const dir = runDir(name, profile, root);
-  let movedAside: string | undefined;
-  if (options.restart && await exists(dir)) {
-    movedAside = `${dir}.old-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-    await Deno.rename(dir, movedAside);
-  }
-  const out = folderOf(name, profile, root);
-  if (!options.restart && (await readManifest(out))?.specHash === hash) {
-    return { dir, step: 0, steps: 0, upToDate: true };
-  }
-  await claimRun(dir, name, profile, hash);
-  return { dir, out, hash, movedAside };
-}
-
 /**
  * Train (or continue) the feature network `name` and export it when finished. The perceptual
  * distance needs its classifier's artefact of the same profile (made first when missing in the
@@ -283,13 +208,13 @@ export async function openFeatureRun(
  */
 export async function trainFeatureNetwork(
   name: string,
-  options: FeatureRunOptions = {},
-): Promise<FeatureRunResult> {
+  options: NetworkRunOptions = {},
+): Promise<NetworkRunResult> {
   const spec = FEATURE_NETWORK_SPECS.get(name);
   if (!spec) throw new UserError(`unknown feature network "${name}"`);
   const profile = options.profile ?? "full";
   const root = options.root ?? ".";
-  const opened = await openFeatureRun(name, await featureSpecHash(spec, profile), options);
+  const opened = await openNetworkRun(name, await featureSpecHash(spec, profile), options);
   if ("upToDate" in opened) return opened;
   const { dir, out, hash, movedAside } = opened;
   if (!isClassifierSpec(spec)) {
@@ -310,43 +235,13 @@ export async function trainFeatureNetwork(
     training,
     runFiles(dir, options),
   );
-  return await closeFeatureRun(
+  return await closeNetworkRun(
     opened,
     training.steps,
     run.step,
     run.classifier,
     () => exportClassifier(spec, profile, run.classifier, data, dir, out, hash),
   );
-}
-
-/** Where a supervised run in `dir` keeps its checkpoint and metrics, and its budget. */
-export function runFiles(dir: string, options: FeatureRunOptions): SupervisedRunOptions {
-  return {
-    checkpointPath: `${dir}/checkpoint.bin`,
-    metricsPath: `${dir}/metrics.jsonl`,
-    minutes: options.minutes,
-    progress: options.progress,
-  };
-}
-
-/**
- * The end of a feature network's run at `step` of `steps`: a finished run is exported (by
- * `exportIt`), an unfinished one says where it stopped; the network is freed either way.
- */
-export async function closeFeatureRun(
-  opened: { dir: string; movedAside?: string },
-  steps: number,
-  step: number,
-  network: { dispose(): void },
-  exportIt: () => Promise<string>,
-): Promise<FeatureRunResult> {
-  const { dir, movedAside } = opened;
-  try {
-    if (step < steps) return { dir, step, steps, movedAside };
-    return { dir, step, steps, movedAside, artefact: await exportIt() };
-  } finally {
-    network.dispose();
-  }
 }
 
 function classifierConfig(spec: ClassifierSpec, profile: Profile, data: ClassifierData) {
@@ -373,38 +268,25 @@ async function exportClassifier(
     categories: data.dataset.categories,
     subcategories: data.subcategories,
   });
-  await Deno.copyFile(`${run}/metrics.jsonl`, `${out}/metrics.jsonl`);
-  const records = await readClassifierMetrics(`${out}/metrics.jsonl`);
   const images = data.dataset.images;
-  const manifest: ArtefactManifest = {
-    name: spec.name,
-    description: spec.description,
+  await writeRunManifest(out, run, {
+    spec,
     profile,
-    specHash: hash,
-    spec: featureProfile(spec, profile),
-    dataset: {
-      count: data.dataset.count,
-      sha256: await sha256Hex(new Uint8Array(images.buffer, images.byteOffset, images.byteLength)),
-      licence: LICENCE,
-    },
+    hash,
+    profileSpec: featureProfile(spec, profile),
+    images,
+    count: data.dataset.count,
+    licence: LICENCE,
     steps: spec.training[profile].steps,
     batchSize: spec.training[profile].batchSize,
-    training: trainingTime(records),
-    finalLoss: records.at(-1)!.loss,
     parameters: classifier.parameterCount(),
-    files: await fileHashes(out),
+  }, {
     heldOutAccuracy: await heldOutAccuracy(classifier, {
       images,
       labels: data.labels,
     }, data.split.heldOut),
-  };
-  await writeFileAtomic(`${out}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");
+  });
   return out;
-}
-
-/** The records of a supervised run's `metrics.jsonl`. */
-export async function readClassifierMetrics(path: string): Promise<ClassifierMetrics[]> {
-  return (await Deno.readTextFile(path)).trim().split("\n").map((line) => JSON.parse(line));
 }
 
 /** A loaded artefact's folder and manifest, checked against today's spec. */
@@ -428,47 +310,6 @@ async function artefactOf(
     root,
     (restart) => trainFeatureNetwork(name, { profile, root, restart, progress: false }),
   );
-}
-
-/**
- * The artefact of a network that is not a denoiser (a feature network, the CLIP, an
- * autoencoder) whose spec hashes to `hash`: in `full`, the committed one, which must be of
- * today's spec (and becomes a dependency of the chapter that loads it); in `quick`, made by
- * `makeQuick` when missing or stale (`restart`: an artefact of another spec is there, so its run
- * starts over).
- *
- * @throws UserError naming the command that makes a missing or stale `full` artefact
- */
-export async function checkedArtefact(
-  name: string,
-  hash: string,
-  profile: Profile,
-  root: string,
-  makeQuick: (restart: boolean) => Promise<unknown>,
-): Promise<{ dir: string; manifest: ArtefactManifest }> {
-  const dir = folderOf(name, profile, root);
-  let manifest = await readManifest(dir);
-  if (profile === "full") {
-    if (!manifest) {
-      throw new UserError(
-        `${dir} holds no trained ${name}; make it with \`deno task train ${name}\`.`,
-      );
-    }
-    if (manifest.specHash !== hash) {
-      throw new UserError(
-        `${dir} was made from another spec of ${name} (${manifest.specHash}, today's is ` +
-          `${hash}); make it again with \`deno task train ${name} --restart\`.`,
-      );
-    }
-    await recordDependency({
-      path: `assets/models/${name}`,
-      sha256: await sha256Hex(await Deno.readFile(`${dir}/manifest.json`)),
-    });
-  } else if (!manifest || manifest.specHash !== hash) {
-    await makeQuick(manifest !== undefined);
-    manifest = (await readManifest(dir))!;
-  }
-  return { dir, manifest };
 }
 
 /** A trained classifier with its artefact's manifest and class names. */
@@ -497,7 +338,7 @@ export async function loadClassifierArtefact(
     manifest,
     categories: checkpoint.state.categories as string[],
     subcategories: checkpoint.state.subcategories as string[],
-    metrics: () => readClassifierMetrics(`${dir}/metrics.jsonl`),
+    metrics: () => readRunMetrics(`${dir}/metrics.jsonl`),
   };
 }
 
