@@ -19,8 +19,9 @@ size's model between requests (scripts/bench.ts interleaves the runtimes this wa
 change in the machine's load falls on all of them alike). The PyTorch server's first line also
 lists its "ports". A request with "network": "zoo", its "task", "config" (a complete
 lib/core/models config), "batch" and the task's training options ("T", "gradClipNorm" and
-"emaDecay" for "denoising", "learningRate" and "weightDecay" for "classification") times one of
-the model zoo's networks instead, in PyTorch only, through the port of its kind (PORTS) and the
+"emaDecay" for "denoising", "learningRate" and "weightDecay" for "classification",
+"contrastive" and "reconstruction", with "klWeight" for the last) times one of the model zoo's
+networks instead, in PyTorch only, through the port of its kind (PORTS) and the
 runner of its task (TASK_RUNNERS).
 
 --list-ports prints the network kinds that have a PyTorch port, as a JSON list, without importing
@@ -474,6 +475,99 @@ def clip_torch(config):
     return Clip()
 
 
+def autoencoder_torch(config):
+    """The zoo's KL autoencoder (lib/core/models/autoencoder.ts, `config` its complete
+    AutoencoderConfig) in PyTorch, LDM's AutoencoderKL at the book's size:
+
+        E: Conv -> [Res x r, Down] per level (no Down after the last) -> Res, Attn, Res
+             -> Conv(SiLU(GN(.))) to 2c channels, split into mu and log sigma^2 (clamped to [-30, 20])
+        D: Conv(z) -> Res, Attn, Res -> [Res x (r + 1), Up] per level, deepest first (no Up after
+             level 0) -> Conv(SiLU(GN(.))) to the image's channels
+
+    Res is a residual block without a time embedding, Attn single-head self-attention with
+    separate q, k, v and out layers (lib/core/nn/attention.ts), Down a stride-2 3x3 convolution
+    padded as TensorFlow's "same" pads an even size (0 before, 1 after: LDM's F.pad), Up
+    nearest-neighbour doubling and a 3x3 convolution. A module whose encode(x) gives mu and the
+    clamped log sigma^2 of NCHW images and decode(z) the images of latents."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    groups, base, blocks = config["groups"], config["baseChannels"], config["resBlocksPerLevel"]
+    widths = [base * m for m in config["channelMultipliers"]]
+
+    class ResidualBlock(nn.Module):
+        """y = skip(x) + conv2(SiLU(GN(conv1(SiLU(GN(x)))))), skip a 1x1 convolution when the
+        channels change."""
+
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.norm1, self.conv1 = nn.GroupNorm(groups, cin), nn.Conv2d(cin, cout, 3, padding=1)
+            self.norm2, self.conv2 = nn.GroupNorm(groups, cout), nn.Conv2d(cout, cout, 3, padding=1)
+            self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+        def forward(self, x):
+            h = self.conv1(F.silu(self.norm1(x)))
+            return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+
+    class SelfAttention(nn.Module):
+        """y = x + W_o softmax(Q K^T / sqrt(C)) V over the pixels, Q, K, V = GN(x) W_{q,k,v}."""
+
+        def __init__(self, channels):
+            super().__init__()
+            self.norm = nn.GroupNorm(groups, channels)
+            self.q, self.k, self.v, self.out = (nn.Linear(channels, channels) for _ in range(4))
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            tokens = self.norm(x).flatten(2).transpose(1, 2)
+            a = F.scaled_dot_product_attention(self.q(tokens), self.k(tokens), self.v(tokens))
+            return x + self.out(a).transpose(1, 2).reshape(n, c, h, w)
+
+    class Downsample(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+        def forward(self, x):
+            return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+    def middle(channels):
+        attention = SelfAttention(channels) if config["middleAttention"] else nn.Identity()
+        return [ResidualBlock(channels, channels), attention, ResidualBlock(channels, channels)]
+
+    def output(channels, cout):
+        return [nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, cout, 3, padding=1)]
+
+    class AutoencoderKL(nn.Module):
+        def __init__(self):
+            super().__init__()
+            encoder, ch = [nn.Conv2d(config["inChannels"], base, 3, padding=1)], base
+            for level, width in enumerate(widths):
+                for _ in range(blocks):
+                    encoder.append(ResidualBlock(ch, width))
+                    ch = width
+                if level < len(widths) - 1:
+                    encoder.append(Downsample(ch))
+            self.encoder = nn.Sequential(*encoder, *middle(ch), *output(ch, 2 * config["latentChannels"]))
+            decoder = [nn.Conv2d(config["latentChannels"], ch, 3, padding=1), *middle(ch)]
+            for level in reversed(range(len(widths))):
+                for _ in range(blocks + 1):
+                    decoder.append(ResidualBlock(ch, widths[level]))
+                    ch = widths[level]
+                if level > 0:
+                    decoder += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)]
+            self.decoder = nn.Sequential(*decoder, *output(ch, config["inChannels"]))
+
+        def encode(self, x):
+            mean, log_variance = self.encoder(x).chunk(2, 1)
+            return mean, log_variance.clamp(-30, 20)
+
+        def decode(self, z):
+            return self.decoder(z)
+
+    return AutoencoderKL()
+
+
 # The PyTorch port of each network kind of lib/core/models (the registry's `kind`), by kind: a
 # function from the kind's complete configuration to the module. A new kind in the zoo needs one
 # here, with exactly the parameter count of createModel(config).parameterCount() (scripts/bench.ts
@@ -483,6 +577,7 @@ PORTS = {
     "contextUnet": context_unet_torch,
     "classifier": classifier_torch,
     "clip": clip_torch,
+    "autoencoderKL": autoencoder_torch,
 }
 
 
@@ -662,11 +757,54 @@ def clip_torch_runner(request, sample_batch, device="cpu"):
     return params, train_step, states_step
 
 
+def autoencoder_torch_runner(request, sample_batch, device="cpu"):
+    """The zoo's KL autoencoder (`request["config"]`) trained as scripts/bench/zoo.ts's
+    autoencoderWorkload times lib/training/autoencoder.ts's loss, at `request["batch"]` images:
+
+        L = mean |x - D(z)| + beta KL(q(z|x) || N(0, I)) / (H W 3),  z = mu + exp(log sigma^2 / 2) eps,
+        KL = 1/2 sum (mu^2 + sigma^2 - 1 - log sigma^2)  (summed over the latent, mean over images)
+
+    (the perceptual term left out, as there) on a fixed batch of random images, eps drawn each
+    step, then AdamW (`request["learningRate"]`, `request["weightDecay"]`; beta is
+    `request["klWeight"]`, LDM's 1e-6 when the request has none: it does not change what a step
+    costs). Inference is the reconstruction D(mu(x)) of `sample_batch` images. Returns the
+    parameter count, a training step and an inference step."""
+    import torch
+
+    config, batch = request["config"], request["batch"]
+    beta = request.get("klWeight", 1e-6)
+    model, params, optimizer = adamw_port(request, device)
+    size, channels = config["imageSize"], config["inChannels"]
+    x = torch.tanh(torch.randn(batch, channels, size, size, device=device))
+    values = size * size * channels
+
+    def train_step():
+        model.train()
+        mean, log_variance = model.encode(x)
+        z = mean + torch.exp(0.5 * log_variance) * torch.randn_like(mean)
+        kl = 0.5 * (mean.square() + log_variance.exp() - 1 - log_variance).sum((1, 2, 3)).mean()
+        loss = (x - model.decode(z)).abs().mean() + beta / values * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    xs = torch.tanh(torch.randn(sample_batch, channels, size, size, device=device))
+
+    def reconstruction_step():
+        model.eval()
+        with torch.no_grad():
+            return float(model.decode(model.encode(xs)[0])[0, 0, 0, 0])
+
+    return params, train_step, reconstruction_step
+
+
 # The PyTorch runner of each task of the zoo's networks (the request's "task").
 TASK_RUNNERS = {
     "denoising": denoiser_torch_runner,
     "classification": classifier_torch_runner,
     "contrastive": clip_torch_runner,
+    "reconstruction": autoencoder_torch_runner,
 }
 
 

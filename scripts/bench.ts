@@ -433,6 +433,7 @@ async function peerRuntime(
               : {
                 learningRate: network.training.learningRate,
                 weightDecay: network.training.weightDecay,
+                ...("klWeight" in network.training ? { klWeight: network.training.klWeight } : {}),
               }),
             steps,
             warmup,
@@ -806,7 +807,8 @@ async function main(args: string[]): Promise<void> {
     rows,
     zoo: {
       name: "the model zoo's networks (lib/zoo/specs.ts MODEL_SPECS, the classifier of " +
-        "lib/zoo/feature_networks.ts, the tiny CLIP of lib/zoo/clip_network.ts), each at its " +
+        "lib/zoo/feature_networks.ts, the tiny CLIP of lib/zoo/clip_network.ts, the " +
+        "autoencoders of lib/zoo/autoencoder.ts), each at its " +
         "spec's full training batch, trained by the " +
         "library beside its PyTorch port",
       sampleBatch: SAMPLE_BATCH,
@@ -817,6 +819,8 @@ async function main(args: string[]): Promise<void> {
           "lib/training/classification.ts); inference: the features φ(x)",
         contrastive: "the symmetric InfoNCE loss, AdamW (lib/training/contrastive.ts); " +
           "inference: the text tower's token states τ(y)",
+        reconstruction: "L1 + β·KL of the posterior draw, AdamW (lib/training/autoencoder.ts, " +
+          "without the perceptual term the classifier's row times); inference: D(μ(x))",
       },
       networks: networks.map((n) => ({
         specs: n.specs,

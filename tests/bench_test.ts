@@ -10,6 +10,7 @@ import { MODEL_SPECS, type ModelSpec } from "../lib/zoo/specs.ts";
 import { completeModelConfig, contextUnetConfig, createModel } from "../lib/core/models/mod.ts";
 import {
   allZooNetworks,
+  autoencoderNetworks,
   classifierNetworks,
   clipNetworks,
   missingPortError,
@@ -18,6 +19,10 @@ import {
 } from "../scripts/bench/zoo.ts";
 import { completeClassifierConfig, FeatureClassifier } from "../lib/core/models/classifier.ts";
 import { TinyClip } from "../lib/core/models/clip.ts";
+import { autoencoderConfig, AutoencoderKL } from "../lib/core/models/autoencoder.ts";
+import { AUTOENCODER_SPECS, type AutoencoderSpec } from "../lib/zoo/autoencoder.ts";
+import { readCheckpointHeader } from "../lib/training/checkpoint.ts";
+import { artefactDir } from "../lib/zoo/runs.ts";
 import {
   busyPath,
   busyVerdict,
@@ -91,6 +96,7 @@ describe("the PyTorch ports (bench/reference_unet.py)", () => {
     assert.ok(ports.includes("contextUnet"));
     assert.ok(ports.includes("classifier"));
     assert.ok(ports.includes("clip"));
+    assert.ok(ports.includes("autoencoderKL"));
   });
 
   it(
@@ -163,6 +169,30 @@ describe("the PyTorch ports (bench/reference_unet.py)", () => {
         assert.equal(clipCounts[i], clip.parameterCount(), `tiny CLIP ${i}`);
         clip.dispose();
       });
+      // The autoencoders of the zoo (f = 4, 2, 8), and paths no spec takes: two residual blocks
+      // a level, no middle attention, other widths and latent channels, 16×16 images.
+      const autoencoders = [
+        ...autoencoderNetworks().map((n) => n.config),
+        autoencoderConfig({
+          imageSize: 16,
+          baseChannels: 16,
+          channelMultipliers: [1, 3],
+          resBlocksPerLevel: 2,
+          middleAttention: false,
+          latentChannels: 8,
+          groups: 4,
+        }),
+      ];
+      const autoencoderCounts = await python(
+        VENV_PYTHON,
+        ["--count-parameters"],
+        JSON.stringify(autoencoders),
+      ) as number[];
+      autoencoders.forEach((config, i) => {
+        const autoencoder = new AutoencoderKL(config);
+        assert.equal(autoencoderCounts[i], autoencoder.parameterCount(), `autoencoder ${i}`);
+        autoencoder.dispose();
+      });
     },
   );
 });
@@ -224,6 +254,43 @@ describe("clipNetworks", () => {
     assert.equal(network.config.text.contextLength, 16);
     assert.ok(network.config.text.vocabularySize > 1000, "the training captions' words");
     assert.equal(network.config.imageSize, 16);
+  });
+});
+
+describe("autoencoderNetworks", () => {
+  it("makes one row per network of AUTOENCODER_SPECS, at its full network and batch", () => {
+    const rows = autoencoderNetworks();
+    assert.deepEqual(
+      rows.map((r) => [r.specs, r.task, r.kind, r.trainBatch, r.config.channelMultipliers]),
+      [
+        [["emoji32-vae-f4"], "reconstruction", "autoencoderKL", 16, [1, 2, 2]],
+        [["emoji32-vae-f2"], "reconstruction", "autoencoderKL", 16, [1, 2]],
+        [["emoji32-vae-f8"], "reconstruction", "autoencoderKL", 16, [1, 2, 2, 2]],
+      ],
+    );
+    for (const row of rows) {
+      assert.equal(row.config.imageSize, 32);
+      assert.equal(row.config.baseChannels, 32);
+      assert.equal(row.training.perceptualWeight, 1, "the recipe's; the workload sets w_p = 0");
+    }
+    const f4 = AUTOENCODER_SPECS.get("emoji32-vae-f4")!;
+    const reseeded: AutoencoderSpec = {
+      ...f4,
+      name: "reseeded",
+      network: { ...f4.network, full: { ...f4.network.full, seed: 3 } },
+    };
+    assert.deepEqual(autoencoderNetworks([f4, reseeded]).map((r) => r.specs), [[
+      "emoji32-vae-f4",
+      "reseeded",
+    ]]);
+  });
+
+  it("reads from the spec the configuration its artefact records", async () => {
+    for (const row of autoencoderNetworks()) {
+      const path = `${artefactDir(row.specs[0], ROOT)}/weights.ckpt`;
+      const header = await readCheckpointHeader(path).catch(() => undefined);
+      if (header) assert.deepEqual(header.modelConfig, row.config, path);
+    }
   });
 });
 

@@ -36,10 +36,10 @@ export interface NetworkRow extends BenchRow {
   specs: string[];
   /**
    * What it is trained for; its inference step (`sampleMs`) is a DDIM step of a denoiser and the
-   * features of a classifier, the text tower's token states of a CLIP. Absent in reports made
-   * before the classifier was timed: denoising.
+   * features of a classifier, the text tower's token states of a CLIP, a reconstruction of an
+   * autoencoder. Absent in reports made before the classifier was timed: denoising.
    */
-  task?: "denoising" | "classification" | "contrastive";
+  task?: "denoising" | "classification" | "contrastive" | "reconstruction";
   /** The network kind (`config.kind`). */
   kind: string;
   /** Trainable parameters, as the library's network counts them. */

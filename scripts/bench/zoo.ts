@@ -2,14 +2,17 @@
  * The zoo's networks as the benchmark times them: every spec of `MODEL_SPECS`
  * (lib/zoo/specs.ts), its `full` network at its `full` training batch, one row per distinct
  * network and batch; then the feature classifier of `FEATURE_NETWORK_SPECS`
- * (lib/zoo/feature_networks.ts), as its committed artefact was built, at its `full` batch.
+ * (lib/zoo/feature_networks.ts) and the tiny CLIP of `CLIP_SPECS` (lib/zoo/clip_network.ts), as
+ * their committed artefacts were built, at their `full` batch; then the KL autoencoders of
+ * `AUTOENCODER_SPECS` (lib/zoo/autoencoder.ts), one row per distinct network, at theirs.
  *
  * A row times two steps of its network, each as the library runs it (a {@link BenchWorkload}):
  * a training step (a denoiser's through lib/training/trainer.ts, the classifier's through
- * `classifierStep`) and an inference step (a DDIM step of a denoiser, the features φ(x) of the
- * classifier, which is what the book's metrics compute). The perceptual distance has no row: it
- * trains 224 channel weights over the classifier's frozen feature maps, whose cost is the
- * classifier's forward pass.
+ * `classifierStep`, the CLIP's and the autoencoder's through `optimiserStep`) and an inference
+ * step (a DDIM step of a denoiser, the features φ(x) of the classifier, which is what the book's
+ * metrics compute, the text tower's states τ(y) of the CLIP, a reconstruction D(μ(x)) of the
+ * autoencoder). The perceptual distance has no row: it trains 224 channel weights over the
+ * classifier's frozen feature maps, whose cost is the classifier's forward pass.
  *
  * @module
  */
@@ -44,6 +47,15 @@ import { type ClipConfig, TinyClip } from "../../lib/core/models/clip.ts";
 import { clipLoss, type ClipTraining } from "../../lib/training/contrastive.ts";
 import { optimiserStep } from "../../lib/training/supervised.ts";
 import { readCheckpointHeader } from "../../lib/training/checkpoint.ts";
+import { AUTOENCODER_SPECS, type AutoencoderSpec } from "../../lib/zoo/autoencoder.ts";
+import {
+  type AutoencoderConfig,
+  autoencoderConfig,
+  AutoencoderKL,
+} from "../../lib/core/models/autoencoder.ts";
+import { autoencoderLoss, type AutoencoderTraining } from "../../lib/training/autoencoder.ts";
+import type { NamedVariable } from "../../lib/core/nn/layers.ts";
+import type { Adam } from "../../lib/training/optim.ts";
 import * as tf from "@tensorflow/tfjs";
 
 /** What every row of the zoo's table has: its specs, kind and training batch. */
@@ -88,8 +100,17 @@ export interface ClipNetwork extends ZooNetworkBase {
   training: ClipTraining;
 }
 
+/** A KL autoencoder of `AUTOENCODER_SPECS`, as its spec builds it. */
+export interface AutoencoderNetwork extends ZooNetworkBase {
+  task: "reconstruction";
+  /** The complete configuration. */
+  config: AutoencoderConfig;
+  /** The first spec's `full` recipe (its batch, learning rate, weight decay and β are timed). */
+  training: AutoencoderTraining;
+}
+
 /** One network of the zoo at one training batch. */
-export type ZooNetwork = DenoiserNetwork | ClassifierNetwork | ClipNetwork;
+export type ZooNetwork = DenoiserNetwork | ClassifierNetwork | ClipNetwork | AutoencoderNetwork;
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -105,36 +126,39 @@ export function zooNetworkKey(
 }
 
 /**
- * The networks to time, one per distinct {@link zooNetworkKey}, in the order their first spec
- * appears; each lists every spec that shares it.
+ * One row per distinct {@link zooNetworkKey} of `rows` (each of one spec), in the order its first
+ * spec appears; each lists every spec that shares it.
  */
+function distinctNetworks<N extends ZooNetwork>(rows: Iterable<N>): N[] {
+  const byKey = new Map<string, N>();
+  for (const row of rows) {
+    const key = zooNetworkKey(row.config, row.trainBatch);
+    const known = byKey.get(key);
+    if (known) known.specs.push(...row.specs);
+    else byKey.set(key, row);
+  }
+  return [...byKey.values()];
+}
+
+/** The denoisers of `specs` to time, one per distinct {@link zooNetworkKey}. */
 export function zooNetworks(specs: Iterable<ModelSpec>): DenoiserNetwork[] {
-  const byKey = new Map<string, DenoiserNetwork>();
-  for (const spec of specs) {
+  return distinctNetworks(Array.from(specs, (spec): DenoiserNetwork => {
     const config = completeModelConfig(spec.network.full);
     const training = spec.training.full;
-    const trainBatch = training.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize;
-    const key = zooNetworkKey(config, trainBatch);
-    const known = byKey.get(key);
-    if (known) {
-      known.specs.push(spec.name);
-      continue;
-    }
-    byKey.set(key, {
+    return {
       task: "denoising",
       specs: [spec.name],
       kind: config.kind,
       config,
-      trainBatch,
+      trainBatch: training.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize,
       schedule: spec.schedule,
       training,
       gradClipNorm: training.gradClipNorm !== undefined
         ? training.gradClipNorm
         : DEFAULT_TRAIN_CONFIG.gradClipNorm,
       emaDecay: training.emaDecay ?? DEFAULT_TRAIN_CONFIG.emaDecay,
-    });
-  }
-  return [...byKey.values()];
+    };
+  }));
 }
 
 /** Tokens of the random context a cross-attending network is timed with (the tiny CLIP's L). */
@@ -155,7 +179,7 @@ export function benchmarkTrainer(
   const model = createModel(network.config);
   const [s, c] = [network.config.imageSize, network.config.inChannels];
   const count = 4 * network.trainBatch;
-  const images = Float32Array.from(random.normals(count * s * s * c), (v) => Math.tanh(v));
+  const images = randomImages(random, count, s, c);
   const classes = model.contextDim;
   const labelsOf = (n: number) => Int32Array.from({ length: n }, (_, i) => i % classes);
   const width = model.crossAttentionDim;
@@ -246,12 +270,39 @@ export async function clipNetworks(
   return networks;
 }
 
-/** Every network of the zoo the benchmark times: the denoisers, the classifiers, the CLIPs. */
+/**
+ * The autoencoders of `specs`, one per distinct {@link zooNetworkKey}, each at its `full`
+ * network and batch. The configuration is read from the spec, `autoencoderConfig({...full,
+ * imageSize})`, not from an artefact: it is exactly what the artefact records (trainAutoencoder
+ * completes the same partial config), none of it is the data's (unlike the classifier's heads
+ * and the CLIP's vocabulary), and so a row needs no artefact that is still being trained.
+ */
+export function autoencoderNetworks(
+  specs: Iterable<AutoencoderSpec> = AUTOENCODER_SPECS.values(),
+): AutoencoderNetwork[] {
+  return distinctNetworks(Array.from(specs, (spec): AutoencoderNetwork => {
+    const config = autoencoderConfig({ ...spec.network.full, imageSize: spec.data.size });
+    return {
+      task: "reconstruction",
+      specs: [spec.name],
+      kind: config.kind,
+      config,
+      trainBatch: spec.training.full.batchSize,
+      training: spec.training.full,
+    };
+  }));
+}
+
+/**
+ * Every network of the zoo the benchmark times: the denoisers, the classifiers, the CLIPs, the
+ * autoencoders.
+ */
 export async function allZooNetworks(root = ROOT): Promise<ZooNetwork[]> {
   return [
     ...zooNetworks(MODEL_SPECS.values()),
     ...await classifierNetworks(undefined, root),
     ...await clipNetworks(undefined, root),
+    ...autoencoderNetworks(),
   ];
 }
 
@@ -270,7 +321,8 @@ export interface BenchWorkload {
  * through lib/training/trainer.ts ({@link benchmarkTrainer}) and samples one DDIM step (at the
  * middle of 50, from its EMA weights); a classifier trains through `classifierStep` on a fixed
  * batch of random images and labels y = i mod K per head (augmentation, which is not the
- * network's, aside) and infers its features φ(x).
+ * network's, aside) and infers its features φ(x); a CLIP and an autoencoder as
+ * {@link clipWorkload} and {@link autoencoderWorkload} say.
  */
 export function benchmarkWorkload(network: ZooNetwork, inferenceBatch: number): BenchWorkload {
   switch (network.task) {
@@ -280,7 +332,32 @@ export function benchmarkWorkload(network: ZooNetwork, inferenceBatch: number): 
       return classifierWorkload(network, inferenceBatch);
     case "contrastive":
       return clipWorkload(network, inferenceBatch);
+    case "reconstruction":
+      return autoencoderWorkload(network, inferenceBatch);
   }
+}
+
+/** n random images, tanh of normals, NHWC [n, s, s, c] (a step's cost does not depend on pixels). */
+function randomImages(random: Random, n: number, s: number, c: number): Float32Array {
+  return Float32Array.from(random.normals(n * s * s * c), (v) => Math.tanh(v));
+}
+
+/**
+ * The training step of a network trained by `optimiserStep` (lib/training/supervised.ts):
+ * ∇_θ loss(θ), then AdamW's update number t = 1, 2, … at the recipe's learning rate. A loss
+ * that is not finite is an error naming the row.
+ */
+function adamWTrainStep(
+  network: ClipNetwork | AutoencoderNetwork,
+  parameters: readonly NamedVariable[],
+  adam: Adam,
+  loss: () => tf.Scalar,
+): () => Promise<void> {
+  let t = 0;
+  return async () => {
+    const step = await optimiserStep(parameters, adam, loss, network.training.learningRate, ++t);
+    if (!step.applied) throw new Error(`${network.specs}: the loss became ${step.loss}`);
+  };
 }
 
 function denoiserWorkload(network: DenoiserNetwork, inferenceBatch: number): BenchWorkload {
@@ -331,8 +408,7 @@ function classifierWorkload(network: ClassifierNetwork, inferenceBatch: number):
   const adam = adamW(classifier.parameters, network.training.weightDecay);
   const random = new Random(7);
   const { imageSize: s, inChannels: c, heads } = network.config;
-  const images = (n: number) =>
-    Float32Array.from(random.normals(n * s * s * c), (v) => Math.tanh(v));
+  const images = (n: number) => randomImages(random, n, s, c);
   const batch = {
     x: images(network.trainBatch),
     labels: heads.map((h) =>
@@ -377,13 +453,7 @@ function clipWorkload(network: ClipNetwork, inferenceBatch: number): BenchWorklo
   const random = new Random(7);
   const s = network.config.imageSize;
   const { vocabularySize: V, contextLength: L } = clip.text.config;
-  const images = (n: number) =>
-    tf.tensor4d(Float32Array.from(random.normals(n * s * s * 3), (v) => Math.tanh(v)), [
-      n,
-      s,
-      s,
-      3,
-    ]);
+  const images = (n: number) => tf.tensor4d(randomImages(random, n, s, 3), [n, s, s, 3]);
   const captions = (n: number) => {
     const ids = new Int32Array(n * L);
     for (let i = 0; i < n; i++) {
@@ -396,18 +466,13 @@ function clipWorkload(network: ClipNetwork, inferenceBatch: number): BenchWorklo
   };
   const [x, y] = [images(network.trainBatch), captions(network.trainBatch)];
   const prompts = captions(inferenceBatch);
-  let t = 0;
   return {
-    async train() {
-      const step = await optimiserStep(
-        clip.parameters,
-        adam,
-        () => clipLoss(clip.imageEmbeddings(x), clip.textEmbeddings(y), clip.logScale),
-        network.training.learningRate,
-        ++t,
-      );
-      if (!step.applied) throw new Error(`${network.specs}: the loss became ${step.loss}`);
-    },
+    train: adamWTrainStep(
+      network,
+      clip.parameters,
+      adam,
+      () => clipLoss(clip.imageEmbeddings(x), clip.textEmbeddings(y), clip.logScale),
+    ),
     async infer() {
       const { states, pooled } = clip.text.encode(prompts);
       await states.data();
@@ -421,16 +486,69 @@ function clipWorkload(network: ClipNetwork, inferenceBatch: number): BenchWorklo
   };
 }
 
+/**
+ * A KL autoencoder's workload (lib/training/autoencoder.ts): a training step of
+ *
+ *   L = mean_pixels |x − D(z)| + β · KL(q(z | x) ‖ N(0, I)) / (H · W · 3),  z = μ(x) + σ(x) ⊙ ε,
+ *
+ * on a fixed batch of random images, ε drawn afresh each step as `trainAutoencoder` draws it,
+ * then AdamW. The perceptual term w_p · d(↓x, ↓D(z)) of the recipe is left out (w_p = 0): its
+ * cost is the frozen classifier's forward pass on the 16×16 ↓x and ↓D(z) and its backward to
+ * ↓D(z), which the classifier's row already times; without it the row, and its PyTorch port, is
+ * the autoencoder's alone. The inference step is a reconstruction D(μ(x)) of `inferenceBatch`
+ * images through the posterior mean, as the held-out scores are computed.
+ */
+function autoencoderWorkload(network: AutoencoderNetwork, inferenceBatch: number): BenchWorkload {
+  const autoencoder = new AutoencoderKL(network.config);
+  const adam = adamW(autoencoder.parameters, network.training.weightDecay);
+  const random = new Random(7);
+  const { imageSize: s, inChannels: c } = network.config;
+  const B = network.trainBatch;
+  const latent = autoencoder.latentShape;
+  const x = tf.tensor4d(randomImages(random, B, s, c), [B, s, s, c]);
+  const xs = tf.tensor4d(randomImages(random, inferenceBatch, s, c), [inferenceBatch, s, s, c]);
+  const weights = { perceptualWeight: 0, klWeight: network.training.klWeight };
+  return {
+    train: adamWTrainStep(network, autoencoder.parameters, adam, () => {
+      const noise = tf.tensor4d(random.normals(B * latent[0] * latent[1] * latent[2]), [
+        B,
+        ...latent,
+      ]);
+      return autoencoderLoss(autoencoder, null, x, noise, weights).total;
+    }),
+    async infer() {
+      const reconstruction = tf.tidy(() => autoencoder.decode(autoencoder.encode(xs).mean));
+      await reconstruction.data();
+      reconstruction.dispose();
+    },
+    dispose() {
+      tf.dispose([x, xs]);
+      adam.dispose();
+      autoencoder.dispose();
+    },
+  };
+}
+
+/** The library's network of a row, freshly built (the caller disposes it). */
+function buildNetwork(network: ZooNetwork) {
+  switch (network.task) {
+    case "denoising":
+      return createModel(network.config);
+    case "classification":
+      return new FeatureClassifier(network.config);
+    case "contrastive":
+      return new TinyClip(network.config);
+    case "reconstruction":
+      return new AutoencoderKL(network.config);
+  }
+}
+
 const parameterCounts = new Map<string, number>();
 /** Trainable parameters of a network as the library builds it (built once per network). */
 export function zooParameterCount(network: ZooNetwork): number {
   const key = zooNetworkKey(network.config, network.trainBatch);
   if (!parameterCounts.has(key)) {
-    const model = network.task === "denoising"
-      ? createModel(network.config)
-      : network.task === "classification"
-      ? new FeatureClassifier(network.config)
-      : new TinyClip(network.config);
+    const model = buildNetwork(network);
     parameterCounts.set(key, model.parameterCount());
     model.dispose();
   }
