@@ -14,7 +14,7 @@ import { recordDependency } from "../runtime/dependencies.ts";
 import { UserError } from "../core/errors.ts";
 import type { SupervisedMetrics, SupervisedRunOptions } from "../training/supervised.ts";
 import { type ArtefactManifest, fileHashes, readManifest, trainingTime } from "./manifest.ts";
-import { artefactDir, runDir } from "./runs.ts";
+import { artefactDir, moveRunAside, runDir } from "./runs.ts";
 
 /** The images' licences, as a manifest records them. */
 export const LICENCE = "Twemoji images CC-BY 4.0 (Twitter); Noto Emoji Apache-2.0 (Google)";
@@ -86,11 +86,7 @@ export async function openNetworkRun(
   const profile = options.profile ?? "full";
   const root = options.root ?? ".";
   const dir = runDir(name, profile, root);
-  let movedAside: string | undefined;
-  if (options.restart && await exists(dir)) {
-    movedAside = `${dir}.old-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-    await Deno.rename(dir, movedAside);
-  }
+  const movedAside = options.restart ? await moveRunAside(dir) : undefined;
   const out = folderOf(name, profile, root);
   if (!options.restart && (await readManifest(out))?.specHash === hash) {
     return { dir, step: 0, steps: 0, upToDate: true };

@@ -31,6 +31,17 @@ export function runDir(name: string, profile: Profile, root = "."): string {
   return `${root}/.cache/runs/${name}-${profile}`;
 }
 
+/**
+ * Move the run in `dir` aside to `DIR.old-TIMESTAMP` (a restart never deletes a run); returns
+ * where it went, or undefined when there was no run.
+ */
+export async function moveRunAside(dir: string): Promise<string | undefined> {
+  if (!(await exists(dir))) return undefined;
+  const aside = `${dir}.old-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+  await Deno.rename(dir, aside);
+  return aside;
+}
+
 /** How a run's sample grids are laid out (`gridCells` reads them back with it). */
 export const SAMPLE_GRID_LAYOUT = { columns: 8, scale: 2 } as const;
 
@@ -184,11 +195,7 @@ export async function trainModel(
   const profile = options.profile ?? "full";
   const root = options.root ?? ".";
   const dir = runDir(name, profile, root);
-  let movedAside: string | undefined;
-  if (options.restart && await exists(dir)) {
-    movedAside = `${dir}.old-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-    await Deno.rename(dir, movedAside);
-  }
+  let movedAside = options.restart ? await moveRunAside(dir) : undefined;
   const partial = `${artefactDir(name, root)}/partial`;
   if (profile === "full" && !options.restart && !(await exists(dir)) && !(await exists(partial))) {
     const manifest = await readManifest(artefactDir(name, root));
