@@ -144,7 +144,7 @@ describe("the autoencoder's loss", () => {
       klWeight: 1e-6,
       horizontalFlip: true,
     };
-    const dir = await Deno.makeTempDir({ dir: `${ROOT}/.cache`, prefix: "autoencoder-test-" });
+    const dir = await Deno.makeTempDir({ prefix: "autoencoder-test-" });
     const files = (name: string) => ({
       checkpointPath: `${dir}/${name}.bin`,
       metricsPath: `${dir}/${name}.jsonl`,
