@@ -30,6 +30,7 @@ import {
 } from "../lib/zoo/autoencoder.ts";
 import { loadEmojiDataset } from "../lib/data/emoji.ts";
 import { exists } from "../lib/runtime/files.ts";
+import { LATENT_CLIP_RANGE, modelSpec } from "../lib/zoo/specs.ts";
 
 await selectBackend({ quiet: true });
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -211,6 +212,20 @@ describe("the zoo's f = 4 autoencoder", () => {
       autoencoder.dispose();
       // Encoded through today's code, the latents are those the manifest's scale came from.
       assert.ok(Math.abs(stats.mean - manifest.latents.mean * manifest.latents.scaleFactor) < 1e-3);
+    },
+  );
+  it(
+    `keeps every scaled latent of the dataset inside latent32-unet's x̂₀ bound ±${LATENT_CLIP_RANGE}`,
+    { skip: F4_TRAINED ? false : `${F4_DIR} is not trained yet` },
+    async () => {
+      const dataset = await loadEmojiDataset(F4.data);
+      const latents = await scaledLatents(F4.name, dataset.images, dataset.count, "full", ROOT);
+      const largest = latents.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      // A bound the data reaches would clip real latents; one far past it would not stop the
+      // cosine schedule's first step from sending x̂₀ far outside the data.
+      assert.ok(largest < LATENT_CLIP_RANGE, `|z·s| reaches ${largest}`);
+      assert.ok(largest > LATENT_CLIP_RANGE / 2, `|z·s| stays within ${largest}`);
+      assert.equal(modelSpec("latent32-unet").training.full.clipRange, LATENT_CLIP_RANGE);
     },
   );
 });

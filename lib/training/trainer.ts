@@ -150,10 +150,12 @@ export interface TrainConfig {
   /** DDIM (η = 0) steps of the sample grids. */
   sampleSteps: number;
   /**
-   * Clip the sample grids' x̂₀ to the data range [−1, 1] (images); false for data without that
-   * range, such as a latent diffusion model's scaled latents (std 1, unbounded).
+   * The sample grids clip x̂₀ to [−clipRange, clipRange]: 1, the data range, for images; for
+   * data without that range, such as a latent diffusion model's scaled latents (std 1), a bound
+   * just past the data's largest |value|; null: no clipping (which a schedule with a tiny ᾱ_T
+   * punishes, see {@link Trainer.sampleGrid}).
    */
-  clipSample: boolean;
+  clipRange: number | null;
 }
 
 /** The defaults of {@link TrainConfig}. */
@@ -187,7 +189,7 @@ export const DEFAULT_TRAIN_CONFIG: Readonly<TrainConfig> = {
   sampleCount: 16,
   sampleSeed: 1234,
   sampleSteps: 50,
-  clipSample: true,
+  clipRange: 1,
 };
 
 /** One metrics record (one JSON line). */
@@ -717,7 +719,7 @@ export class Trainer {
 
   /**
    * A sample grid from the EMA weights with the fixed sample seed (DDIM, η = 0). x̂₀ is clipped
-   * to the data range [−1, 1] (unless `clipSample` is false): at the first step of a schedule whose ᾱ_T is tiny (cosine's is
+   * to [−clipRange, clipRange]: at the first step of a schedule whose ᾱ_T is tiny (cosine's is
    * 2.4e-9), x̂₀ = (x_T − √(1−ᾱ_T) ε̂)/√ᾱ_T multiplies any error in ε̂ by 1/√ᾱ_T ≈ 2·10⁴.
    */
   async sampleGrid(): Promise<tf.Tensor4D> {
@@ -741,7 +743,7 @@ export class Trainer {
     }
     const scheduler = new DDIMScheduler(this.schedule, {
       predictionType: c.prediction,
-      clipSample: c.clipSample,
+      ...(c.clipRange === null ? { clipSample: false } : { clipRange: c.clipRange }),
     });
     try {
       const { images } = await sample(this.ema, scheduler, {

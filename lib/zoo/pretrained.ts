@@ -20,7 +20,7 @@ import type { DiffusionModel } from "../core/models/mod.ts";
 import type { PredictionType } from "../core/parameterization.ts";
 import { decodePng, type RgbaImage } from "../core/images.ts";
 import { loadModel } from "../training/checkpoint.ts";
-import type { MetricsRecord } from "../training/trainer.ts";
+import { DEFAULT_TRAIN_CONFIG, type MetricsRecord } from "../training/trainer.ts";
 import { recordDependency } from "../runtime/dependencies.ts";
 import { sha256Hex } from "../runtime/files.ts";
 import {
@@ -47,6 +47,11 @@ export interface Pretrained {
   schedule: NoiseSchedule;
   /** What the network predicts. */
   predictionType: PredictionType;
+  /**
+   * The bound its samplers clip x̂₀ to, as its training's sample grids did: 1 (the images' range)
+   * unless the spec says otherwise, such as a latent model's ±5; undefined: no clipping.
+   */
+  clipRange: number | undefined;
   /** The network with the last step's weights θ (the caller disposes it). */
   lastWeights(): Promise<DiffusionModel>;
   /** The run's metrics records. */
@@ -108,6 +113,7 @@ export async function loadPretrained(
     model,
     schedule: noiseSchedule(spec.schedule.name, spec.schedule.T),
     predictionType: spec.objective.prediction,
+    clipRange: clipRangeOf(spec, profile),
     lastWeights: () => loadModel(`${dir}/weights.ckpt`, { weights: "params" }),
     metrics: () => readMetrics(`${dir}/metrics.jsonl`),
     sampleGrids: async () => {
@@ -124,4 +130,10 @@ export async function loadPretrained(
       return grids;
     },
   };
+}
+
+/** The x̂₀ bound of `spec`'s sample grids in `profile` (TrainConfig's clipRange, default 1). */
+function clipRangeOf(spec: ModelSpec, profile: Profile): number | undefined {
+  const clipRange = spec.training[profile].clipRange ?? DEFAULT_TRAIN_CONFIG.clipRange;
+  return clipRange ?? undefined;
 }
