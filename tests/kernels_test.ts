@@ -235,6 +235,7 @@ describe("wasm convolution gradients", () => {
   it("are missing from wasm as shipped, and registered by registerWasmGradientKernels", async () => {
     await tf.setBackend("wasm");
     assert.equal(tf.getKernel("Conv2DBackpropFilter", "wasm"), undefined);
+    assert.equal(tf.getKernel("UnsortedSegmentSum", "wasm"), undefined);
     registerWasmGradientKernels();
     registerWasmGradientKernels(); // idempotent
     for (const config of WASM_GRADIENT_KERNELS) {
@@ -250,6 +251,47 @@ describe("wasm convolution gradients", () => {
   it("match cpu's stock gradients on every geometry within 1e-4", async () => {
     await tf.setBackend("wasm");
     withoutLeaks(caseGradients).forEach((grads, i) => assertClose(grads, stockCases[i], 1e-4));
+  });
+});
+
+describe("wasm segment sum (the gradient of a gather)", () => {
+  // Rows of rank 1 and 2, empty segments, ids out of range, int32 values.
+  const cases: { shape: number[]; ids: number[]; segments: number }[] = [
+    { shape: [6, 3], ids: [2, 0, 2, 4, 0, 2], segments: 5 },
+    { shape: [4, 3, 2], ids: [1, 0, 1, 3], segments: 5 },
+    { shape: [5, 2], ids: [0, -1, 7, 1, 1], segments: 3 },
+  ];
+  const inputs = cases.map(({ shape }) => values(shape));
+  const readout = values([4, 3]);
+  const compute = () =>
+    tf.tidy(() => {
+      const sums = cases.map(({ shape, ids, segments }, k) =>
+        tf.unsortedSegmentSum(tf.tensor(inputs[k], shape), tf.tensor1d(ids, "int32"), segments)
+          .dataSync() as Float32Array
+      );
+      const integers = tf.unsortedSegmentSum(
+        tf.tensor([[1, 2], [3, 4], [5, 6]], [3, 2], "int32"),
+        tf.tensor1d([1, 1, 0], "int32"),
+        2,
+      );
+      // An embedding table's gradient: ∂/∂E of Σ (E[tokens] · w).
+      const table = tf.tensor2d(inputs[0], [6, 3]);
+      const tokens = tf.tensor1d([5, 1, 5, 0], "int32");
+      const weight = tf.tensor2d(readout, [4, 3]);
+      const grad = tf.grad((e: tf.Tensor) => tf.sum(tf.mul(tf.gather(e, tokens), weight)))(table);
+      return { sums, integers: Array.from(integers.dataSync()), grad: grad.dataSync() };
+    });
+
+  it("matches cpu's stock kernel, on float and int32 values and as an embedding's gradient", async () => {
+    await tf.setBackend("cpu");
+    const stock = compute();
+    await tf.setBackend("wasm");
+    registerWasmGradientKernels();
+    const ours = withoutLeaks(compute);
+    ours.sums.forEach((sum, k) => assertClose([sum], [stock.sums[k] as Float32Array], 1e-6));
+    assert.deepEqual(ours.integers, [5, 6, 4, 6]);
+    assert.deepEqual(stock.integers, [5, 6, 4, 6]);
+    assertClose([ours.grad as Float32Array], [stock.grad as Float32Array], 1e-6);
   });
 });
 
