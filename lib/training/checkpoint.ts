@@ -9,7 +9,7 @@
  * @module
  */
 
-import { writeFileAtomic } from "../runtime/files.ts";
+import { sha256Hex, writeFileAtomic } from "../runtime/files.ts";
 import type { NamedVariable } from "../core/nn/layers.ts";
 import {
   completeModelConfig,
@@ -93,6 +93,21 @@ export async function readVariables(
     });
   }
   return into;
+}
+
+/** SHA-256 (hex) of variables' float32 values, in order: which weights they are. */
+export async function variablesDigest(variables: readonly NamedVariable[]): Promise<string> {
+  const parts = await Promise.all(variables.map(async (p) => {
+    const v = await p.variable.data() as Float32Array;
+    return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  }));
+  const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    bytes.set(p, offset);
+    offset += p.length;
+  }
+  return await sha256Hex(bytes);
 }
 
 /**

@@ -10,6 +10,7 @@ export * from "./unet.ts";
 export * from "./context_unet.ts";
 export * from "./classifier.ts";
 export * from "./perceptual.ts";
+export * from "./adapt.ts";
 
 import type { ContextUNetConfig } from "./context_unet.ts";
 import type { UNetConfig } from "./unet.ts";

@@ -17,6 +17,7 @@ import {
   type NamedVariable,
   ParameterStore,
 } from "../nn/layers.ts";
+import type { LoraConfig, LoraSet } from "../nn/lora.ts";
 
 /**
  * What a denoiser is conditioned on, the way diffusers' `UNet2DConditionModel` takes it: class
@@ -121,6 +122,8 @@ export interface ModelConfigBase {
   inChannels: number;
   /** Seed of the initial weights. */
   seed: number;
+  /** A low-rank update of the network's linear layers (absent: none; lib/core/nn/lora.ts). */
+  lora?: LoraConfig;
 }
 
 /** What training, sampling and checkpoints need from a network. */
@@ -135,6 +138,8 @@ export interface DiffusionModel {
   readonly parameters: readonly NamedVariable[];
   /** Non-trainable state (BatchNorm running statistics; empty for the U-Net). */
   readonly buffers: readonly NamedVariable[];
+  /** Its LoRA when its configuration has one (`config.lora`), else null. */
+  readonly lora: LoraSet | null;
   /** The network's output for x_t [N, H, W, C] at timesteps t [N]. */
   apply(x: tf.Tensor4D, t: tf.Tensor1D, options?: ApplyOptions): tf.Tensor4D;
   /** Number of trainable parameters. */
@@ -168,7 +173,7 @@ export abstract class StoredNetwork<C extends ModelConfigBase> implements Diffus
    */
   constructor(config: C, trainable: boolean) {
     this.config = config;
-    this.#store = new ParameterStore(config.seed, trainable);
+    this.#store = new ParameterStore(config.seed, trainable, config.lora);
   }
 
   /** Size of the class-context vector c (0 for an unconditional network). */
@@ -187,6 +192,11 @@ export abstract class StoredNetwork<C extends ModelConfigBase> implements Diffus
   /** Trainable parameters in creation order. */
   get parameters(): readonly NamedVariable[] {
     return this.#store.parameters;
+  }
+
+  /** Its LoRA: the adapted layers, their strength, merging (null without `config.lora`). */
+  get lora(): LoraSet | null {
+    return this.#store.lora;
   }
 
   /** BatchNorm running means and variances (none in the U-Net). */

@@ -24,6 +24,7 @@ import {
   silu,
   Upsample,
 } from "../nn/layers.ts";
+import { checkLoraConfig, type LoraConfig } from "../nn/lora.ts";
 import type { Architecture, ArchitectureBlock, Conditioning } from "./network.ts";
 import { StoredNetwork } from "./network.ts";
 import { registerModelKind } from "./registry.ts";
@@ -74,6 +75,8 @@ export interface UNetConfig {
   nullContext: "zeros" | "learned";
   /** Seed of the initial weights. */
   seed: number;
+  /** A low-rank update of its linear layers (absent: none; lib/core/models/adapt.ts). */
+  lora?: LoraConfig;
 }
 
 /** Fill a partial U-Net configuration with defaults and check it. */
@@ -99,6 +102,8 @@ export function unetConfig(partial: Partial<UNetConfig> = {}): UNetConfig {
     contextDim: partial.contextDim ?? 0,
     nullContext: partial.nullContext ?? "zeros",
     seed: partial.seed ?? 0,
+    // Only when given, so that a configuration without one (and its spec hash) stays as it was.
+    ...(partial.lora ? { lora: checkLoraConfig(partial.lora) } : {}),
   };
   const levels = config.channelMultipliers.length;
   if (levels < 1) throw new Error("unetConfig: channelMultipliers needs at least one level.");

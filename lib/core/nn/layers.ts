@@ -20,6 +20,7 @@ import { upsampleNearest2x } from "./upsample.ts";
 import { fusedGroupNorm, groupNormSiLU } from "./group_norm_silu.ts";
 import { linear } from "./linear.ts";
 import { conv2dSame } from "./conv.ts";
+import { type LoraConfig, type LoraLayer, LoraSet } from "./lora.ts";
 
 export { groupNormSiLU };
 
@@ -89,6 +90,8 @@ export class ParameterStore {
   readonly buffers: NamedVariable[] = [];
   /** Layers in creation order. */
   readonly layers: LayerRecord[] = [];
+  /** The network's LoRA, when its configuration has one (lib/core/nn/lora.ts). */
+  readonly lora: LoraSet | null;
   readonly #rng: Random;
   readonly #trainable: boolean;
   readonly #names = new Set<string>();
@@ -96,10 +99,12 @@ export class ParameterStore {
   /**
    * @param seed seed of the initial values
    * @param trainable false for a shadow copy (EMA weights) that gradients must never touch
+   * @param lora the low-rank update its linear layers get, if any
    */
-  constructor(seed: number, trainable = true) {
+  constructor(seed: number, trainable = true, lora?: LoraConfig) {
     this.#rng = new Random(seed);
     this.#trainable = trainable;
+    this.lora = lora ? new LoraSet(lora, seed) : null;
   }
 
   /** Register a layer named `name` of kind `type`. */
@@ -109,12 +114,16 @@ export class ParameterStore {
     return layer;
   }
 
-  /** A parameter drawn from U(−bound, bound), or constant when `bound` is `{constant}`. */
+  /**
+   * A parameter drawn from U(−b, b) (`{uniform: b}`) or N(0, σ²) (`{normal: σ}`), or constant,
+   * from the store's generator unless `rng` is given.
+   */
   parameter(
     layer: LayerRecord,
     localName: string,
     shape: number[],
-    init: { uniform: number } | { constant: number },
+    init: { uniform: number } | { normal: number } | { constant: number },
+    rng: Random = this.#rng,
   ): tf.Variable {
     const name = `${layer.name}.${localName}`;
     if (this.#names.has(name)) throw new Error(`Parameter "${name}" is defined twice.`);
@@ -123,7 +132,9 @@ export class ParameterStore {
     const values = new Float32Array(size);
     if ("uniform" in init) {
       const b = init.uniform;
-      for (let i = 0; i < size; i++) values[i] = (2 * this.#rng.uniform() - 1) * b;
+      for (let i = 0; i < size; i++) values[i] = (2 * rng.uniform() - 1) * b;
+    } else if ("normal" in init) {
+      for (let i = 0; i < size; i++) values[i] = rng.normal() * init.normal;
     } else if (init.constant !== 0) values.fill(init.constant);
     const variable = tf.tidy(() => tf.variable(tf.tensor(values, shape), this.#trainable));
     const entry = { name, variable };
@@ -276,12 +287,17 @@ export class PatchConvTranspose2d {
   }
 }
 
-/** Fully connected layer: y = act(x·W + b), W of shape [in, out]. */
+/**
+ * Fully connected layer: y = act(x·W + b), W of shape [in, out]; with a LoRA on it,
+ * y = act(x·W + b + s(α/r)·(xA)B) (lib/core/nn/lora.ts).
+ */
 export class Linear {
   /** W, shape [in, out]. */
   readonly weight: tf.Variable;
   /** b, shape [out]. */
   readonly bias: tf.Variable;
+  /** The low-rank update of W, when the network's LoRA targets this layer. */
+  readonly lora: LoraLayer | null;
 
   constructor(
     store: ParameterStore,
@@ -294,6 +310,11 @@ export class Linear {
     const init = options.zeroInit ? { constant: 0 } : { uniform: 1 / Math.sqrt(inFeatures) };
     this.weight = store.parameter(layer, "weight", [inFeatures, outFeatures], init);
     this.bias = store.parameter(layer, "bias", [outFeatures], init);
+    this.lora = store.lora?.adapt(
+      name,
+      this.weight,
+      (localName, shape, init, rng) => store.parameter(layer, localName, shape, init, rng),
+    ) ?? null;
   }
 
   /** x [B, in] → [B, out]. */
@@ -302,6 +323,17 @@ export class Linear {
     ctx?: ForwardContext,
     activation: "linear" | "relu" = "linear",
   ): tf.Tensor2D {
+    if (this.lora && this.lora.set.activeScale !== 0) {
+      const y = tf.tidy(() => {
+        const z = this.lora!.addUpdate(
+          x,
+          linear(x, this.weight as tf.Tensor2D, this.bias as tf.Tensor1D),
+        );
+        return activation === "relu" ? tf.relu(z) : z;
+      });
+      record(ctx, this.name, y);
+      return y;
+    }
     const y = activation === "linear"
       ? linear(x, this.weight as tf.Tensor2D, this.bias as tf.Tensor1D)
       : tf.fused.matMul({
