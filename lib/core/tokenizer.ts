@@ -128,6 +128,30 @@ export class Tokenizer {
     return words.join(" ");
   }
 
+  /**
+   * This vocabulary with `words` appended (ids vocabularySize, vocabularySize + 1, …): the
+   * placeholder tokens of textual inversion. Refused for a word the vocabulary has, or one that
+   * is not a single word of {@link textWords}.
+   */
+  withWords(words: readonly string[]): Tokenizer {
+    for (const word of words) {
+      const parsed = textWords(word);
+      if (parsed.length !== 1 || parsed[0] !== word) {
+        throw new UserError(
+          `"${word}" is not one lower-case word of letters and digits, so prompts could not ` +
+            `name it; choose a word like "sks" or "s1cat".`,
+        );
+      }
+      if (this.#ids.has(word)) {
+        throw new UserError(
+          `"${word}" is already word ${this.#ids.get(word)} of the vocabulary; a new token ` +
+            `needs a word the captions never used.`,
+        );
+      }
+    }
+    return new Tokenizer([...this.words, ...words], this.contextLength);
+  }
+
   toJSON(): TokenizerJson {
     return { contextLength: this.contextLength, words: [...this.words] };
   }

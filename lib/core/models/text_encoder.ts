@@ -140,27 +140,37 @@ export class TextEncoder {
 
   /**
    * The token states and the pooled state of `ids` [N, L] (int32, the tokenizer's encodings).
+   * `added` [k, D] are the embeddings of k tokens beyond the vocabulary (ids V … V + k − 1, the
+   * placeholders of textual inversion), looked up as if they were rows V … V + k − 1 of E.
    *
    * @throws Error when the ids are not [N, L] or hold an id outside the vocabulary
    */
-  encode(ids: tf.Tensor2D, ctx: ForwardContext = INFERENCE): TextEncoding {
+  encode(ids: tf.Tensor2D, ctx: ForwardContext = INFERENCE, added?: tf.Tensor2D): TextEncoding {
     const { contextLength: L, width: D, vocabularySize } = this.config;
     const [n, length] = ids.shape;
     if (length !== L || ids.dtype !== "int32") {
       throw new Error(`text encoder: ids must be int32 [N, ${L}], not ${ids.dtype} [${ids.shape}]`);
     }
+    if (added && added.shape[1] !== D) {
+      throw new Error(`text encoder: added embeddings must be [k, ${D}], not [${added.shape}]`);
+    }
+    const size = vocabularySize + (added?.shape[0] ?? 0);
     const values = ids.dataSync();
-    const outside = values.find((id) => id < 0 || id >= vocabularySize);
+    const outside = values.find((id) => id < 0 || id >= size);
     if (outside !== undefined) {
       throw new Error(
-        `text encoder: token id ${outside} is outside the vocabulary (0…${vocabularySize - 1})`,
+        `text encoder: token id ${outside} is outside the vocabulary (0…${size - 1})` +
+          (outside >= vocabularySize && !added
+            ? "; a prompt with a learned token needs its embedding"
+            : ""),
       );
     }
     return tf.tidy(() => {
       const keep = tf.cast(tf.notEqual(ids, PAD), "float32");
       // M [N, 1, 1, L]: 0 for a word, −10⁹ for padding.
       const bias = tf.reshape(tf.mul(tf.sub(1, keep), -1e9), [n, 1, 1, L]);
-      let h = tf.add(tf.gather(this.#tokens, ids), this.#positions) as tf.Tensor3D;
+      const table = added ? tf.concat([this.#tokens, added]) : this.#tokens;
+      let h = tf.add(tf.gather(table, ids), this.#positions) as tf.Tensor3D;
       for (const block of this.#blocks) {
         h = tf.add(h, this.#attention(block, block.norm1.apply(h, ctx), bias, ctx)) as tf.Tensor3D;
         const x = tf.reshape(block.norm2.apply(h, ctx), [n * L, D]) as tf.Tensor2D;
@@ -189,6 +199,11 @@ export class TextEncoder {
     const merged = tf.transpose(tf.matMul(tf.softmax(scores), v), [0, 2, 1, 3]);
     const out = block.out.apply(tf.reshape(merged, [n * L, D]) as tf.Tensor2D, ctx);
     return tf.reshape(out, [n, L, D]) as tf.Tensor3D;
+  }
+
+  /** The token embedding E [V, D] (frozen in textual inversion; read its rows, e.g. an initializer's). */
+  get tokenEmbedding(): tf.Variable {
+    return this.#tokens;
   }
 
   /** Free every variable. */
