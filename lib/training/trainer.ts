@@ -69,6 +69,17 @@ export interface TrainingData {
   labels?: Int32Array | readonly number[];
   /** Token states of each image's caption, for a network that cross-attends to text. */
   captionStates?: CaptionStates;
+  /**
+   * DreamBooth's prior preservation (Ruiz et al., 2023): images of the subject's class that the
+   * base model generated from the class prompt, with their captions' states. Each batch then
+   * holds `batchSize` of the subject's images and `batchSize` of these, and the loss is
+   *
+   *   L = mean_subject ‖ε − ε_θ(x_t, t, c)‖² + λ · mean_prior ‖ε′ − ε_θ(x′_t′, t′, c_pr)‖²,
+   *
+   * λ = `priorLossWeight`: the class keeps looking the way the base drew it while the rare
+   * token learns the subject.
+   */
+  prior?: Omit<TrainingData, "prior">;
 }
 
 /** A frozen text encoder's token states τ(caption) of every training image, and τ(""). */
@@ -124,6 +135,8 @@ export interface TrainConfig {
    * null context: zeros, or learned), for classifier-free guidance.
    */
   contextDropout: number;
+  /** λ, the weight of the prior-preservation loss (with `TrainingData.prior`; 1 in DreamBooth). */
+  priorLossWeight: number;
   /** Seed of the batch order, flips, t, ε and dropout. */
   seed: number;
   /** Steps between metrics records. */
@@ -178,6 +191,7 @@ export const DEFAULT_TRAIN_CONFIG: Readonly<TrainConfig> = {
   minSnrGamma: null,
   horizontalFlip: true,
   contextDropout: 0,
+  priorLossWeight: 1,
   seed: 0,
   logEvery: 10,
   timestepBuckets: 10,
@@ -343,7 +357,10 @@ export class Trainer {
   readonly config: TrainConfig;
   /** Losses of the steps run in this session, in order. */
   readonly losses: number[] = [];
+  /** The training images, the prior's (if any) appended after the subject's. */
   readonly #data: TrainingData;
+  /** Images of the subject (all of them without a prior), then of the prior. */
+  readonly #counts: { subject: number; prior: number };
   readonly #callbacks: TrainCallbacks;
   readonly #rng: Random;
   /** The parameters being trained (all of the model's unless the caller chose a subset). */
@@ -358,6 +375,7 @@ export class Trainer {
   #window = { sum: 0, count: 0 };
   #bestMeanLoss = NaN;
   #permutation: { epoch: number; order: number[] } | null = null;
+  #priorPermutation: { epoch: number; order: number[] } | null = null;
   #metricsReady = false;
 
   /**
@@ -378,22 +396,26 @@ export class Trainer {
     this.model = model;
     this.schedule = schedule;
     this.config = fillConfig(config);
-    this.#data = data;
     this.#callbacks = callbacks;
     this.#rng = new Random(this.config.seed);
     const mc = model.config;
     this.#shape = [mc.imageSize, mc.imageSize, mc.inChannels];
     this.#contextDim = model.contextDim;
     const size = this.#shape[0] * this.#shape[1] * this.#shape[2];
-    if (data.count < 1 || data.images.length !== data.count * size) {
-      throw new Error(
-        `Training data does not fit the network: ${data.count} images need ` +
-          `${data.count * size} values of ${this.#shape.join("×")} but the array has ` +
-          `${data.images.length}. Load the dataset at the model's imageSize.`,
-      );
+    for (const part of data.prior ? [data, data.prior] : [data]) {
+      const what = part === data ? "Training data" : "The prior's images";
+      if (part.count < 1 || part.images.length !== part.count * size) {
+        throw new Error(
+          `${what} do not fit the network: ${part.count} images need ` +
+            `${part.count * size} values of ${this.#shape.join("×")} but the array has ` +
+            `${part.images.length}. Load the dataset at the model's imageSize.`,
+        );
+      }
+      if (part.labels && this.#contextDim > 0) checkClassLabels(part.labels, this.#contextDim);
+      checkCaptionStates(part, model.crossAttentionDim);
     }
-    if (data.labels && this.#contextDim > 0) checkClassLabels(data.labels, this.#contextDim);
-    checkCaptionStates(data, model.crossAttentionDim);
+    this.#counts = { subject: data.count, prior: data.prior?.count ?? 0 };
+    this.#data = data.prior ? withPrior(data, data.prior) : data;
     this.#ema = createModel(model.config, { trainable: false });
     copyVariables(model.parameters, this.#ema.parameters);
     copyVariables(model.buffers, this.#ema.buffers);
@@ -455,9 +477,10 @@ export class Trainer {
           `it exactly; load it with loadModel and start a new run instead.`,
       );
     }
-    if (state.dataCount !== undefined && state.dataCount !== data.count) {
+    const count = data.count + (data.prior?.count ?? 0);
+    if (state.dataCount !== undefined && state.dataCount !== count) {
       throw new Error(
-        `${path} was trained on ${state.dataCount} images but ${data.count} were given; resume ` +
+        `${path} was trained on ${state.dataCount} images but ${count} were given; resume ` +
           `with the same dataset, or the batches would differ.`,
       );
     }
@@ -523,21 +546,37 @@ export class Trainer {
     this.#lastFiniteLoss = lastLoss;
   }
 
-  /** Image indices of the batch of step `step`: consecutive slices of a stream of seeded permutations. */
+  /**
+   * Image indices of the batch of step `step`: consecutive slices of a stream of seeded
+   * permutations; with a prior, as many again from a stream of its own, after the subject's.
+   */
   batchIndices(step: number): number[] {
-    const n = this.#data.count;
     const b = this.config.batchSize;
+    const { subject, prior } = this.#counts;
     const indices: number[] = [];
     for (let k = step * b; k < (step + 1) * b; k++) {
-      const epoch = Math.floor(k / n);
+      const epoch = Math.floor(k / subject);
       if (this.#permutation?.epoch !== epoch) {
-        const order = Array.from({ length: n }, (_, i) => i);
-        new Random((this.config.seed * 1000003 + epoch * 7919 + 1) >>> 0).shuffle(order);
-        this.#permutation = { epoch, order };
+        this.#permutation = { epoch, order: this.#shuffled(subject, epoch, 1) };
       }
-      indices.push(this.#permutation.order[k % n]);
+      indices.push(this.#permutation.order[k % subject]);
+    }
+    if (prior === 0) return indices;
+    for (let k = step * b; k < (step + 1) * b; k++) {
+      const epoch = Math.floor(k / prior);
+      if (this.#priorPermutation?.epoch !== epoch) {
+        this.#priorPermutation = { epoch, order: this.#shuffled(prior, epoch, 2) };
+      }
+      indices.push(subject + this.#priorPermutation.order[k % prior]);
     }
     return indices;
+  }
+
+  /** 0 … n − 1 in the order of epoch `epoch` of stream `stream`. */
+  #shuffled(n: number, epoch: number, stream: number): number[] {
+    const order = Array.from({ length: n }, (_, i) => i);
+    new Random((this.config.seed * 1000003 + epoch * 7919 + stream) >>> 0).shuffle(order);
+    return order;
   }
 
   /**
@@ -547,14 +586,14 @@ export class Trainer {
   async trainStep(): Promise<StepResult> {
     const c = this.config;
     const s = this.#step;
-    const B = c.batchSize;
+    const indices = this.batchIndices(s);
+    const B = indices.length; // 2 · batchSize with a prior
     const [H, W, C] = this.#shape;
     const size = H * W * C;
     const T = this.schedule.T;
     const rng = this.#rng;
     // Everything random, drawn in a fixed order.
     const x0 = new Float32Array(B * size);
-    const indices = this.batchIndices(s);
     for (let b = 0; b < B; b++) {
       const image = this.#data.images.subarray(indices[b] * size, (indices[b] + 1) * size);
       if (c.horizontalFlip && rng.uniform() < 0.5) {
@@ -599,6 +638,10 @@ export class Trainer {
       for (let b = 0; b < B; b++) {
         weights[b] = minSnrWeight(this.schedule.snr[timesteps[b]], c.minSnrGamma, c.prediction);
       }
+    }
+    if (this.#counts.prior > 0) {
+      // The mean over 2B with weights 2 and 2λ is mean_subject + λ · mean_prior.
+      for (let b = 0; b < B; b++) weights[b] *= b < c.batchSize ? 2 : 2 * c.priorLossWeight;
     }
     const lr = learningRateAt(c, s);
 
@@ -912,6 +955,37 @@ function checkCaptionStates(data: TrainingData, crossAttentionDim: number): void
         `${data.count} images of ${L} tokens × ${D} need ${data.count * L * D} and ${L * D}`,
     );
   }
+}
+
+/** The subject's images, labels and caption states with the prior's appended. */
+function withPrior(data: TrainingData, prior: Omit<TrainingData, "prior">): TrainingData {
+  const join = (a: Float32Array, b: Float32Array) => {
+    const out = new Float32Array(a.length + b.length);
+    out.set(a);
+    out.set(b, a.length);
+    return out;
+  };
+  if (!data.labels !== !prior.labels || !data.captionStates !== !prior.captionStates) {
+    throw new UserError(
+      "the prior's images must be conditioned like the subject's: both with class labels or " +
+        "caption states, or neither",
+    );
+  }
+  const [a, b] = [data.captionStates, prior.captionStates];
+  if (a && b && (a.length !== b.length || a.width !== b.width)) {
+    throw new UserError(
+      `the prior's caption states are ${b.length} × ${b.width} but the subject's ${a.length} × ` +
+        `${a.width}; encode both with the same text encoder`,
+    );
+  }
+  return {
+    images: join(data.images, prior.images),
+    count: data.count + prior.count,
+    labels: data.labels && prior.labels
+      ? Int32Array.from([...data.labels, ...prior.labels])
+      : undefined,
+    captionStates: a && b ? { ...a, states: join(a.states, b.states) } : undefined,
+  };
 }
 
 function copyVariables(from: readonly NamedVariable[], to: readonly NamedVariable[]): void {
