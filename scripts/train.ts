@@ -33,12 +33,14 @@ import {
   autoencoderSpecHash,
   trainAutoencoderNetwork,
 } from "../lib/zoo/autoencoder.ts";
+import { STYLE_LORA_SPECS, styleLoraHash, trainStyleLora } from "../lib/zoo/fine_tunes.ts";
 
-/** The zoo's networks that are not denoisers, with how each is trained. */
+/** The zoo's networks that are not denoisers, and its fine-tunes, with how each is trained. */
 const FEATURE_RUNS = new Map<string, typeof trainFeatureNetwork>([
   ...[...FEATURE_NETWORK_SPECS.keys()].map((n) => [n, trainFeatureNetwork] as const),
   ...[...CLIP_SPECS.keys()].map((n) => [n, trainClipNetwork] as const),
   ...[...AUTOENCODER_SPECS.keys()].map((n) => [n, trainAutoencoderNetwork] as const),
+  ...[...STYLE_LORA_SPECS.keys()].map((n) => [n, trainStyleLora] as const),
 ]);
 
 const USAGE =
@@ -84,6 +86,10 @@ async function main(argv: string[]): Promise<number> {
       ...[...AUTOENCODER_SPECS.values()].map((spec) => ({
         ...spec,
         fullHash: () => autoencoderSpecHash(spec, "full"),
+      })),
+      ...[...STYLE_LORA_SPECS.values()].map((spec) => ({
+        ...spec,
+        fullHash: () => styleLoraHash(spec, "full"),
       })),
     ];
     console.log(await listModels(".", more));

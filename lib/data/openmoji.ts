@@ -24,6 +24,7 @@ import { UserError } from "../core/errors.ts";
 import { reinstallCommand } from "../runtime/packages.ts";
 import { exists, sha256Hex, writeFileAtomic } from "../runtime/files.ts";
 import { type EmojiMeta, loadEmojiDataset } from "./emoji.ts";
+import { caption, type EmojiKeywords, STYLE_WORDS } from "./captions.ts";
 
 /** What is known of one OpenMoji image: the Unicode emoji's metadata, drawn by OpenMoji. */
 export interface OpenMojiMeta extends Omit<EmojiMeta, "vendor"> {
@@ -58,6 +59,19 @@ export interface OpenMojiOptions {
   packageRoot?: string;
   /** Folder of the rendered-set cache (default `.cache/openmoji` in the repository). */
   cacheDir?: string;
+}
+
+/** The licences of the set and of the captions, as a manifest records them. */
+export const OPENMOJI_LICENCE =
+  "OpenMoji images CC BY-SA 4.0 (HfG Schwäbisch Gmünd); captions from emojilib (MIT)";
+
+/**
+ * The caption the base models' captions give the same emoji ("red apple, fruit, twemoji"),
+ * without the style word: the tokenizer has no word for OpenMoji's style.
+ */
+export function openMojiCaption(meta: OpenMojiMeta, lexicon: EmojiKeywords): string {
+  const suffix = `, ${STYLE_WORDS.twitter}`;
+  return caption({ ...meta, vendor: "twitter" }, lexicon).slice(0, -suffix.length);
 }
 
 /** The set's credit line (CC BY-SA 4.0 asks for it wherever its images, or derived ones, show). */

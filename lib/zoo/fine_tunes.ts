@@ -1,0 +1,259 @@
+/**
+ * The zoo's fine-tunes (chapter 9): LoRA adapters (lib/core/nn/lora.ts) that teach the book's
+ * text-conditional U-Net a style it never saw, OpenMoji's outlined drawings (lib/data/openmoji.ts),
+ * one adapter per rank r ∈ {1, 2, 4, 8}, so that the chapter can set size against fit.
+ *
+ * An adapter trains on OpenMoji's Unicode emoji but a held-out few (the chapter's reference for
+ * FID/KID of the style), each captioned as the base's captions describe the same emoji, without a
+ * style word (the tokenizer has none for OpenMoji: the style is what the adapter adds). Only the
+ * factors A and B train (the base's weights stay bit-identical); the artefact is the adapter alone,
+ * `assets/models/NAME/adapter.lora`, a few kB to a hundred, with the run's metrics and a manifest
+ * whose spec hash covers the base's, so that retraining the base makes its adapters stale.
+ *
+ * The recipe starts from diffusers' LoRA script (Adam, constant learning rate 1e-4, α = r) and is
+ * scaled to this small model and short run: 1e-3, 1000 steps of 32 images (about three minutes
+ * on two CPU cores with the native backend). The targets are the attention projections, which
+ * the U-Net has at 8×8 and 4×4 only; the 16×16 convolutions, where an outline is drawn, stay as
+ * the base has them.
+ *
+ * @module
+ */
+import type { Profile } from "../runtime/options.ts";
+import { exists, sha256Hex } from "../runtime/files.ts";
+import { UserError } from "../core/errors.ts";
+import { Random } from "../core/random.ts";
+import { ATTENTION_PROJECTIONS, type LoraConfig } from "../core/nn/lora.ts";
+import { adaptModel, type DiffusionModel, loraParameters } from "../core/models/mod.ts";
+import { loadEmojiKeywords } from "../data/captions.ts";
+import { loadOpenMojiDataset, OPENMOJI_LICENCE, openMojiCaption } from "../data/openmoji.ts";
+import { type TrainConfig, Trainer, type TrainingData } from "../training/trainer.ts";
+import { loadAdapter, saveAdapter } from "../training/adapter.ts";
+import type { ArtefactManifest } from "./manifest.ts";
+import { loadPretrained, type Pretrained } from "./pretrained.ts";
+import { canonicalJson, modelSpec, specHash } from "./specs.ts";
+import { captionStates, gatherRows } from "./spec_data.ts";
+import {
+  checkedArtefact,
+  closeNetworkRun,
+  type NetworkRunOptions,
+  type NetworkRunResult,
+  openNetworkRun,
+  writeRunManifest,
+} from "./network_runs.ts";
+
+/** A style LoRA of a zoo model. */
+export interface StyleLoraSpec {
+  /** Registry name, also the artefact's folder. */
+  name: string;
+  /** One line: what it is. */
+  description: string;
+  /** The zoo's text-conditional model it adapts. */
+  base: string;
+  /** Rank, α and the layers it adapts. */
+  lora: LoraConfig;
+  /** OpenMoji emoji kept out of training (the chapter's reference set), drawn by `seed`. */
+  heldOut: { count: number; seed: number };
+  /** The run, per profile. */
+  training: Record<Profile, Partial<TrainConfig> & { steps: number; batchSize: number }>;
+}
+
+/** The ranks of the chapter's sweep. */
+export const STYLE_LORA_RANKS = [1, 2, 4, 8] as const;
+
+function styleLora(rank: number): StyleLoraSpec {
+  const recipe = {
+    learningRate: 1e-3,
+    lrSchedule: "constant",
+    warmupSteps: 0,
+    // Captions name directions ("right arrow"), so no flips; the null prompt keeps guidance.
+    horizontalFlip: false,
+    contextDropout: 0.1,
+    emaDecay: 0.99,
+    logEvery: 25,
+    seed: 1,
+  } as const;
+  return {
+    name: `text16-lora-openmoji-r${rank}`,
+    description: `chapter 9's rank-${rank} LoRA of text16-unet's attention on OpenMoji's style`,
+    base: "text16-unet",
+    lora: { rank, alpha: rank, targets: ATTENTION_PROJECTIONS },
+    heldOut: { count: 400, seed: 11 },
+    training: {
+      quick: { ...recipe, steps: 40, batchSize: 16, checkpointEvery: 20 },
+      full: { ...recipe, steps: 1000, batchSize: 32, checkpointEvery: 250 },
+    },
+  };
+}
+
+/** The zoo's style LoRAs by name. */
+export const STYLE_LORA_SPECS: ReadonlyMap<string, StyleLoraSpec> = new Map(
+  STYLE_LORA_RANKS.map((r) => styleLora(r)).map((spec) => [spec.name, spec]),
+);
+
+/** The spec named `name`, or a UserError listing the names. */
+export function styleLoraSpec(name: string): StyleLoraSpec {
+  const spec = STYLE_LORA_SPECS.get(name);
+  if (!spec) {
+    throw new UserError(
+      `unknown fine-tune "${name}"; the zoo has ${[...STYLE_LORA_SPECS.keys()].join(", ")}`,
+    );
+  }
+  return spec;
+}
+
+/** What a profile's hash covers: the adapter's spec and its base's spec hash. */
+export async function styleLoraProfile(
+  spec: StyleLoraSpec,
+  profile: Profile,
+): Promise<Record<string, unknown>> {
+  return {
+    name: spec.name,
+    profile,
+    base: { name: spec.base, specHash: await specHash(modelSpec(spec.base), profile) },
+    lora: spec.lora,
+    data: { set: "openmoji", size: 16, heldOut: spec.heldOut },
+    training: spec.training[profile],
+  };
+}
+
+/** The hash of `spec` in `profile` (it moves when the base's does). */
+export async function styleLoraHash(spec: StyleLoraSpec, profile: Profile): Promise<string> {
+  return (await sha256Hex(canonicalJson(await styleLoraProfile(spec, profile)))).slice(0, 16);
+}
+
+/** An adapter's images: the training set with its captions' states, and the held-out ones. */
+export interface StyleData {
+  /** The OpenMoji emoji it trains on, with τ(caption) of each. */
+  train: TrainingData;
+  /** Their captions, in order. */
+  trainCaptions: string[];
+  /** The held-out emoji (NHWC in [−1, 1]) and their captions. */
+  heldOut: { images: Float32Array; count: number; captions: string[]; unified: string[] };
+}
+
+/** The split of OpenMoji `spec` trains on, captioned (see the module comment). */
+export async function styleData(
+  spec: StyleLoraSpec,
+  profile: Profile = "full",
+  root = ".",
+): Promise<StyleData> {
+  const openmoji = await loadOpenMojiDataset();
+  const lexicon = await loadEmojiKeywords();
+  const order = new Random(spec.heldOut.seed).shuffle(
+    Array.from({ length: openmoji.count }, (_, i) => i),
+  );
+  const held = order.slice(0, spec.heldOut.count);
+  const train = order.slice(spec.heldOut.count);
+  const row = openmoji.size * openmoji.size * 3;
+  const captionsOf = (indices: number[]) =>
+    indices.map((i) => openMojiCaption(openmoji.meta[i], lexicon));
+  const trainCaptions = captionsOf(train);
+  const base = modelSpec(spec.base);
+  if (base.conditioning?.kind !== "text") {
+    throw new Error(`${spec.name}: its base ${spec.base} is not text-conditional`);
+  }
+  return {
+    train: {
+      images: gatherRows(openmoji.images, row, train),
+      count: train.length,
+      captionStates: await captionStates(base.conditioning.encoder, trainCaptions, profile, root),
+    },
+    trainCaptions,
+    heldOut: {
+      images: gatherRows(openmoji.images, row, held),
+      count: held.length,
+      captions: captionsOf(held),
+      unified: held.map((i) => openmoji.meta[i].unified),
+    },
+  };
+}
+
+/**
+ * Train the adapter `name` (continuing its run in `.cache/runs/NAME-PROFILE/`), and export it
+ * when finished: `assets/models/NAME/` in `full`.
+ */
+export async function trainStyleLora(
+  name: string,
+  options: NetworkRunOptions = {},
+): Promise<NetworkRunResult> {
+  const spec = styleLoraSpec(name);
+  const profile = options.profile ?? "full";
+  const root = options.root ?? ".";
+  const hash = await styleLoraHash(spec, profile);
+  const opened = await openNetworkRun(name, hash, options);
+  if ("upToDate" in opened) return opened;
+  const { dir, out } = opened;
+  const base = await loadPretrained(spec.base, { profile, root });
+  const adapted = adaptModel(base.model, spec.lora);
+  base.model.dispose();
+  const { train } = await styleData(spec, profile, root);
+  const recipe = spec.training[profile];
+  const config = {
+    ...recipe,
+    checkpointPath: `${dir}/checkpoint.bin`,
+    metricsPath: `${dir}/metrics.jsonl`,
+  };
+  const parameters = loraParameters(adapted);
+  const callbacks = { progress: options.progress, parameters };
+  const trainer = await exists(config.checkpointPath)
+    ? await Trainer.resume(config.checkpointPath, train, { ...callbacks, model: adapted, config })
+    : new Trainer(adapted, train, base.schedule, config, callbacks);
+  const { step } = await trainer.run({ minutes: options.minutes });
+  trainer.dispose();
+  return await closeNetworkRun(opened, recipe.steps, step, adapted, async () => {
+    await Deno.mkdir(out, { recursive: true });
+    const bytes = await saveAdapter(`${out}/adapter.lora`, adapted, { baseName: spec.base });
+    await writeRunManifest(out, dir, {
+      spec,
+      profile,
+      hash,
+      profileSpec: await styleLoraProfile(spec, profile),
+      images: train.images,
+      count: train.count,
+      licence: OPENMOJI_LICENCE,
+      steps: recipe.steps,
+      batchSize: recipe.batchSize,
+      parameters: adapted.lora!.parameterCount,
+    }, { adapterBytes: bytes } as Partial<ArtefactManifest>);
+    return out;
+  });
+}
+
+/** A trained style LoRA on its base. */
+export interface LoadedStyleLora {
+  spec: StyleLoraSpec;
+  /** The adapter's manifest (steps, wall time, parameters, `adapterBytes`). */
+  manifest: ArtefactManifest & { adapterBytes?: number };
+  /** The base network with the adapter on it (strength 1; set it with `model.lora`). */
+  model: DiffusionModel;
+  /** The base as the zoo has it (its schedule, prediction, clip range; its own network freed). */
+  base: Omit<Pretrained, "model">;
+}
+
+/**
+ * The adapter `name` of a profile on its base: `full` from the committed artefacts, `quick`
+ * trained when missing or stale.
+ *
+ * @throws UserError naming the command that makes a missing or stale `full` adapter
+ */
+export async function loadStyleLora(
+  name: string,
+  profile: Profile = "full",
+  root = ".",
+): Promise<LoadedStyleLora> {
+  const spec = styleLoraSpec(name);
+  const { dir, manifest } = await checkedArtefact(
+    name,
+    await styleLoraHash(spec, profile),
+    profile,
+    root,
+    (restart) => trainStyleLora(name, { profile, root, restart, progress: false }),
+  );
+  const { model: baseModel, ...base } = await loadPretrained(spec.base, { profile, root });
+  try {
+    const model = await loadAdapter(`${dir}/adapter.lora`, baseModel, { baseName: spec.base });
+    return { spec, manifest, model, base };
+  } finally {
+    baseModel.dispose();
+  }
+}
