@@ -33,7 +33,14 @@ import {
   autoencoderSpecHash,
   trainAutoencoderNetwork,
 } from "../lib/zoo/autoencoder.ts";
-import { STYLE_LORA_SPECS, styleLoraHash, trainStyleLora } from "../lib/zoo/fine_tunes.ts";
+import {
+  STYLE_LORA_SPECS,
+  styleLoraHash,
+  TOKEN_SPECS,
+  tokenSpecHash,
+  trainStyleLora,
+  trainToken,
+} from "../lib/zoo/fine_tunes.ts";
 
 /** The zoo's networks that are not denoisers, and its fine-tunes, with how each is trained. */
 const FEATURE_RUNS = new Map<string, typeof trainFeatureNetwork>([
@@ -41,6 +48,7 @@ const FEATURE_RUNS = new Map<string, typeof trainFeatureNetwork>([
   ...[...CLIP_SPECS.keys()].map((n) => [n, trainClipNetwork] as const),
   ...[...AUTOENCODER_SPECS.keys()].map((n) => [n, trainAutoencoderNetwork] as const),
   ...[...STYLE_LORA_SPECS.keys()].map((n) => [n, trainStyleLora] as const),
+  ...[...TOKEN_SPECS.keys()].map((n) => [n, trainToken] as const),
 ]);
 
 const USAGE =
@@ -90,6 +98,10 @@ async function main(argv: string[]): Promise<number> {
       ...[...STYLE_LORA_SPECS.values()].map((spec) => ({
         ...spec,
         fullHash: () => styleLoraHash(spec, "full"),
+      })),
+      ...[...TOKEN_SPECS.values()].map((spec) => ({
+        ...spec,
+        fullHash: () => tokenSpecHash(spec, "full"),
       })),
     ];
     console.log(await listModels(".", more));

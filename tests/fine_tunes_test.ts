@@ -5,11 +5,15 @@ import { selectBackend } from "../lib/runtime/backend.ts";
 import { sha256Hex } from "../lib/runtime/files.ts";
 import { readManifest } from "../lib/zoo/manifest.ts";
 import {
+  conceptImages,
   loadStyleLora,
+  loadToken,
   STYLE_LORA_SPECS,
   styleData,
   styleLoraHash,
   styleLoraSpec,
+  TOKEN_SPECS,
+  tokenSpecHash,
 } from "../lib/zoo/fine_tunes.ts";
 import { loadAdapter } from "../lib/training/adapter.ts";
 import { adaptModel, type DiffusionModel } from "../lib/core/models/mod.ts";
@@ -41,7 +45,7 @@ async function output(model: DiffusionModel): Promise<Float32Array> {
   return values;
 }
 
-describe("the zoo's style LoRAs (chapter 9)", () => {
+describe("the zoo's fine-tunes (chapter 9)", () => {
   for (const spec of STYLE_LORA_SPECS.values()) {
     it(`${spec.name}: a current artefact of a few kB that loads onto its base`, async () => {
       const dir = `${ROOT}/assets/models/${spec.name}`;
@@ -77,6 +81,27 @@ describe("the zoo's style LoRAs (chapter 9)", () => {
       loaded.model.dispose();
     });
   }
+
+  it("text16-ti-catface: one current word of a few hundred bytes, every tensor of the encoder as it was", async () => {
+    const spec = TOKEN_SPECS.get("text16-ti-catface")!;
+    const dir = `${ROOT}/assets/models/${spec.name}`;
+    const manifest = await readManifest(dir);
+    assert.ok(manifest, `${spec.name} has no artefact; deno task train ${spec.name}`);
+    assert.equal(manifest.specHash, await tokenSpecHash(spec, "full"), "stale");
+    for (const [file, hash] of Object.entries(manifest.files)) {
+      assert.equal(await sha256Hex(await Deno.readFile(`${dir}/${file}`)), hash, file);
+    }
+    const { token, clip } = await loadToken(spec.name, "full", ROOT);
+    assert.equal(token.word, "ktn");
+    assert.equal(token.vector.size, clip.text.config.width);
+    assert.equal(manifest.parameters, clip.text.config.width);
+    assert.ok((await Deno.stat(`${dir}/token.ckpt`)).size < 4096);
+    assert.equal(token.tokenizer.id("ktn"), clip.text.config.vocabularySize, "one id past E");
+    const concept = await conceptImages(spec);
+    assert.equal(concept.count, 18, "nine cat faces, two vendors");
+    token.dispose();
+    clip.dispose();
+  });
 
   it("keeps the held-out emoji out of training, and refuses an adapter of another rank", async () => {
     const spec = styleLoraSpec("text16-lora-openmoji-r2");

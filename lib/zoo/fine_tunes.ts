@@ -1,7 +1,8 @@
 /**
  * The zoo's fine-tunes (chapter 9): LoRA adapters (lib/core/nn/lora.ts) that teach the book's
  * text-conditional U-Net a style it never saw, OpenMoji's outlined drawings (lib/data/openmoji.ts),
- * one adapter per rank r ∈ {1, 2, 4, 8}, so that the chapter can set size against fit.
+ * one adapter per rank r ∈ {1, 2, 4, 8}, so that the chapter can set size against fit; and a word
+ * learned by textual inversion for a concept it never saw (see {@link TokenSpec}).
  *
  * An adapter trains on OpenMoji's Unicode emoji but a held-out few (the chapter's reference for
  * FID/KID of the style), each captioned as the base's captions describe the same emoji, without a
@@ -25,6 +26,16 @@ import { Random } from "../core/random.ts";
 import { ATTENTION_PROJECTIONS, type LoraConfig } from "../core/nn/lora.ts";
 import { adaptModel, type DiffusionModel, loraParameters } from "../core/models/mod.ts";
 import { loadEmojiKeywords } from "../data/captions.ts";
+import { loadEmojiDataset } from "../data/emoji.ts";
+import { holdoutSplit } from "../data/holdouts.ts";
+import { activeBackendLabel } from "../runtime/backend.ts";
+import {
+  LearnedToken,
+  learnToken,
+  loadLearnedToken,
+  saveLearnedToken,
+} from "../training/textual_inversion.ts";
+import { loadClipArtefact, type LoadedClip } from "./clip_network.ts";
 import { loadOpenMojiDataset, OPENMOJI_LICENCE, openMojiCaption } from "../data/openmoji.ts";
 import { type TrainConfig, Trainer, type TrainingData } from "../training/trainer.ts";
 import { loadAdapter, saveAdapter } from "../training/adapter.ts";
@@ -35,6 +46,7 @@ import { captionStates, gatherRows } from "./spec_data.ts";
 import {
   checkedArtefact,
   closeNetworkRun,
+  LICENCE,
   type NetworkRunOptions,
   type NetworkRunResult,
   openNetworkRun,
@@ -256,4 +268,199 @@ export async function loadStyleLora(
   } finally {
     baseModel.dispose();
   }
+}
+
+/**
+ * A word learned by textual inversion (lib/training/textual_inversion.ts) for a concept the base
+ * never saw: the held-out subcategory of the conditioning models (the cat faces), both vendors'
+ * drawings of it. Its artefact is the word's embedding alone, `token.ckpt`, with the digest of
+ * the text encoder it was learned in.
+ */
+export interface TokenSpec {
+  name: string;
+  description: string;
+  /** The zoo's text-conditional model whose U-Net scores the word (frozen). */
+  base: string;
+  /** The placeholder S*, a word the captions never use. */
+  word: string;
+  /** The word v starts from. */
+  initializer: string;
+  /** Prompt templates, `{}` where the word goes. */
+  templates: readonly string[];
+  /** The run, per profile (Adam, constant learning rate). */
+  training: Record<Profile, { steps: number; batchSize: number; learningRate: number }>;
+}
+
+/**
+ * The cat faces, learned as "ktn" from "cat": diffusers' textual inversion runs 3000 steps of 4
+ * at 5e-4; the 18 images here need fewer, 600 steps of 8 at the same rate (under a minute).
+ */
+const CAT_FACE_TOKEN: TokenSpec = {
+  name: "text16-ti-catface",
+  description: "chapter 9's textual inversion: the cat faces text16-unet never saw, as one word",
+  base: "text16-unet",
+  word: "ktn",
+  initializer: "cat",
+  templates: ["{}, twemoji", "{}, noto", "{}, face, twemoji", "{}, face, noto"],
+  training: {
+    quick: { steps: 20, batchSize: 4, learningRate: 5e-4 },
+    full: { steps: 600, batchSize: 8, learningRate: 5e-4 },
+  },
+};
+
+/** The zoo's learned words by name. */
+export const TOKEN_SPECS: ReadonlyMap<string, TokenSpec> = new Map([
+  [CAT_FACE_TOKEN.name, CAT_FACE_TOKEN],
+]);
+
+function tokenSpec(name: string): TokenSpec {
+  const spec = TOKEN_SPECS.get(name);
+  if (!spec) {
+    throw new UserError(
+      `unknown learned word "${name}"; the zoo has ${[...TOKEN_SPECS.keys()].join(", ")}`,
+    );
+  }
+  return spec;
+}
+
+/** What a profile's hash covers: the word's spec and its base's spec hash. */
+async function tokenProfile(spec: TokenSpec, profile: Profile): Promise<Record<string, unknown>> {
+  const { training, ...rest } = spec;
+  return {
+    ...rest,
+    profile,
+    base: { name: spec.base, specHash: await specHash(modelSpec(spec.base), profile) },
+    concept: { subcategory: modelSpec(spec.base).holdouts!.unseenSubcategory, size: 16 },
+    training: training[profile],
+  };
+}
+
+/** The hash of `spec` in `profile`. */
+export async function tokenSpecHash(spec: TokenSpec, profile: Profile): Promise<string> {
+  return (await sha256Hex(canonicalJson(await tokenProfile(spec, profile)))).slice(0, 16);
+}
+
+/** The concept's images: the base's unseen subcategory, both vendors, in dataset order. */
+export async function conceptImages(
+  spec: TokenSpec,
+): Promise<{ images: Float32Array; count: number; names: string[] }> {
+  const base = modelSpec(spec.base);
+  const dataset = await loadEmojiDataset(base.data);
+  const indices = holdoutSplit(dataset.meta, base.holdouts).unseenSubcategory;
+  return {
+    images: gatherRows(dataset.images, dataset.size * dataset.size * 3, indices),
+    count: indices.length,
+    names: indices.map((i) => `${dataset.meta[i].shortName} (${dataset.meta[i].vendor})`),
+  };
+}
+
+/** Learn the word `name` and export it (`assets/models/NAME/` in `full`). */
+export async function trainToken(
+  name: string,
+  options: NetworkRunOptions = {},
+): Promise<NetworkRunResult> {
+  const spec = tokenSpec(name);
+  const profile = options.profile ?? "full";
+  const root = options.root ?? ".";
+  const hash = await tokenSpecHash(spec, profile);
+  const opened = await openNetworkRun(name, hash, options);
+  if ("upToDate" in opened) return opened;
+  const { dir, out } = opened;
+  const base = await loadPretrained(spec.base, { profile, root });
+  const conditioning = modelSpec(spec.base).conditioning;
+  if (conditioning?.kind !== "text") throw new Error(`${spec.base} is not text-conditional`);
+  const { clip, tokenizer } = await loadClipArtefact(conditioning.encoder, profile, root);
+  const token = new LearnedToken(spec.word, spec.initializer, clip.text, tokenizer);
+  const concept = await conceptImages(spec);
+  const recipe = spec.training[profile];
+  // A short run (minutes): it starts over when interrupted, and logs as the Trainer does.
+  await Deno.writeTextFile(`${dir}/metrics.jsonl`, "");
+  const backend = activeBackendLabel();
+  let window = { loss: 0, steps: 0, start: performance.now() };
+  await learnToken(token, base.model, base.schedule, concept, {
+    templates: spec.templates,
+    steps: recipe.steps,
+    batchSize: recipe.batchSize,
+    learningRate: recipe.learningRate,
+    prediction: base.predictionType,
+  }, {
+    progress: options.progress,
+    onStep: (step, loss) => {
+      window.loss += loss;
+      window.steps++;
+      if (step % 25 !== 0 && step !== recipe.steps) return;
+      const seconds = (performance.now() - window.start) / 1000;
+      const record = {
+        step,
+        loss: window.loss / window.steps,
+        stepsPerSecond: window.steps / seconds,
+        backend,
+      };
+      Deno.writeTextFileSync(`${dir}/metrics.jsonl`, JSON.stringify(record) + "\n", {
+        append: true,
+      });
+      window = { loss: 0, steps: 0, start: performance.now() };
+    },
+  });
+  base.model.dispose();
+  const network = {
+    dispose() {
+      token.dispose();
+      clip.dispose();
+    },
+  };
+  return await closeNetworkRun(opened, recipe.steps, recipe.steps, network, async () => {
+    await Deno.mkdir(out, { recursive: true });
+    const bytes = await saveLearnedToken(`${out}/token.ckpt`, token, {
+      encoderName: conditioning.encoder,
+    });
+    await writeRunManifest(out, dir, {
+      spec,
+      profile,
+      hash,
+      profileSpec: await tokenProfile(spec, profile),
+      images: concept.images,
+      count: concept.count,
+      licence: LICENCE,
+      steps: recipe.steps,
+      batchSize: recipe.batchSize,
+      parameters: token.vector.size,
+    }, {
+      tokenBytes: bytes,
+      nearestWords: token.nearestWords(5),
+    } as Partial<ArtefactManifest>);
+    return out;
+  });
+}
+
+/** A learned word in its text encoder, beside the base it was learned for. */
+export interface LoadedToken {
+  spec: TokenSpec;
+  manifest: ArtefactManifest;
+  /** The word and its embedding (its `tokenizer` knows the word). */
+  token: LearnedToken;
+  /** The tiny CLIP whose text tower holds it (the caller disposes it). */
+  clip: LoadedClip["clip"];
+}
+
+/** The learned word `name` of a profile, in its encoder (`quick`: learned when missing). */
+export async function loadToken(
+  name: string,
+  profile: Profile = "full",
+  root = ".",
+): Promise<LoadedToken> {
+  const spec = tokenSpec(name);
+  const { dir, manifest } = await checkedArtefact(
+    name,
+    await tokenSpecHash(spec, profile),
+    profile,
+    root,
+    (restart) => trainToken(name, { profile, root, restart, progress: false }),
+  );
+  const conditioning = modelSpec(spec.base).conditioning as { encoder: string };
+  const { clip, tokenizer } = await loadClipArtefact(conditioning.encoder, profile, root);
+  const token = await loadLearnedToken(`${dir}/token.ckpt`, clip.text, tokenizer, {
+    encoderName: conditioning.encoder,
+  });
+  return { spec, manifest, token, clip };
 }
