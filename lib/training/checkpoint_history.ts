@@ -7,7 +7,8 @@
  * to its step's name (an atomic operation), then the new one replaces the latest atomically
  * (lib/runtime/files.ts), and only then are the oldest beyond the kept number removed. A
  * process killed at any point leaves a latest checkpoint that is whole, and at most a
- * temporary file, which {@link removeStaleTemporaries} clears on the next start.
+ * temporary file, which {@link removeStaleTemporaries} clears on the next start, or one kept
+ * checkpoint too many, which {@link pruneKeptCheckpoints} removes then.
  *
  * Each checkpoint's state carries `meanLoss`, the mean training loss of the steps since the
  * one before it, and `bestMeanLoss`, the lowest such mean of the run so far: what
@@ -141,10 +142,24 @@ export async function saveKeptCheckpoint(
     }
   }
   await saveCheckpoint(path, checkpoint, options);
+  await pruneKeptCheckpoints(path, keep);
+}
+
+/**
+ * Remove the oldest kept checkpoints of the run at `path` beyond `keep` in all (the latest
+ * counts): what a save does last, and a run's start does again, in case a process was killed
+ * between the two.
+ */
+export async function pruneKeptCheckpoints(
+  path: string,
+  keep = DEFAULT_KEPT_CHECKPOINTS,
+): Promise<void> {
+  if (!await exists(path)) return;
+  const latest = await describe(path, true);
   const older = (await namesIn(split(path).dir))
     .map((name) => ({ name, step: keptStep(path, name) }))
     .filter((c): c is { name: string; step: number } =>
-      c.step !== undefined && c.step !== checkpoint.step
+      c.step !== undefined && c.step !== latest.step
     )
     .sort((a, b) => b.step - a.step);
   for (const { name } of older.slice(keep - 1)) {

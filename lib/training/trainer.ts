@@ -45,6 +45,7 @@ import {
   describeCheckpoints,
   type KeptCheckpoint,
   listCheckpoints,
+  pruneKeptCheckpoints,
   rewindTo,
   saneCheckpoint,
   saveKeptCheckpoint,
@@ -824,6 +825,7 @@ export class Trainer {
     for (const path of [c.checkpointPath, c.metricsPath]) {
       if (path) await removeStaleTemporaries(path);
     }
+    if (c.checkpointPath) await pruneKeptCheckpoints(c.checkpointPath, c.keepCheckpoints);
     await this.#prepareMetricsFile();
     const progress = this.#callbacks.progress === false
       ? null
