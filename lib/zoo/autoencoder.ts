@@ -47,7 +47,7 @@ import {
   writeRunManifest,
 } from "./network_runs.ts";
 import { loadPerceptualArtefact } from "./feature_networks.ts";
-import { canonicalJson } from "./specs.ts";
+import { profileHash } from "./specs.ts";
 
 /** An autoencoder's spec. */
 export interface AutoencoderSpec {
@@ -154,7 +154,7 @@ export async function autoencoderSpecHash(
   spec: AutoencoderSpec,
   profile: Profile,
 ): Promise<string> {
-  return (await sha256Hex(canonicalJson(autoencoderProfile(spec, profile)))).slice(0, 16);
+  return await profileHash(autoencoderProfile(spec, profile));
 }
 
 /** The emoji of a spec and its split: training images and held-out names. */

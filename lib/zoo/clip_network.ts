@@ -13,7 +13,6 @@
  * @module
  */
 import type { Profile } from "../runtime/options.ts";
-import { sha256Hex } from "../runtime/files.ts";
 import { UserError } from "../core/errors.ts";
 import { type ClipConfig, TinyClip } from "../core/models/clip.ts";
 import { Tokenizer, type TokenizerJson } from "../core/tokenizer.ts";
@@ -43,7 +42,7 @@ import {
   runFiles,
   writeRunManifest,
 } from "./network_runs.ts";
-import { canonicalJson } from "./specs.ts";
+import { profileHash } from "./specs.ts";
 
 /** The tiny CLIP's spec. */
 export interface ClipSpec {
@@ -133,7 +132,7 @@ export function clipProfile(spec: ClipSpec, profile: Profile): Record<string, un
 
 /** Hex SHA-256 (16 digits) of a profile of the spec. */
 export async function clipSpecHash(spec: ClipSpec, profile: Profile): Promise<string> {
-  return (await sha256Hex(canonicalJson(clipProfile(spec, profile)))).slice(0, 16);
+  return await profileHash(clipProfile(spec, profile));
 }
 
 /** The emoji, their captions, the holdout split, the tokenizer and every caption's ids. */

@@ -12,7 +12,7 @@
  * @module
  */
 import type { Profile } from "../runtime/options.ts";
-import { sha256Hex, writeFileAtomic } from "../runtime/files.ts";
+import { writeFileAtomic } from "../runtime/files.ts";
 import { activeBackendLabel } from "../runtime/backend.ts";
 import { UserError } from "../core/errors.ts";
 import { Random } from "../core/random.ts";
@@ -50,7 +50,7 @@ import {
   runFiles,
   writeRunManifest,
 } from "./network_runs.ts";
-import { canonicalJson } from "./specs.ts";
+import { profileHash } from "./specs.ts";
 
 /** The classifier's spec. */
 export interface ClassifierSpec {
@@ -172,7 +172,7 @@ export async function featureSpecHash(
   spec: ClassifierSpec | PerceptualSpec,
   profile: Profile,
 ): Promise<string> {
-  return (await sha256Hex(canonicalJson(featureProfile(spec, profile)))).slice(0, 16);
+  return await profileHash(featureProfile(spec, profile));
 }
 
 /** The emoji with their two label sets and the identity split of `spec`. */

@@ -20,7 +20,7 @@
  * @module
  */
 import type { Profile } from "../runtime/options.ts";
-import { exists, sha256Hex } from "../runtime/files.ts";
+import { exists } from "../runtime/files.ts";
 import { UserError } from "../core/errors.ts";
 import { Random } from "../core/random.ts";
 import { ATTENTION_PROJECTIONS, type LoraConfig } from "../core/nn/lora.ts";
@@ -41,7 +41,7 @@ import { type TrainConfig, Trainer, type TrainingData } from "../training/traine
 import { loadAdapter, saveAdapter } from "../training/adapter.ts";
 import type { ArtefactManifest } from "./manifest.ts";
 import { loadPretrained, type Pretrained } from "./pretrained.ts";
-import { canonicalJson, modelSpec, specHash } from "./specs.ts";
+import { modelSpec, profileHash, specHash } from "./specs.ts";
 import { captionStates, gatherRows } from "./spec_data.ts";
 import {
   checkedArtefact,
@@ -130,7 +130,7 @@ export async function styleLoraProfile(
 
 /** The hash of `spec` in `profile` (it moves when the base's does). */
 export async function styleLoraHash(spec: StyleLoraSpec, profile: Profile): Promise<string> {
-  return (await sha256Hex(canonicalJson(await styleLoraProfile(spec, profile)))).slice(0, 16);
+  return await profileHash(await styleLoraProfile(spec, profile));
 }
 
 /** An adapter's images: the training set with its captions' states, and the held-out ones. */
@@ -226,7 +226,7 @@ export async function trainStyleLora(
       steps: recipe.steps,
       batchSize: recipe.batchSize,
       parameters: adapted.lora!.parameterCount,
-    }, { adapterBytes: bytes } as Partial<ArtefactManifest>);
+    }, { adapterBytes: bytes });
     return out;
   });
 }
@@ -235,7 +235,7 @@ export async function trainStyleLora(
 export interface LoadedStyleLora {
   spec: StyleLoraSpec;
   /** The adapter's manifest (steps, wall time, parameters, `adapterBytes`). */
-  manifest: ArtefactManifest & { adapterBytes?: number };
+  manifest: ArtefactManifest;
   /** The base network with the adapter on it (strength 1; set it with `model.lora`). */
   model: DiffusionModel;
   /** The base as the zoo has it (its schedule, prediction, clip range; its own network freed). */
@@ -337,7 +337,7 @@ async function tokenProfile(spec: TokenSpec, profile: Profile): Promise<Record<s
 
 /** The hash of `spec` in `profile`. */
 export async function tokenSpecHash(spec: TokenSpec, profile: Profile): Promise<string> {
-  return (await sha256Hex(canonicalJson(await tokenProfile(spec, profile)))).slice(0, 16);
+  return await profileHash(await tokenProfile(spec, profile));
 }
 
 /** The concept's images: the base's unseen subcategory, both vendors, in dataset order. */
@@ -428,7 +428,7 @@ export async function trainToken(
     }, {
       tokenBytes: bytes,
       nearestWords: token.nearestWords(5),
-    } as Partial<ArtefactManifest>);
+    });
     return out;
   });
 }

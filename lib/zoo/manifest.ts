@@ -41,6 +41,12 @@ export interface ArtefactManifest {
   heldOutReconstruction?: Record<string, number>;
   /** An autoencoder's latents over the dataset: the scale factor s = 1/std, mean, std, mean σ. */
   latents?: Record<string, number>;
+  /** A LoRA adapter's file size in bytes (lib/training/adapter.ts). */
+  adapterBytes?: number;
+  /** A learned word's file size in bytes (lib/training/textual_inversion.ts). */
+  tokenBytes?: number;
+  /** A learned word's nearest words in its encoder's vocabulary, by cosine. */
+  nearestWords?: { word: string; cosine: number }[];
   /** Numbers today's code must reproduce (see lib/zoo/fingerprint.ts); `full` artefacts only. */
   fingerprint?: ModelFingerprint;
   /** Hash of the library that made a `quick` artefact (`libraryHash` in lib/zoo/artefacts.ts). */

@@ -429,5 +429,13 @@ export function profileSpec(spec: ModelSpec, profile: Profile) {
 
 /** Hex SHA-256 (first 16 digits) of one profile of a spec. */
 export async function specHash(spec: ModelSpec, profile: Profile): Promise<string> {
-  return (await sha256Hex(canonicalJson(profileSpec(spec, profile)))).slice(0, 16);
+  return await profileHash(profileSpec(spec, profile));
+}
+
+/**
+ * The hash that names what a run of one profile trains: the first 16 hex digits of the SHA-256
+ * of `record`'s {@link canonicalJson}. Every kind of artefact hashes its profile record so.
+ */
+export async function profileHash(record: unknown): Promise<string> {
+  return (await sha256Hex(canonicalJson(record))).slice(0, 16);
 }
