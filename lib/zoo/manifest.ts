@@ -43,6 +43,8 @@ export interface ArtefactManifest {
   latents?: Record<string, number>;
   /** A LoRA adapter's file size in bytes (lib/training/adapter.ts). */
   adapterBytes?: number;
+  /** A whole fine-tuned network's weight file size in bytes (a DreamBooth fine-tune). */
+  weightBytes?: number;
   /** A learned word's file size in bytes (lib/training/textual_inversion.ts). */
   tokenBytes?: number;
   /** A learned word's nearest words in its encoder's vocabulary, by cosine. */
