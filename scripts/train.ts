@@ -41,6 +41,7 @@ import {
   trainStyleLora,
   trainToken,
 } from "../lib/zoo/fine_tunes.ts";
+import { DREAMBOOTH_SPECS, dreamBoothHash, trainDreamBooth } from "../lib/zoo/dreambooth.ts";
 
 /** The zoo's networks that are not denoisers, and its fine-tunes, with how each is trained. */
 const FEATURE_RUNS = new Map<string, typeof trainFeatureNetwork>([
@@ -49,6 +50,7 @@ const FEATURE_RUNS = new Map<string, typeof trainFeatureNetwork>([
   ...[...AUTOENCODER_SPECS.keys()].map((n) => [n, trainAutoencoderNetwork] as const),
   ...[...STYLE_LORA_SPECS.keys()].map((n) => [n, trainStyleLora] as const),
   ...[...TOKEN_SPECS.keys()].map((n) => [n, trainToken] as const),
+  ...[...DREAMBOOTH_SPECS.keys()].map((n) => [n, trainDreamBooth] as const),
 ]);
 
 const USAGE =
@@ -102,6 +104,10 @@ async function main(argv: string[]): Promise<number> {
       ...[...TOKEN_SPECS.values()].map((spec) => ({
         ...spec,
         fullHash: () => tokenSpecHash(spec, "full"),
+      })),
+      ...[...DREAMBOOTH_SPECS.values()].map((spec) => ({
+        ...spec,
+        fullHash: () => dreamBoothHash(spec, "full"),
       })),
     ];
     console.log(await listModels(".", more));
