@@ -26,6 +26,7 @@ import { DDIMScheduler, sample } from "../lib/core/samplers/mod.ts";
 import { imageGrid, toRgbaImages } from "../lib/core/images.ts";
 import { loadClipArtefact } from "../lib/zoo/clip_network.ts";
 import { bundle, liveModelsOf } from "../scripts/book/live.ts";
+import { loadStyleLora } from "../lib/zoo/fine_tunes.ts";
 
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
 
@@ -131,6 +132,7 @@ describe("live models", () => {
         [{ guidance: NaN }, /guidance scale lies in \[0, 20\]/],
         [{ condition: { kind: "class", label: 9 } }, /classes are 0…8, not 9/],
         [{ condition: { kind: "text", prompt: "cat" } }, /conditioned on class, not text/],
+        [{ loraStrength: 0.5 }, /class16-unet has no LoRA whose strength could be set/],
       ];
       for (const [change, message] of cases) {
         assert.throws(() => checkLiveRequest(live, { ...ok, ...change }), message);
@@ -141,6 +143,54 @@ describe("live models", () => {
       );
     } finally {
       live.network.dispose();
+    }
+  });
+
+  it("a style LoRA arrives on its base, and the page's strength turns it from the base to the adapter", async () => {
+    await selectBackend({ quiet: true });
+    const name = "text16-lora-openmoji-r4";
+    const live = decodeLiveModel(await liveModelBytes(name, ROOT), name) as LiveDenoiser;
+    const plain = decodeLiveModel(await liveModelBytes("text16-unet", ROOT)) as LiveDenoiser;
+    const text = decodeLiveModel(await liveModelBytes("tiny-clip", ROOT)) as LiveTextEncoder;
+    const deno = await loadStyleLora(name, "full", ROOT);
+    const request: LiveSampleRequest = {
+      count: 2,
+      seed: 3,
+      sampler: "ddim",
+      steps: 3,
+      guidance: 3,
+      condition: { kind: "text", prompt: "red apple, fruit" },
+    };
+    const draw = async (model: LiveDenoiser, change: Partial<LiveSampleRequest> = {}) =>
+      (await liveSample(model, text, { ...request, ...change }, () => {})).data;
+    try {
+      assert.deepEqual(live.info.lora, { base: "text16-unet", rank: 4, alpha: 4 });
+      assert.equal(live.network.lora?.parameterCount, deno.model.lora!.parameterCount);
+      // The factors travel as float16: each within float16's rounding of Deno's.
+      for (const layer of deno.model.lora!.layers) {
+        const mine = live.network.lora!.layers.find((l) => l.name === layer.name)!;
+        for (const [a, b] of [[layer.a, mine.a], [layer.b, mine.b]]) {
+          const gap = tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
+          const scale = tf.tidy(() => tf.max(tf.abs(a)).dataSync()[0]);
+          assert.ok(gap <= scale * 2 ** -10, `${layer.name}: ${gap} of ${scale}`);
+        }
+      }
+      assert.deepEqual(await draw(live, { loraStrength: 0 }), await draw(plain));
+      assert.notDeepEqual(await draw(live, { loraStrength: 1 }), await draw(plain));
+      assert.deepEqual(await draw(live), await draw(live, { loraStrength: 1 }), "1 by default");
+      assert.throws(
+        () => checkLiveRequest(live, { ...request, loraStrength: 3 }),
+        /the LoRA's strength lies in \[0, 2\], not 3/,
+      );
+      assert.deepEqual(
+        liveModelsOf([
+          `<div class="widget" data-widget="live-sampler"><script type="application/json">{"models":["${name}"]}</script></div>`,
+        ]),
+        [name, "tiny-clip"],
+      );
+    } finally {
+      for (const m of [live.network, plain.network, deno.model]) m.dispose();
+      text.encoder.dispose();
     }
   });
 

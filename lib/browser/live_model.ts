@@ -57,7 +57,18 @@ export interface LiveModelInfo {
   conditioning?: LiveConditioning;
   /** Text encoders: the tokenizer. */
   tokenizer?: TokenizerJson;
+  /**
+   * Denoisers with a LoRA adapter in their weights (lib/core/nn/lora.ts): the base it adapts,
+   * its rank and α; the page sets its strength s.
+   */
+  lora?: { base: string; rank: number; alpha: number };
 }
+
+/** What the page knows of a live model before loading it (the build writes it beside the widget). */
+export type LivePageInfo = Pick<
+  LiveModelInfo,
+  "description" | "conditioning" | "parameters" | "lora"
+>;
 
 /** A live denoiser, built. */
 export interface LiveDenoiser {

@@ -4,7 +4,8 @@
  *   x_T ~ N(0, I) from the seed;  for t in scheduler.timesteps:  x_{t′} = scheduler.step(ε̂(x_t, t), t, x_t)
  *
  * with ε̂ the network under the reader's condition, guided by classifier-free guidance
- * ε̂ = ε̂_∅ + s (ε̂_c − ε̂_∅) when s ≠ 1, ∅ being the null condition or the negative prompt.
+ * ε̂ = ε̂_∅ + s (ε̂_c − ε̂_∅) when s ≠ 1, ∅ being the null condition or the negative prompt, and
+ * a LoRA's update applied at the reader's strength, W′ = W + s_LoRA (α/r) A B.
  * The same functions run under Deno in the tests, so the page is checked against them.
  *
  * No Deno or Node API: the browser bundle imports it.
@@ -54,8 +55,13 @@ export interface LiveSampleRequest {
   eta?: number;
   /** Guidance scale s (1: none); conditional models only. */
   guidance?: number;
+  /** A LoRA's strength (0: the base, 1: as trained; default 1); models with a LoRA only. */
+  loraStrength?: number;
   condition: LiveCondition;
 }
+
+/** The range of a LoRA's strength the page offers: past it the update is extrapolated far. */
+export const LIVE_LORA_STRENGTH = { min: 0, max: 2 } as const;
 
 /** Limits of a request, so that a typo cannot hang the page. */
 export const LIVE_LIMITS = { count: 64, steps: 1000 } as const;
@@ -110,6 +116,17 @@ export function checkLiveRequest(model: LiveDenoiser, request: LiveSampleRequest
   if (!(eta >= 0 && eta <= 1)) throw new UserError(`η lies in [0, 1], not ${request.eta}`);
   const s = request.guidance ?? 1;
   if (!(s >= 0 && s <= 20)) throw new UserError(`the guidance scale lies in [0, 20], not ${s}`);
+  if (request.loraStrength !== undefined) {
+    const { min, max } = LIVE_LORA_STRENGTH;
+    if (!model.network.lora) {
+      throw new UserError(`${model.info.name} has no LoRA whose strength could be set`);
+    }
+    if (!(request.loraStrength >= min && request.loraStrength <= max)) {
+      throw new UserError(
+        `the LoRA's strength lies in [${min}, ${max}], not ${request.loraStrength}`,
+      );
+    }
+  }
   const wanted = model.info.conditioning?.kind ?? "none";
   if (request.condition.kind !== wanted) {
     throw new UserError(
@@ -202,6 +219,7 @@ export async function liveSample(
   cancelled: () => boolean = () => false,
 ): Promise<RgbaImage> {
   checkLiveRequest(model, request);
+  model.network.lora?.setStrength(request.loraStrength ?? 1);
   const [h, w, c] = model.info.imageShape ?? [16, 16, 3];
   const scheduler = liveScheduler(model, request);
   const { conditioning, unconditional } = liveConditioning(

@@ -28,7 +28,7 @@
 
 import type { FromWorker, ToWorker } from "./worker.ts";
 import type { LiveCondition, LiveSampleRequest, LiveSamplerName } from "./live_sampling.ts";
-import type { LiveModelInfo } from "./live_model.ts";
+import type { LivePageInfo } from "./live_model.ts";
 import type { BrowserBackend, BrowserBackendChoice } from "./backend.ts";
 import type { RgbaImage } from "../core/images.ts";
 import { fromBase64, unpackAsset } from "./transport.ts";
@@ -46,6 +46,8 @@ export interface LiveWidgetConfig {
   steps?: number;
   eta?: number;
   guidance?: number;
+  /** A LoRA model's starting strength (default 1). */
+  loraStrength?: number;
   seed?: number;
   prompt?: string;
   negativePrompt?: string;
@@ -56,7 +58,7 @@ interface LiveFiles {
   /** File name in `assets/live/` (`live-worker.bin`, `NAME.js`, …) → bytes. */
   sizes: Record<string, number>;
   /** Model name → its description and conditioning, for the controls before it loads. */
-  models: Record<string, Pick<LiveModelInfo, "description" | "conditioning" | "parameters">>;
+  models: Record<string, LivePageInfo>;
 }
 
 type Global = typeof globalThis & {
@@ -274,6 +276,9 @@ function mount(root: HTMLElement) {
   ], ["cpu", "cpu"]], "auto");
   const guidance = range(0, 10, 0.5, config.guidance ?? 3);
   const guidanceOut = el("output");
+  // [0, 2]: what checkLiveRequest accepts (LIVE_LORA_STRENGTH; this bundle imports no tfjs).
+  const loraStrength = range(0, 2, 0.25, config.loraStrength ?? 1);
+  const loraOut = el("output");
   const prompt = el("input", {
     type: "text",
     value: config.prompt ?? "red apple",
@@ -301,6 +306,7 @@ function mount(root: HTMLElement) {
 
   const etaField = field("DDIM η", eta, etaOut);
   const guidanceField = field("guidance scale s", guidance, guidanceOut);
+  const loraField = field("LoRA strength", loraStrength, loraOut);
   const textFields = [field("prompt", prompt), field("negative prompt", negative)];
   const classFields = [
     field("class", label),
@@ -322,7 +328,12 @@ function mount(root: HTMLElement) {
       field("backend", backend),
       go,
     ]),
-    el("div", { class: "live-controls" }, [...textFields, ...classFields, guidanceField]),
+    el("div", { class: "live-controls" }, [
+      ...textFields,
+      ...classFields,
+      guidanceField,
+      loraField,
+    ]),
     el("div", { class: "live-stage" }, [
       el("figure", {}, [xtCanvas, xtCaption]),
       el("figure", {}, [x0Canvas, el("figcaption", { text: "predicted x̂₀" })]),
@@ -341,6 +352,8 @@ function mount(root: HTMLElement) {
     guidanceOut.value = Number(guidance.value).toFixed(1);
     mixOut.value = Number(mix.value).toFixed(2);
     guidanceField.hidden = c.kind === "none";
+    loraOut.value = Number(loraStrength.value).toFixed(2);
+    loraField.hidden = !about(model.value)?.lora;
     for (const f of textFields) f.hidden = c.kind !== "text";
     for (const f of classFields) f.hidden = c.kind !== "class";
     if (c.kind === "class" && label.dataset.model !== model.value) {
@@ -390,6 +403,7 @@ function mount(root: HTMLElement) {
       steps: Number(steps.value),
       eta: Number(eta.value),
       guidance: Number(guidance.value),
+      ...(about(model.value)?.lora ? { loraStrength: Number(loraStrength.value) } : {}),
       condition,
     };
   }
@@ -492,6 +506,7 @@ function mount(root: HTMLElement) {
       eta,
       seed,
       guidance,
+      loraStrength,
       prompt,
       negative,
       label,

@@ -7,6 +7,10 @@
  * A text encoder ships alone, without the image tower and projections the tiny CLIP trained
  * with: a text-to-image page needs τ(y), the token states, and nothing else.
  *
+ * A style LoRA ships on its base: the base's weights and the adapter's factors A, B in one
+ * network whose configuration names the LoRA (lib/core/nn/lora.ts), so that the page builds the
+ * adapted network and turns its strength s.
+ *
  * @module
  */
 
@@ -14,7 +18,7 @@ import { TextEncoder } from "../core/models/text_encoder.ts";
 import { ParameterStore } from "../core/nn/layers.ts";
 import { UserError } from "../core/errors.ts";
 import type { Checkpoint, CheckpointTensor } from "../training/checkpoint.ts";
-import { loadCheckpoint } from "../training/checkpoint.ts";
+import { loadCheckpoint, readVariables } from "../training/checkpoint.ts";
 import { loadEmojiDataset } from "../data/emoji.ts";
 import {
   encodeLiveModel,
@@ -24,6 +28,7 @@ import {
 import { artefactDir } from "./runs.ts";
 import { MODEL_SPECS, type ModelSpec } from "./specs.ts";
 import { CLIP_SPECS } from "./clip_network.ts";
+import { loadStyleLora, STYLE_LORA_SPECS } from "./fine_tunes.ts";
 
 /** The tensors under `from` (e.g. `ema/`), renamed to be under `to`. */
 function renamed(tensors: Map<string, CheckpointTensor>, from: string, to: string) {
@@ -36,8 +41,54 @@ async function categoryNames(data: ModelSpec["data"]): Promise<string[]> {
   return (await loadEmojiDataset(data)).categories;
 }
 
-/** The live model of the zoo's `name` (a denoiser of `MODEL_SPECS`, or a CLIP's text tower). */
+/** The zoo's artefact files a live model of `name` is made from (what a cache of it must hash). */
+export function liveModelSources(name: string, root = "."): string[] {
+  const lora = STYLE_LORA_SPECS.get(name);
+  if (lora) {
+    return [
+      `${artefactDir(lora.base, root)}/weights.ckpt`,
+      `${artefactDir(name, root)}/adapter.lora`,
+    ];
+  }
+  return [`${artefactDir(name, root)}/weights.ckpt`];
+}
+
+/** The text encoder the live model `name` reads prompts with, if it reads any. */
+export function liveTextEncoderOf(name: string): string | undefined {
+  const c = MODEL_SPECS.get(STYLE_LORA_SPECS.get(name)?.base ?? name)?.conditioning;
+  return c?.kind === "text" ? c.encoder : undefined;
+}
+
+/** A style LoRA on its base, as one live denoiser whose strength the page sets. */
+async function liveStyleLoraBytes(name: string, root: string): Promise<Uint8Array> {
+  const { spec, model } = await loadStyleLora(name, "full", root);
+  try {
+    const base = MODEL_SPECS.get(spec.base)!;
+    const tensors = await readVariables(model.parameters, "params/");
+    await readVariables(model.buffers, "buffers/", tensors);
+    const info: LiveModelInfo = {
+      name,
+      description: spec.description,
+      role: "denoiser",
+      parameters: model.parameterCount(),
+      schedule: base.schedule,
+      prediction: base.objective.prediction,
+      imageShape: [model.config.imageSize, model.config.imageSize, model.config.inChannels],
+      conditioning: { kind: "text", encoder: liveTextEncoderOf(name)! },
+      lora: { base: spec.base, rank: spec.lora.rank, alpha: spec.lora.alpha },
+    };
+    return encodeLiveModel(info, model.config as Checkpoint["modelConfig"], tensors);
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * The live model of the zoo's `name`: a denoiser of `MODEL_SPECS`, a CLIP's text tower, or a
+ * style LoRA on its base.
+ */
 export async function liveModelBytes(name: string, root = "."): Promise<Uint8Array> {
+  if (STYLE_LORA_SPECS.has(name)) return await liveStyleLoraBytes(name, root);
   const path = `${artefactDir(name, root)}/weights.ckpt`;
   let checkpoint: Checkpoint;
   try {
@@ -71,7 +122,7 @@ export async function liveModelBytes(name: string, root = "."): Promise<Uint8Arr
   if (!spec) {
     throw new UserError(
       `unknown live model "${name}": the zoo has ${
-        [...MODEL_SPECS.keys(), ...CLIP_SPECS.keys()].join(", ")
+        [...MODEL_SPECS.keys(), ...CLIP_SPECS.keys(), ...STYLE_LORA_SPECS.keys()].join(", ")
       }`,
     );
   }

@@ -20,10 +20,9 @@
 
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { exists, sha256Hex, writeFileAtomic } from "../../lib/runtime/files.ts";
-import { liveModelBytes } from "../../lib/zoo/live_export.ts";
-import { MODEL_SPECS } from "../../lib/zoo/specs.ts";
+import { liveModelBytes, liveModelSources, liveTextEncoderOf } from "../../lib/zoo/live_export.ts";
 import { verifyCheckpoint } from "../../lib/training/checkpoint.ts";
-import type { LiveModelInfo } from "../../lib/browser/live_model.ts";
+import type { LiveModelInfo, LivePageInfo } from "../../lib/browser/live_model.ts";
 import { assetFiles } from "../../lib/browser/transport.ts";
 import { copyDir, removeIfPresent } from "./results.ts";
 
@@ -64,8 +63,7 @@ export function liveWidgetsOf(page: string, label = "a page"): string[][] {
 
 /** The text encoder a live model reads its prompts with, if any. */
 export function textEncoderOf(model: string): string | undefined {
-  const c = MODEL_SPECS.get(model)?.conditioning;
-  return c?.kind === "text" ? c.encoder : undefined;
+  return liveTextEncoderOf(model);
 }
 
 /** The models the live samplers of `pages` name, with the text encoders they need. */
@@ -100,10 +98,10 @@ async function sourcesHash(root: string, models: string[]): Promise<string> {
   parts.push(await Deno.readTextFile(new URL(import.meta.url))); // this build step itself
   parts.push(await Deno.readTextFile(`${root}/deno.lock`).catch(() => ""));
   for (const name of models) {
-    parts.push(
-      name,
-      await sha256Hex(await Deno.readFile(`${root}/assets/models/${name}/weights.ckpt`)),
-    );
+    parts.push(name);
+    for (const file of liveModelSources(name, root)) {
+      parts.push(await sha256Hex(await Deno.readFile(file)));
+    }
   }
   return (await sha256Hex(new TextEncoder().encode(parts.join("\0")))).slice(0, 16);
 }
@@ -147,8 +145,7 @@ async function makeLiveFiles(root: string, models: string[], dir: string): Promi
     files.set(`live/${name}.js`, script);
     files.set(`live/${name}.bin`, binary);
   };
-  const about: Record<string, Pick<LiveModelInfo, "description" | "conditioning" | "parameters">> =
-    {};
+  const about: Record<string, LivePageInfo> = {};
   for (const name of models) {
     const bytes = await liveModelBytes(name, root);
     const info = verifyCheckpoint(bytes, name).state.live as LiveModelInfo; // the header alone
@@ -156,6 +153,7 @@ async function makeLiveFiles(root: string, models: string[], dir: string): Promi
       description: info.description,
       conditioning: info.conditioning,
       parameters: info.parameters,
+      ...(info.lora ? { lora: info.lora } : {}),
     };
     await add(name, bytes);
   }
