@@ -29,7 +29,7 @@ import { STYLE_WORDS } from "../data/captions.ts";
 import { holdoutSplit } from "../data/holdouts.ts";
 import { horizontalFlip, shift } from "../data/distortions.ts";
 import { loadModel, saveModel } from "../training/checkpoint.ts";
-import { type CaptionStates, Trainer, type TrainingData } from "../training/trainer.ts";
+import { type CaptionStates, train, type TrainingData } from "../training/trainer.ts";
 import { loadClipArtefact } from "./clip_network.ts";
 import type { ArtefactManifest } from "./manifest.ts";
 import { loadPretrained, type Pretrained } from "./pretrained.ts";
@@ -44,7 +44,6 @@ import {
   openNetworkRun,
   writeRunManifest,
 } from "./network_runs.ts";
-import { exists } from "../runtime/files.ts";
 
 /** A DreamBooth fine-tune of a zoo model. */
 export interface DreamBoothSpec {
@@ -277,12 +276,13 @@ export async function trainDreamBooth(
     metricsPath: `${dir}/metrics.jsonl`,
   };
   const network = (await loadPretrained(spec.base, { profile, root })).model;
-  const callbacks = { progress: options.progress };
-  const trainer = await exists(config.checkpointPath)
-    ? await Trainer.resume(config.checkpointPath, data, { ...callbacks, model: network, config })
-    : new Trainer(network, data, base.schedule, config, callbacks);
   base.model.dispose();
-  const { step } = await trainer.run({ minutes: options.minutes });
+  const trainer = await train(network, data, base.schedule, config, {
+    resume: true,
+    minutes: options.minutes,
+    progress: options.progress,
+  });
+  const step = trainer.step;
   trainer.dispose();
   return await closeNetworkRun(opened, recipe.steps, step, network, async () => {
     await Deno.mkdir(out, { recursive: true });
