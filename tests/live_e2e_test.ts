@@ -89,6 +89,13 @@ function canvasSpread(widget: Locator): Promise<number> {
   });
 }
 
+/** The x_t canvas's RGBA values (x_0 once a run is done). */
+function canvasPixels(widget: Locator): Promise<number[]> {
+  return widget.locator("canvas").first().evaluate((c: HTMLCanvasElement) =>
+    Array.from(c.getContext("2d")!.getImageData(0, 0, c.width, c.height).data)
+  );
+}
+
 async function sampleOnce(widget: Locator, label: string): Promise<void> {
   await widget.locator(".live-go").click();
   const state = await settled(widget);
@@ -185,6 +192,37 @@ describe("the book's models live in the page", { skip: !hasChromium }, () => {
     }
   });
 
+  it("chapter 9's LoRA slider turns the adapter from the base (s = 0) to as trained (s = 1)", async () => {
+    const { page, problems, close } = await open(
+      browser,
+      `file://${site}/09-fine-tuning.html`,
+      "file://",
+    );
+    try {
+      const widget = page.locator('.widget[data-widget="live-sampler"]');
+      const strengthField = widget.locator("label.live-field", { hasText: "LoRA strength" });
+      const slider = strengthField.locator('input[type="range"]');
+      assert.ok(await strengthField.isVisible(), "the LoRA strength is offered");
+      await sampleOnce(widget, "LoRA at s = 1");
+      const adapted = await canvasPixels(widget);
+      await slider.evaluate((input: HTMLInputElement) => {
+        input.value = "0";
+        input.dispatchEvent(new Event("input"));
+      });
+      assert.equal(await settled(widget), "done");
+      const atZero = await canvasPixels(widget);
+      await widget.locator("select").first().selectOption("text16-unet");
+      assert.equal(await settled(widget), "done");
+      assert.ok(!(await strengthField.isVisible()), "no LoRA strength for the base");
+      const plain = await canvasPixels(widget);
+      assert.deepEqual(atZero, plain, "s = 0 draws the base's images");
+      assert.notDeepEqual(adapted, plain, "s = 1 draws others");
+      assert.deepEqual(problems, []);
+    } finally {
+      await close();
+    }
+  });
+
   it("each network's output equals Deno's on cpu within 1e-4, on wasm and on WebGL", async () => {
     await tf.setBackend("cpu");
     const clip = decodeLiveModel(await liveModelBytes("tiny-clip", ROOT)) as LiveTextEncoder;
@@ -194,9 +232,17 @@ describe("the book's models live in the page", { skip: !hasChromium }, () => {
       "file://",
     );
     try {
-      for (const name of ["emoji16-unet", "class16-unet", "context16-unet", "text16-unet"]) {
+      for (
+        const name of [
+          "emoji16-unet",
+          "class16-unet",
+          "context16-unet",
+          "text16-unet",
+          "text16-lora-openmoji-r4",
+        ]
+      ) {
         const model = decodeLiveModel(await liveModelBytes(name, ROOT)) as LiveDenoiser;
-        const deno = await liveProbe(model, name === "text16-unet" ? clip : undefined);
+        const deno = await liveProbe(model, name.startsWith("text16") ? clip : undefined);
         model.network.dispose();
         const scale = deno.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
         for (const backend of ["wasm", "webgl"]) {

@@ -141,6 +141,8 @@ export interface StyleData {
   trainCaptions: string[];
   /** The held-out emoji (NHWC in [−1, 1]) and their captions. */
   heldOut: { images: Float32Array; count: number; captions: string[]; unified: string[] };
+  /** Twemoji's drawings of the held-out emoji it has (the style the base knows), in order. */
+  heldOutTwemoji: { images: Float32Array; count: number; unified: string[] };
 }
 
 /** The split of OpenMoji `spec` trains on, captioned (see the module comment). */
@@ -149,7 +151,8 @@ export async function styleData(
   profile: Profile = "full",
   root = ".",
 ): Promise<StyleData> {
-  const openmoji = await loadOpenMojiDataset();
+  const base = modelSpec(spec.base);
+  const openmoji = await loadOpenMojiDataset({ size: base.data.size });
   const lexicon = await loadEmojiKeywords();
   const order = new Random(spec.heldOut.seed).shuffle(
     Array.from({ length: openmoji.count }, (_, i) => i),
@@ -160,7 +163,10 @@ export async function styleData(
   const captionsOf = (indices: number[]) =>
     indices.map((i) => openMojiCaption(openmoji.meta[i], lexicon));
   const trainCaptions = captionsOf(train);
-  const base = modelSpec(spec.base);
+  const twemoji = await loadEmojiDataset({ size: base.data.size, vendors: ["twitter"] });
+  const twemojiIndex = new Map(twemoji.meta.map((m, i) => [m.unified, i]));
+  const twemojiHeld = held.map((i) => twemojiIndex.get(openmoji.meta[i].unified))
+    .filter((i): i is number => i !== undefined);
   if (base.conditioning?.kind !== "text") {
     throw new Error(`${spec.name}: its base ${spec.base} is not text-conditional`);
   }
@@ -176,6 +182,11 @@ export async function styleData(
       count: held.length,
       captions: captionsOf(held),
       unified: held.map((i) => openmoji.meta[i].unified),
+    },
+    heldOutTwemoji: {
+      images: gatherRows(twemoji.images, row, twemojiHeld),
+      count: twemojiHeld.length,
+      unified: twemojiHeld.map((i) => twemoji.meta[i].unified),
     },
   };
 }
