@@ -218,13 +218,24 @@ describe("loadEmojiDataset", () => {
 });
 
 describe("attribution", () => {
-  it("credits Twemoji and Noto with licences and the installed versions", () => {
+  it("credits Twemoji, Noto and OpenMoji with licences and the installed versions", () => {
     assert.equal(IMAGE_SETS.twitter.licence, "CC-BY 4.0");
     assert.equal(IMAGE_SETS.google.licence, "Apache-2.0");
     assert.equal(IMAGE_SETS.twitter.version, "16.0.0");
     const text = attributionText();
     assert.ok(!text.includes("\n"));
-    for (const part of ["Twemoji", "Noto Emoji", "CC-BY 4.0", "Apache-2.0", "16.0.0"]) {
+    for (
+      const part of [
+        "Twemoji",
+        "Noto Emoji",
+        "CC-BY 4.0",
+        "Apache-2.0",
+        "16.0.0",
+        "OpenMoji",
+        "CC BY-SA 4.0",
+        "@iconify-json/openmoji 1.2.29",
+      ]
+    ) {
       assert.ok(text.includes(part), `${part} in "${text}"`);
     }
   });

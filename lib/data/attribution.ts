@@ -59,9 +59,23 @@ export const IMAGE_SETS: Readonly<Record<"twitter" | "google", ImageSet>> = {
   },
 };
 
+/**
+ * OpenMoji, the style the fine-tuning chapter teaches (lib/data/openmoji.ts): shown in that
+ * chapter's figures, never trained on by a base model. CC BY-SA 4.0 asks for its credit too.
+ */
+export const OPENMOJI_SET: ImageSet = {
+  name: "OpenMoji",
+  vendor: "HfG Schwäbisch Gmünd",
+  licence: "CC BY-SA 4.0",
+  licenceUrl: "https://creativecommons.org/licenses/by-sa/4.0/",
+  url: "https://openmoji.org",
+  package: "@iconify-json/openmoji",
+  version: installedVersion("@iconify-json/openmoji"),
+};
+
 /** The one line of credits the book's footer shows. */
 export function attributionText(): string {
-  const sets = Object.values(IMAGE_SETS).map((s) =>
+  const sets = [...Object.values(IMAGE_SETS), OPENMOJI_SET].map((s) =>
     `${s.name} © ${s.vendor}, ${s.licence} (${s.url}), via ${s.package} ${s.version}`
   );
   return `Emoji images: ${sets.join("; ")}.`;
