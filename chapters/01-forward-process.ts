@@ -15,7 +15,7 @@
 // unit variance, so does $x_t$. After enough steps $x_T$ is indistinguishable from
 // $\mathcal{N}(0, I)$, and that is where sampling will start in chapter 5.
 
-// %%
+// %% [setup]
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";

@@ -13,7 +13,7 @@
 // - its logarithm, $\lambda_t = \log \mathrm{SNR}_t$, which later chapters use as the natural time axis
 //   (DPM-Solver and the min-SNR loss weighting both work in it).
 
-// %%
+// %% [setup]
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
@@ -50,7 +50,7 @@ function curves(pick: (s: NoiseSchedule, t: number) => number, every = 5) {
 // %% [markdown]
 // ## The schedules
 //
-// **Linear** (Ho et al., 2020, DDPM): $\beta_t$ rises linearly from $10^{-4}$ to $0.02$.
+// **Linear** [@ho2020, DDPM]: $\beta_t$ rises linearly from $10^{-4}$ to $0.02$.
 //
 // **Scaled linear** (Stable Diffusion): $\sqrt{\beta_t}$ rises linearly from $\sqrt{0.00085}$ to
 // $\sqrt{0.012}$, so $\beta_t$ is a parabola with smaller end points.
@@ -58,7 +58,7 @@ function curves(pick: (s: NoiseSchedule, t: number) => number, every = 5) {
 // **Quadratic**: $\sqrt{\beta_t}$ rises linearly from $\sqrt{10^{-4}}$ to $\sqrt{0.02}$: the DDPM end
 // points, reached along a parabola, so less noise is added early.
 //
-// **Cosine** (Nichol & Dhariwal, 2021) defines $\bar\alpha_t$ directly,
+// **Cosine** [@nichol2021] defines $\bar\alpha_t$ directly,
 // $$\bar\alpha_t = \frac{f(t)}{f(0)}, \qquad f(t) = \cos^2\!\Big(\frac{t/T + s}{1 + s}\cdot\frac{\pi}{2}\Big),
 // \quad s = 0.008,$$
 // and recovers $\beta_t = 1 - \bar\alpha_t/\bar\alpha_{t-1}$, clipped at $0.999$ so the last steps stay

@@ -10,18 +10,18 @@
 // The output has the shape of the input, one number per pixel and channel, and what the network
 // must look at changes with $t$. Near $t = 0$ the noise is a faint grain on top of a sharp image,
 // and telling the two apart needs fine detail; near $t = T$ the image is a faint shadow under the
-// noise, and the network has to guess the layout of the whole picture. The U-Net (Ronneberger et
-// al., 2015) serves both: an encoder halves the resolution step by step, so that deep layers see
+// noise, and the network has to guess the layout of the whole picture. The U-Net [@ronneberger2015]
+// serves both: an encoder halves the resolution step by step, so that deep layers see
 // the whole image, a decoder doubles it back, and *skip connections* hand every resolution's
 // features from the encoder straight to the decoder, so that fine detail never has to squeeze
-// through the bottleneck. Ho et al. (2020) built DDPM on this shape and added three things this
+// through the bottleneck. @ho2020 built DDPM on this shape and added three things this
 // chapter takes apart: residual blocks that are told $t$, a sinusoidal embedding of $t$, and
 // self-attention at low resolution.
 //
 // Nothing here is trained. Every number below comes from running the network that chapter 4
 // trains, fresh from its initialisation.
 
-// %%
+// %% [setup]
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
@@ -180,7 +180,7 @@ await book.figure({
 //
 // A bare integer $t \in \{0, \dots, 999\}$ is a poor input: one number, on a scale a thousand times
 // larger than anything else in the network. DDPM borrows the positional encoding of the Transformer
-// (Vaswani et al., 2017), which spreads $t$ over $d$ sines and cosines of geometrically spaced
+// [@vaswani2017], which spreads $t$ over $d$ sines and cosines of geometrically spaced
 // frequencies,
 //
 // $$\mathrm{PE}(t, 2i) = \sin\!\big(t / 10000^{2i/d}\big), \qquad
@@ -192,7 +192,7 @@ await book.figure({
 // neighbouring steps apart, slow ones say roughly where in the chain $t$ is.
 //
 // `timestepEmbedding` in `lib/core/nn/embeddings.ts` computes exactly these numbers, laid out as ADM's code
-// (Dhariwal & Nichol, 2021) and diffusers' U-Nets do it: all $d/2$ cosines first, then all sines,
+// [@dhariwal2021] and diffusers' U-Nets do it: all $d/2$ cosines first, then all sines,
 // rather than interleaved. (DDPM's own code put the sines first.) The order of the entries is a
 // fixed permutation that the first linear layer absorbs; the check below compares every entry with
 // the formula.

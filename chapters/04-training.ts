@@ -3,7 +3,7 @@
 //
 // Chapter 1 showed that any noisy image $x_t$ is one multiply-add away from a clean one. Training
 // turns that around: show the network $x_t$ and $t$, and ask it for the noise $\epsilon$ that was
-// added. Ho et al. (2020) found that this plain regression target, the *simple loss*,
+// added. @ho2020 found that this plain regression target, the *simple loss*,
 //
 // $$L_\text{simple}(\theta) = \mathbb{E}_{x_0,\ t \sim \mathcal{U}\{1, T\},\ \epsilon \sim \mathcal{N}(0, I)}
 // \Big[\big\|\epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\|^2\Big],$$
@@ -18,7 +18,7 @@
 //
 // The objective of one batch is a few lines of `lib/training/objective.ts`:
 
-// %%
+// %% [setup]
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";

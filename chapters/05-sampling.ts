@@ -9,18 +9,18 @@
 // There is more than one way to walk back. This chapter runs four samplers on the same trained
 // network and the same starting noise, and measures what each costs and what it gives:
 //
-// - **DDPM** (Ho et al., 2020), the ancestral sampler the model was derived with: hundreds of
+// - **DDPM** [@ho2020], the ancestral sampler the model was derived with: hundreds of
 //   small random steps;
 // - the **noiseless DDPM** of a widely followed course, shown there as the *wrong* way, and why it
 //   fails;
-// - **DDIM** (Song, Meng & Ermon, 2021), which reuses the same network with ten to fifty times fewer
+// - **DDIM** [@song2021], which reuses the same network with ten to fifty times fewer
 //   steps and, at $\eta = 0$, no randomness after $x_T$;
-// - **DPM-Solver++(2M)** (Lu et al., 2022), a second-order solver of the same ODE as DDIM.
+// - **DPM-Solver++(2M)** [@lu2022], a second-order solver of the same ODE as DDIM.
 //
 // It ends with the view that explains why all of them work: the network is a *score*, the gradient
 // of the log-density of the noisy data.
 
-// %%
+// %% [setup]
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
@@ -579,7 +579,7 @@ await book.table(etaRows, { caption: "The two runs of each pair compared." });
 // ## Quality, measured
 //
 // Distances to the ODE's solution say how well a solver solves the ODE, not how good its images
-// are, and they say nothing of the stochastic samplers. Song et al. (2021) compared DDIM with
+// are, and they say nothing of the stochastic samplers. @song2021 compared DDIM with
 // DDPM by FID on CIFAR-10 and CelebA; their Table 1 found DDIM at 20 to 50 steps close to DDPM at
 // 1000, and DDPM ($\eta = 1$) poor at few steps. Here is the same table for the emoji model, with
 // chapter 7's metrics: FID and KID on the emoji classifier's features, precision and recall, each
@@ -701,7 +701,7 @@ await book.metric(
 //
 // Minimising $\|\epsilon - \epsilon_\theta(x_t, t)\|^2$ over all $x_0$ makes $\epsilon_\theta$ the
 // average noise given $x_t$, and averaging the line above over $x_0$ turns it into the score of the
-// noisy data itself (Vincent, 2011, *denoising score matching*):
+// noisy data itself [@vincent2011, *denoising score matching*]:
 //
 // $$\nabla_{x_t} \log q_t(x_t) \approx s_\theta(x_t, t) = -\frac{\epsilon_\theta(x_t, t)}{\sqrt{1-\bar\alpha_t}}.$$
 //
@@ -711,7 +711,7 @@ await book.metric(
 // field plus noise, a discretisation of the reverse-time SDE. DDIM and DPM-Solver++ follow the
 // *probability-flow ODE*
 // $\mathrm{d}x/\mathrm{d}t = f(t)\,x - \tfrac12 g(t)^2\,\nabla_x \log q_t(x)$, which carries $x_T$ to
-// an image with no noise added on the way (Song et al., 2021). And the $\hat x_0$ of the film above is
+// an image with no noise added on the way [@song2021b]. And the $\hat x_0$ of the film above is
 // *Tweedie's formula*, the best guess of $x_0$ given $x_t$:
 // $\hat x_0 = \big(x_t + (1-\bar\alpha_t)\,s_\theta(x_t, t)\big)/\sqrt{\bar\alpha_t}$.
 //

@@ -10,12 +10,12 @@
 // The condition here is the emoji's Unicode **category**, one of nine (smileys, people, animals,
 // food, travel, activities, objects, symbols, flags). The chapter trains two networks on it, the
 // book's U-Net with a class embedding and the DeepLearning.AI course's ContextUnet, and then turns
-// the condition up with **classifier-free guidance** (Ho & Salimans, 2022), measuring what that
+// the condition up with **classifier-free guidance** [@ho2022], measuring what that
 // buys and what it costs with chapter 7's metrics. It ends with text: a tiny CLIP, trained here,
 // whose text tower turns a caption into token states, and a U-Net that attends to them, asked
 // for captions it trained on, names it never saw and combinations no emoji has.
 
-// %%
+// %% [setup]
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { book } from "../lib/book/runtime.ts";
@@ -390,7 +390,7 @@ if (!quick && Object.values(claims).some((holds) => !holds)) {
 // ### Guidance rescale
 //
 // Large scales also inflate the prediction itself: $\tilde\epsilon$ is an extrapolation, so its
-// standard deviation grows with $s$ beyond that of a real noise prediction. Lin et al. (2023)
+// standard deviation grows with $s$ beyond that of a real noise prediction. @lin2023
 // found this over-exposes images; **guidance rescale** brings $\tilde\epsilon$ back to the
 // standard deviation of the conditional prediction and blends,
 // $\epsilon = \phi\,\tilde\epsilon\,\sigma_c/\sigma_{\tilde\epsilon} + (1 - \phi)\,\tilde\epsilon$,
@@ -516,7 +516,7 @@ for (let i = 0; i < comparison.length; i += 2) {
 //
 // A class is a closed list. A prompt is open: "red apple, fruit, noto" names an emoji, its
 // keywords and its drawing style. To condition on text, the network needs the text as numbers
-// that mean something about images, and the standard source is CLIP (Radford et al., 2021): an
+// that mean something about images, and the standard source is CLIP [@radford2021]: an
 // image encoder and a text encoder trained together so that an image and its caption land on the
 // same point of a shared space. Its text encoder's **token states**, one vector per word, are what
 // a text-conditional U-Net attends to.
@@ -614,8 +614,8 @@ await book.figure({
 // ## Text to image
 //
 // The third network of the chapter, **text16-unet**, reads a caption. It is the book's U-Net
-// with **cross-attention** after the residual blocks at 8×8 and 4×4 and in the middle (Rombach
-// et al., 2022). The tiny CLIP's text tower, frozen, turns a prompt $y$ into token states
+// with **cross-attention** after the residual blocks at 8×8 and 4×4 and in the middle
+// [@rombach2022]. The tiny CLIP's text tower, frozen, turns a prompt $y$ into token states
 // $\tau(y) \in \mathbb{R}^{L \times d}$, one row per token (BOS, the words, EOS and padding, to
 // $L = 16$). At each of those places every pixel's features $h_i$ ask the tokens a question:
 //

@@ -8,10 +8,10 @@
 // and what fools it.
 //
 // The standard numbers all look at images through a trained classifier. The Fréchet Inception
-// Distance (FID, Heusel et al., 2017) compares the statistics of Inception-v3's 2048-d features of
-// samples and of real images; the Inception Score (IS, Salimans et al., 2016) looks at Inception's
-// class posteriors; the Kernel Inception Distance (KID, Bińkowski et al., 2018) and improved
-// precision and recall (Kynkäänniemi et al., 2019) use the same features. No Inception weights can
+// Distance [FID, @heusel2017] compares the statistics of Inception-v3's 2048-d features of
+// samples and of real images; the Inception Score [IS, @salimans2016] looks at Inception's
+// class posteriors; the Kernel Inception Distance [KID, @binkowski2018] and improved
+// precision and recall [@kynkaanniemi2019] use the same features. No Inception weights can
 // be downloaded here, and Inception has never seen a 16×16 emoji, so the book trains its own
 // feature network on the real emoji and computes the same formulas on it.
 //
@@ -19,7 +19,7 @@
 // comparable with a published Inception FID: the features, their dimension and the images all
 // differ. What carries over is the formula, its biases and what it rewards.
 
-// %%
+// %% [setup]
 import * as Plot from "@observablehq/plot";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
@@ -189,8 +189,8 @@ await book.listing("lib/metrics/fid.ts", "frechetDistance", {
 // ### FID depends on N
 //
 // FID is a biased estimator: with $N$ samples the estimated $\Sigma_g$ is noisy, and the noise
-// adds to the trace term, so the same model scores worse with fewer samples (Chong & Forsyth,
-// 2020, extrapolate to $N \to \infty$ for this reason: FID$_\infty$). The floor is visible with
+// adds to the trace term, so the same model scores worse with fewer samples [@chong2020,
+// extrapolate to $N \to \infty$ for this reason: FID$_\infty$]. The floor is visible with
 // no model at all: two disjoint halves of the real emoji are samples of the same distribution,
 // and their FID should be zero. It is not, and it falls as $N$ grows. KID (below) is unbiased: its
 // real-vs-real value sits at zero for every $N$, give or take its spread.
@@ -401,7 +401,7 @@ await book.metric("rank agreement of the two FIDs (Spearman ρ)", spearman.toFix
 // falls in an outlier's ball, every noise image counts as "realistic", and precision reads near 1
 // for images with nothing real in them; if it misses, precision is near 0. The Gaussian-noise row
 // shows where this run's spot landed. Precision and recall are only as robust as the real set's
-// outliers allow, which is why Naeem et al. (2020) proposed density and coverage; read precision
+// outliers allow, which is why @naeem2020 proposed density and coverage; read precision
 // beside FID, never alone.
 
 // %% [markdown]
@@ -478,8 +478,8 @@ await book.images(await toRgbaImages({ data: tileData, shape: [tiles.length, ...
 //
 // FID compares sets. Many questions are about pairs: how far is a reconstruction from its input
 // (chapter 8's VAE), how much does an edit change an image? Pixel distances answer badly: a
-// one-pixel shift of an emoji is a large L2 change and no perceptual one. LPIPS (Zhang et al.,
-// 2018) measures the distance between deep features instead: each layer's feature map is
+// one-pixel shift of an emoji is a large L2 change and no perceptual one. LPIPS [@zhang2018]
+// measures the distance between deep features instead: each layer's feature map is
 // unit-normalised over channels, the squared differences are weighted per channel by learned
 // $w_l \ge 0$, averaged over space and summed over layers,
 //

@@ -5,8 +5,8 @@
 // times as many, and a U-Net's every convolution costs in proportion to them: a step of the same
 // network costs about four times as much, and it needs one more level to reach the same
 // receptive field. Most of those pixels carry little: the flat white around an emoji, the smooth
-// inside of its shapes. Rombach et al. (2022, "High-Resolution Image Synthesis with Latent
-// Diffusion Models") split the work in two. A **first stage**, an autoencoder trained once,
+// inside of its shapes. @rombach2022
+// split the work in two. A **first stage**, an autoencoder trained once,
 // compresses an image $x$ to a small latent $z = \mathcal{E}(x)$ and back,
 // $\hat x = \mathcal{D}(z)$; the **diffusion model** then learns the latents' distribution,
 // and a sample is $\mathcal{D}(\hat z)$. Stable Diffusion is this recipe at 512×512 with $f = 8$.
@@ -17,7 +17,7 @@
 // it, a pixel U-Net trained for the same wall time. What latents save is measured in this run,
 // not quoted.
 
-// %%
+// %% [setup]
 import * as tf from "@tensorflow/tfjs";
 import * as Plot from "@observablehq/plot";
 import { selectBackend } from "../lib/runtime/backend.ts";

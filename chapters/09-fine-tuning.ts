@@ -9,17 +9,17 @@
 // (`lib/data/holdouts.ts`):
 //
 // - **a style**: OpenMoji's emoji, outlined in black, which none of the book's models has seen
-//   (the base trained on Twemoji and Noto), taught by **LoRA** (Hu et al., 2021);
+//   (the base trained on Twemoji and Noto), taught by **LoRA** [@hu2021];
 // - **a subject**: the teddy bear, whose drawings no model of the book trained on, taught by
-//   **DreamBooth** (Ruiz et al., 2023);
+//   **DreamBooth** [@ruiz2023];
 // - **a concept**: the cat faces (😺 😸 😹 …), a Unicode subcategory held out of every
-//   conditional model, given a new word by **textual inversion** (Gal et al., 2022).
+//   conditional model, given a new word by **textual inversion** [@gal2022].
 //
 // Each method trains something different — two small matrices per attention projection, the
 // whole network, one word's embedding — and the chapter measures what each costs and what each
 // learned, with chapter 7's metrics.
 
-// %%
+// %% [setup]
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../lib/runtime/backend.ts";
 import { book } from "../lib/book/runtime.ts";

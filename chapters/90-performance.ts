@@ -23,7 +23,7 @@
 // CPU machine, `assets/bench/bench-gpu.json` on a GPU machine); rerun `deno task bench` and
 // rebuild the book to refresh them.
 
-// %%
+// %% [setup]
 import * as Plot from "@observablehq/plot";
 import { book } from "../lib/book/runtime.ts";
 import cpuReport from "../assets/bench/bench.json" with { type: "json" };

@@ -6,6 +6,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { callSiteLine, exportedSource } from "../lib/book/runtime.ts";
 import { chapterTitle, codeCellOfLine, splitCells } from "../scripts/book/cells.ts";
+import { setupSummary } from "../scripts/book/render.ts";
 import { fingerprint } from "../scripts/book/cache.ts";
 import { displayScale, formatValue } from "../scripts/book/render.ts";
 import { parseBookArgs } from "../scripts/book/args.ts";
@@ -54,6 +55,20 @@ describe("cells", () => {
     assert.equal(codeCellOfLine(cells, 15), 2);
     assert.equal(codeCellOfLine(cells, 5), -1, "a prose line belongs to no code cell");
     assert.equal(chapterTitle(cells), "Title here");
+  });
+
+  it("marks a [setup] cell, whose code and lines stay as they are", () => {
+    const marked = splitCells(source.replace("// %%\nconst a", "// %% [setup]\nconst a"));
+    assert.deepEqual(marked.map((c) => c.setup ?? false), [false, false, true, false, false]);
+    assert.deepEqual(
+      marked.map((c) => [c.text, c.startLine]),
+      cells.map((c) => [c.text, c.startLine]),
+    );
+    assert.equal(
+      setupSummary("import x from 'x';\nconst m = await loadPretrained('a');"),
+      "imports, loading the models and data",
+    );
+    assert.equal(setupSummary("x.dispose();"), "plumbing");
   });
 });
 

@@ -89,7 +89,7 @@ async function checkPage(page: Page, name: string): Promise<void> {
   assert.equal(counts.katexErrors, 0, `${name}: KaTeX could not render some math`);
   assert.ok(counts.sidebar > 0, `${name}: the chapter sidebar is empty`);
   assert.match(counts.footer, /Twemoji/, `${name}: the footer credits the image sets`);
-  if (name !== "index.html") {
+  if (name !== "index.html" && name !== "references.html") {
     assert.ok(counts.katex > 0, `${name}: no rendered math`);
     assert.ok(counts.katexFont, `${name}: KaTeX fonts did not load`);
     if (counts.outputs > 0) assert.ok(counts.figures > 0, `${name}: outputs but no svg/img/canvas`);
@@ -219,5 +219,90 @@ describe("the built site in a browser", { skip: !hasChromium }, () => {
     });
     assert.equal(report.ok, true);
     await checkSite(browser, `${work}/real-site`, "book");
+  });
+
+  it("folds each chapter's setup cell until clicked, and copies any code block", async () => {
+    const site = `${work}/real-site`;
+    if (!(await Deno.stat(site).then(() => true, () => false))) return; // see the test above
+    const { page, problems, close } = await open(browser, `file://${site}/07-evaluation.html`);
+    try {
+      await page.context().grantPermissions(["clipboard-read", "clipboard-write"]);
+      const setup = page.locator("details.cell-setup").first();
+      assert.equal(await setup.getAttribute("open"), null, "folded at first");
+      assert.ok(!(await setup.locator("pre").isVisible()));
+      assert.match(await setup.locator("summary").textContent() ?? "", /^Setup: imports/);
+      await setup.locator("summary").click();
+      assert.ok(await setup.locator("pre").isVisible(), "unfolded by a click");
+      const lesson = page.locator(".chapter-body div.cell-code pre").first();
+      assert.ok(await lesson.isVisible(), "the lesson's code stays open");
+      await lesson.locator(".copy-code").click();
+      await page.waitForFunction(() =>
+        document.querySelector(".chapter-body div.cell-code pre .copy-code")?.textContent ===
+          "Copied"
+      );
+      const copied = await page.evaluate(() => navigator.clipboard.readText());
+      const shown = await lesson.locator("code").textContent();
+      assert.equal(copied, shown);
+      assert.ok(!copied.includes("Copy"), "the button's own text is not copied");
+      assert.deepEqual(problems.errors, []);
+    } finally {
+      await close();
+    }
+  });
+
+  it("links a citation to its reference, and the reference back to the citation", async () => {
+    const site = `${work}/real-site`;
+    if (!(await Deno.stat(site).then(() => true, () => false))) return; // see the test above
+    const { page, problems, close } = await open(browser, `file://${site}/07-evaluation.html`);
+    try {
+      const citation = page.locator("a.citation", { hasText: "Heusel et al., 2017" }).first();
+      await citation.click();
+      await page.waitForURL(/references\.html#ref-heusel2017$/);
+      const entry = page.locator("#ref-heusel2017");
+      assert.match(await entry.textContent() ?? "", /Two Time-Scale Update Rule/);
+      await entry.locator("a.backlink", { hasText: "chapter 7" }).click();
+      await page.waitForURL(/07-evaluation\.html#cite-heusel2017-1$/);
+      assert.ok(await page.locator("#cite-heusel2017-1").isVisible());
+      assert.equal(await page.locator(".sidebar-extra a").getAttribute("href"), "references.html");
+      assert.deepEqual(problems.errors, []);
+    } finally {
+      await close();
+    }
+  });
+
+  it("searches the book from every page, served and from file://", async () => {
+    const site = `${work}/real-site`;
+    if (!(await Deno.stat(site).then(() => true, () => false))) return; // see the test above
+    const server = serveStatic({ root: site, port: 0 });
+    try {
+      for (
+        const url of [
+          `http://127.0.0.1:${server.addr.port}/05-sampling.html`,
+          `file://${site}/01-forward-process.html`,
+        ]
+      ) {
+        const { page, problems, close } = await open(browser, url);
+        try {
+          await page.keyboard.press("/");
+          const box = page.locator(".search-input");
+          assert.ok(await box.evaluate((el) => el === document.activeElement), "/ focuses it");
+          await box.fill("classifier-free");
+          const first = page.locator(".search-hit").first();
+          await first.waitFor({ timeout: 15_000 });
+          assert.match(await first.getAttribute("href") ?? "", /^06-conditioning\.html#/, url);
+          assert.match(await first.textContent() ?? "", /Classifier-free guidance/);
+          await box.press("Enter");
+          await page.waitForURL(/06-conditioning\.html#classifier-free-guidance$/);
+          await box.fill("zzqx nothing");
+          await page.locator(".search-note").waitFor();
+          assert.match(await page.locator(".search-note").textContent() ?? "", /Nothing/);
+          assert.deepEqual(problems.errors, [], url);
+        } finally {
+          await close();
+        }
+      }
+    } finally {
+      await server.shutdown();
+    }
   });
 });

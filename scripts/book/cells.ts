@@ -3,7 +3,8 @@
  *
  * Cells are separated by lines `// %%`. A prose cell starts with `// %% [markdown]` and every
  * following line is a `// ` comment holding Markdown; other cells are code. Lines before the first
- * marker form a code cell of their own (usually imports).
+ * marker form a code cell of their own (usually imports). A code cell that starts with
+ * `// %% [setup]` is plumbing (imports, loading, helpers), which the page shows folded.
  *
  * @module
  */
@@ -18,6 +19,8 @@ export interface Cell {
   startLine: number;
   /** 1-based line of the cell's last line (inclusive). */
   endLine: number;
+  /** A code cell marked `[setup]`: shown folded. */
+  setup?: boolean;
 }
 
 const MARKER = /^\/\/ ?%%(\s.*)?$/;
@@ -43,11 +46,13 @@ export function splitCells(source: string): Cell[] {
   const lines = source.replace(/\r\n?/g, "\n").split("\n");
   const cells: Cell[] = [];
   let kind: Cell["kind"] = "code";
+  let setup = false;
   let body: string[] = [];
   let start = 1;
   const flush = (end: number) => {
     const text = trimBlankLines(kind === "markdown" ? body.map(uncomment) : body).join("\n");
-    if (text.trim() !== "") cells.push({ kind, text, startLine: start, endLine: end });
+    if (text.trim() === "") return;
+    cells.push({ kind, text, startLine: start, endLine: end, ...(setup ? { setup } : {}) });
   };
   lines.forEach((line, i) => {
     const match = MARKER.exec(line);
@@ -57,6 +62,7 @@ export function splitCells(source: string): Cell[] {
     }
     flush(i);
     kind = /^\s*\[(markdown|md)\]/i.test(match[1] ?? "") ? "markdown" : "code";
+    setup = /^\s*\[setup\]/i.test(match[1] ?? "");
     body = [];
     start = i + 2;
   });

@@ -223,6 +223,17 @@ function resultNote(context: PageContext): string {
   return `Outputs on this page come from ${profile}${backend}, run on ${when} in ${result.seconds} s.`;
 }
 
+/** What a setup cell does, in a few words for its folded summary: what it imports or loads. */
+export function setupSummary(code: string): string {
+  const parts: string[] = [];
+  if (/^import\b/m.test(code)) parts.push("imports");
+  if (/\bload[A-Z]\w*\(/.test(code)) parts.push("loading the models and data");
+  if (/^(const|function|async function) \w+ = (async )?\(|^function /m.test(code)) {
+    parts.push("helpers");
+  }
+  return parts.length ? parts.join(", ") : "plumbing";
+}
+
 /**
  * The chapter's page as Markdown with front matter: title, number, order, layout, permalink,
  * prev/next links, the widgets it loads, and a note on where its results came from.
@@ -261,7 +272,14 @@ export async function chapterPage(chapter: Chapter, context: PageContext): Promi
       if (text) blocks.push(text);
       continue;
     }
-    blocks.push(`<div class="cell-code">\n\n${fence(cell.text, "ts")}\n\n</div>`);
+    const lines = cell.text.split("\n").length;
+    blocks.push(
+      cell.setup
+        ? `<details class="cell-code cell-setup">\n<summary>Setup: ${
+          setupSummary(cell.text)
+        } (${lines} lines)</summary>\n\n${fence(cell.text, "ts")}\n\n</details>`
+        : `<div class="cell-code">\n\n${fence(cell.text, "ts")}\n\n</div>`,
+    );
     const cellOutputs = byCell.get(codeIndex) ?? [];
     if (cellOutputs.length && context.outputs) {
       blocks.push(

@@ -12,6 +12,8 @@ import Eleventy from "@11ty/eleventy";
 import { exists, writeFileAtomic } from "../../lib/runtime/files.ts";
 import { copyDir, OUTGOING, removeIfPresent, swapIn } from "./results.ts";
 import { liveModelsOf, writeLiveAssets } from "./live.ts";
+import { writeSearchAssets } from "./search.ts";
+import { type Citation, parseReferences, referencesPage, resolveCitations } from "./references.ts";
 
 /** A chapter as the site's navigation lists it. */
 export interface NavEntry {
@@ -67,6 +69,29 @@ async function writeIfChanged(path: string, text: string): Promise<void> {
 }
 
 /**
+ * Resolves the citations of `pages` (scripts/book/references.ts) against
+ * `assets/references.json`, and adds the references page; false when there is no bibliography.
+ */
+async function citeReferences(pages: Map<string, string>, input: SiteInput): Promise<boolean> {
+  const path = `${input.assetsDir}/references.json`;
+  const json = await Deno.readTextFile(path).catch(() => undefined);
+  if (json === undefined) return false;
+  const references = parseReferences(json, path);
+  const numbers = new Map(input.nav.map((n) => [`${n.id}.md`, String(n.number)]));
+  const cited = new Map<string, Citation[]>();
+  for (const [name, text] of pages) {
+    if (!name.endsWith(".md")) continue;
+    const page = name.replace(/\.md$/, ".html");
+    const label = numbers.has(name) ? `chapter ${numbers.get(name)}` : "the introduction";
+    const { markdown, citations } = resolveCitations(text, page, label, references);
+    pages.set(name, markdown);
+    for (const [key, list] of citations) cited.set(key, [...(cited.get(key) ?? []), ...list]);
+  }
+  pages.set("references.md", referencesPage(references, cited));
+  return true;
+}
+
+/**
  * Writes the Eleventy input: chapter pages, the landing page (assets/pages), layouts
  * (assets/layouts → `_includes`) and `_data/book.json`. Files are only rewritten when their text
  * changed, and pages of chapters no longer in the book are removed.
@@ -79,6 +104,7 @@ export async function writeSources(input: SiteInput): Promise<void> {
   for (const name of await listFiles(`${assetsDir}/pages`)) {
     wanted.set(name, await Deno.readTextFile(`${assetsDir}/pages/${name}`));
   }
+  const hasReferences = await citeReferences(wanted, input);
   for (const name of await listFiles(buildDir)) {
     if (!wanted.has(name)) await Deno.remove(`${buildDir}/${name}`);
   }
@@ -93,7 +119,7 @@ export async function writeSources(input: SiteInput): Promise<void> {
       await Deno.readTextFile(`${assetsDir}/layouts/${name}`),
     );
   }
-  const data = { chapters: input.nav, ...(input.data ?? {}) };
+  const data = { chapters: input.nav, hasReferences, ...(input.data ?? {}) };
   await writeIfChanged(`${buildDir}/_data/book.json`, JSON.stringify(data, null, 1));
 }
 
@@ -212,6 +238,7 @@ export async function buildSite(
   try {
     await eleventyFor(incoming).write();
     await copyStatic(incoming);
+    await writeSearchAssets(input.root, incoming.siteDir);
     await swapIn(incoming.siteDir, siteDir);
   } catch (error) {
     await removeIfPresent(incoming.siteDir);
