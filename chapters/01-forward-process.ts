@@ -9,7 +9,7 @@
 // Each step $t = 1, \dots, T$ shrinks the image a little and adds fresh noise with variance
 // $\beta_t$, the *noise schedule*:
 //
-// $$q(x_t \mid x_{t-1}) = \mathcal{N}\big(x_t;\ \sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big).$$
+// $$q(x_t \mid x_{t-1}) = \mathcal{N}\big(x_t;\ \sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big).$$ {#eq-forward-step}
 //
 // The shrinking by $\sqrt{1-\beta_t}$ is what keeps the variance from growing: if $x_{t-1}$ has
 // unit variance, so does $x_t$. After enough steps $x_T$ is indistinguishable from
@@ -48,14 +48,14 @@ await book.images(dataset.toTensor(shown), {
 //
 // $$q(x_t \mid x_0) = \mathcal{N}\big(x_t;\ \sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t) I\big),
 // \qquad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\quad
-// \epsilon \sim \mathcal{N}(0, I).$$
+// \epsilon \sim \mathcal{N}(0, I).$$ {#eq-closed-form}
 //
 // This is `addNoise(x0, noise, t, schedule)` in `lib/core/forward.ts`. Note the square root on
-// $1-\bar\alpha_t$: it is the *standard deviation* of the noise. Each row below is one emoji,
-// each column one timestep of the DDPM linear schedule ($\beta$ from $10^{-4}$ to $0.02$,
+// $1-\bar\alpha_t$: it is the *standard deviation* of the noise. Each row of @fig-noising-grid is
+// one emoji, each column one timestep of the DDPM linear schedule ($\beta$ from $10^{-4}$ to $0.02$,
 // $T = 1000$).
 
-// %%
+// %% {#fig-noising-grid}
 const T = 1000;
 const linear = noiseSchedule("linear", T);
 const favourites = ["heart", "grinning", "apple", "sunflower", "rocket", "pizza"];
@@ -85,11 +85,11 @@ tf.dispose([x0, grid]);
 // %% [markdown]
 // ## One image dissolving
 //
-// The same thing as a film: the heart, noised step by step with $q(x_t \mid x_{t-1})$ (one frame
-// every 20 steps). Watch how little is left after the first third of the schedule; chapter 2
-// returns to this.
+// The same thing as a film (@fig-heart-film): the heart, noised step by step with
+// @eq-forward-step, one frame every 20 steps. Watch how little is left after the first third of
+// the schedule; chapter 2 returns to this.
 
-// %%
+// %% {#fig-heart-film}
 const heart = dataset.toTensor([rows[0]]);
 const frames = [];
 const stepsPerFrame = 20;
@@ -121,7 +121,7 @@ await book.animation(frames, {
 // the noise widens everything until the histogram is the standard normal density (the dashed
 // curve).
 
-// %%
+// %% {#fig-histograms}
 const sampleCount = quick ? 256 : 1024;
 const sample = random.shuffle([...Array(dataset.count).keys()]).slice(0, sampleCount);
 const histogramSteps = [0, 100, 300, 999];
@@ -184,7 +184,7 @@ await book.figure({
 // every recorded $t$ with what the formula predicts: mean $\sqrt{\bar\alpha_t}\,x_0$ and standard
 // deviation $\sqrt{1-\bar\alpha_t}$.
 
-// %%
+// %% {#tbl-closed-form}
 const repeats = quick ? 64 : 512;
 const probe = tf.tidy(() => tf.tile(dataset.toTensor([rows[0]]), [repeats, 1, 1, 1]));
 const checkpoints = new Set([10, 50, 100, 250, 500, 750, 999]);
@@ -243,11 +243,12 @@ await book.metric("largest std error of the chain", worst, {
 if (worst > 0.05) throw new Error(`closed form and chain disagree: std error ${worst}`);
 
 // %% [markdown]
-// The curve of $\sqrt{1-\bar\alpha_t}$ against the measured standard deviations. The dotted curve is
+// @fig-noise-std sets the curve of $\sqrt{1-\bar\alpha_t}$ against the measured standard deviations
+// of @tbl-closed-form. The dotted curve is
 // $1-\bar\alpha_t$, the scale a widely copied course notebook uses by mistake: too little noise
 // early on, so a model trained with it never sees the noise levels it will meet when sampling.
 
-// %%
+// %% {#fig-noise-std}
 const curve = Array.from({ length: T }, (_, t) => ({
   t,
   "√(1−ᾱ_t)": linear.sqrtOneMinusAlphaBars[t],
@@ -296,7 +297,7 @@ await book.widget("noise-explorer", {
 // ## What to take away
 //
 // - The forward process has no parameters to learn; the schedule $\beta_1, \dots, \beta_T$ fixes it.
-// - Any $x_t$ is one multiply-add away from $x_0$: $x_t = \sqrt{\bar\alpha_t}\,x_0 +
+// - Any $x_t$ is one multiply-add away from $x_0$ (@eq-closed-form): $x_t = \sqrt{\bar\alpha_t}\,x_0 +
 //   \sqrt{1-\bar\alpha_t}\,\epsilon$. Training will pick $t$ at random and use exactly this.
 // - By $t = T$ the signal is gone: $\bar\alpha_T \approx 4 \times 10^{-5}$ for the linear schedule.
 //

@@ -60,7 +60,7 @@ function curves(pick: (s: NoiseSchedule, t: number) => number, every = 5) {
 //
 // **Cosine** [@nichol2021] defines $\bar\alpha_t$ directly,
 // $$\bar\alpha_t = \frac{f(t)}{f(0)}, \qquad f(t) = \cos^2\!\Big(\frac{t/T + s}{1 + s}\cdot\frac{\pi}{2}\Big),
-// \quad s = 0.008,$$
+// \quad s = 0.008,$$ {#eq-cosine-schedule}
 // and recovers $\beta_t = 1 - \bar\alpha_t/\bar\alpha_{t-1}$, clipped at $0.999$ so the last steps stay
 // invertible. The offset $s$ keeps $\beta_1$ from being vanishingly small.
 //
@@ -71,7 +71,7 @@ function curves(pick: (s: NoiseSchedule, t: number) => number, every = 5) {
 // 40% of its steps all look like pure noise. The cosine curve falls almost linearly in the middle
 // and spends its steps evenly across noise levels.
 
-// %%
+// %% {#fig-alphabar}
 const colour = { legend: true, domain: SCHEDULE_NAMES as unknown as string[] };
 await book.figure({
   width: 720,
@@ -85,10 +85,10 @@ await book.figure({
 }, { caption: "ᾱ_t, the signal variance left at step t, for T = 1000." });
 
 // %% [markdown]
-// The per-step variances $\beta_t$ (on a log scale) show where each schedule adds its noise. The cosine
+// The per-step variances $\beta_t$ (@fig-betas, on a log scale) show where each schedule adds its noise. The cosine
 // schedule's $\beta_t$ shoots up at the very end, which is why it is clipped.
 
-// %%
+// %% {#fig-betas}
 await book.figure({
   width: 720,
   height: 300,
@@ -99,11 +99,11 @@ await book.figure({
 }, { caption: "β_t, the variance of the noise added at step t (log scale)." });
 
 // %% [markdown]
-// On the log-SNR axis the differences are clearest. A model learns the most where
+// On the log-SNR axis (@fig-log-snr) the differences are clearest. A model learns the most where
 // $\lambda_t$ is around zero (signal and noise of equal size); the linear schedule races through that
 // region in a few hundred steps and then spends its remaining steps far below it.
 
-// %%
+// %% {#fig-log-snr}
 await book.figure({
   width: 720,
   height: 300,
@@ -119,12 +119,12 @@ await book.figure({
 // %% [markdown]
 // ## The same image, the same $t$, five schedules
 //
-// The rows below use the same image and the *same* noise $\epsilon$; only $\bar\alpha_t$ differs. Under
+// The rows of @fig-same-noise use the same image and the *same* noise $\epsilon$; only $\bar\alpha_t$ differs. Under
 // the linear schedule only a ghost of the heart is left at $t = 500$ and nothing at 700; under cosine
 // the heart is still plain at 700, and scaled-linear never quite lets go of it (its $\bar\alpha_T$ is
 // $4.7 \times 10^{-3}$).
 
-// %%
+// %% {#fig-same-noise}
 const dataset = await loadEmojiDataset({ size: 32 });
 const heart = dataset.meta.findIndex((m) => m.shortName === "heart");
 const columns = [0, 100, 200, 300, 400, 500, 600, 700, 800, 999];
@@ -149,7 +149,7 @@ tf.dispose([x0, rowsBySchedule]);
 // the model never saw; "steps below λ = −5" counts the steps spent at a signal-to-noise ratio under
 // 1/150, where the image is as good as gone.
 
-// %%
+// %% {#tbl-schedules}
 await book.table(
   schedules.map((s) => ({
     schedule: s.name,

@@ -6,7 +6,7 @@
 // added. @ho2020 found that this plain regression target, the *simple loss*,
 //
 // $$L_\text{simple}(\theta) = \mathbb{E}_{x_0,\ t \sim \mathcal{U}\{1, T\},\ \epsilon \sim \mathcal{N}(0, I)}
-// \Big[\big\|\epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\|^2\Big],$$
+// \Big[\big\|\epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\|^2\Big],$$ {#eq-simple-loss}
 //
 // trains better samplers than the variational bound it simplifies. One training step is therefore:
 //

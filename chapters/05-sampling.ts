@@ -102,19 +102,20 @@ async function timedSample(scheduler: Scheduler, options: Omit<SampleOptions, "s
 // ## DDPM: one small random step at a time
 //
 // The forward process adds noise with $q(x_t \mid x_{t-1})$. Its reverse $q(x_{t-1} \mid x_t)$ is
-// unknown, but once $x_0$ is fixed it is a Gaussian with a closed form (chapter 1's posterior):
+// unknown, but once $x_0$ is fixed it is a Gaussian with a closed form, found from
+// @eq-forward-step and @eq-closed-form by Bayes' rule:
 //
 // $$q(x_{t-1} \mid x_t, x_0) = \mathcal{N}\big(\tilde\mu_t(x_t, x_0),\ \tilde\beta_t I\big),\quad
 // \tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1-\bar\alpha_t}\,x_0
 // + \frac{\sqrt{\alpha_t}\,(1-\bar\alpha_{t-1})}{1-\bar\alpha_t}\,x_t,\quad
-// \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t.$$
+// \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t.$$ {#eq-posterior}
 //
 // DDPM puts the network's guess of the clean image,
 // $\hat x_0 = \big(x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta(x_t, t)\big)/\sqrt{\bar\alpha_t}$,
 // in place of $x_0$. Substituted, the mean simplifies to Algorithm 2 of the paper:
 //
 // $$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,
-// \epsilon_\theta(x_t, t)\Big) + \sigma_t z, \qquad z \sim \mathcal{N}(0, I),$$
+// \epsilon_\theta(x_t, t)\Big) + \sigma_t z, \qquad z \sim \mathcal{N}(0, I),$$ {#eq-ddpm-step}
 //
 // with no noise added on the very last step. Ho et al. tried two variances and found them about
 // equally good: $\sigma_t^2 = \beta_t$, the right choice if the data were $\mathcal{N}(0, I)$, and
@@ -125,10 +126,10 @@ async function timedSample(scheduler: Scheduler, options: Omit<SampleOptions, "s
 // from $t$ to $t' = t - 2$ uses the same formula with $\beta = 1 - \bar\alpha_t / \bar\alpha_{t'}$,
 // the noise the forward process adds between $t'$ and $t$.
 //
-// The film below is one run with $\sigma_t^2 = \beta_t$. The top row is $x_t$, the bottom row the
+// The film, @fig-ddpm-film, is one run with $\sigma_t^2 = \beta_t$. The top row is $x_t$, the bottom row the
 // network's $\hat x_0$ at that step, every 10th step; the bar below fills as $t$ falls to 0.
 
-// %%
+// %% {#fig-ddpm-film}
 const ddpmSteps = 500;
 const shown = book.pick({ quick: 6, full: 8 }); // images in the film
 const ddpm = await timedSample(new DDPMScheduler(schedule, samplerOptions), {
@@ -164,7 +165,7 @@ await book.animation(frames, {
 // outline is decided in the middle of the chain, and the last hundred steps only sharpen what is
 // already there.
 
-// %%
+// %% {#fig-xt-x0}
 const stripColumns = [0, 10, 20, 30, 35, 40, 45, 48, trajectory.timesteps.length - 1]
   .filter((k, i, all) => k < trajectory.timesteps.length && all.indexOf(k) === i);
 const stripRows: RgbaImage[] = [];

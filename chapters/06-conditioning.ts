@@ -197,7 +197,7 @@ await book.figure(labelledRows(await conditionRows(classModel, classRows, 3)), {
 // ## Classifier-free guidance
 //
 // Sampling with $\epsilon_\theta(x_t, t, y)$ alone follows the model's $p(x \mid y)$, and a small
-// model's is broad: many of its samples of one class could pass for another's (the table below
+// model's is broad: many of its samples of one class could pass for another's (@tbl-guidance
 // counts how many). Classifier-free guidance sharpens it by stepping further in the direction
 // the label pushes. With the same
 // network run twice, with the label and with $\varnothing$,
@@ -259,7 +259,7 @@ await book.figure(labelledRows(stripRows), {
 // sample was asked for; FID, KID, precision and recall are as in chapter 7, on its 128-d
 // features. The prose above is checked below against these numbers.
 
-// %%
+// %% {#tbl-guidance}
 const { classifier, categories, manifest: classifierManifest } = await loadClassifierArtefact({
   profile: book.profile,
 });
@@ -476,7 +476,7 @@ await book.figure(
 
 // %% [markdown]
 // After the same half hour as the class model, the course's network follows its context far less
-// (the table below counts how often): its rows, mixtures included, share most of their picture
+// (@tbl-context-vs-class counts how often): its rows, mixtures included, share most of their picture
 // with each other. The course trains it for 32 epochs of 89,400 sprites; the mixture trick needs
 // a network that has learned what each pure context means first.
 
@@ -484,7 +484,7 @@ await book.figure(
 // At equal training time, the two networks against each other, unguided and at the scale the
 // class model's FID liked best:
 
-// %%
+// %% {#tbl-context-vs-class}
 const comparison = [];
 for (const scale of new Set([1, best.scale])) {
   comparison.push({ p: classModel, r: scale === 1 ? at(1) : best });
@@ -1130,7 +1130,7 @@ await book.table([
 //   recall down as $s$ grows, FID best at a small $s$. The guided prediction's spread grows with
 //   $s$; guidance rescale undoes most of it, and its table shows what that changes in the samples.
 // - The course's ContextUnet conditions by multiplication and blends classes; at equal training
-//   time the table above compares it with the book's network.
+//   time @tbl-context-vs-class compares it with the book's network.
 // - A tiny CLIP trained here retrieves held-out emoji from their captions far above chance; its
 //   text tower is the text encoder a text-conditional U-Net attends to.
 // - That U-Net draws its training captions, and answers held-out names and new combinations

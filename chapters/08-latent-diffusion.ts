@@ -379,7 +379,7 @@ await book.figure(labelledRows(latentRows), {
 // $\mu(x)$, and the table shows why that is no loss: at $\beta = 10^{-6}$ the posterior's own
 // $\sigma$ is tiny next to the spread of $\mu$.
 
-// %%
+// %% {#tbl-latent-scale}
 const { latents: allLatents, sigmas } = await encodeImages(
   f4.autoencoder,
   dataset.images,
@@ -610,7 +610,7 @@ const asImages = (p: Pretrained, drawn: Float32Array, count: number) =>
 // in $\hat x_0$. The image samplers since chapter 5 clip $\hat x_0$ to the data's range $[-1, 1]$,
 // which hides the blow-up; scaled latents have no such range, and a sampler without any bound
 // hands the next step an $\hat x_0$ far outside the data. The cure is the same clip at a wider
-// bound, one the data never reaches: the table above found the largest $|z \cdot s|$ of the
+// bound, one the data never reaches: @tbl-latent-scale found the largest $|z \cdot s|$ of the
 // dataset inside $\pm 5$ (the full run stops if it is not; the quick profile's briefly trained
 // autoencoder is not held to it). The same model, labels and noise, sampled both ways:
 

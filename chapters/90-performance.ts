@@ -81,7 +81,7 @@ const ratio = (r: BenchReport["rows"][number], peer: string, key: "trainRatio" |
 // a training step counting as three forward passes (the forward pass and the two gradient
 // passes of every layer).
 
-// %%
+// %% {#tbl-bench-reference #tbl-bench-emoji16}
 const tableOf = (rows: BenchReport["rows"], inference = "DDIM step") =>
   rows.map((r) => ({
     size: `${r.size}×${r.size}`,
@@ -174,4 +174,4 @@ await book.metric(
 // backward (TensorFlow's ops took 47), the attention core one op each way, the optimiser step one,
 // and the convolutions the project's own register-blocked loops, faster than TensorFlow's on these
 // shapes, a layer's whole backward in one op. A training step of the book's U-Net went from 2,009
-// kernels to about 900, and from 1.5 times PyTorch's time to about the same (the zoo's table above).
+// kernels to about 900, and from 1.5 times PyTorch's time to about the same (@tbl-bench-emoji16).

@@ -6,9 +6,15 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { callSiteLine, exportedSource } from "../lib/book/runtime.ts";
 import { chapterTitle, codeCellOfLine, splitCells } from "../scripts/book/cells.ts";
-import { setupSummary } from "../scripts/book/render.ts";
 import { fingerprint } from "../scripts/book/cache.ts";
-import { displayScale, formatValue } from "../scripts/book/render.ts";
+import {
+  displayScale,
+  formatValue,
+  runNote,
+  setupSummary,
+  spokenDuration,
+} from "../scripts/book/render.ts";
+import type { Chapter } from "../scripts/book/chapters.ts";
 import { parseBookArgs } from "../scripts/book/args.ts";
 import { type BookReport, buildBook, failureReport } from "../scripts/book/build.ts";
 import { readResult, removeIfPresent } from "../scripts/book/results.ts";
@@ -203,6 +209,38 @@ describe("runtime and builder helpers", () => {
   });
 });
 
+describe("a chapter page's run-it-yourself note", () => {
+  it("gives the command, each profile's measured time and the zoo models, linked", () => {
+    assert.deepEqual([48.4, 444.2, 600, 3900].map(spokenDuration), [
+      "48 s",
+      "7 min 24 s",
+      "10 min",
+      "1 h 5 min",
+    ]);
+    const chapter: Chapter = {
+      id: "05-sampling",
+      number: 5,
+      title: "Sampling",
+      file: "",
+      source: "",
+      cells: [],
+    };
+    const note = runNote(chapter, {
+      timings: { full: 444.2 },
+      models: ["emoji16-unet", "emoji-classifier"],
+    });
+    assert.match(note, /<code>npx -y deno@2\.9\.6 task chapter 05<\/code>/);
+    assert.match(
+      note,
+      /quick profile \(not measured yet\).*book's \(7 min 24 s when last measured\)/,
+    );
+    assert.match(
+      note,
+      /the zoo's <a href="models\/emoji16-unet\.json"><code>emoji16-unet<\/code><\/a> and <a href="models\/emoji-classifier\.json">/,
+    );
+  });
+});
+
 describe("building the fixture book", () => {
   const { work, options, copy } = fixtureBook(ROOT, "book");
   const origins = (report: BookReport) =>
@@ -239,7 +277,7 @@ describe("building the fixture book", () => {
       { k: 3, square: 9 },
     ]);
     const page = await Deno.readTextFile(`${work}/src/01-basics.md`);
-    const table = page.indexOf('<figure class="output output-table">');
+    const table = page.indexOf('<figure class="output output-table"');
     const callingCell = page.indexOf("await showSquares(3);");
     const nextHeading = page.indexOf("## Pictures");
     assert.ok(
@@ -364,6 +402,29 @@ describe("building the fixture book", () => {
     const html = await Deno.readTextFile(`${work}/site/02-plots.html`);
     assert.match(html, /<strong>full<\/strong> profile/);
     assert.match(html, /<svg/, "frozen figures are inlined from result.json");
+  });
+
+  it("records the quick profile's time beside the frozen results, and the page says both", async () => {
+    const quick = await buildBook({ ...options, only: ["02"], freeze: true, profile: "quick" });
+    assert.equal(quick.ok, true);
+    const frozenDir = `${work}/frozen/02-plots`;
+    const meta = await readResult(frozenDir);
+    assert.equal(meta?.profile, "full", "the frozen outputs stay the full profile's");
+    const timing = JSON.parse(await Deno.readTextFile(`${frozenDir}/quick.json`));
+    assert.equal(timing.contentHash, meta!.contentHash);
+    assert.ok(timing.seconds > 0);
+    await buildBook(options);
+    const html = await Deno.readTextFile(`${work}/site/02-plots.html`);
+    assert.match(
+      html,
+      /<code>npx -y deno@2\.9\.6 task chapter 02<\/code> runs the quick profile \(\d+ s when last measured\); add <code>--profile full<\/code> for the book's \(\d+ s when last measured\)\. It loads no model of the zoo\./,
+    );
+    await buildBook({ ...options, only: ["02"], freeze: true });
+    assert.deepEqual(
+      JSON.parse(await Deno.readTextFile(`${frozenDir}/quick.json`)),
+      timing,
+      "a full refreeze of the same code keeps the quick time",
+    );
   });
 
   it("verifies a rerun against the frozen results, and names what differs", async () => {

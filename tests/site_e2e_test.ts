@@ -2,6 +2,8 @@
  * End to end: build the fixture book, serve it on 127.0.0.1 and open every page in headless
  * Chromium. Pages load without console errors, math and figures render, the noise explorer
  * repaints when its slider moves, the theme toggle works, and the site also works from file://.
+ * Every page fits a phone's width (390 px) without scrolling sideways, and its pixel images are
+ * drawn crisp, large enough to see and with alt text.
  *
  * The real book (chapters/) is checked the same way when every chapter has a stored result (cached
  * or frozen): running real chapters is the builder's job, not this test's. Set
@@ -25,15 +27,22 @@ if (!hasChromium) {
   console.log(`site e2e: skipped, ${CHROMIUM} not found (install Debian's chromium to run it)`);
 }
 const SHOTS = Deno.env.get("BOOK_SCREENSHOTS");
+/** A phone's screen in CSS pixels (an iPhone 12 to 15). */
+const PHONE = { width: 390, height: 844 };
 
 interface PageProblems {
   errors: string[];
 }
 
 /** Opens a page and collects console errors, page errors and failed requests. */
-async function open(browser: Browser, url: string, scheme: "light" | "dark" = "light") {
+async function open(
+  browser: Browser,
+  url: string,
+  scheme: "light" | "dark" = "light",
+  viewport = { width: 1280, height: 900 },
+) {
   const context = await browser.newContext({
-    viewport: { width: 1280, height: 900 },
+    viewport,
     colorScheme: scheme,
   });
   const page = await context.newPage();
@@ -42,7 +51,11 @@ async function open(browser: Browser, url: string, scheme: "light" | "dark" = "l
     if (message.type() === "error") problems.errors.push(`console: ${message.text()}`);
   });
   page.on("pageerror", (error) => problems.errors.push(`page error: ${error.message}`));
-  page.on("requestfailed", (request) => problems.errors.push(`request failed: ${request.url()}`));
+  page.on("requestfailed", (request) => {
+    // A click that leaves the page cancels its lazy images: not a fault of the site.
+    if (request.failure()?.errorText === "net::ERR_ABORTED") return;
+    problems.errors.push(`request failed: ${request.url()}`);
+  });
   page.on("response", (response) => {
     if (response.status() >= 400) {
       problems.errors.push(`HTTP ${response.status()}: ${response.url()}`);
@@ -77,6 +90,20 @@ async function checkPage(page: Page, name: string): Promise<void> {
     return results.filter((src) => src !== null);
   });
   assert.deepEqual(brokenImages, [], `${name}: images failed to load`);
+  // Pixel images are drawn crisp (nearest neighbour), never shrunk on a desktop screen, small ones
+  // enlarged, and each has alt text.
+  const unreadable = await page.evaluate(() =>
+    [...document.querySelectorAll<HTMLImageElement>(".output img")].flatMap((img) => {
+      const problems: string[] = [];
+      const shown = img.getBoundingClientRect().width;
+      if (getComputedStyle(img).imageRendering !== "pixelated") problems.push("blurred");
+      if (shown + 0.5 < img.naturalWidth) problems.push(`shrunk to ${shown} px`);
+      if (img.naturalWidth < 200 && shown < 2 * img.naturalWidth) problems.push("not enlarged");
+      if (!(img.alt ?? "").trim()) problems.push("no alt text");
+      return problems.map((p) => `${img.getAttribute("src")}: ${p}`);
+    })
+  );
+  assert.deepEqual(unreadable, [], `${name}: images a reader cannot see well`);
   const counts = await page.evaluate(() => ({
     katex: document.querySelectorAll(".katex").length,
     katexErrors: document.querySelectorAll(".katex-error").length,
@@ -84,9 +111,11 @@ async function checkPage(page: Page, name: string): Promise<void> {
     outputs: document.querySelectorAll(".output").length,
     sidebar: document.querySelectorAll(".chapter-list a").length,
     footer: document.querySelector(".attribution")?.textContent ?? "",
+    missingReferences: [...document.querySelectorAll(".xref-missing")].map((e) => e.textContent),
     katexFont: document.fonts.check("16px KaTeX_Main"),
   }));
   assert.equal(counts.katexErrors, 0, `${name}: KaTeX could not render some math`);
+  assert.deepEqual(counts.missingReferences, [], `${name}: references to nothing`);
   assert.ok(counts.sidebar > 0, `${name}: the chapter sidebar is empty`);
   assert.match(counts.footer, /Twemoji/, `${name}: the footer credits the image sets`);
   if (name !== "index.html" && name !== "references.html") {
@@ -121,6 +150,41 @@ async function checkTheme(page: Page): Promise<void> {
   assert.notEqual(await background(), light, "the theme toggle changes the page colours");
 }
 
+/** A phone's width: the page fits it, nothing wider than the screen but inside a scroller. */
+async function checkPhoneWidth(browser: Browser, url: string, name: string): Promise<void> {
+  const { page, problems, close } = await open(browser, url, "light", PHONE);
+  try {
+    await page.evaluate(() =>
+      Promise.all(
+        [...document.querySelectorAll("img")].map((img) => {
+          img.loading = "eager";
+          return img.decode().catch(() => {});
+        }),
+      )
+    );
+    const overflow = await page.evaluate(() => ({
+      page: document.documentElement.scrollWidth,
+      screen: document.documentElement.clientWidth,
+      wide: [...document.querySelectorAll<HTMLElement>(".chapter-body > *, .site-footer, .topbar")]
+        .filter((el) => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+        .map((el) => `${el.tagName.toLowerCase()}.${el.className}`).slice(0, 5),
+    }));
+    assert.ok(
+      overflow.page <= overflow.screen,
+      `${name}: ${overflow.page} px wide at a ${overflow.screen} px phone screen (${overflow.wide})`,
+    );
+    assert.deepEqual(problems.errors, [], `${name}: errors at phone width`);
+    if (SHOTS) {
+      await page.screenshot({
+        path: `${SHOTS}/${name.replace(/\.html$/, "").replace(/ /g, "-")}-phone.png`,
+        fullPage: true,
+      });
+    }
+  } finally {
+    await close();
+  }
+}
+
 async function checkSite(browser: Browser, site: string, label: string): Promise<void> {
   const server = serveStatic({ root: site, port: 0 });
   try {
@@ -146,6 +210,7 @@ async function checkSite(browser: Browser, site: string, label: string): Promise
           await close();
         }
       }
+      await checkPhoneWidth(browser, `${base}/${name}`, `${label} ${name}`);
     }
   } finally {
     await server.shutdown();
@@ -177,6 +242,19 @@ describe("the built site in a browser", { skip: !hasChromium }, () => {
     await browser?.close();
     await removeIfPresent(work);
   });
+
+  /** Runs `check` on a page of the real book built above (if it was), then asks for no errors. */
+  async function onRealBookPage(file: string, check: (page: Page) => Promise<void>) {
+    const site = `${work}/real-site`;
+    if (!(await Deno.stat(site).then(() => true, () => false))) return; // see "serves the real book"
+    const { page, problems, close } = await open(browser, `file://${site}/${file}`);
+    try {
+      await check(page);
+      assert.deepEqual(problems.errors, [], file);
+    } finally {
+      await close();
+    }
+  }
 
   it("serves every page without errors, with math, figures and a working widget", async () => {
     await checkSite(browser, `${work}/site`, "fixture");
@@ -222,10 +300,7 @@ describe("the built site in a browser", { skip: !hasChromium }, () => {
   });
 
   it("folds each chapter's setup cell until clicked, and copies any code block", async () => {
-    const site = `${work}/real-site`;
-    if (!(await Deno.stat(site).then(() => true, () => false))) return; // see the test above
-    const { page, problems, close } = await open(browser, `file://${site}/07-evaluation.html`);
-    try {
+    await onRealBookPage("07-evaluation.html", async (page) => {
       await page.context().grantPermissions(["clipboard-read", "clipboard-write"]);
       const setup = page.locator("details.cell-setup").first();
       assert.equal(await setup.getAttribute("open"), null, "folded at first");
@@ -244,17 +319,11 @@ describe("the built site in a browser", { skip: !hasChromium }, () => {
       const shown = await lesson.locator("code").textContent();
       assert.equal(copied, shown);
       assert.ok(!copied.includes("Copy"), "the button's own text is not copied");
-      assert.deepEqual(problems.errors, []);
-    } finally {
-      await close();
-    }
+    });
   });
 
   it("links a citation to its reference, and the reference back to the citation", async () => {
-    const site = `${work}/real-site`;
-    if (!(await Deno.stat(site).then(() => true, () => false))) return; // see the test above
-    const { page, problems, close } = await open(browser, `file://${site}/07-evaluation.html`);
-    try {
+    await onRealBookPage("07-evaluation.html", async (page) => {
       const citation = page.locator("a.citation", { hasText: "Heusel et al., 2017" }).first();
       await citation.click();
       await page.waitForURL(/references\.html#ref-heusel2017$/);
@@ -264,10 +333,33 @@ describe("the built site in a browser", { skip: !hasChromium }, () => {
       await page.waitForURL(/07-evaluation\.html#cite-heusel2017-1$/);
       assert.ok(await page.locator("#cite-heusel2017-1").isVisible());
       assert.equal(await page.locator(".sidebar-extra a").getAttribute("href"), "references.html");
-      assert.deepEqual(problems.errors, []);
-    } finally {
-      await close();
-    }
+    });
+  });
+
+  it("numbers figures, tables and equations, and links references to them across chapters", async () => {
+    await onRealBookPage("05-sampling.html", async (page) => {
+      const toEquation = page.locator("a.xref", { hasText: "Eq. (1.1)" }).first();
+      assert.equal(
+        await toEquation.getAttribute("href"),
+        "01-forward-process.html#eq-forward-step",
+      );
+      await toEquation.click();
+      await page.waitForURL(/01-forward-process\.html#eq-forward-step$/);
+      const equation = page.locator("#eq-forward-step");
+      assert.ok(await equation.isVisible());
+      assert.equal(await equation.locator(".equation-number").textContent(), "(1.1)");
+      // On the page itself: the reference names the number the figure's caption shows.
+      const toFigure = page.locator("a.xref", { hasText: /^Figure 1\.\d+$/ }).first();
+      const name = (await toFigure.textContent())!;
+      const href = (await toFigure.getAttribute("href"))!;
+      assert.match(href, /^#fig-[a-z0-9-]+$/);
+      await toFigure.click();
+      const figure = page.locator(href);
+      assert.ok(await figure.isVisible());
+      assert.equal(await figure.locator(".figure-number").textContent(), `${name}:`);
+      const tables = await page.locator("figure.output-table .figure-number").allTextContents();
+      assert.deepEqual(tables.slice(0, 1), ["Table 1.1:"], "tables are numbered on their own");
+    });
   });
 
   it("searches the book from every page, served and from file://", async () => {

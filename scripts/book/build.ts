@@ -16,11 +16,19 @@
 import type { Profile } from "../../lib/book/runtime.ts";
 import { type Chapter, discoverChapters } from "./chapters.ts";
 import { effectiveBackend, fingerprint, resultKey, staleDependencies } from "./cache.ts";
-import { compactFrozen, readResult, replaceDirWithCopy, type ResultMeta } from "./results.ts";
+import {
+  compactFrozen,
+  readQuickTiming,
+  readResult,
+  replaceDirWithCopy,
+  type ResultMeta,
+  writeQuickTiming,
+} from "./results.ts";
 import { cachePath, runChapter } from "./run.ts";
 import { compareResults, type Difference } from "./verify.ts";
 import { chapterPage, type PageContext, pageName } from "./render.ts";
 import { buildSite, type MathError, type NavEntry, type SiteInput } from "./site.ts";
+import type { UnresolvedReference } from "./crossrefs.ts";
 
 /** Folders the builder reads and writes; all default to the project's own. */
 export interface BookDirs {
@@ -93,6 +101,8 @@ export interface BookReport {
   siteIndex?: string;
   /** Math that KaTeX could not render (the page shows it in red). */
   mathErrors: MathError[];
+  /** Cross-references to labels no page of this build holds (the page reads "Figure ??"). */
+  unresolved: UnresolvedReference[];
   /** The folders used. */
   dirs: BookDirs;
 }
@@ -227,9 +237,19 @@ async function resolveChapter(chapter: Chapter, plan: Plan): Promise<ChapterRepo
     );
   }
   if (plan.freeze && report.meta?.ok && report.dir) {
-    await replaceDirWithCopy(report.dir, frozenDir);
-    await compactFrozen(frozenDir);
-    print(`[${chapter.id}] frozen into ${frozenDir}`);
+    if (report.meta.profile === "quick") {
+      // Frozen outputs are the full profile's; a quick run only adds how long it took.
+      await writeQuickTiming(frozenDir, report.meta);
+      print(
+        `[${chapter.id}] its quick profile's ${report.meta.seconds} s recorded in ${frozenDir}`,
+      );
+    } else {
+      const quick = await readQuickTiming(frozenDir, report.meta.contentHash);
+      await replaceDirWithCopy(report.dir, frozenDir);
+      await compactFrozen(frozenDir);
+      if (quick) await writeQuickTiming(frozenDir, { ...report.meta, ...quick });
+      print(`[${chapter.id}] frozen into ${frozenDir}`);
+    }
   }
   return report;
 }
@@ -273,13 +293,27 @@ export async function buildBook(options: BookOptions = {}): Promise<BookReport> 
   const failures = reports.filter((r) => r.origin === "failed" || (r.differences?.length ?? 0) > 0);
   let siteIndex: string | undefined;
   let mathErrors: MathError[] = [];
+  let unresolved: UnresolvedReference[] = [];
   if (options.site !== false) {
     const site = await buildSite(await siteInput(dirs, included, reports));
     siteIndex = site.index;
-    mathErrors = site.mathErrors;
+    ({ mathErrors, unresolved } = site);
     for (const { page, message } of mathErrors) log(`warning: ${page}: KaTeX: ${message}`);
+    for (const { page, label } of unresolved) {
+      log(
+        `warning: ${page}: @${label} points at nothing in this build (a typo, or its chapter did not run)`,
+      );
+    }
   }
-  return { ok: failures.length === 0, chapters: reports, failures, siteIndex, mathErrors, dirs };
+  return {
+    ok: failures.length === 0,
+    chapters: reports,
+    failures,
+    siteIndex,
+    mathErrors,
+    unresolved,
+    dirs,
+  };
 }
 
 /** The site's input for chapters and their results (used by the build and by the dev server). */
@@ -296,12 +330,17 @@ export async function siteInput(
   }));
   const pages = new Map<string, string>();
   const outputs = new Map<string, string>();
+  const models = new Map<string, string>();
   for (const [i, chapter] of chapters.entries()) {
     const report = reports.find((r) => r.id === chapter.id);
     const link = (entry: NavEntry | undefined) =>
       entry && { title: entry.title, url: entry.url, number: entry.number };
+    const meta = report?.meta;
+    for (const d of meta?.dependencies ?? []) models.set(modelName(d.path), d.path);
     const context: PageContext = {
-      result: report?.meta,
+      result: meta,
+      timings: meta && await profileTimings(`${dirs.frozenDir}/${chapter.id}`, meta),
+      models: meta?.dependencies?.map((d) => modelName(d.path)),
       origin: report?.origin ?? "missing",
       outputs: report?.dir ? { dir: report.dir, url: `outputs/${chapter.id}` } : undefined,
       prev: link(nav[i - 1]),
@@ -318,7 +357,28 @@ export async function siteInput(
     pages,
     nav,
     outputs,
+    models,
   };
+}
+
+/** A zoo model's name: the last part of its folder (`assets/models/emoji16-unet`). */
+function modelName(path: string): string {
+  return path.replace(/\/+$/, "").split("/").at(-1)!;
+}
+
+/**
+ * How long each profile of a chapter took, as measured: the shown result's own time, the frozen
+ * full run's and the recorded quick run's (each only for this version of the chapter).
+ */
+async function profileTimings(frozenDir: string, meta: ResultMeta) {
+  const frozen = meta.profile === "full" ? meta : await readResult(frozenDir);
+  const full = frozen?.ok && frozen.profile === "full" && frozen.contentHash === meta.contentHash
+    ? frozen.seconds
+    : undefined;
+  const quick = meta.profile === "quick"
+    ? meta.seconds
+    : (await readQuickTiming(frozenDir, meta.contentHash))?.seconds;
+  return { quick, full };
 }
 
 /** A short, readable account of failures: each chapter's id and the end of its error output. */

@@ -4,7 +4,11 @@
  * Cells are separated by lines `// %%`. A prose cell starts with `// %% [markdown]` and every
  * following line is a `// ` comment holding Markdown; other cells are code. Lines before the first
  * marker form a code cell of their own (usually imports). A code cell that starts with
- * `// %% [setup]` is plumbing (imports, loading, helpers), which the page shows folded.
+ * `// %% [setup]` is plumbing (imports, loading, helpers), which the page shows folded. A code
+ * cell's marker may label its outputs for cross-references, as Quarto does: `// %% {#fig-alphabar}`
+ * names the cell's first figure, `{#fig-a #fig-b #tbl-c}` its first two figures and its first
+ * table (see crossrefs.ts). The marker line is not part of the cell's text, so labelling a cell
+ * leaves its results valid.
  *
  * @module
  */
@@ -21,6 +25,8 @@ export interface Cell {
   endLine: number;
   /** A code cell marked `[setup]`: shown folded. */
   setup?: boolean;
+  /** Labels of the cell's outputs, in order (`fig-…`, `tbl-…`), from `{#…}` on its marker. */
+  labels?: string[];
 }
 
 const MARKER = /^\/\/ ?%%(\s.*)?$/;
@@ -47,12 +53,20 @@ export function splitCells(source: string): Cell[] {
   const cells: Cell[] = [];
   let kind: Cell["kind"] = "code";
   let setup = false;
+  let labels: string[] = [];
   let body: string[] = [];
   let start = 1;
   const flush = (end: number) => {
     const text = trimBlankLines(kind === "markdown" ? body.map(uncomment) : body).join("\n");
     if (text.trim() === "") return;
-    cells.push({ kind, text, startLine: start, endLine: end, ...(setup ? { setup } : {}) });
+    cells.push({
+      kind,
+      text,
+      startLine: start,
+      endLine: end,
+      ...(setup ? { setup } : {}),
+      ...(kind === "code" && labels.length ? { labels } : {}),
+    });
   };
   lines.forEach((line, i) => {
     const match = MARKER.exec(line);
@@ -63,11 +77,18 @@ export function splitCells(source: string): Cell[] {
     flush(i);
     kind = /^\s*\[(markdown|md)\]/i.test(match[1] ?? "") ? "markdown" : "code";
     setup = /^\s*\[setup\]/i.test(match[1] ?? "");
+    labels = markerLabels(match[1] ?? "");
     body = [];
     start = i + 2;
   });
   flush(lines.length);
   return cells;
+}
+
+/** The labels of a cell marker's `{#fig-a #tbl-b}` attribute block (none without one). */
+export function markerLabels(marker: string): string[] {
+  const block = /\{([^}]*)\}/.exec(marker);
+  return block ? [...block[1].matchAll(/#([A-Za-z][\w-]*)/g)].map((m) => m[1]) : [];
 }
 
 /** The chapter's title: the first `# Title` line of its first prose cell. */

@@ -15,6 +15,7 @@
  * @module
  */
 import { UserError } from "../../lib/core/errors.ts";
+import { mapProse } from "./prose.ts";
 
 /** One work of the bibliography. */
 export interface Reference {
@@ -124,29 +125,8 @@ export function resolveCitations(
         if (!reference) return _whole; // an npm scope, an e-mail: not a citation
         return `${before}${cite(key, citedNames(reference))} (${reference.year})`;
       });
-  // Leave fenced code and inline code as they are; a citation may run over a line break.
-  const out: string[] = [];
-  let text: string[] = [];
-  const flush = () => {
-    if (text.length === 0) return;
-    const block = text.join("\n");
-    out.push(block.split(/(`[^`]*`)/).map((piece, i) => (i % 2 ? piece : prose(piece))).join(""));
-    text = [];
-  };
-  let inFence = false;
-  for (const line of markdown.split("\n")) {
-    if (/^\s*(```|~~~)/.test(line)) {
-      flush();
-      inFence = !inFence;
-      out.push(line);
-    } else if (inFence) {
-      out.push(line);
-    } else {
-      text.push(line);
-    }
-  }
-  flush();
-  return { markdown: out.join("\n"), citations };
+  // Fenced code and inline code stay as they are; a citation may run over a line break.
+  return { markdown: mapProse(markdown, prose), citations };
 }
 
 /** The references page: every entry, sorted by its first author, with its back-links. */

@@ -10,6 +10,7 @@
 
 import type { Chapter } from "./chapters.ts";
 import type { PlacedOutput, ResultMeta } from "./results.ts";
+import { ChapterNumbering, type OutputTarget, targetAttributes } from "./crossrefs.ts";
 
 /** Where a page finds a chapter's stored outputs. */
 export interface OutputSource {
@@ -41,6 +42,10 @@ export interface PageContext {
   prev?: PageLink;
   /** The next chapter. */
   next?: PageLink;
+  /** Each profile's measured time in seconds, where known (build.ts's profileTimings). */
+  timings?: { quick?: number; full?: number };
+  /** The zoo models the result loaded, by name (the site publishes `models/<name>.json`). */
+  models?: string[];
 }
 
 /** Escapes text for HTML. */
@@ -79,8 +84,13 @@ function noBlankLines(html: string): string {
   return html.replace(/\n\s*\n/g, "\n").trim();
 }
 
-function caption(text: string | undefined): string {
-  return text ? `<figcaption>\n\n${text.trim()}\n\n</figcaption>\n` : "";
+/** A figure's caption, led by its number when it has one ("Figure 4.3:"). */
+function caption(text: string | undefined, target?: OutputTarget): string {
+  const number = target
+    ? `<span class="figure-number">${target.name}${text ? ":" : ""}</span>`
+    : "";
+  const body = [number, text?.trim() ?? ""].filter(Boolean).join(" ");
+  return body ? `<figcaption>\n\n${body}\n\n</figcaption>\n` : "";
 }
 
 function plainText(markdown: string): string {
@@ -96,14 +106,19 @@ export function displayScale(width: number): number {
   return Math.max(1, Math.min(12, Math.floor(640 / w), Math.ceil(384 / w)));
 }
 
-async function renderOutput(output: PlacedOutput, source: OutputSource): Promise<string> {
+async function renderOutput(
+  output: PlacedOutput,
+  source: OutputSource,
+  target?: OutputTarget,
+): Promise<string> {
+  const at = targetAttributes(target);
   const url = output.file ? `${source.url}/${output.file}` : "";
   switch (output.kind) {
     case "figure": {
       const markup = output.inline ?? await Deno.readTextFile(`${source.dir}/${output.file}`);
-      return `<figure class="output output-figure">\n<div class="figure-body">\n${
+      return `<figure class="output output-figure"${at}>\n<div class="figure-body">\n${
         noBlankLines(markup)
-      }\n</div>\n${caption(output.caption)}</figure>`;
+      }\n</div>\n${caption(output.caption, target)}</figure>`;
     }
     case "images":
     case "animation": {
@@ -112,9 +127,10 @@ async function renderOutput(output: PlacedOutput, source: OutputSource): Promise
         ? ` width="${output.width * k}" height="${output.height * k}"`
         : "";
       const alt = escapeHtml(plainText(output.caption ?? `${output.kind} from the code above`));
-      return `<figure class="output output-${output.kind}">\n<img class="pixelated" src="${
-        escapeHtml(url)
-      }"${size} alt="${alt}" loading="lazy">\n${caption(output.caption)}</figure>`;
+      // A grid wider than the column scrolls sideways rather than shrink below its pixels.
+      return `<figure class="output output-${output.kind}"${at}>\n<div class="image-scroll">` +
+        `<img class="pixelated" src="${escapeHtml(url)}"${size} alt="${alt}" loading="lazy">` +
+        `</div>\n${caption(output.caption, target)}</figure>`;
     }
     case "table": {
       const { columns, rows } = output.data as {
@@ -135,8 +151,8 @@ async function renderOutput(output: PlacedOutput, source: OutputSource): Promise
           ).join("")
         }</tr>`
       ).join("\n");
-      return `<figure class="output output-table">\n<div class="table-scroll">\n<table>\n<thead><tr>${head}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>\n</div>\n${
-        caption(output.caption)
+      return `<figure class="output output-table"${at}>\n<div class="table-scroll">\n<table>\n<thead><tr>${head}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>\n</div>\n${
+        caption(output.caption, target)
       }</figure>`;
     }
     case "metric": {
@@ -153,10 +169,10 @@ async function renderOutput(output: PlacedOutput, source: OutputSource): Promise
       const { name } = output.data as { name: string };
       const json = (output.inline ?? await Deno.readTextFile(`${source.dir}/${output.file}`)).trim()
         .replace(/</g, "\\u003c").replace(/\n/g, " ");
-      return `<figure class="output output-widget">\n<div class="widget" data-widget="${
+      return `<figure class="output output-widget"${at}>\n<div class="widget" data-widget="${
         escapeHtml(name)
       }"><script type="application/json">${json}</script><noscript>This interactive figure needs JavaScript.</noscript></div>\n${
-        caption(output.caption)
+        caption(output.caption, target)
       }</figure>`;
     }
     case "code": {
@@ -178,10 +194,14 @@ async function renderOutput(output: PlacedOutput, source: OutputSource): Promise
   return "";
 }
 
-/** Renders a cell's outputs; consecutive metrics share one row of cards. */
+/**
+ * Renders a cell's outputs, `targets[i]` numbering the i-th (crossrefs.ts); consecutive metrics
+ * share one row of cards.
+ */
 export async function renderOutputs(
   outputs: PlacedOutput[],
   source: OutputSource,
+  targets: (OutputTarget | undefined)[] = [],
 ): Promise<string> {
   const parts: string[] = [];
   let metrics: string[] = [];
@@ -191,8 +211,8 @@ export async function renderOutputs(
     }
     metrics = [];
   };
-  for (const output of outputs) {
-    const html = await renderOutput(output, source);
+  for (const [i, output] of outputs.entries()) {
+    const html = await renderOutput(output, source, targets[i]);
     if (output.kind === "metric") {
       metrics.push(html);
     } else {
@@ -221,6 +241,43 @@ function resultNote(context: PageContext): string {
     ? ` on the <code>${escapeHtml(result.backend)}</code> backend`
     : "";
   return `Outputs on this page come from ${profile}${backend}, run on ${when} in ${result.seconds} s.`;
+}
+
+/** Seconds as a reader says them: "48 s", "7 min 24 s", "1 h 5 min". */
+export function spokenDuration(seconds: number): string {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min${s % 60 ? ` ${s % 60} s` : ""}`;
+  const m = Math.round(s / 60);
+  return `${Math.floor(m / 60)} h${m % 60 ? ` ${m % 60} min` : ""}`;
+}
+
+/** The command that reruns a chapter, as a new reader types it (Deno from npm). */
+export function runCommand(chapter: Chapter): string {
+  return `npx -y deno@2.9.6 task chapter ${chapter.id.split("-")[0]}`;
+}
+
+/**
+ * The page's "run it yourself" note: the command, how long each profile took when measured, and
+ * the zoo models it loads, each linked to its manifest.
+ */
+export function runNote(chapter: Chapter, context: PageContext): string {
+  const { quick, full } = context.timings ?? {};
+  const took = (seconds: number | undefined) =>
+    seconds === undefined ? "not measured yet" : `${spokenDuration(seconds)} when last measured`;
+  const models = (context.models ?? []).map((name) =>
+    `<a href="models/${escapeHtml(name)}.json"><code>${escapeHtml(name)}</code></a>`
+  );
+  const loads = models.length === 0
+    ? "It loads no model of the zoo."
+    : `It loads the zoo's ${
+      models.length === 1 ? models[0] : `${models.slice(0, -1).join(", ")} and ${models.at(-1)}`
+    } (each links to its manifest: data, training run, size and hashes).`;
+  return `<strong>Run it yourself:</strong> <code>${escapeHtml(runCommand(chapter))}</code> ` +
+    `runs the quick profile (${took(quick)}); add <code>--profile full</code> for the ` +
+    `book's (${took(full)}). ${loads} The page is the program <code>chapters/${
+      escapeHtml(chapter.id)
+    }.ts</code>.`;
 }
 
 /** What a setup cell does, in a few words for its folded summary: what it imports or loads. */
@@ -264,12 +321,13 @@ export async function chapterPage(chapter: Chapter, context: PageContext): Promi
     );
   }
   let codeIndex = 0;
+  const numbering = new ChapterNumbering(chapter.number, `chapters/${chapter.id}.ts`);
   const firstProse = chapter.cells.find((c) => c.kind === "markdown");
   for (const cell of chapter.cells) {
     if (cell.kind === "markdown") {
       // The title is shown by the layout; drop it from the first prose cell.
       const text = cell === firstProse ? cell.text.replace(/^#\s+.+$/m, "").trim() : cell.text;
-      if (text) blocks.push(text);
+      if (text) blocks.push(numbering.equations(text));
       continue;
     }
     const lines = cell.text.split("\n").length;
@@ -286,6 +344,7 @@ export async function chapterPage(chapter: Chapter, context: PageContext): Promi
         `<div class="cell-outputs">\n\n${await renderOutputs(
           cellOutputs,
           context.outputs,
+          numbering.outputs(cellOutputs.map((o) => o.kind), cell.labels, cell.startLine - 1),
         )}\n\n</div>`,
       );
     }
@@ -306,7 +365,7 @@ export async function chapterPage(chapter: Chapter, context: PageContext): Promi
     `resultNote: ${yamlValue(resultNote(context))}`,
     `origin: ${yamlValue(context.origin ?? "missing")}`,
     `sourceFile: ${yamlValue(`chapters/${chapter.id}.ts`)}`,
-    `runCommand: ${yamlValue(`npx -y deno@2.9.6 task chapter ${chapter.id.split("-")[0]}`)}`,
+    `runNote: ${yamlValue(runNote(chapter, context))}`,
     "---",
   ];
   return `${front.join("\n")}\n\n${blocks.join("\n\n")}\n`;

@@ -153,6 +153,48 @@ export async function compactFrozen(dir: string): Promise<void> {
 }
 
 /**
+ * The quick profile's measured time, kept beside a chapter's frozen (full-profile) results in
+ * `quick.json` by `deno task book --freeze --profile quick`, so that the published page can say
+ * how long both profiles take. It belongs to one version of the chapter (its content hash).
+ */
+export interface QuickTiming {
+  contentHash: string;
+  seconds: number;
+  finishedAt: string;
+  backend?: string;
+}
+
+/** The file of a frozen folder holding its {@link QuickTiming}. */
+export const QUICK_TIMING = "quick.json";
+
+/** The quick timing in a frozen folder, if it is there and was measured for `contentHash`. */
+export async function readQuickTiming(
+  dir: string,
+  contentHash: string,
+): Promise<QuickTiming | undefined> {
+  try {
+    const timing = JSON.parse(await Deno.readTextFile(`${dir}/${QUICK_TIMING}`)) as QuickTiming;
+    return timing.contentHash === contentHash && typeof timing.seconds === "number"
+      ? timing
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Records a quick run's time in a frozen folder (made if absent), as `deno fmt` writes JSON. */
+export async function writeQuickTiming(dir: string, meta: ResultMeta): Promise<void> {
+  const timing: QuickTiming = {
+    contentHash: meta.contentHash,
+    seconds: meta.seconds,
+    finishedAt: meta.finishedAt,
+    ...(meta.backend ? { backend: meta.backend } : {}),
+  };
+  await Deno.mkdir(dir, { recursive: true });
+  await writeFileAtomic(`${dir}/${QUICK_TIMING}`, `${JSON.stringify(timing, null, 2)}\n`);
+}
+
+/**
  * Removes the `KEY.PID.running` folders of runs whose process is gone (a chapter killed
  * mid-run, or a builder stopped with Ctrl+C), leaving those of runs still going.
  */

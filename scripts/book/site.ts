@@ -10,10 +10,11 @@
 
 import Eleventy from "@11ty/eleventy";
 import { exists, writeFileAtomic } from "../../lib/runtime/files.ts";
-import { copyDir, OUTGOING, removeIfPresent, swapIn } from "./results.ts";
+import { copyDir, OUTGOING, QUICK_TIMING, removeIfPresent, swapIn } from "./results.ts";
 import { liveModelsOf, writeLiveAssets } from "./live.ts";
 import { writeSearchAssets } from "./search.ts";
 import { type Citation, parseReferences, referencesPage, resolveCitations } from "./references.ts";
+import { collectTargets, resolveCrossReferences, type UnresolvedReference } from "./crossrefs.ts";
 
 /** A chapter as the site's navigation lists it. */
 export interface NavEntry {
@@ -43,6 +44,8 @@ export interface SiteInput {
   nav: NavEntry[];
   /** Output folders to publish: chapter id → folder. */
   outputs: Map<string, string>;
+  /** Zoo models the chapters load: name → folder (from the root), whose manifests are published. */
+  models?: Map<string, string>;
   /** Extra global data for the layouts (`book.*`). */
   data?: Record<string, unknown>;
 }
@@ -91,12 +94,26 @@ async function citeReferences(pages: Map<string, string>, input: SiteInput): Pro
   return true;
 }
 
+/** Resolves the cross-references of `pages` (scripts/book/crossrefs.ts) across the book. */
+function crossReference(pages: Map<string, string>): UnresolvedReference[] {
+  const targets = collectTargets(pages);
+  const unresolved: UnresolvedReference[] = [];
+  for (const [name, text] of pages) {
+    if (!name.endsWith(".md")) continue;
+    const resolved = resolveCrossReferences(text, name.replace(/\.md$/, ".html"), targets);
+    pages.set(name, resolved.markdown);
+    unresolved.push(...resolved.unresolved);
+  }
+  return unresolved;
+}
+
 /**
  * Writes the Eleventy input: chapter pages, the landing page (assets/pages), layouts
  * (assets/layouts → `_includes`) and `_data/book.json`. Files are only rewritten when their text
- * changed, and pages of chapters no longer in the book are removed.
+ * changed, and pages of chapters no longer in the book are removed. Returns the cross-references
+ * nothing in this build answers.
  */
-export async function writeSources(input: SiteInput): Promise<void> {
+export async function writeSources(input: SiteInput): Promise<UnresolvedReference[]> {
   const { buildDir, assetsDir } = input;
   await Deno.mkdir(`${buildDir}/_includes`, { recursive: true });
   await Deno.mkdir(`${buildDir}/_data`, { recursive: true });
@@ -104,6 +121,7 @@ export async function writeSources(input: SiteInput): Promise<void> {
   for (const name of await listFiles(`${assetsDir}/pages`)) {
     wanted.set(name, await Deno.readTextFile(`${assetsDir}/pages/${name}`));
   }
+  const unresolved = crossReference(wanted);
   const hasReferences = await citeReferences(wanted, input);
   for (const name of await listFiles(buildDir)) {
     if (!wanted.has(name)) await Deno.remove(`${buildDir}/${name}`);
@@ -121,11 +139,13 @@ export async function writeSources(input: SiteInput): Promise<void> {
   }
   const data = { chapters: input.nav, hasReferences, ...(input.data ?? {}) };
   await writeIfChanged(`${buildDir}/_data/book.json`, JSON.stringify(data, null, 1));
+  return unresolved;
 }
 
 /**
  * Copies what pages link to into the site: `assets/styles`, `assets/widgets`, KaTeX's CSS and
- * fonts (`assets/katex`), each chapter's outputs (`outputs/<id>/`, manifests left out), and when
+ * fonts (`assets/katex`), each chapter's outputs (`outputs/<id>/`, manifests left out), the
+ * manifests of the zoo models the chapters load (`models/<name>.json`), and when
  * a page holds a live sampler, the bundled browser library and the live models (scripts/book/live.ts).
  */
 export async function copyStatic(input: SiteInput): Promise<void> {
@@ -144,12 +164,19 @@ export async function copyStatic(input: SiteInput): Promise<void> {
       await Deno.copyFile(`${katex}/fonts/${name}`, `${siteDir}/assets/katex/fonts/${name}`);
     }
   }
+  await removeIfPresent(`${siteDir}/models`);
+  for (const [name, path] of input.models ?? []) {
+    await Deno.mkdir(`${siteDir}/models`, { recursive: true });
+    await Deno.copyFile(`${root}/${path}/manifest.json`, `${siteDir}/models/${name}.json`);
+  }
   await removeIfPresent(`${siteDir}/outputs`);
   for (const [id, dir] of input.outputs) {
     const target = `${siteDir}/outputs/${id}`;
     await Deno.mkdir(target, { recursive: true });
     for (const name of await listFiles(dir)) {
-      if (name === "result.json" || name === "outputs.json" || name.endsWith(".tmp")) continue;
+      if (["result.json", "outputs.json", QUICK_TIMING].includes(name) || name.endsWith(".tmp")) {
+        continue;
+      }
       await Deno.copyFile(`${dir}/${name}`, `${target}/${name}`);
     }
   }
@@ -224,14 +251,15 @@ async function removeLeftovers(siteDir: string): Promise<void> {
 /**
  * Writes sources, runs Eleventy once and copies static files, all into a new folder beside the
  * site, which replaces the site only when everything succeeded: a failed build (a template error,
- * a missing asset) throws and leaves the previous site as it was. Returns the site's index.html
- * and the math KaTeX could not render (shown in red on the page).
+ * a missing asset) throws and leaves the previous site as it was. Returns the site's index.html,
+ * the math KaTeX could not render (shown in red on the page) and the cross-references nothing
+ * answered (shown as "Figure ??").
  */
 export async function buildSite(
   input: SiteInput,
-): Promise<{ index: string; mathErrors: MathError[] }> {
+): Promise<{ index: string; mathErrors: MathError[]; unresolved: UnresolvedReference[] }> {
   const { siteDir } = input;
-  await writeSources(input);
+  const unresolved = await writeSources(input);
   await removeLeftovers(siteDir);
   const hadSite = await exists(siteDir);
   const incoming = { ...input, siteDir: `${siteDir}${INCOMING}${crypto.randomUUID().slice(0, 8)}` };
@@ -249,5 +277,5 @@ export async function buildSite(
     if (!(await exists(siteDir))) throw new Error(message, { cause: error }); // it says where
     throw new Error(`${message}; the previous site in ${siteDir} is unchanged`, { cause: error });
   }
-  return { index: `${siteDir}/index.html`, mathErrors: await findMathErrors(siteDir) };
+  return { index: `${siteDir}/index.html`, mathErrors: await findMathErrors(siteDir), unresolved };
 }
