@@ -7,7 +7,8 @@
 // sets, and checks the one formula everything later rests on.
 //
 // Each step $t = 1, \dots, T$ shrinks the image a little and adds fresh noise with variance
-// $\beta_t$, the *noise schedule*:
+// $\beta_t$, the *noise schedule*, as @sohl2015 first set it up and @ho2020 made it work on
+// images:
 //
 // $$q(x_t \mid x_{t-1}) = \mathcal{N}\big(x_t;\ \sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big).$$ {#eq-forward-step}
 //

@@ -68,9 +68,10 @@ await book.metric("parameters", format(model.parameterCount()), {
 // %% [markdown]
 // ## The architecture, drawn from the model
 //
-// The diagram below is not drawn by hand: `architectureDiagram` in `lib/book/diagram.ts` lays out what
-// `model.architecture()` reports (every block with its channels and resolution, in the order the
-// forward pass runs them, and every edge between them), so it cannot drift from the code.
+// The diagram, @fig-architecture, is not drawn by hand: `architectureDiagram` in
+// `lib/book/diagram.ts` lays out what `model.architecture()` reports (every block with its
+// channels and resolution, in the order the forward pass runs them, and every edge between
+// them), so it cannot drift from the code.
 //
 // Read it as a U. The input enters top left and the encoder runs down: a 3×3 convolution lifts the
 // three colour channels to 32, residual blocks work at each resolution, and a stride-2 convolution
@@ -81,7 +82,7 @@ await book.metric("parameters", format(model.parameterCount()), {
 // A last GroupNorm, SiLU and 3×3 convolution map 32 channels back to three. Blocks with a
 // <em>t</em> badge receive the time embedding.
 
-// %%
+// %% {#fig-architecture}
 await book.figure(architectureDiagram(architecture, { idPrefix: "unet16" }), {
   caption: "The U-Net of chapter 4, drawn from `model.architecture()`. Bands are resolutions; " +
     "red arrows are skip connections, labelled with the channels they carry.",
@@ -524,7 +525,7 @@ big.dispose();
 // randomly initialised one's. Noise is shown at half scale ($\epsilon / 2$) so that most of it fits
 // the grey range.
 
-// %%
+// %% {#fig-initial-heads}
 const schedule = noiseSchedule("cosine", T);
 const favourites = ["heart", "grinning", "apple", "sunflower", "rocket", "pizza"];
 const shown = favourites
@@ -602,7 +603,7 @@ randomHead.dispose();
 
 // %% [markdown]
 // The randomly initialised head is not pure noise either: its output is a faint, blurred copy of
-// the emoji's outline (bottom row above), a random function of $x_t$ that adds its own variance to
+// the emoji's outline (the bottom row of @fig-initial-heads), a random function of $x_t$ that adds its own variance to
 // the error. Training would first have to unlearn it; the zero start skips that.
 //
 // Training must turn this zero into the noise: pull $\epsilon$ out of $x_t$ when the image is

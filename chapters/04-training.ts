@@ -12,7 +12,8 @@
 //
 // 1. take a batch of images $x_0$ (here: flipped left–right with probability ½);
 // 2. draw a timestep $t$ uniformly and noise $\epsilon \sim \mathcal{N}(0, I)$ for each image;
-// 3. form $x_t$ with `addNoise`, predict $\epsilon_\theta(x_t, t)$, take the mean squared error;
+// 3. form $x_t$ with `addNoise`, predict $\epsilon_\theta(x_t, t)$, take the mean squared error
+//    of @eq-simple-loss;
 // 4. update $\theta$ with Adam, and fold $\theta$ into an exponential moving average (EMA) that is
 //    used for sampling.
 //
@@ -61,9 +62,10 @@ await book.listing("lib/training/objective.ts", "denoisingLoss", {
 // ## One step, by hand
 //
 // Here are the four steps of a training step written out, on a small U-Net: draw a batch, its
-// timesteps and its noise; take the loss and its gradient with respect to every parameter; let
-// Adam move the parameters. (`lib/training/optim.ts` holds Adam, over whatever list of parameters
-// it is given: the whole network here, or only the few parameters a fine-tuning adapter adds.)
+// timesteps and its noise; take the loss of @eq-simple-loss and its gradient with respect to
+// every parameter; let Adam move the parameters. (`lib/training/optim.ts` holds Adam, over
+// whatever list of parameters it is given: the whole network here, or only the few parameters a
+// fine-tuning adapter adds.)
 
 // %%
 const tiny = {

@@ -486,12 +486,13 @@ if (speedUp < 15) {
 // What the table's last column adds is how *fast* each solver approaches the ODE's answer. On a
 // log–log plot a solver of order $p$ falls along a line of slope $-p$: DDIM's distance shrinks in
 // proportion to $1/\text{steps}$, DPM-Solver++(2M)'s, on a smooth problem, to $1/\text{steps}^2$.
-// A trained network is not as smooth along the path as an exact score, and the curves below are
+// A trained network is not as smooth along the path as an exact score, and the curves of
+// @fig-solver-order are
 // less tidy than that; the toy problem at the end of the chapter, where the score is exact, shows
 // both orders cleanly. The number under the figure is the DDIM step count that matches
 // DPM-Solver++ at 20 steps on this network.
 
-// %%
+// %% {#fig-solver-order}
 const convergence = runs.filter((r) => r.distance !== null && r.steps < referenceSteps);
 await book.figure({
   width: 640,
@@ -712,7 +713,7 @@ await book.metric(
 // field plus noise, a discretisation of the reverse-time SDE. DDIM and DPM-Solver++ follow the
 // *probability-flow ODE*
 // $\mathrm{d}x/\mathrm{d}t = f(t)\,x - \tfrac12 g(t)^2\,\nabla_x \log q_t(x)$, which carries $x_T$ to
-// an image with no noise added on the way [@song2021b]. And the $\hat x_0$ of the film above is
+// an image with no noise added on the way [@song2021b]. And the $\hat x_0$ of @fig-ddpm-film is
 // *Tweedie's formula*, the best guess of $x_0$ given $x_t$:
 // $\hat x_0 = \big(x_t + (1-\bar\alpha_t)\,s_\theta(x_t, t)\big)/\sqrt{\bar\alpha_t}$.
 //

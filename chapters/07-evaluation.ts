@@ -192,10 +192,11 @@ await book.listing("lib/metrics/fid.ts", "frechetDistance", {
 // adds to the trace term, so the same model scores worse with fewer samples [@chong2020,
 // extrapolate to $N \to \infty$ for this reason: FID$_\infty$]. The floor is visible with
 // no model at all: two disjoint halves of the real emoji are samples of the same distribution,
-// and their FID should be zero. It is not, and it falls as $N$ grows. KID (below) is unbiased: its
-// real-vs-real value sits at zero for every $N$, give or take its spread.
+// and their FID should be zero. It is not, and it falls as $N$ grows (@fig-fid-by-n). KID (below)
+// is unbiased: its real-vs-real value sits at zero for every $N$, give or take its spread
+// (@fig-kid-by-n).
 
-// %%
+// %% {#fig-fid-by-n #fig-kid-by-n}
 const shuffled = new Random(7).shuffle(Array.from({ length: dataset.count }, (_, i) => i));
 const halfA = shuffled.slice(0, Math.floor(dataset.count / 2));
 const halfB = shuffled.slice(Math.floor(dataset.count / 2));
@@ -268,7 +269,7 @@ await book.listing("lib/metrics/kid.ts", "mmd2", {
 // %% [markdown]
 // ## What the numbers say about real, damaged and generated images
 //
-// Each row below is a set of N images scored against the same reference (half A of the real
+// Each row of @tbl-metric-sets is a set of N images scored against the same reference (half A of the real
 // emoji, which no row contains except the last two): the other half, the other half damaged in
 // known ways, pure noise, the model's samples, and two sets that are built to fool the metrics.
 //
@@ -283,9 +284,9 @@ await book.listing("lib/metrics/kid.ts", "mmd2", {
 // - **Memorised**: half A itself, as a model that stores its training set would return it. FID
 //   is below even the real-vs-real floor (the set is part of the reference), IS is the real
 //   images', precision is 1 and recall high: none of these metrics can tell memorising from
-//   generalising. The nearest-neighbour test below can.
+//   generalising. The nearest-neighbour test below can (@fig-nearest-pairs).
 
-// %%
+// %% {#tbl-metric-sets}
 const N = sampleCount;
 const noiseRng = new Random(11);
 const pickImages = (indices: readonly number[], f: (x: Float32Array) => Float32Array) => {
@@ -413,7 +414,7 @@ await book.metric("rank agreement of the two FIDs (Spearman ρ)", spearman.toFix
 // emoji (leaving out the other vendor's drawing of the same emoji, its near twin). If the samples
 // were copies, their distances would be far below the real images' own.
 
-// %%
+// %% {#fig-nearest-distances #fig-nearest-pairs}
 await book.listing("lib/metrics/evaluate.ts", "nearestNeighbours", {
   caption: "Each sample's nearest real emoji, in feature space (lib/metrics/evaluate.ts).",
 });

@@ -157,7 +157,7 @@ await book.listing("lib/core/nn/lora.ts", "LoraLayer", {
 // captions. One adapter a rank, r ∈ {1, 2, 4, 8}, and for comparison the cost of fine-tuning
 // every weight (the DreamBooth runs below do).
 
-// %%
+// %% {#tbl-fine-tune-sizes}
 const loras = new Map<number, Awaited<ReturnType<typeof loadStyleLora>>>();
 for (const rank of STYLE_LORA_RANKS) {
   loras.set(rank, await loadStyleLora(`text16-lora-openmoji-r${rank}`, profile));
@@ -227,7 +227,7 @@ for (const [rank, lora] of loras) {
 // $s \in \{0, 0.5, 1, 1.5\}$. At $s = 0$ the network is the base, which has never drawn an
 // outline.
 
-// %%
+// %% {#fig-lora-strength #tbl-lora-strength}
 const strengths = [0, 0.5, 1, 1.5];
 const r4 = loras.get(4)!.model;
 const classifierEmbedding = (images: Float32Array, count: number) =>
@@ -300,7 +300,8 @@ if (!quick && !(kidByStrength.get(1.5)! > kidByStrength.get(1)!)) {
 }
 
 // %% [markdown]
-// The measured story: the base's samples sit near Twemoji and far from OpenMoji; at $s = 1$ it is
+// The measured story (@fig-lora-strength, @tbl-lora-strength): the base's samples sit near
+// Twemoji and far from OpenMoji; at $s = 1$ it is
 // the other way round (the chapter checks that KID to OpenMoji at least halves), and $s = 0.5$ is
 // half-way in both. Past 1 the update is extrapolated, and both distances grow again (checked):
 // the drawings come apart into dark speckles. What the adapter learned is mostly OpenMoji's
@@ -359,7 +360,7 @@ if (mergeError > 1e-3) throw new Error(`merging changed ε by ${mergeError}`);
 // The four adapters trained the same steps on the same batches; each is measured at $s = 1$
 // against the same held-out set, from the same noise.
 
-// %%
+// %% {#tbl-lora-rank}
 const rankPoints: PanelPoint[] = [];
 const rankTable: Record<string, string>[] = [];
 for (const [rank, lora] of loras) {
@@ -396,7 +397,7 @@ if (
 }
 
 // %% [markdown]
-// Rank 1 already does half of the work, with 6,528 numbers; rank 4 fits the held-out drawings
+// Rank 1 already does half of the work (@tbl-lora-rank), with 6,528 numbers; rank 4 fits the held-out drawings
 // best. Rank 8 trains to the lowest loss of the four and is worse than rank 4 on drawings it did
 // not see (all checked): its extra capacity went into the 1,506 training drawings rather than
 // the style. cloneofsimo's advice of rank 1–4 for a style holds here as well.
@@ -424,7 +425,7 @@ if (
 // diffusers' (5e-6 for a model pretrained at 1e-4) to this model, pretrained at 1e-3: 1e-4,
 // 300 steps of 4 subject and 4 class images.
 
-// %%
+// %% {#fig-dreambooth-data #fig-dreambooth-samples #tbl-dreambooth}
 const shownSubject = augmentedSubject(teddySpec, subject, side);
 await book.figure(
   labelledRows([
@@ -629,7 +630,7 @@ await book.table(tiTable, {
 // word read the same embedding rows and run the same frozen network, so their samples are the
 // base's, bit for bit (checked below on a batch).
 
-// %%
+// %% {#tbl-drift}
 const lexicon = await loadEmojiKeywords();
 const emoji = await loadEmojiDataset({ size: 16 });
 const driftCount = book.pick({ quick: 16, full: 128 });
@@ -712,7 +713,7 @@ if (
 }
 
 // %% [markdown]
-// Each method's price, measured. The LoRA at full strength moves every prompt, unrelated ones
+// Each method's price, measured (@tbl-drift). The LoRA at full strength moves every prompt, unrelated ones
 // included, because a style is what it was trained to apply everywhere; at $s = 0$ it costs
 // nothing. DreamBooth without the prior moves its class most of all,
 // and unrelated prompts too: a full fine-tune on 20 images pulls the whole network towards them.

@@ -62,6 +62,18 @@ describe("cross-references", () => {
       /<div class="equation" id="eq-yz" data-number="2\.1">\n\n\$\$y = 2,\nz = 3\.\$\$\n\n<div class="equation-number">\(2\.1\)<\/div>\n<\/div>/,
     );
     assert.match(out, /and \$\$w\$\$ \{#eq-w\}/, "an equation inside a line is not display math");
+    const next = new ChapterNumbering(2, "x").equations("$$a$$ {#eq-a}\nand text after.");
+    assert.match(next, /<\/div>\n\nand text after\./, "text after it is a paragraph of its own");
+  });
+
+  it("refuses a label a complete cell has no output for, saying what the cell made", () => {
+    const numbering = new ChapterNumbering(3, "chapters/03-x.ts");
+    assert.throws(
+      () => numbering.outputs(["figure"], ["fig-a", "fig-b"], 40, true),
+      /03-x\.ts:40: the cell's label fig-b names nothing: the cell makes 1 figure\(s\) and 0 table/,
+    );
+    // A chapter that failed part-way is shown as far as it got: its labels are not held to it.
+    assert.doesNotThrow(() => numbering.outputs([], ["fig-c"], 50, false));
   });
 
   it("links references on the same page and across pages, and reports the unknown", () => {

@@ -59,12 +59,16 @@ describe("citations by key", () => {
     assert.equal(citations.get("vincent2011")!.length, 2);
   });
 
-  it("leave code, npm scopes, e-mails and Markdown links alone", () => {
+  it("leave code, npm scopes, e-mails, Markdown links and HTML (attributes, scripts) alone", () => {
     const source = [
-      "Import `@ho2020` from npm:@tensorflow/tfjs, write to a@ho2020.org, [a link](x.html).",
-      "```ts",
-      'const cite = "[@ho2020]";',
+      "Import `@ho2020` from npm:@tensorflow/tfjs, write to a@ho2020.org or [bob@ho2020.org],",
+      "[a link](x.html).",
+      "````md",
       "```",
+      'const cite = "[@ho2020]";',
+      "````",
+      '<img alt="as in [@ho2020]" src="x.png"><script type="application/json">{"a": "@ho2020"}',
+      "</script><pre>@ho2020</pre>",
     ].join("\n");
     const { markdown, citations } = resolveCitations(source, "p.html", "p", REFERENCES);
     assert.equal(markdown, source);
@@ -76,7 +80,33 @@ describe("citations by key", () => {
       () => resolveCitations("as [@song2021] showed", "05-sampling.html", "chapter 5", REFERENCES),
       /05-sampling\.html cites @song2021, which assets\/references\.json does not have; add it/,
     );
+    assert.throws(
+      () => resolveCitations("as @hoo2020 showed", "05-sampling.html", "chapter 5", REFERENCES),
+      /cites @hoo2020/,
+      "a narrative citation of a typo is refused too",
+    );
     assert.throws(() => parseReferences('[{"key": "ho2020"}]'), /lacks authors, year, title/);
+    assert.throws(() => parseReferences("[{"), /references\.json is not valid JSON/);
+    assert.throws(() => parseReferences("{}"), /must hold a JSON array/);
+    const entry = { key: "ho2020", authors: ["J. Ho"], year: 2020, title: "T", venue: "V" };
+    const one = (changes: object) => JSON.stringify([{ ...entry, url: "https://x", ...changes }]);
+    assert.throws(
+      () => parseReferences(one({ year: "2020" })),
+      /ho2020 needs its year as a number/,
+    );
+    assert.throws(() => parseReferences(one({ authors: "J. Ho" })), /needs authors as a list/);
+    assert.throws(() => parseReferences(one({ url: "javascript:x" })), /needs an http\(s\) url/);
+    assert.throws(() => parseReferences(one({ key: "fig-a2020" })), /reads as a cross-reference/);
+  });
+
+  it("find citations after a stray backtick in an earlier paragraph", () => {
+    const { citations } = resolveCitations(
+      "A ` alone.\n\nThen [@ho2020].",
+      "p.html",
+      "p",
+      REFERENCES,
+    );
+    assert.equal(citations.get("ho2020")?.length, 1);
   });
 
   it("list every entry with a link back to each place that cites it", () => {

@@ -74,6 +74,24 @@ async function pageNames(site: string): Promise<string[]> {
   return names.sort();
 }
 
+/**
+ * The pixel images of the page a reader cannot see well: each must be drawn crisp (nearest
+ * neighbour), never shrunk below its own pixels, enlarged when small, and have alt text.
+ */
+function unreadableImages(page: Page): Promise<string[]> {
+  return page.evaluate(() =>
+    [...document.querySelectorAll<HTMLImageElement>(".output img")].flatMap((img) => {
+      const problems: string[] = [];
+      const shown = img.getBoundingClientRect().width;
+      if (getComputedStyle(img).imageRendering !== "pixelated") problems.push("blurred");
+      if (shown + 0.5 < img.naturalWidth) problems.push(`shrunk to ${shown} px`);
+      if (img.naturalWidth < 200 && shown < 2 * img.naturalWidth) problems.push("not enlarged");
+      if (!(img.alt ?? "").trim()) problems.push("no alt text");
+      return problems.map((p) => `${img.getAttribute("src")}: ${p}`);
+    })
+  );
+}
+
 async function checkPage(page: Page, name: string): Promise<void> {
   // Images are lazy: load them all now, and list those that fail to decode.
   const brokenImages = await page.evaluate(async () => {
@@ -90,20 +108,7 @@ async function checkPage(page: Page, name: string): Promise<void> {
     return results.filter((src) => src !== null);
   });
   assert.deepEqual(brokenImages, [], `${name}: images failed to load`);
-  // Pixel images are drawn crisp (nearest neighbour), never shrunk on a desktop screen, small ones
-  // enlarged, and each has alt text.
-  const unreadable = await page.evaluate(() =>
-    [...document.querySelectorAll<HTMLImageElement>(".output img")].flatMap((img) => {
-      const problems: string[] = [];
-      const shown = img.getBoundingClientRect().width;
-      if (getComputedStyle(img).imageRendering !== "pixelated") problems.push("blurred");
-      if (shown + 0.5 < img.naturalWidth) problems.push(`shrunk to ${shown} px`);
-      if (img.naturalWidth < 200 && shown < 2 * img.naturalWidth) problems.push("not enlarged");
-      if (!(img.alt ?? "").trim()) problems.push("no alt text");
-      return problems.map((p) => `${img.getAttribute("src")}: ${p}`);
-    })
-  );
-  assert.deepEqual(unreadable, [], `${name}: images a reader cannot see well`);
+  assert.deepEqual(await unreadableImages(page), [], `${name}: images a reader cannot see well`);
   const counts = await page.evaluate(() => ({
     katex: document.querySelectorAll(".katex").length,
     katexErrors: document.querySelectorAll(".katex-error").length,
@@ -173,6 +178,7 @@ async function checkPhoneWidth(browser: Browser, url: string, name: string): Pro
       overflow.page <= overflow.screen,
       `${name}: ${overflow.page} px wide at a ${overflow.screen} px phone screen (${overflow.wide})`,
     );
+    assert.deepEqual(await unreadableImages(page), [], `${name}: images unreadable on a phone`);
     assert.deepEqual(problems.errors, [], `${name}: errors at phone width`);
     if (SHOTS) {
       await page.screenshot({

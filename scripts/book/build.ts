@@ -18,6 +18,7 @@ import { type Chapter, discoverChapters } from "./chapters.ts";
 import { effectiveBackend, fingerprint, resultKey, staleDependencies } from "./cache.ts";
 import {
   compactFrozen,
+  quickTimingOf,
   readQuickTiming,
   readResult,
   replaceDirWithCopy,
@@ -239,7 +240,7 @@ async function resolveChapter(chapter: Chapter, plan: Plan): Promise<ChapterRepo
   if (plan.freeze && report.meta?.ok && report.dir) {
     if (report.meta.profile === "quick") {
       // Frozen outputs are the full profile's; a quick run only adds how long it took.
-      await writeQuickTiming(frozenDir, report.meta);
+      await writeQuickTiming(frozenDir, quickTimingOf(report.meta));
       print(
         `[${chapter.id}] its quick profile's ${report.meta.seconds} s recorded in ${frozenDir}`,
       );
@@ -247,7 +248,7 @@ async function resolveChapter(chapter: Chapter, plan: Plan): Promise<ChapterRepo
       const quick = await readQuickTiming(frozenDir, report.meta.contentHash);
       await replaceDirWithCopy(report.dir, frozenDir);
       await compactFrozen(frozenDir);
-      if (quick) await writeQuickTiming(frozenDir, { ...report.meta, ...quick });
+      if (quick) await writeQuickTiming(frozenDir, quick);
       print(`[${chapter.id}] frozen into ${frozenDir}`);
     }
   }

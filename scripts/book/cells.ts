@@ -76,7 +76,7 @@ export function splitCells(source: string): Cell[] {
     }
     flush(i);
     kind = /^\s*\[(markdown|md)\]/i.test(match[1] ?? "") ? "markdown" : "code";
-    setup = /^\s*\[setup\]/i.test(match[1] ?? "");
+    setup = /\[setup\]/i.test(match[1] ?? "");
     labels = markerLabels(match[1] ?? "");
     body = [];
     start = i + 2;

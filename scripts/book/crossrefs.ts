@@ -106,27 +106,44 @@ export class ChapterNumbering {
 
   /**
    * The targets of one code cell's outputs (undefined for outputs that are not numbered), with
-   * the cell's `labels` handed out in order to its figures and its tables.
+   * the cell's `labels` handed out in order to its figures and its tables. `complete`: the cell
+   * ran to its end, so a label left without an output of its kind is a mistake.
    *
-   * @throws UserError when a label is not `fig-…` or `tbl-…`
+   * @throws UserError when a label is not `fig-…` or `tbl-…`, or names an output the cell lacks
    */
-  outputs(kinds: OutputKind[], labels: string[] = [], line = 0): (OutputTarget | undefined)[] {
+  outputs(
+    kinds: OutputKind[],
+    labels: string[] = [],
+    line = 0,
+    complete = false,
+  ): (OutputTarget | undefined)[] {
     const queue: Record<TargetKind, string[]> = { fig: [], tbl: [], eq: [] };
     for (const label of labels) {
       const kind = labelKind(label);
       if (kind !== "fig" && kind !== "tbl") {
         throw new UserError(
           `${this.where}:${line}: the cell's label "${label}" is not one the book knows; ` +
-            "a code cell labels its outputs with fig-name (a plot, images, an animation, a widget) " +
-            "or tbl-name (a table), in lower case",
+            "a code cell labels its outputs fig-name (a plot, images, an animation, a widget) " +
+            "or tbl-name (a table), the name of lower-case letters, digits and hyphens",
         );
       }
       queue[kind].push(label);
     }
-    return kinds.map((output) => {
+    const targets = kinds.map((output) => {
       const kind = targetKindOf(output);
       return kind && this.#take(kind, queue[kind].shift());
     });
+    const left = [...queue.fig, ...queue.tbl];
+    if (complete && left.length > 0) {
+      const count = (kind: TargetKind) => kinds.filter((k) => targetKindOf(k) === kind).length;
+      throw new UserError(
+        `${this.where}:${line}: the cell's label${left.length > 1 ? "s" : ""} ${left.join(", ")} ` +
+          `name${left.length > 1 ? "" : "s"} nothing: the cell makes ${count("fig")} figure(s) ` +
+          `and ${count("tbl")} table(s), labelled in that order; remove the label or move it to ` +
+          "the cell that makes the output",
+      );
+    }
+    return targets;
   }
 
   /**
@@ -137,8 +154,9 @@ export class ChapterNumbering {
   equations(prose: string): string {
     return prose.replace(EQUATION, (_whole, body: string, label: string) => {
       const { number } = this.#take("eq", label);
-      return `<div class="equation" id="${label}" data-number="${number}">\n\n$$${body.trimEnd()}$$` +
-        `\n\n<div class="equation-number">(${number})</div>\n</div>`;
+      // Blank lines around the block: text on the next line must not join the HTML block.
+      return `\n<div class="equation" id="${label}" data-number="${number}">\n\n` +
+        `$$${body.trimEnd()}$$\n\n<div class="equation-number">(${number})</div>\n</div>\n`;
     });
   }
 }

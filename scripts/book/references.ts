@@ -39,7 +39,7 @@ export interface Citation {
 export const REFERENCES_PAGE = "references.html";
 
 const KEY = "[a-z][a-z-]*\\d{4}[a-z]?";
-const BRACKETED = new RegExp(`\\[([^\\[\\]]*@${KEY}[^\\[\\]]*)\\](?!\\()`, "g");
+const BRACKETED = new RegExp(`\\[([^\\[\\]]*(?<![\\w@/.-])@${KEY}[^\\[\\]]*)\\](?!\\()`, "g");
 const NARRATIVE = new RegExp(`(^|[^\\w@/.\\[-])@(${KEY})\\b`, "g");
 
 /** "Ho et al.", "Ho & Salimans", "Vincent": the authors as a citation names them. */
@@ -58,21 +58,51 @@ function escapeHtml(text: string): string {
 
 /** The references of `assets/references.json`, checked, by key. */
 export function parseReferences(json: string, source = "assets/references.json") {
-  const list = JSON.parse(json) as Reference[];
+  let list: unknown;
+  try {
+    list = JSON.parse(json);
+  } catch (error) {
+    throw new UserError(`${source} is not valid JSON (${(error as Error).message}); fix it there`);
+  }
+  if (!Array.isArray(list)) {
+    throw new UserError(
+      `${source} must hold a JSON array of entries {key, authors, year, title, venue, url}`,
+    );
+  }
   const byKey = new Map<string, Reference>();
-  for (const r of list) {
-    const missing = ["key", "authors", "year", "title", "venue", "url"].filter((f) => !(f in r));
-    if (missing.length || !new RegExp(`^${KEY}$`).test(r.key)) {
-      throw new UserError(
-        `${source}: the entry ${JSON.stringify(r.key)} ${
-          missing.length ? `lacks ${missing.join(", ")}` : "has a key not of the form name2020"
-        }`,
-      );
-    }
+  for (const [i, r] of (list as Reference[]).entries()) {
+    const name = `${source}: the entry ${typeof r?.key === "string" ? r.key : `at index ${i}`}`;
+    const problem = entryProblem(r);
+    if (problem) throw new UserError(`${name} ${problem}`);
     if (byKey.has(r.key)) throw new UserError(`${source}: the key ${r.key} is there twice`);
     byKey.set(r.key, r);
   }
   return byKey;
+}
+
+/** What is wrong with an entry of the bibliography, if anything. */
+function entryProblem(r: Reference): string | undefined {
+  if (typeof r !== "object" || r === null) return "is not an object";
+  const missing = ["key", "authors", "year", "title", "venue", "url"].filter((f) => !(f in r));
+  if (missing.length) return `lacks ${missing.join(", ")}`;
+  if (typeof r.key !== "string" || !new RegExp(`^${KEY}$`).test(r.key)) {
+    return "has a key not of the form name2020 (lower-case letters and hyphens, then the year)";
+  }
+  if (/^(fig|tbl|eq)-/.test(r.key)) {
+    return "has a key that reads as a cross-reference (fig-, tbl-, eq-)";
+  }
+  if (
+    !Array.isArray(r.authors) || r.authors.length === 0 ||
+    r.authors.some((a) => typeof a !== "string")
+  ) {
+    return 'needs authors as a list of names, e.g. ["Jonathan Ho", "Ajay Jain"]';
+  }
+  if (!Number.isInteger(r.year)) return "needs its year as a number, e.g. 2020";
+  if (typeof r.title !== "string" || typeof r.venue !== "string") {
+    return "needs a title and a venue";
+  }
+  if (typeof r.url !== "string" || !/^https?:\/\//.test(r.url)) return "needs an http(s) url";
+  return undefined;
 }
 
 /**
@@ -88,7 +118,8 @@ export function resolveCitations(
   references: ReadonlyMap<string, Reference>,
 ): { markdown: string; citations: Map<string, Citation[]> } {
   const citations = new Map<string, Citation[]>();
-  const cite = (key: string, text: string) => {
+  /** A link to the entry `key`, reading `text(entry)`; an unknown key is the writer's mistake. */
+  const cite = (key: string, text: (reference: Reference) => string) => {
     const reference = references.get(key);
     if (!reference) {
       throw new UserError(
@@ -102,7 +133,7 @@ export function resolveCitations(
     citations.set(key, list);
     return `<a class="citation" id="${anchor}" href="${REFERENCES_PAGE}#ref-${key}" title="${
       escapeHtml(`${reference.title} (${reference.venue} ${reference.year})`)
-    }">${escapeHtml(text)}</a>`;
+    }">${escapeHtml(text(reference))}</a>`;
   };
   const prose = (text: string) =>
     text
@@ -111,21 +142,13 @@ export function resolveCitations(
           const match = new RegExp(`^(.*?)@(${KEY})(.*)$`, "s").exec(part.trim());
           if (!match) return null;
           const [, prefix, key, suffix] = match;
-          const reference = references.get(key);
-          const linked = cite(
-            key,
-            `${reference ? citedNames(reference) : key}, ${reference?.year}`,
-          );
-          return `${prefix}${linked}${suffix}`;
+          return `${prefix}${cite(key, (r) => `${citedNames(r)}, ${r.year}`)}${suffix}`;
         });
         return parts.some((p) => p === null) ? whole : `(${parts.join("; ")})`;
       })
-      .replace(NARRATIVE, (_whole, before: string, key: string) => {
-        const reference = references.get(key);
-        if (!reference) return _whole; // an npm scope, an e-mail: not a citation
-        return `${before}${cite(key, citedNames(reference))} (${reference.year})`;
-      });
-  // Fenced code and inline code stay as they are; a citation may run over a line break.
+      .replace(NARRATIVE, (_whole, before: string, key: string) =>
+        `${before}${cite(key, citedNames)} (${references.get(key)!.year})`);
+  // Code and HTML stay as they are (prose.ts); a citation may run over a line break.
   return { markdown: mapProse(markdown, prose), citations };
 }
 
@@ -152,7 +175,7 @@ export function referencesPage(
     );
     return `<li id="ref-${r.key}"><span class="ref-authors">${
       escapeHtml(r.authors.join(", "))
-    }</span> (${r.year}). <a class="ref-title" href="${r.url}">${
+    }</span> (${r.year}). <a class="ref-title" href="${escapeHtml(r.url)}">${
       escapeHtml(r.title)
     }</a>. <span class="ref-venue">${escapeHtml(r.venue)}</span>.${
       links.length ? ` <span class="ref-cited">Cited in ${links.join(", ")}.</span>` : ""

@@ -285,7 +285,10 @@ export function setupSummary(code: string): string {
   const parts: string[] = [];
   if (/^import\b/m.test(code)) parts.push("imports");
   if (/\bload[A-Z]\w*\(/.test(code)) parts.push("loading the models and data");
-  if (/^(const|function|async function) \w+ = (async )?\(|^function /m.test(code)) {
+  if (
+    /^(export\s+)?(async\s+)?function\s|^(export\s+)?const\s+\w+\s*=\s*(async\s*)?(\(|\w+\s*=>)/m
+      .test(code)
+  ) {
     parts.push("helpers");
   }
   return parts.length ? parts.join(", ") : "plumbing";
@@ -339,12 +342,21 @@ export async function chapterPage(chapter: Chapter, context: PageContext): Promi
         : `<div class="cell-code">\n\n${fence(cell.text, "ts")}\n\n</div>`,
     );
     const cellOutputs = byCell.get(codeIndex) ?? [];
+    // Labels are checked against what the cell made when it ran to the end.
+    const targets = context.outputs
+      ? numbering.outputs(
+        cellOutputs.map((o) => o.kind),
+        cell.labels,
+        cell.startLine - 1,
+        context.result?.ok === true,
+      )
+      : [];
     if (cellOutputs.length && context.outputs) {
       blocks.push(
         `<div class="cell-outputs">\n\n${await renderOutputs(
           cellOutputs,
           context.outputs,
-          numbering.outputs(cellOutputs.map((o) => o.kind), cell.labels, cell.startLine - 1),
+          targets,
         )}\n\n</div>`,
       );
     }

@@ -182,14 +182,18 @@ export async function readQuickTiming(
   }
 }
 
-/** Records a quick run's time in a frozen folder (made if absent), as `deno fmt` writes JSON. */
-export async function writeQuickTiming(dir: string, meta: ResultMeta): Promise<void> {
-  const timing: QuickTiming = {
+/** The {@link QuickTiming} of a quick run's result. */
+export function quickTimingOf(meta: ResultMeta): QuickTiming {
+  return {
     contentHash: meta.contentHash,
     seconds: meta.seconds,
     finishedAt: meta.finishedAt,
     ...(meta.backend ? { backend: meta.backend } : {}),
   };
+}
+
+/** Records a quick run's time in a frozen folder (made if absent), as `deno fmt` writes JSON. */
+export async function writeQuickTiming(dir: string, timing: QuickTiming): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   await writeFileAtomic(`${dir}/${QUICK_TIMING}`, `${JSON.stringify(timing, null, 2)}\n`);
 }
