@@ -389,6 +389,11 @@ describe("the built site in a browser", { skip: !hasChromium }, () => {
           await first.waitFor({ timeout: 15_000 });
           assert.match(await first.getAttribute("href") ?? "", /^06-conditioning\.html#/, url);
           assert.match(await first.textContent() ?? "", /Classifier-free guidance/);
+          // The combobox pattern: a screen reader hears the list open and the option chosen.
+          assert.equal(await box.getAttribute("aria-expanded"), "true");
+          await box.press("ArrowDown");
+          assert.equal(await box.getAttribute("aria-activedescendant"), "search-hit-0");
+          assert.equal(await page.locator("#search-hit-0").getAttribute("aria-selected"), "true");
           await box.press("Enter");
           await page.waitForURL(/06-conditioning\.html#classifier-free-guidance$/);
           await box.fill("zzqx nothing");

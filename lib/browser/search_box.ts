@@ -65,21 +65,42 @@ function mount(root: HTMLElement): void {
     "aria-label": "Search the book",
     autocomplete: "off",
     spellcheck: "false",
+    role: "combobox",
+    "aria-autocomplete": "list",
+    "aria-expanded": "false",
     "aria-controls": "search-results",
   });
-  const results = element("ol", { class: "search-results", id: "search-results", hidden: "" });
-  root.append(input, results);
+  const results = element("ol", {
+    class: "search-results",
+    id: "search-results",
+    role: "listbox",
+    "aria-label": "Search results",
+    hidden: "",
+  });
+  // What a screen reader hears after each query: how many sections matched.
+  const status = element("p", { class: "visually-hidden", "aria-live": "polite" });
+  root.append(input, results, status);
   let selected = -1;
 
   const links = () => Array.from(results.querySelectorAll<HTMLAnchorElement>("a"));
   const select = (k: number) => {
     const all = links();
     selected = all.length ? (k + all.length) % all.length : -1;
-    all.forEach((a, i) => a.classList.toggle("is-selected", i === selected));
+    all.forEach((a, i) => {
+      a.classList.toggle("is-selected", i === selected);
+      a.parentElement!.setAttribute("aria-selected", String(i === selected));
+    });
+    if (selected >= 0) input.setAttribute("aria-activedescendant", `search-hit-${selected}`);
+    else input.removeAttribute("aria-activedescendant");
+  };
+  const open = (shown: boolean) => {
+    results.hidden = !shown;
+    input.setAttribute("aria-expanded", String(shown));
   };
   const close = () => {
-    results.hidden = true;
+    open(false);
     selected = -1;
+    input.removeAttribute("aria-activedescendant");
   };
 
   async function show() {
@@ -90,27 +111,34 @@ function mount(root: HTMLElement): void {
       hits = (await index()).search(query, QUERY_OPTIONS) as unknown as Hit[];
     } catch (error) {
       results.replaceChildren(element("li", { class: "search-note" }, (error as Error).message));
-      results.hidden = false;
+      open(true);
       return;
     }
     if (input.value.trim() !== query) return; // a newer query is on its way
     results.replaceChildren(
       ...(hits.length === 0
         ? [element("li", { class: "search-note" }, `Nothing in the book matches “${query}”.`)]
-        : hits.slice(0, MAX_HITS).map((hit) => {
+        : hits.slice(0, MAX_HITS).map((hit, i) => {
           const link = element("a", { href: hit.id, class: "search-hit" });
           link.append(
             element("span", { class: "search-where" }, hit.page),
             element("span", { class: "search-section" }, hit.section || "Introduction"),
             element("span", { class: "search-excerpt" }, hit.excerpt),
           );
-          const item = element("li");
+          const item = element("li", {
+            role: "option",
+            id: `search-hit-${i}`,
+            "aria-selected": "false",
+          });
           item.append(link);
           return item;
         })),
     );
-    results.hidden = false;
+    open(true);
     selected = -1;
+    status.textContent = hits.length === 0
+      ? "No results"
+      : `${Math.min(hits.length, MAX_HITS)} result${hits.length === 1 ? "" : "s"}`;
   }
 
   input.addEventListener("input", () => void show());
@@ -137,8 +165,10 @@ function mount(root: HTMLElement): void {
     if (!root.contains(event.target as Node)) close();
   });
   document.addEventListener("keydown", (event) => {
-    const typing = (event.target as Element | null)?.closest("input, textarea, select");
-    if (event.key === "/" && !typing) {
+    const target = event.target as HTMLElement | null;
+    const typing = target?.closest("input, textarea, select") || target?.isContentEditable;
+    const modified = event.ctrlKey || event.metaKey || event.altKey;
+    if (event.key === "/" && !typing && !modified) {
       event.preventDefault();
       input.focus();
     }
