@@ -18,6 +18,12 @@ describe("cross-references", () => {
   it("reads labels from a cell's marker, leaving the cell's text (and so its results) alone", () => {
     assert.deepEqual(markerLabels(" {#fig-a #tbl-b}"), ["fig-a", "tbl-b"]);
     assert.deepEqual(markerLabels(" [setup]"), []);
+    assert.deepEqual(markerLabels(" {#fig-a fig-b}"), ["fig-a", "fig-b{"]);
+    assert.throws(
+      () => new ChapterNumbering(1, "chapters/01-x.ts").outputs(["figure"], ["fig-b{"], 7),
+      /01-x\.ts:7: the cell's marker has "fig-b" in its \{…\} without a #; write a label as \{#fig-b\}/,
+    );
+    assert.equal(splitCells("// %% {#fig-a} [setup]\nconst a = 1;\n")[0].setup, true);
     const plain = "// %%\nconst a = 1;\n// %% [markdown]\n// Text.\n";
     const labelled = plain.replace("// %%\n", "// %% {#fig-a}\n");
     const [code] = splitCells(labelled);

@@ -85,10 +85,18 @@ export function splitCells(source: string): Cell[] {
   return cells;
 }
 
-/** The labels of a cell marker's `{#fig-a #tbl-b}` attribute block (none without one). */
+/**
+ * The labels of a cell marker's `{#fig-a #tbl-b}` attribute block (none without one). A word of
+ * the block without its `#` is kept as written, `{fig-a}` → `fig-a{`, so that the page's
+ * numbering refuses it (crossrefs.ts) instead of losing it.
+ */
 export function markerLabels(marker: string): string[] {
   const block = /\{([^}]*)\}/.exec(marker);
-  return block ? [...block[1].matchAll(/#([A-Za-z][\w-]*)/g)].map((m) => m[1]) : [];
+  return block
+    ? block[1].split(/\s+/).filter(Boolean).map((word) =>
+      word.startsWith("#") ? word.slice(1) : `${word}{`
+    )
+    : [];
 }
 
 /** The chapter's title: the first `# Title` line of its first prose cell. */

@@ -121,6 +121,12 @@ export class ChapterNumbering {
     for (const label of labels) {
       const kind = labelKind(label);
       if (kind !== "fig" && kind !== "tbl") {
+        if (label.endsWith("{")) {
+          throw new UserError(
+            `${this.where}:${line}: the cell's marker has "${label.slice(0, -1)}" in its ` +
+              `{…} without a #; write a label as {#${label.slice(0, -1)}}`,
+          );
+        }
         throw new UserError(
           `${this.where}:${line}: the cell's label "${label}" is not one the book knows; ` +
             "a code cell labels its outputs fig-name (a plot, images, an animation, a widget) " +
