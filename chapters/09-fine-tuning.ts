@@ -136,9 +136,10 @@ await book.figure(
 // B \in \mathbb{R}^{r \times d_\text{out}},$$
 //
 // $A$ drawn from $\mathcal{N}(0, 1/r^2)$ and $B = 0$, so that at initialisation the adapted
-// network is the base exactly (a test checks it bit for bit). $\alpha$ fixes the update's scale
-// across ranks (diffusers and PEFT default to $\alpha = r$, as here), and $s$ is a strength to
-// turn at inference: $s = 0$ is the base, $s = 1$ the adapter as trained. The layers are chosen
+// network is the base exactly (a test checks it bit for bit). The LoRA paper keeps $\alpha$ at the
+// first $r$ it tries, so that a change of rank does not change the update's scale; diffusers'
+// training script sets $\alpha = r$ at every rank, as here, so that $\alpha/r = 1$ and the rank
+// sweep below changes the scale along with the rank. $s$ is a strength to turn at inference: $s = 0$ is the base, $s = 1$ the adapter as trained. The layers are chosen
 // by name, as PEFT's `target_modules`: here every attention projection of the U-Net, `q`, `k`,
 // `v` and `out` of its self- and cross-attention blocks (at 8×8 and 4×4 and in the middle).
 // Training updates only $A$ and $B$: $\sum r(d_\text{in} + d_\text{out})$ numbers.
@@ -301,10 +302,12 @@ if (!quick && !(kidByStrength.get(1.5)! > kidByStrength.get(1)!)) {
 
 // %% [markdown]
 // The measured story (@fig-lora-strength, @tbl-lora-strength): the base's samples sit near
-// Twemoji and far from OpenMoji; at $s = 1$ it is
-// the other way round (the chapter checks that KID to OpenMoji at least halves), and $s = 0.5$ is
-// half-way in both. Past 1 the update is extrapolated, and both distances grow again (checked):
-// the drawings come apart into dark speckles. What the adapter learned is mostly OpenMoji's
+// Twemoji and far from OpenMoji; at $s = 1$ it is the other way round (the chapter checks that KID
+// to OpenMoji at least halves). At $s = 0.5$ the samples are half-way to OpenMoji by KID (545)
+// while they stay as near Twemoji as the base's (88 against 110). Past 1 the update is
+// extrapolated and the drawings come apart into dark speckles: KID to OpenMoji grows again
+// (checked), and so does KID to Twemoji. FID, biased at 400 samples (chapter 7), disagrees on that
+// last row and puts $s = 1.5$ nearer OpenMoji than the base; KID, unbiased, puts it farther. What the adapter learned is mostly OpenMoji's
 // palette and its dark strokes; its clean black outline, one pixel wide at 16 px, is drawn by the
 // U-Net's 16×16 convolutions, which these adapters leave alone (its attention runs at 8×8 and
 // 4×4 only). An adapter of the convolutions as well (LoCon, in the LyCORIS family) would reach it,
@@ -421,9 +424,12 @@ if (
 // country", in both vendors' captions). The subject is the two
 // vendors' drawings of the teddy bear, mirrored and shifted by a pixel (20 images), captioned
 // "xk bear, twemoji" and "xk bear, noto"; the class images are 200 samples of "bear, twemoji"
-// and "bear, noto" from the base (diffusers' default of 200), and λ = 1. The recipe scales
-// diffusers' (5e-6 for a model pretrained at 1e-4) to this model, pretrained at 1e-3: 1e-4,
-// 300 steps of 4 subject and 4 class images.
+// and "bear, noto" from the base (the number in diffusers' DreamBooth example), and λ = 1.
+// diffusers' rate, 5e-6, is a twentieth of the rate its model was pretrained at; this model was
+// pretrained at 1e-3, and the run uses a tenth of that, 1e-4, for 300 steps of 4 subject and 4
+// class images, with the last step's weights (no EMA, unlike the LoRA runs). As in the base's
+// own training, a tenth of the captions are dropped to "", so the model's unconditional
+// prediction, which guidance needs, trains on the subject too.
 
 // %% {#fig-dreambooth-data #fig-dreambooth-samples #tbl-dreambooth}
 const shownSubject = augmentedSubject(teddySpec, subject, side);
@@ -531,14 +537,17 @@ if (!quick) {
 // yellow bow, in each vendor's palette, and the similarity to the real drawings went from below
 // zero to about 0.7 (checked: up by at least 0.3). Without the prior, "bear" drifted: its
 // samples became teddies too (their similarity to the subject rose from about 0 to about 0.36),
-// where with the prior "bear" still draws the base's dark bear heads (checked: less drift with the
-// prior than without). The tiny CLIP scores the new drawings lower against "bear" than the base's
-// heads: its "bear" is the bear face of its training captions, and a teddy's body reads less
-// like it. The paper's prompt fidelity, CLIP-T,
-// scores a sample against a prompt that describes it; the tiny CLIP has no word for this subject
-// ("teddy" and "plush" appear in no training caption, being the held-out subject's) and the
-// identifier means nothing to it, so the table scores the samples against their class prompt:
-// whether what DreamBooth draws still reads as a bear.
+// where with the prior "bear" still draws dark bear heads, not teddies (checked: less drift
+// towards the subject with the prior than without). They are not the base's heads, though: the
+// drift table below finds them far from the base's "bear" samples.
+//
+// The paper's prompt fidelity, CLIP-T, scores a sample against a prompt that describes it; the
+// tiny CLIP has no word for this subject ("teddy" and "plush" appear in no training caption,
+// being the held-out subject's) and the identifier means nothing to it, so the table scores the
+// samples against their class prompt, "bear". That score fails here as a measure: the base's
+// "xk bear" samples, Kosovo's flags, score highest of all (39.1), above the teddies (18–20). The
+// tiny CLIP, trained on 3,462 captions, does not separate a bear from a flag by this prompt, and
+// the chapter leaves prompt fidelity unmeasured rather than read it off this column.
 //
 // ## Textual inversion: a word for a concept
 //
@@ -612,8 +621,9 @@ await book.table(tiTable, {
 // (checked: "cat" is not among them). It did learn: samples of "ktn" are much closer to the cat
 // faces than samples of its initializer "cat" by both measures (checked). By eye they carry the
 // concept's colours, orange and yellow, and little of its shape, and the words the model already
-// has, composed ("cat face"), draw round yellow faces that the classifier's features place as
-// close to the concept, while the tiny CLIP's image tower, which leans on colour, prefers "ktn".
+// has, composed ("cat face"), draw round yellow faces that the classifier's features place
+// closer to the concept than either "ktn" prompt (0.572 against 0.481 and 0.551), while the tiny
+// CLIP's image tower, which leans on colour, prefers "ktn".
 // The frozen U-Net can only draw what some point of its conditioning space already makes it
 // draw, and a 1.3 M-parameter network that learned from 3,000 captions has few such points; the
 // method shines on large models whose conditioning space holds a new concept somewhere.
@@ -626,7 +636,10 @@ await book.table(tiTable, {
 // the two sets of samples. The prompts are the class prompt ("bear, twemoji", "bear, noto") and
 // unrelated prompts, captions of emoji the base trained on ("red apple, fruit, twemoji", …); the
 // distance is KID on the classifier's features, with the base against a second draw of itself
-// (other seeds) as the floor. Textual inversion needs no measurement: prompts without the new
+// (other seeds) as the floor. Each fine-tune's sample starts from the same $x_T$ as a base sample
+// and is paired with it, while KID's estimator assumes two independent sets: a pair's likeness
+// pulls the rows below down a little, so they understate the drift, and the floor, drawn
+// unpaired, is not quite their zero. Textual inversion needs no measurement: prompts without the new
 // word read the same embedding rows and run the same frozen network, so their samples are the
 // base's, bit for bit (checked below on a batch).
 
@@ -717,16 +730,17 @@ if (
 // included, because a style is what it was trained to apply everywhere; at $s = 0$ it costs
 // nothing. DreamBooth without the prior moves its class most of all,
 // and unrelated prompts too: a full fine-tune on 20 images pulls the whole network towards them.
-// The prior cuts the class's drift to under half (checked) and keeps unrelated prompts closer to
-// the base than either, though not at the floor: 300 steps on a handful of images leave a trace
-// even with the prior. Textual inversion moves nothing it was not asked to.
+// The prior cuts the class's drift to under half (checked; 1,661 against 5,473) and keeps
+// unrelated prompts closer to the base than either, though neither is at the floor: the class's
+// samples with the prior are still farther from the base's than the LoRA's restyled ones, and
+// 300 steps on a handful of images leave a trace in every prompt. Textual inversion moves nothing it was not asked to.
 //
 // ## What to use when
 //
 // | method | trains | stores | learns | costs the base |
 // |---|---|---|---|---|
-// | LoRA | a low-rank update of chosen layers | kB | a style, across every prompt | nothing at s = 0, or when merged |
-// | DreamBooth | every weight | the whole network | one subject, bound to a word | the class's meaning, unless the prior is kept |
+// | LoRA | a low-rank update of chosen layers | kB | a style, across every prompt | nothing at s = 0; at s = 1, every prompt's look |
+// | DreamBooth | every weight | the whole network | one subject, bound to a word | the class's meaning, a third as much with the prior |
 // | textual inversion | one word's embedding | one vector | what the frozen model can already draw | nothing |
 //
 // The three combine: diffusers trains DreamBooth *through* a LoRA (`train_dreambooth_lora.py`),
