@@ -108,11 +108,36 @@ describe("LoRA: W′ = W + s(α/r)·AB on layers chosen by name", () => {
     assert.equal(lora.parameterCount, sum);
     assert.equal(loraParameters(adapted).reduce((s, p) => s + p.variable.size, 0), sum);
     assert.ok(sum < 0.1 * plain.parameterCount(), "a small fraction of the network");
-    // A in N(0, 1/r²), B zero.
-    const a = lora.layers[0].a.dataSync() as Float32Array;
+    // A in N(0, 1/r²), B zero: over every layer's A, the spread tells 1/r = 0.5 from 1/√r = 0.71.
+    const a = lora.layers.flatMap((l) => Array.from(l.a.dataSync() as Float32Array));
     const std = Math.sqrt(a.reduce((s, v) => s + v * v, 0) / a.length);
-    assert.ok(std > 0.25 && std < 0.75, `std of A = ${std}, 1/r = 0.5`);
+    assert.ok(a.length > 500 && std > 0.45 && std < 0.55, `std of A = ${std}, 1/r = 0.5`);
     assert.ok(lora.layers.every((l) => l.b.dataSync().every((v) => v === 0)));
+    plain.dispose();
+    adapted.dispose();
+  });
+
+  it("adds s(α/r)·xAB to a layer's output, α and s each counted once, merged or beside W", async () => {
+    const plain = base();
+    const adapted = adaptModel(plain, { ...LORA, alpha: 8 }); // α/r = 4
+    perturb(adapted);
+    const lora = adapted.lora!;
+    assert.equal(lora.scale, 4);
+    lora.setStrength(0.5);
+    const layer = lora.layers[0];
+    const x = tf.randomNormal([3, layer.weight.shape[0]!], 0, 1, "float32", 9) as tf.Tensor2D;
+    const w = layer.weight as tf.Tensor2D;
+    const update = tf.tidy(() =>
+      tf.mul(tf.matMul(layer.a as tf.Tensor2D, layer.b as tf.Tensor2D), 2)
+    );
+    const expected = tf.tidy(() => tf.matMul(x, tf.add(w, update) as tf.Tensor2D));
+    const beside = tf.tidy(() => layer.addUpdate(x, tf.matMul(x, w)));
+    const want = await expected.data() as Float32Array;
+    assert.ok(maxDifference(await beside.data() as Float32Array, want) < 1e-5, "y = x(W + 2AB)");
+    lora.merge();
+    const merged = tf.tidy(() => layer.addUpdate(x, tf.matMul(x, layer.weight as tf.Tensor2D)));
+    assert.ok(maxDifference(await merged.data() as Float32Array, want) < 1e-5, "W′ = W + 2AB");
+    tf.dispose([x, update, expected, beside, merged]);
     plain.dispose();
     adapted.dispose();
   });
@@ -130,6 +155,11 @@ describe("LoRA: W′ = W + s(α/r)·AB on layers chosen by name", () => {
     lora.setStrength(0.5);
     const half = await output(adapted);
     assert.ok(maxDifference(half, baseOut) > 1e-4 && maxDifference(half, full) > 1e-4);
+    // The update is linear in s while it is small: half the strength, about half the change.
+    const change = (o: Float32Array) =>
+      Math.sqrt(o.reduce((t, v, i) => t + (v - baseOut[i]) ** 2, 0));
+    const ratio = change(half) / change(full);
+    assert.ok(ratio > 0.4 && ratio < 0.6, `the change at s = 0.5 is ${ratio} of the change at 1`);
     lora.setStrength(1);
     const weightsBefore = await valuesOf(baseParameters(adapted));
     lora.merge();
