@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { encodePng } from "../lib/core/images.ts";
-import { compareImages, sameText } from "../scripts/book/verify.ts";
+import { compareImages, sameFigure, sameText } from "../scripts/book/verify.ts";
 
 describe("comparing a rebuilt book with its frozen results", () => {
   it("takes numbers to their stated precision and text exactly", () => {
@@ -27,5 +27,23 @@ describe("comparing a rebuilt book with its frozen results", () => {
     );
     // Every value shifted by 4 levels: another picture.
     assert.match(compareImages(base, image((i) => ((i * 7) % 256 + 4) % 256))!, /mean difference/);
+  });
+
+  it("lets a figure's marks move a fraction of a pixel, not its text or its embedded images", () => {
+    const png = (shift: number) => {
+      const data = new Uint8Array(8 * 8 * 4).map((
+        _,
+        i,
+      ) => (i % 4 === 3 ? 255 : (i * 9 + shift) % 256));
+      return btoa(String.fromCharCode(...encodePng({ width: 8, height: 8, data })));
+    };
+    const figure = (x: string, label: string, image: string) =>
+      `<svg><circle cx="${x}" cy="10"/><image href="data:image/png;base64,${image}"/>` +
+      `<text x="5">${label}</text></svg>`;
+    const base = figure("268.5019124884469", "0.25", png(0));
+    assert.equal(sameFigure(base, figure("268.8863185450439", "0.25", png(0))), null, "0.4 px");
+    assert.match(sameFigure(base, figure("270.1", "0.25", png(0)))!, /268\.5019124884469 became/);
+    assert.match(sameFigure(base, figure("268.5", "0.75", png(0)))!, /0\.25 became 0\.75/);
+    assert.match(sameFigure(base, figure("268.5", "0.25", png(64)))!, /embedded image 1/);
   });
 });

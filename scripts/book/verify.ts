@@ -10,6 +10,10 @@
  *   2 levels (of 255), with at most 1 % of the values off by more than 64. A sampler amplifies
  *   rounding differences over its steps, so a few pixels of a few samples may differ visibly while
  *   the picture stays the same; a changed model or sampler changes far more than that.
+ * - A figure's markup is compared in two parts: its text (labels, ticks, legends) as above, and
+ *   its tags, whose numbers are also allowed half an SVG unit (half a pixel at 1:1, which nobody
+ *   sees): another CPU's kernels move a sampled point a fraction of a pixel. Raster images
+ *   embedded in a figure (`data:image/png;base64,…`) are compared as images, as above.
  * - Outputs marked as measurements (wall times, speeds) are compared by kind only, and a table's
  *   measured columns (and its caption, which says where they were measured) are left out.
  *
@@ -46,7 +50,7 @@ function lastDigitUnit(text: string): number {
  * Whether two texts say the same to their stated precision: equal once their numbers are set
  * aside, and each pair of numbers within one unit of the last decimal or 0.1 %.
  */
-export function sameText(a: string, b: string): string | null {
+export function sameText(a: string, b: string, absolute = 0): string | null {
   if (a === b) return null;
   const skeleton = (s: string) => s.replace(NUMBER, "#");
   if (skeleton(a) !== skeleton(b)) {
@@ -59,7 +63,8 @@ export function sameText(a: string, b: string): string | null {
     const x = Number(na[i]);
     const y = Number(nb[i]);
     const unit = Math.max(lastDigitUnit(na[i]), lastDigitUnit(nb[i]));
-    const tolerance = unit === 0 ? 0 : Math.max(unit, 1e-3 * Math.max(Math.abs(x), Math.abs(y)));
+    const relative = unit === 0 ? 0 : Math.max(unit, 1e-3 * Math.max(Math.abs(x), Math.abs(y)));
+    const tolerance = Math.max(relative, absolute);
     if (!(Math.abs(x - y) <= tolerance * (1 + 1e-9))) return `${na[i]} became ${nb[i]}`;
   }
   return null;
@@ -92,6 +97,32 @@ export function compareImages(a: Uint8Array, b: Uint8Array): string | null {
     }
   }
   return null;
+}
+
+const EMBEDDED_PNG = /data:image\/png;base64,([A-Za-z0-9+/=]+)/g;
+
+function decodeBase64(text: string): Uint8Array {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+/**
+ * Whether two figures' markups show the same figure: their embedded images within
+ * {@link IMAGE_TOLERANCE}, their text by {@link sameText}, and their tags' numbers within half an
+ * SVG unit as well (see the module comment).
+ */
+export function sameFigure(a: string, b: string): string | null {
+  const [imagesA, imagesB] = [[...a.matchAll(EMBEDDED_PNG)], [...b.matchAll(EMBEDDED_PNG)]];
+  if (imagesA.length !== imagesB.length) {
+    return `${imagesA.length} embedded images became ${imagesB.length}`;
+  }
+  for (let i = 0; i < imagesA.length; i++) {
+    const problem = compareImages(decodeBase64(imagesA[i][1]), decodeBase64(imagesB[i][1]));
+    if (problem) return `embedded image ${i + 1}: ${problem}`;
+  }
+  const [x, y] = [a, b].map((m) => m.replace(EMBEDDED_PNG, "data:image/png"));
+  const tags = (m: string) => (m.match(/<[^>]*>/g) ?? []).join("");
+  const texts = (m: string) => m.replace(/<[^>]*>/g, "\n");
+  return sameText(texts(x), texts(y)) ?? sameText(tags(x), tags(y), 0.5);
 }
 
 /** A table's data without its measured columns (other outputs' data as they are). */
@@ -156,7 +187,12 @@ export async function compareResults(
         await Deno.readFile(`${frozenDir}/${a.file}`),
         await Deno.readFile(`${rebuiltDir}/${b.file}`),
       );
-    } else if (a.kind === "figure" || a.kind === "widget") {
+    } else if (a.kind === "figure") {
+      problem = (options.exact ? exactText : sameFigure)(
+        await textOf(a, frozenDir),
+        await textOf(b, rebuiltDir),
+      );
+    } else if (a.kind === "widget") {
       problem = text(await textOf(a, frozenDir), await textOf(b, rebuiltDir));
     } else {
       problem = text(JSON.stringify(unmeasured(a.data)), JSON.stringify(unmeasured(b.data)));
