@@ -11,6 +11,8 @@ describe("comparing a rebuilt book with its frozen results", () => {
     assert.match(sameText("linear", "cosine")!, /text differs/);
     assert.match(sameText("3812 images", "3811 images")!, /3812 became 3811/, "counts are exact");
     assert.equal(sameText('{"value":"1.5e-3"}', '{"value":"1.6e-3"}'), null, "one unit of e-4");
+    assert.equal(sameText("|Δε| 9.5e-7", "|Δε| 7.5e-7"), null, "float32 rounding, either way");
+    assert.match(sameText("|Δε| 9.5e-7", "|Δε| 2.5e-4")!, /became/);
   });
 
   it("lets a few pixels move, not the picture", () => {

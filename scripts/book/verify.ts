@@ -10,6 +10,8 @@
  *   2 levels (of 255), with at most 1 % of the values off by more than 64. A sampler amplifies
  *   rounding differences over its steps, so a few pixels of a few samples may differ visibly while
  *   the picture stays the same; a changed model or sampler changes far more than that.
+ * - Numbers below 1e-5 in size are float32 rounding errors, which each CPU makes its own: two
+ *   such agree.
  * - A figure's markup is compared in two parts: its text (labels, ticks, legends) as above, and
  *   its tags, whose numbers are also allowed half an SVG unit (half a pixel at 1:1, which nobody
  *   sees): another CPU's kernels move a sampled point a fraction of a pixel. Raster images
@@ -64,7 +66,10 @@ export function sameText(a: string, b: string, absolute = 0): string | null {
     const y = Number(nb[i]);
     const unit = Math.max(lastDigitUnit(na[i]), lastDigitUnit(nb[i]));
     const relative = unit === 0 ? 0 : Math.max(unit, 1e-3 * Math.max(Math.abs(x), Math.abs(y)));
-    const tolerance = Math.max(relative, absolute);
+    // Below 1e-5 a number is a float32 rounding error (a merge's |Δε|): another CPU's own.
+    const tolerance = Math.max(Math.abs(x), Math.abs(y)) < 1e-5
+      ? Infinity
+      : Math.max(relative, absolute);
     if (!(Math.abs(x - y) <= tolerance * (1 + 1e-9))) return `${na[i]} became ${nb[i]}`;
   }
   return null;
